@@ -62,6 +62,57 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .training import TrainConfig, train
+
+    if args.resume and not args.out:
+        raise MobileNetError("--resume needs --out DIR, the folder of the run to continue")
+    cfg = TrainConfig(
+        data=args.data, epochs=args.epochs if args.resume else (args.epochs or 50), width_mult=args.width,
+        resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed, out=args.out, limit=args.limit,
+        val_split=args.val_split, strict=args.strict, workers=args.workers, device=args.device)
+    train(cfg, resume=args.resume, progress=sys.stderr.isatty())
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
+    print(f"{m['data']}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
+          f"loss {m['loss']:.4f}")
+    width = max(len(c) for c in m["per_class"])
+    for name, acc in m["per_class"].items():
+        print(f"  {name:<{width}}  {100 * acc:6.2f}%")
+    print(f"wrote metrics.json and confusion_matrix.png to {args.out or args.model}")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .evaluate import predict
+
+    results, errors = predict(args.model, args.images, top_k=args.top_k)
+    for line in errors:
+        print(f"mobilenet predict: error: {line}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(r["image"])
+            for p in r["predictions"]:
+                print(f"  {100 * p['probability']:6.2f}%  {p['class']}")
+    return 1 if errors else 0
+
+
+def _cmd_samples(args) -> int:
+    from .data import write_samples
+
+    for path in write_samples(args.out, args.count):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mobilenet", description="MobileNet V1: build, cost, train, evaluate, predict, export.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -75,6 +126,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_cost)
 
+    p = sub.add_parser("train", help="train on Fashion-MNIST (default) or a folder of images")
+    p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist' (default) or a folder, one sub-folder per class")
+    p.add_argument("--epochs", type=_number("epochs", 1, 100_000, int), help="default 50, the seed's budget")
+    p.add_argument("--width", type=WIDTH, default=1.0, help="width multiplier α (default 1.0)")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size ρ (default 32 for Fashion-MNIST, 224 for folders)")
+    p.add_argument("--batch-size", type=_number("batch-size", 2, 65_536, int), default=64)
+    p.add_argument("--lr", type=_number("lr", 1e-8, 100.0), help="peak learning rate (default: by optimizer, "
+                   "scaled with the batch size)")
+    p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default="sgd")
+    p.add_argument("--weight-decay", type=_number("weight-decay", 0.0, 1.0), default=4e-5,
+                   help="L2 on conv and FC weights, not on depthwise filters or BN (default 4e-5)")
+    p.add_argument("--dropout", type=_number("dropout", 0.0, 0.999), default=0.0)
+    p.add_argument("--seed", type=_number("seed", 0, 2**63 - 1, int), default=0)
+    p.add_argument("--out", help="run folder (default runs/<dataset>-<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--limit", type=_number("limit", 2, 10**9, int), help="train on only N images")
+    p.add_argument("--val-split", type=_number("val-split", 0.01, 0.99), default=0.2,
+                   help="fraction held out of a folder without train/ and val/ (default 0.2)")
+    p.add_argument("--strict", action="store_true", help="stop at a file that does not decode")
+    p.add_argument("--workers", type=_number("workers", 0, 64, int), help="DataLoader workers for folders")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("--data", help="default: the data set the model was trained on")
+    p.add_argument("--out", help="where metrics.json and confusion_matrix.png go (default: --model)")
+    p.add_argument("--workers", type=_number("workers", 0, 64, int))
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="class names with softmax probabilities for images")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=_number("top-k", 1, 10**6, int), default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
+    p.add_argument("--out", default="samples", help="folder (default ./samples)")
+    p.add_argument("--count", type=_number("count", 1, 10_000, int), default=5)
+    p.set_defaults(func=_cmd_samples)
+
     p = sub.add_parser("models", help="the paper's 16 variants with their cost (Tables 6, 7)")
     p.set_defaults(func=_cmd_models)
     return parser
@@ -86,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (MobileNetError, ValueError) as e:
         print(f"mobilenet {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)
     except KeyboardInterrupt:
         print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -6,3 +6,11 @@ class MobileNetError(Exception):
 
     The message is one line that names the thing and says what would work.
     """
+
+    exit_code = 1
+
+
+class Interrupted(MobileNetError):
+    """Stopped by SIGINT or SIGTERM after saving; resumable."""
+
+    exit_code = 130

@@ -1,0 +1,425 @@
+"""Data: the embedded Fashion-MNIST default (in memory, augmented as whole batches) and
+any folder of images (torchvision ImageFolder convention, read by a DataLoader).
+
+Both give the training loop the same thing: batches of normalised float images at the
+model's input size, and a list of files that did not decode. Randomness is a function of
+(seed, epoch, step or image index) only, so an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import MobileNetError
+
+FASHION_MNIST = "fashion-mnist"
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _mix(*numbers: int) -> int:
+    """A 63-bit seed from several integers (stable across runs and processes)."""
+    h = 1469598103934665603
+    for n in numbers:
+        h = ((h ^ (n & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+# --- Fashion-MNIST ------------------------------------------------------------------
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip or raw), as in the MNIST family: magic, dims, then uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        magic, ndim = int.from_bytes(data[:4], "big"), data[3]
+        if magic >> 8 != 0x08:  # 0x08 = unsigned byte
+            raise ValueError("bad magic number")
+        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, ValueError, EOFError) as e:
+        raise MobileNetError(f"{path} is not a readable IDX file ({e}); reinstall dataset-fashion-mnist") from None
+
+
+def _fashion_files(folder: Path, split: str) -> tuple[Path, Path] | None:
+    prefix = "train" if split == "train" else "t10k"
+    for suffix in (".gz", ""):
+        images = folder / f"{prefix}-images-idx3-ubyte{suffix}"
+        labels = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
+        if images.exists() and labels.exists():
+            return images, labels
+    return None
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the Fashion-MNIST files are: $MOBILENET_FASHION_MNIST, Debian's package, or a
+    torchvision download into the cache folder (needs internet access)."""
+    candidates = [Path(os.environ["MOBILENET_FASHION_MNIST"])] if os.environ.get("MOBILENET_FASHION_MNIST") else []
+    candidates.append(DEBIAN_DIR)
+    for folder in candidates:
+        if _fashion_files(folder, "train") and _fashion_files(folder, "test"):
+            return folder
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mobilenet"
+    raw = cache / "FashionMNIST" / "raw"
+    if not (_fashion_files(raw, "train") and _fashion_files(raw, "test")):
+        try:
+            from torchvision.datasets import FashionMNIST
+            for train in (True, False):
+                FashionMNIST(str(cache), train=train, download=True)
+        except Exception:  # no network, a proxy, a full disk: one answer for all
+            raise MobileNetError(
+                "Fashion-MNIST not found: install it with `apt-get install dataset-fashion-mnist` "
+                f"(files in {DEBIAN_DIR}) or allow torchvision to download it into {cache}") from None
+    return raw
+
+
+def load_fashion_mnist(split: str, folder: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of the 'train' or 'test' split."""
+    folder = folder or fashion_mnist_dir()
+    files = _fashion_files(folder, split)
+    if files is None:
+        raise MobileNetError(f"Fashion-MNIST {split} files are missing in {folder}")
+    images, labels = (_read_idx(p) for p in files)
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise MobileNetError(f"Fashion-MNIST files in {folder} have unexpected shapes {images.shape}, {labels.shape}")
+    return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+
+
+# --- what every source gives the training loop -------------------------------------
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (N, C, R, R) float, normalised
+    labels: torch.Tensor  # (N,) int64
+    bad_files: list[str] = field(default_factory=list)  # "path: reason" of files left out
+
+
+def normalize_resize(x: torch.Tensor, mean, std, resolution: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> normalised float at resolution×resolution (bilinear)."""
+    x = x.float().div_(255)
+    x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return x
+
+
+def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """Batch augmentation as tensor ops: random horizontal flip, then a random shift of up
+    to `pad` pixels (zero padding, then a random crop back to size)."""
+    n, c, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    if pad:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+        padded = padded.gather(2, rows)
+        cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
+        x = padded.gather(3, cols)
+    return x
+
+
+class TensorSource:
+    """A data set held in memory as uint8 tensors (Fashion-MNIST): no per-image Python."""
+
+    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2):
+        (self.train_x, self.train_y), (self.test_x, self.test_y) = train, test
+        self.name, self.classes, self.mean, self.std = name, classes, mean, std
+        self.resolution, self.seed, self.shift = resolution, seed, shift
+        self.in_channels = self.train_x.shape[1]
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_y)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_y)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return _steps(self.num_train, batch_size)
+
+    def train_batches(self, epoch: int, batch_size: int, start_step: int = 0):
+        order = torch.randperm(self.num_train, generator=torch.Generator().manual_seed(_mix(self.seed, epoch)))
+        for step in range(start_step, self.steps_per_epoch(batch_size)):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch, step))
+            x = flip_and_shift(self.train_x[idx], self.shift, g)
+            yield Batch(normalize_resize(x, self.mean, self.std, self.resolution), self.train_y[idx])
+
+    def test_batches(self, batch_size: int):
+        for i in range(0, self.num_test, batch_size):
+            x = self.test_x[i:i + batch_size]
+            yield Batch(normalize_resize(x, self.mean, self.std, self.resolution), self.test_y[i:i + batch_size])
+
+    def input_spec(self) -> dict:
+        """What predict and export need to prepare an image like the test images."""
+        return {"channels": self.in_channels, "image_size": self.train_x.shape[-1],
+                "resolution": self.resolution, "mean": list(self.mean), "std": list(self.std)}
+
+    def provenance(self) -> dict:
+        return {"name": self.name}
+
+
+def _steps(n: int, batch_size: int) -> int:
+    # A last batch of one image is dropped: BatchNorm needs two.
+    steps = n // batch_size
+    return steps + (n % batch_size > 1)
+
+
+def fashion_mnist(resolution: int, seed: int, limit: int | None = None) -> TensorSource:
+    train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
+    if limit:
+        g = torch.Generator().manual_seed(_mix(seed, 7))
+        keep = torch.randperm(len(train[1]), generator=g)[:limit]
+        train = (train[0][keep], train[1][keep])
+    return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed)
+
+
+# --- any folder of images -----------------------------------------------------------
+
+def load_image(path, channels: int = 3):
+    """Open any image (JPEG, PNG, BMP, GIF, WebP, TIFF; L, RGB, RGBA, P, CMYK, 16-bit),
+    apply its EXIF rotation, and convert it to 8-bit RGB (3 channels) or L (1 channel).
+    Raises MobileNetError naming the file if it does not decode."""
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.seek(0)  # first frame of an animation
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    a = np.asarray(im, dtype=np.float64)
+                    hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+                    im = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
+                if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in im.info:
+                    rgba = im.convert("RGBA")
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    im = Image.alpha_composite(background, rgba)
+                return im.convert("RGB" if channels == 3 else "L")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, MemoryError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MobileNetError(f"{path}: not a readable image ({reason})") from None
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """(path, label) samples -> (tensor | None, label, error | None). Augmentation is
+    seeded by (seed, epoch, index), so it does not depend on workers or on resuming."""
+
+    def __init__(self, samples, transform, channels, seed):
+        self.samples, self.transform, self.channels, self.seed, self.epoch = samples, transform, channels, seed, 0
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        try:
+            image = load_image(path, self.channels)
+        except MobileNetError as e:
+            return None, label, str(e)
+        torch.manual_seed(_mix(self.seed, self.epoch, i))
+        return self.transform(image), label, None
+
+
+def _collate(items):
+    good = [(x, y) for x, y, err in items if err is None]
+    bad = [err for _, _, err in items if err is not None]
+    if not good:
+        return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), bad)
+    return Batch(torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad)
+
+
+class _Offset(torch.utils.data.Sampler):
+    def __init__(self, order):
+        self.order = order
+
+    def __iter__(self):
+        return iter(self.order.tolist())
+
+    def __len__(self):
+        return len(self.order)
+
+
+def _scan(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    from torchvision.datasets.folder import find_classes, make_dataset
+
+    try:
+        classes, index = find_classes(str(root))
+    except FileNotFoundError:
+        raise MobileNetError(f"{root} has no class folders; put each class's images in a sub-folder") from None
+    samples = make_dataset(str(root), index, extensions=IMAGE_EXTENSIONS, allow_empty=True)
+    return classes, samples
+
+
+def folder_transforms(resolution: int, mean, std, train: bool):
+    """The paper's recipe at 224: light Inception-style crops and flips for training
+    (small models overfit less, §3.2); resize and centre crop for testing."""
+    from torchvision.transforms import v2
+
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if train:
+        return v2.Compose([v2.RandomResizedCrop(resolution, scale=(0.25, 1.0), antialias=True),
+                           v2.RandomHorizontalFlip(), *tail])
+    return v2.Compose([v2.Resize(round(resolution * 256 / 224), antialias=True),
+                       v2.CenterCrop(resolution), *tail])
+
+
+class FolderSource:
+    """Images on disk, one sub-folder per class, read by a DataLoader with workers."""
+
+    def __init__(self, root, resolution: int, seed: int, val_split: float = 0.2, limit: int | None = None,
+                 workers: int | None = None, channels: int = 3):
+        root = Path(root)
+        if not root.is_dir():
+            raise MobileNetError(f"--data {root}: no such folder; give a folder with one sub-folder per class, "
+                                 f"or '{FASHION_MNIST}'")
+        self.name, self.resolution, self.seed, self.in_channels = str(root), resolution, seed, channels
+        self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+        self.val_split = val_split
+        test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+        if (root / "train").is_dir() and test_dir is not None:
+            self.classes, train = _scan(root / "train")
+            test_classes, test = _scan(test_dir)
+            if test_classes != self.classes:
+                raise MobileNetError(f"{root}/train and {test_dir} have different class folders")
+            self.split = {"train": str(root / "train"), "test": str(test_dir)}
+        else:
+            self.classes, samples = _scan(root)
+            train, test = _stratified_split(samples, val_split, seed)
+            self.split = {"val_split": val_split, "seed": seed}
+        used = {label for _, label in train}
+        if not train:
+            raise MobileNetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+        if len(used) < 2:
+            raise MobileNetError(f"{root} has images of {len(used)} class; a classifier needs at least two")
+        if limit:
+            g = torch.Generator().manual_seed(_mix(seed, 7))
+            train = [train[i] for i in torch.randperm(len(train), generator=g)[:limit].tolist()]
+        self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self.train_set = _ImageFiles(train, folder_transforms(resolution, self.mean, self.std, True), channels, seed)
+        self.test_set = _ImageFiles(test, folder_transforms(resolution, self.mean, self.std, False), channels, seed)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_set)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.test_set)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return _steps(self.num_train, batch_size)
+
+    def _loader(self, dataset, order, batch_size):
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, sampler=_Offset(order), num_workers=self.workers,
+            collate_fn=_collate, pin_memory=torch.cuda.is_available())
+
+    def train_batches(self, epoch: int, batch_size: int, start_step: int = 0):
+        self.train_set.epoch = epoch
+        order = torch.randperm(self.num_train, generator=torch.Generator().manual_seed(_mix(self.seed, epoch)))
+        order = order[start_step * batch_size: self.steps_per_epoch(batch_size) * batch_size]
+        yield from self._loader(self.train_set, order, batch_size)
+
+    def test_batches(self, batch_size: int):
+        yield from self._loader(self.test_set, torch.arange(self.num_test), batch_size)
+
+    def input_spec(self) -> dict:
+        return {"channels": self.in_channels, "image_size": None, "resolution": self.resolution,
+                "resize": round(self.resolution * 256 / 224), "mean": list(self.mean), "std": list(self.std)}
+
+    def provenance(self) -> dict:
+        return {"name": self.name, **self.split}
+
+
+def _stratified_split(samples, val_split: float, seed: int):
+    if not 0 < val_split < 1:
+        raise MobileNetError(f"--val-split must be between 0 and 1, got {val_split}")
+    by_class: dict[int, list] = {}
+    for s in samples:
+        by_class.setdefault(s[1], []).append(s)
+    train, test = [], []
+    for label, items in sorted(by_class.items()):
+        g = torch.Generator().manual_seed(_mix(seed, label))
+        items = [items[i] for i in torch.randperm(len(items), generator=g).tolist()]
+        n_test = min(len(items) - 1, max(1, math.floor(len(items) * val_split + 0.5))) if len(items) > 1 else 0
+        test += items[:n_test]
+        train += items[n_test:]
+    return train, test
+
+
+def open_source(data: str, resolution: int, seed: int, limit: int | None = None, val_split: float = 0.2,
+                workers: int | None = None):
+    """The data named by --data: 'fashion-mnist' or a folder path."""
+    if data == FASHION_MNIST:
+        return fashion_mnist(resolution, seed, limit)
+    return FolderSource(data, resolution, seed, val_split, limit, workers)
+
+
+def prepare_images(paths, spec: dict) -> tuple[torch.Tensor | None, list, list[str]]:
+    """Images from files, prepared exactly like the test images of the model's data set.
+    Returns (batch or None, the paths in it, error lines for files that did not decode)."""
+    tensors, errors = [], []
+    for p in paths:
+        try:
+            im = load_image(p, spec["channels"])
+        except MobileNetError as e:
+            errors.append(str(e))
+            tensors.append(None)
+            continue
+        if spec.get("image_size"):  # an in-memory data set: its native size, then as in training
+            size = spec["image_size"]
+            im = im.resize((size, size), resample=3) if im.size != (size, size) else im  # 3 = bicubic
+            x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
+            x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
+            tensors.append(normalize_resize(x.unsqueeze(0), spec["mean"], spec["std"], spec["resolution"])[0])
+        else:
+            tensors.append(folder_transforms(spec["resolution"], spec["mean"], spec["std"], False)(im))
+    good = [t for t in tensors if t is not None]
+    ok = [p for p, t in zip(paths, tensors) if t is not None]
+    return (torch.stack(good) if good else None), ok, errors
+
+
+def write_samples(out, count: int = 5) -> list[Path]:
+    """The first `count` Fashion-MNIST test images as PNG files named by their class, to
+    try `mobilenet predict` on."""
+    from PIL import Image
+
+    from .files import atomic_write_bytes
+
+    images, labels = load_fashion_mnist("test")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    paths = []
+    for i in range(min(count, len(labels))):
+        name = FASHION_CLASSES[labels[i]].replace("/", "-").replace(" ", "-")
+        path = out / f"{i:05d}_{name}.png"
+        buf = io.BytesIO()
+        Image.fromarray(images[i, 0].numpy(), "L").save(buf, format="PNG")
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    return paths

@@ -1,0 +1,133 @@
+"""Using a trained model folder (model.safetensors + config.json): load, evaluate, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .data import FASHION_MNIST, open_source, prepare_images
+from .errors import MobileNetError
+from .files import atomic_savefig, atomic_write_json
+from .model import MobileNetConfig, MobileNetV1
+
+
+def read_config(model_dir) -> dict:
+    """config.json of a model folder, checked: one clear error if missing or corrupt."""
+    path = Path(model_dir) / "config.json"
+    if not Path(model_dir).is_dir():
+        raise MobileNetError(f"--model {model_dir}: no such folder; give a folder made by `mobilenet train`")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        info["model"] = MobileNetConfig.from_dict(info["model"])
+        classes, spec = info["classes"], info["input"]
+        if not (isinstance(classes, list) and len(classes) == info["model"].num_classes):
+            raise ValueError("'classes' does not match the model's num_classes")
+        for key in ("channels", "resolution", "mean", "std"):
+            spec[key]  # noqa: B018 - presence check
+    except FileNotFoundError:
+        raise MobileNetError(f"{path} not found; a model folder holds config.json and model.safetensors") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        detail = f"missing {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+        raise MobileNetError(f"{path} is not a valid model config ({detail}); retrain or re-export the model") from None
+    return info
+
+
+def load_model(model_dir) -> tuple[MobileNetV1, dict]:
+    """The model of a folder, in eval mode, and its config.json (model config parsed)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    info = read_config(model_dir)
+    model = MobileNetV1.from_config(info["model"])
+    path = Path(model_dir) / "model.safetensors"
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state, strict=True)
+    except FileNotFoundError:
+        raise MobileNetError(f"{path} not found; train the model first or copy its weights there") from None
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        detail = str(e).splitlines()[0][:200]
+        raise MobileNetError(f"{path} does not hold this model's weights ({detail})") from None
+    return model.eval(), info
+
+
+def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256, workers: int | None = None) -> dict:
+    """Top-1, top-5 and per-class accuracy on the test split of the model's data set (or
+    `data`); writes metrics.json and confusion_matrix.png into `out` (default model_dir)."""
+    model, info = load_model(model_dir)
+    provenance = info.get("data", {})
+    data = data or provenance.get("name") or FASHION_MNIST
+    seed = provenance.get("seed", 0)
+    source = open_source(data, info["model"].resolution, seed, val_split=provenance.get("val_split", 0.2),
+                         workers=workers)
+    if source.classes != info["classes"]:
+        raise MobileNetError(f"{data} has classes {source.classes[:5]}..., the model {info['classes'][:5]}...; "
+                             "evaluate on data with the same class folders")
+    n = len(info["classes"])
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    top5 = loss_sum = 0.0
+    bad = []
+    with torch.inference_mode():
+        for batch in source.test_batches(batch_size):
+            bad += batch.bad_files
+            if not len(batch.labels):
+                continue
+            logits = model(batch.images)
+            loss_sum += torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()
+            confusion += torch.bincount(batch.labels * n + logits.argmax(1), minlength=n * n).view(n, n)
+            k = min(5, n)
+            top5 += (logits.topk(k, 1).indices == batch.labels[:, None]).any(1).sum().item()
+    seen = int(confusion.sum())
+    if not seen:
+        raise MobileNetError(f"the test split of {data} has no readable images")
+    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
+    metrics = {"data": str(data), "images": seen, "top1": confusion.diag().sum().item() / seen, "top5": top5 / seen,
+               "loss": loss_sum / seen, "per_class": dict(zip(info["classes"], per_class)),
+               "confusion_matrix": confusion.tolist(), "bad_files": bad}
+    out = Path(out or model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json", metrics)
+    _plot_confusion(confusion, info["classes"], out / "confusion_matrix.png")
+    return metrics
+
+
+def _plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(classes)
+    size = max(5, 0.6 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion.numpy(), cmap="Blues")
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        top = confusion.max().item() or 1
+        for i in range(n):
+            for j in range(n):
+                v = confusion[i, j].item()
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test split)")
+    atomic_savefig(path, fig)
+    plt.close(fig)
+
+
+def predict(model_dir, images: list, top_k: int = 5) -> tuple[list[dict], list[str]]:
+    """Class names with softmax probabilities for each image that decodes, and one error
+    line for each that does not."""
+    if top_k < 1:
+        raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
+    model, info = load_model(model_dir)
+    results = []
+    batch, good, errors = prepare_images(images, info["input"])
+    if batch is not None:
+        with torch.inference_mode():
+            probs = model(batch).softmax(1)
+        top = probs.topk(min(top_k, probs.shape[1]), 1)
+        for path, values, indices in zip(good, top.values.tolist(), top.indices.tolist()):
+            results.append({"image": str(path), "predictions": [
+                {"class": info["classes"][i], "probability": p} for p, i in zip(values, indices)]})
+    return results, errors

@@ -1,0 +1,388 @@
+"""Training: `train(TrainConfig)` runs the loop, writes the run folder and resumes it.
+
+A run folder holds: history.csv, total_acc.png, total_test_loss.png (the seed's two
+figures), model.safetensors (best test accuracy) + config.json, checkpoint.pt (resume
+state, loaded only with weights_only=True), train.log, and TensorBoard scalars when
+tensorboard is installed. Every file is written atomically (files.py).
+
+Determinism: the shuffle of each epoch and the augmentation of each step are seeded by
+(seed, epoch, step), so a resumed run repeats an uninterrupted one exactly on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .data import FASHION_MNIST, _mix, open_source
+from .errors import Interrupted, MobileNetError
+from .files import atomic_savefig, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .model import MobileNetConfig, MobileNetV1
+
+# Defaults chosen by measurement; the README's "Choosing the defaults" has the numbers.
+FASHION_RESOLUTION = 32  # Fashion-MNIST's 28×28 upsampled to 32×32: see README
+FOLDER_RESOLUTION = 224  # the paper's input size
+LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
+WARMUP_EPOCHS = 1
+
+HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
+                  "images_per_s", "bad_files"]
+
+
+@dataclass
+class TrainConfig:
+    data: str = FASHION_MNIST  # 'fashion-mnist' or a folder, one sub-folder per class
+    epochs: int = 50  # the seed's budget
+    width_mult: float = 1.0  # α
+    resolution: int | None = None  # ρ; None: FASHION_RESOLUTION or FOLDER_RESOLUTION
+    batch_size: int = 64
+    lr: float | None = None  # None: LR[optimizer] × batch_size / 128
+    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9), rmsprop (the paper's), adamw
+    weight_decay: float = 4e-5  # TF-slim's; not applied to depthwise filters, BN or biases (paper §3.2)
+    dropout: float = 0.0
+    activation: str = "relu"
+    seed: int = 0
+    out: str | None = None  # None: runs/<dataset>-<timestamp>
+    limit: int | None = None  # train on only this many images
+    val_split: float = 0.2  # held out of a folder without train/ and val/
+    strict: bool = False  # a file that does not decode stops the run
+    workers: int | None = None  # DataLoader workers for folders (None: up to 4)
+    device: str = "auto"  # auto, cpu, cuda
+
+    def validate(self) -> None:
+        checks = [
+            ("--epochs", self.epochs, 1, 100_000), ("--batch-size", self.batch_size, 2, 65_536),
+            ("--seed", self.seed, 0, 2**63 - 1),
+        ]
+        for name, value, low, high in checks:
+            if not (isinstance(value, int) and low <= value <= high):
+                raise MobileNetError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+        if self.limit is not None and not (isinstance(self.limit, int) and self.limit >= 2):
+            raise MobileNetError(f"--limit must be a whole number of at least 2, got {self.limit!r}")
+        if self.optimizer not in LR:
+            raise MobileNetError(f"--optimizer must be one of {', '.join(LR)}, got {self.optimizer!r}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise MobileNetError(f"--lr must be a positive number, got {self.lr!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise MobileNetError(f"--weight-decay must be 0 or more, got {self.weight_decay!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise MobileNetError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise MobileNetError("--device cuda: no CUDA device is available here; use --device cpu")
+
+
+class TrainingStopped(MobileNetError):
+    """The run stopped early (NaN loss or a signal); its last checkpoint is intact."""
+
+
+def default_out(data: str) -> Path:
+    name = FASHION_MNIST if data == FASHION_MNIST else Path(data).resolve().name
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _optimizer(model: MobileNetV1, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    # Very little or no weight decay on the depthwise filters (paper §3.2), none on BN or biases.
+    decay, no_decay = [], []
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            depthwise = isinstance(module, torch.nn.Conv2d) and module.groups > 1
+            (no_decay if p.ndim <= 1 or depthwise else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "rmsprop":  # TF's RMSprop settings, as the paper trained
+        return torch.optim.RMSprop(groups, lr=lr, alpha=0.9, eps=1.0, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _schedule(optimizer, steps_per_epoch: int, epochs: int):
+    """Linear warm-up over the first epoch, then cosine decay to zero, per step."""
+    warmup, total = WARMUP_EPOCHS * steps_per_epoch, epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _evaluate(model, source, device, batch_size: int) -> dict:
+    model.eval()
+    loss_sum, correct, seen, bad = 0.0, 0, 0, []
+    with torch.inference_mode():
+        for batch in source.test_batches(batch_size):
+            bad += batch.bad_files
+            if not len(batch.labels):
+                continue
+            logits = model(batch.images.to(device, memory_format=torch.channels_last))
+            labels = batch.labels.to(device)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+    if not seen:
+        raise MobileNetError(f"the test split of {source.name} has no readable images")
+    return {"test_loss": loss_sum / seen, "test_acc": correct / seen, "bad": bad}
+
+
+class _Signals:
+    """First SIGINT/SIGTERM: stop after the current step and save. Second: stop now."""
+
+    def __init__(self):
+        self.received = None
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _plot(history: list[dict], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    for name, keys, ylabel in (
+        ("total_acc", ("train_acc", "test_acc"), "accuracy (%)"),
+        ("total_test_loss", ("test_loss", "train_loss"), "cross-entropy loss"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            values = [100 * h[key] if "acc" in key else h[key] for h in history]
+            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3,
+                    label=key.replace("_", " "))
+        ax.set(title=name, xlabel="epoch", ylabel=ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        atomic_savefig(out / f"{name}.png", fig)
+        plt.close(fig)
+
+
+def _write_history(history: list[dict], out: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in HISTORY_FIELDS})
+    atomic_write_text(out / "history.csv", buf.getvalue())
+
+
+def save_model(model: MobileNetV1, out: Path, info: dict) -> None:
+    """model.safetensors + config.json: all that predict, evaluate and export need."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": "mobilenet-v1"}))
+    atomic_write_json(out / "config.json", {"model": model.config.to_dict(), **info})
+
+
+def _load_checkpoint(path: Path) -> dict:
+    if not path.exists():
+        raise MobileNetError(f"--resume: {path} not found; start a new run without --resume")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+    except Exception as e:
+        raise MobileNetError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}); "
+                             "start a new run in another --out folder") from None
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = False) -> dict:
+    """Train MobileNet V1 as `cfg` says; returns a summary. See the module docstring.
+
+    resume=True continues the run in cfg.out with the settings it was started with; only
+    cfg.epochs and cfg.lr (when not None: to extend a run, or to calm one that diverged),
+    cfg.device and cfg.workers are taken from `cfg`.
+    `log` receives the one-line messages; `progress` shows a tqdm bar per epoch.
+    """
+    out = Path(cfg.out) if cfg.out else default_out(cfg.data)
+    ckpt_path = out / "checkpoint.pt"
+    state = None
+    if resume:
+        state = _load_checkpoint(ckpt_path)
+        saved = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in {f.name for f in fields(TrainConfig)}})
+        saved.epochs = cfg.epochs or saved.epochs  # a resumed run may be extended
+        saved.lr = cfg.lr or saved.lr
+        saved.out, saved.device, saved.workers = str(out), cfg.device, cfg.workers
+        cfg = saved
+    elif ckpt_path.exists():
+        raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
+    cfg.validate()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+
+    device = _device(cfg.device)
+    resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
+    source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.val_split, cfg.workers)
+    model_cfg = MobileNetConfig(num_classes=len(source.classes), width_mult=cfg.width_mult, resolution=resolution,
+                                in_channels=source.in_channels, dropout=cfg.dropout, activation=cfg.activation)
+    torch.manual_seed(cfg.seed)
+    # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
+    model = MobileNetV1.from_config(model_cfg).to(device, memory_format=torch.channels_last)
+    lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size / 128
+    optimizer = _optimizer(model, cfg, lr)
+    steps = source.steps_per_epoch(cfg.batch_size)
+    if steps == 0:
+        raise MobileNetError(f"{source.name} has too few training images for one batch")
+    scheduler = _schedule(optimizer, steps, cfg.epochs)
+    info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
+
+    history, best_acc, start_epoch, start_step, partial = [], -1.0, 0, 0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scheduler.base_lrs[0] != lr:  # a new --lr on resume: same schedule, new peak
+            scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+        history, best_acc = list(state["history"]), state["best_acc"]
+        start_epoch, start_step, partial = state["epoch"], state["step"], state.get("partial")
+        torch.set_rng_state(state["rng"])
+        log(f"resuming {out} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
+    if history:  # redraw what the checkpoint knows, in case a kill came between files
+        _write_history(history, out)
+        _plot(history, out)
+    if not (out / "config.json").exists():
+        atomic_write_json(out / "config.json", {"model": model_cfg.to_dict(), **info})
+
+    args = {k: v for k, v in asdict(cfg).items()}
+    log(f"training MobileNet V1 α={cfg.width_mult} ρ={resolution} on {source.name}: "
+        f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
+        f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, {device.type}; out {out}")
+    tb = _tensorboard(out)
+    run_log = open(out / "train.log", "a", encoding="utf-8")
+
+    def note(line: str, err: bool = False) -> None:
+        (print(line, file=sys.stderr) if err else log(line))
+        run_log.write(line + "\n")
+        run_log.flush()
+
+    def checkpoint(epoch: int, step: int, partial_state) -> None:
+        buf = io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "partial": partial_state,
+                    "history": history, "best_acc": best_acc, "rng": torch.get_rng_state(),
+                    "train_config": args}, buf)
+        atomic_write_bytes(ckpt_path, buf.getvalue())
+
+    total_bad = 0
+    try:
+        with _Signals() as signals:
+            for epoch in range(start_epoch, cfg.epochs):
+                from tqdm import tqdm
+
+                model.train()
+                loss_sum, correct, seen, bad, seconds = (partial or {}).get("sums", (0.0, 0, 0, 0, 0.0))
+                began = time.perf_counter() - seconds
+                bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           disable=not progress, leave=False, mininterval=1.0, dynamic_ncols=True)
+                for step, batch in enumerate(source.train_batches(epoch, cfg.batch_size, start_step), start_step):
+                    for line in batch.bad_files:
+                        if cfg.strict:
+                            raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
+                        note(f"skipped {line}", err=True)
+                    bad += len(batch.bad_files)
+                    if len(batch.labels) >= 2:
+                        torch.manual_seed(_mix(cfg.seed, epoch, step, 1))  # dropout, if any
+                        x = batch.images.to(device, non_blocking=True, memory_format=torch.channels_last)
+                        y = batch.labels.to(device, non_blocking=True)
+                        logits = model(x)
+                        loss = F.cross_entropy(logits, y)
+                        if not torch.isfinite(loss):
+                            raise TrainingStopped(
+                                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training "
+                                f"diverged; lower --lr (it was {lr:g}). The last good checkpoint is in {out}")
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        loss_sum += loss.item() * len(y)
+                        correct += (logits.argmax(1) == y).sum().item()
+                        seen += len(y)
+                    scheduler.step()
+                    elapsed = time.perf_counter() - began
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
+                                    img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+                    if signals.received:
+                        partial_state = {"sums": (loss_sum, correct, seen, bad, elapsed)}
+                        checkpoint(epoch, step + 1, partial_state)
+                        raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step "
+                                              f"{step + 1}; saved. Continue with: mobilenet train --out {out} --resume")
+                bar.close()
+                start_step, partial = 0, None
+                train_seconds = time.perf_counter() - began
+                ev = _evaluate(model, source, device, max(cfg.batch_size, 256))
+                for line in ev["bad"]:
+                    note(f"skipped {line}", err=True)
+                bad += len(ev["bad"])
+                total_bad += bad
+                row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                       "test_loss": ev["test_loss"], "test_acc": ev["test_acc"],
+                       "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - began,
+                       "images_per_s": seen / max(train_seconds, 1e-9), "bad_files": bad}
+                history.append(row)
+                if row["test_acc"] > best_acc:
+                    best_acc = row["test_acc"]
+                    save_model(model, out, info)
+                _write_history(history, out)
+                _plot(history, out)
+                if tb:
+                    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+                        tb.add_scalar(key, row[key], row["epoch"])
+                    tb.flush()
+                checkpoint(epoch + 1, 0, None)  # the commit point of the epoch
+                note(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+                     f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc "
+                     f"{100 * row['test_acc']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  "
+                     f"{row['seconds']:.1f}s" + (f"  {bad} files skipped" if bad else ""))
+    finally:
+        run_log.close()
+        if tb:
+            tb.close()
+    best = max(history, key=lambda h: h["test_acc"])
+    summary = {"out": str(out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
+               "final_test_acc": history[-1]["test_acc"], "final_test_loss": history[-1]["test_loss"],
+               "seconds": sum(h["seconds"] for h in history), "bad_files": total_bad}
+    log(f"done: best test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']}; "
+        f"final test loss {history[-1]['test_loss']:.4f}; model in {out / 'model.safetensors'}")
+    return summary
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is an optional extra
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

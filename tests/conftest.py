@@ -1,0 +1,67 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">I", 0x0800 | array.ndim) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def make_fashion_like(folder: Path, n_train: int = 400, n_test: int = 200, seed: int = 0) -> Path:
+    """IDX files in Fashion-MNIST's layout: 28×28 images whose class is the row of a bright
+    bar, so a model can learn them in an epoch or two."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for i, label in enumerate(labels):
+            images[i, 2 + 2 * label: 5 + 2 * label, 4:24] = 255
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+@pytest.fixture
+def fake_fashion(tmp_path, monkeypatch):
+    folder = make_fashion_like(tmp_path / "fashion")
+    monkeypatch.setenv("MOBILENET_FASHION_MNIST", str(folder))
+    return folder
+
+
+def make_image_folder(root: Path, per_class: int = 6, corrupt: bool = True) -> Path:
+    """Three classes of images in many formats and modes, and one file that does not decode."""
+    rng = np.random.default_rng(0)
+    formats = [("png", "RGB"), ("jpg", "L"), ("bmp", "RGB"), ("gif", "P"), ("webp", "RGB"),
+               ("tiff", "RGBA"), ("png", "I;16"), ("jpg", "CMYK"), ("png", "P")]
+    for c, name in enumerate(["cat", "dog", "fox"]):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            ext, mode = formats[(i + c) % len(formats)]
+            base = rng.integers(0, 255, size=(40 + i, 48, 3), dtype=np.uint8)
+            base[:, :, c] = 255  # the class is the dominant colour
+            im = Image.fromarray(base, "RGB")
+            if mode == "I;16":
+                im = Image.fromarray(np.asarray(im.convert("L"), dtype=np.uint16) * 257)  # 16-bit grey
+                assert im.mode.startswith("I;16")
+            elif mode == "P":
+                im = im.convert("P")
+                im.info["transparency"] = 0
+            else:
+                im = im.convert(mode)
+            im.save(root / name / f"{i}.{ext}")
+    if corrupt:
+        (root / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_image_folder(tmp_path / "images")

@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet.data import (
+    DEBIAN_DIR, FASHION_CLASSES, FolderSource, _fashion_files, flip_and_shift, load_fashion_mnist, load_image,
+)
+from mobilenet.errors import MobileNetError
+
+
+@pytest.mark.skipif(not _fashion_files(DEBIAN_DIR, "train"), reason="dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_counts_shapes_and_labels():
+    x, y = load_fashion_mnist("train", DEBIAN_DIR)
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == torch.uint8
+    assert torch.equal(torch.bincount(y), torch.full((10,), 6000))
+    x, y = load_fashion_mnist("test", DEBIAN_DIR)
+    assert x.shape == (10000, 1, 28, 28) and torch.equal(torch.bincount(y), torch.full((10,), 1000))
+    assert y[:3].tolist() == [9, 2, 1]  # the first test images: ankle boot, pullover, trouser
+    assert len(FASHION_CLASSES) == 10
+
+
+def test_fake_fashion_reader(fake_fashion):
+    x, y = load_fashion_mnist("test")
+    assert x.shape == (200, 1, 28, 28) and y.max() == 9
+
+
+def test_idx_reader_rejects_garbage(tmp_path):
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"garbage!")
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"garbage!")
+    with pytest.raises(MobileNetError, match="not a readable IDX"):
+        load_fashion_mnist("train", tmp_path)
+
+
+def test_flip_and_shift_keeps_shape_and_content():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.uint8).view(2, 1, 6, 6)
+    y = flip_and_shift(x, 2, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    flipped = flip_and_shift(x, 0, torch.Generator().manual_seed(1))  # no shift: each image kept or mirrored
+    assert all(torch.equal(f, o) or torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x))
+    assert any(torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x))  # seed 1 mirrors at least one
+    assert torch.equal(flip_and_shift(x, 2, torch.Generator().manual_seed(0)), y)  # seeded
+
+
+def test_every_format_and_mode_loads(image_folder):
+    files = [p for p in sorted(image_folder.rglob("*")) if p.is_file() and p.name != "broken.jpg"]
+    assert len({p.suffix for p in files}) >= 6
+    for p in files:
+        assert load_image(p, 3).mode == "RGB" and load_image(p, 1).mode == "L"
+    with pytest.raises(MobileNetError, match="broken.jpg"):
+        load_image(image_folder / "dog" / "broken.jpg")
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    im = Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display
+    im.save(tmp_path / "r.jpg", exif=exif)
+    assert load_image(tmp_path / "r.jpg").size == (10, 20)
+
+
+def test_folder_split_is_stratified_and_seeded(image_folder):
+    a = FolderSource(image_folder, 32, seed=0, val_split=0.34, workers=0)
+    b = FolderSource(image_folder, 32, seed=0, val_split=0.34, workers=0)
+    assert a.classes == ["cat", "dog", "fox"]
+    assert a.test_set.samples == b.test_set.samples
+    labels = sorted(label for _, label in a.test_set.samples)
+    assert labels == [0, 0, 1, 1, 2, 2]  # round(n × 0.34) of each class (dog has 7 files)
+    assert not set(a.test_set.samples) & set(a.train_set.samples)
+
+
+def test_folder_with_train_and_val(tmp_path):
+    from conftest import make_image_folder
+    make_image_folder(tmp_path / "d" / "train", corrupt=False)
+    make_image_folder(tmp_path / "d" / "val", per_class=2, corrupt=False)
+    source = FolderSource(tmp_path / "d", 32, seed=0, workers=0)
+    assert (source.num_train, source.num_test) == (18, 6)
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(MobileNetError, match="no such folder"):
+        FolderSource(tmp_path / "missing", 32, 0)
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "b").mkdir()
+    with pytest.raises(MobileNetError, match="no images"):
+        FolderSource(tmp_path / "empty", 32, 0)
+    (tmp_path / "one" / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (8, 8)).save(tmp_path / "one" / "a" / f"{i}.png")
+    with pytest.raises(MobileNetError, match="at least two"):
+        FolderSource(tmp_path / "one", 32, 0)

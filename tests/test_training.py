@@ -1,0 +1,188 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mobilenet.errors import MobileNetError
+from mobilenet.evaluate import evaluate, load_model, predict
+from mobilenet.training import HISTORY_FIELDS, TrainConfig, train
+
+TINY = ["--width", "0.25", "--batch-size", "32"]
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def history(run: Path, timing=False) -> list[dict]:
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    return rows if timing else [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """One small run on Fashion-MNIST-like data, shared by the tests that only read it."""
+    from conftest import make_fashion_like
+
+    root = tmp_path_factory.mktemp("small")
+    old = os.environ.get("MOBILENET_FASHION_MNIST")
+    os.environ["MOBILENET_FASHION_MNIST"] = str(make_fashion_like(root / "fashion"))
+    out = root / "run"
+    summary = train(TrainConfig(epochs=3, width_mult=0.25, batch_size=16, out=str(out)), log=lambda _: None)
+    yield out, summary
+    if old is None:
+        del os.environ["MOBILENET_FASHION_MNIST"]
+    else:
+        os.environ["MOBILENET_FASHION_MNIST"] = old
+
+
+def test_a_run_leaves_its_files_and_the_model_predicts(small_run):
+    out, summary = small_run
+    for name in ("history.csv", "total_acc.png", "total_test_loss.png", "model.safetensors", "config.json",
+                 "checkpoint.pt", "train.log"):
+        assert (out / name).stat().st_size > 0, name
+    rows = history(out, timing=True)
+    assert list(rows[0]) == HISTORY_FIELDS and [r["epoch"] for r in rows] == ["1", "2", "3"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["num_classes"] == 10 and config["model"]["in_channels"] == 1
+    assert config["classes"][9] == "Ankle boot" and config["input"]["resolution"] == 32
+    assert "lr" not in json.dumps(config)  # no training arguments in the model's config
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 3 and len(state["history"]) == 3
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*tmp"))
+    model, info = load_model(out)
+    assert set(load_file(out / "model.safetensors")) == set(model.state_dict())
+    # the bars are learnable: the tiny model beats chance (10%) clearly
+    assert summary["best_test_acc"] > 0.3, summary
+
+
+def test_evaluate_and_predict(small_run, tmp_path):
+    out, _ = small_run
+    fake_fashion = os.environ["MOBILENET_FASHION_MNIST"]
+    metrics = evaluate(out)
+    assert metrics["images"] == 200 and 0 <= metrics["top1"] <= metrics["top5"] <= 1
+    assert (out / "metrics.json").exists() and (out / "confusion_matrix.png").exists()
+    assert sum(map(sum, metrics["confusion_matrix"])) == 200
+    samples = cli("samples", "--out", str(tmp_path / "s"), "--count", "3", env={"MOBILENET_FASHION_MNIST": fake_fashion})
+    assert samples.returncode == 0, samples.stderr
+    images = sorted((tmp_path / "s").glob("*.png"))
+    (tmp_path / "notes.png").write_text("not an image")
+    results, errors = predict(out, [*images, tmp_path / "notes.png"], top_k=3)
+    assert [r["image"] for r in results] == [str(p) for p in images]
+    assert len(errors) == 1 and "notes.png" in errors[0]
+    probs = [p["probability"] for p in results[0]["predictions"]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    # the CLI: the other files are still predicted, and the exit status is non-zero
+    r = cli("predict", "--model", str(out), "--json", *map(str, images), str(tmp_path / "notes.png"),
+            env={"MOBILENET_FASHION_MNIST": fake_fashion})
+    assert r.returncode == 1 and len(json.loads(r.stdout)) == 3
+    assert all(a["predictions"][0]["class"] == b["predictions"][0]["class"] for a, b in zip(json.loads(r.stdout), results))
+    assert r.stderr.count("\n") == 1 and "notes.png" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_image_folder_trains_one_epoch_and_skips_the_corrupt_file(image_folder, tmp_path):
+    out = tmp_path / "run"
+    r = cli("train", "--data", str(image_folder), "--epochs", "1", "--resolution", "32", "--width", "0.25",
+            "--batch-size", "4", "--workers", "0", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "broken.jpg" in r.stderr and "broken.jpg" in (out / "train.log").read_text()
+    row = history(out)[0]
+    assert row["bad_files"] == "1"
+    config = json.loads((out / "config.json").read_text())
+    assert config["classes"] == ["cat", "dog", "fox"] and config["model"]["in_channels"] == 3
+    strict = cli("train", "--data", str(image_folder), "--epochs", "1", "--resolution", "32", "--width", "0.25",
+                 "--batch-size", "4", "--workers", "0", "--out", str(tmp_path / "strict"), "--strict")
+    assert strict.returncode == 1 and "broken.jpg" in strict.stderr and "Traceback" not in strict.stderr
+    ev = cli("evaluate", "--model", str(out))
+    assert ev.returncode == 0 and "top-1" in ev.stdout
+
+
+def _wait_for(predicate, proc, timeout=120):
+    start = time.time()
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - start < timeout
+        time.sleep(0.02)
+
+
+def test_resume_after_kill_and_after_sigint_equals_an_uninterrupted_run(tmp_path):
+    from conftest import make_fashion_like
+
+    env = {**os.environ, "MOBILENET_FASHION_MNIST": str(make_fashion_like(tmp_path / "f", n_train=1500, n_test=100))}
+    args = [sys.executable, "-m", "mobilenet", "train", *TINY, "--epochs", "4"]
+    full = subprocess.run([*args, "--out", str(tmp_path / "full")], env=env, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+
+    # kill -9 once the first epoch is saved: at most the epoch in progress is lost
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for(lambda: (killed / "checkpoint.pt").exists(), proc)
+    proc.kill()
+    proc.wait()
+    assert len(history(killed)) < 4
+    # SIGINT mid-run: saves after the current step, exits non-zero
+    proc = subprocess.Popen([*args, "--out", str(killed), "--resume"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(history(killed)) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode != 0:  # (the run may have finished before the signal landed)
+        assert proc.returncode == 130 and "saved" in err and "Traceback" not in err, err
+    done = subprocess.run([*args, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert history(killed) == history(tmp_path / "full")
+    assert (killed / "model.safetensors").read_bytes() == (tmp_path / "full" / "model.safetensors").read_bytes()
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashion, tmp_path):
+    out = tmp_path / "run"
+    train(TrainConfig(epochs=1, width_mult=0.25, batch_size=64, out=str(out)), log=lambda _: None)
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(MobileNetError, match="diverged"):
+        train(TrainConfig(epochs=3, out=str(out), lr=1e30, width_mult=0.25), resume=True, log=lambda _: None)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    load_model(out)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "--data", "/nonexistent/folder"], ["/nonexistent/folder", "no such folder"]),
+    (["train", "--out", "{tmp}/nothing", "--resume"], ["checkpoint.pt", "not found"]),
+    (["train", "--resume"], ["--resume", "--out"]),
+    (["train", "--epochs", "0"], ["--epochs"]),
+    (["train", "--optimizer", "adam9"], ["--optimizer"]),
+    (["evaluate", "--model", "{tmp}"], ["config.json", "not found"]),
+    (["evaluate", "--model", "{tmp}/nope"], ["no such folder"]),
+    (["predict", "--model", "{tmp}", "x.png"], ["config.json"]),
+])
+def test_cli_errors_are_one_line(args, words, tmp_path):
+    r = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr
+
+
+def test_broken_model_folders(fake_fashion, tmp_path):
+    out = tmp_path / "run"
+    train(TrainConfig(epochs=1, width_mult=0.25, batch_size=64, out=str(out)), log=lambda _: None)
+    (out / "config.json").write_text("{not json")
+    r = cli("evaluate", "--model", str(out))
+    assert r.returncode == 1 and "config.json" in r.stderr and "Traceback" not in r.stderr
+    config = {"model": {"num_classes": 10, "width_mult": 0.5, "in_channels": 1, "resolution": 32},
+              "classes": [str(i) for i in range(10)], "input": {"channels": 1, "resolution": 32, "image_size": 28,
+                                                                "mean": [0.5], "std": [0.5]}}
+    (out / "config.json").write_text(json.dumps(config))  # α = 0.5, weights of α = 0.25
+    r = cli("predict", "--model", str(out), str(out / "total_acc.png"))
+    assert r.returncode == 1 and "model.safetensors" in r.stderr and "Traceback" not in r.stderr
+    r = cli("train", "--out", str(out), env={"MOBILENET_FASHION_MNIST": str(fake_fashion)})
+    assert r.returncode == 1 and "--resume" in r.stderr
