@@ -4,12 +4,12 @@ import torch
 from PIL import Image
 
 from mobilenet.data import (
-    DEBIAN_DIR, FASHION_CLASSES, FolderSource, _fashion_files, flip_and_shift, load_fashion_mnist, load_image,
+    DEBIAN_DIR, FASHION_CLASSES, FolderSource, fashion_files, flip_and_shift, load_fashion_mnist, load_image,
 )
 from mobilenet.errors import MobileNetError
 
 
-@pytest.mark.skipif(not _fashion_files(DEBIAN_DIR, "train"), reason="dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(not fashion_files(DEBIAN_DIR, "train"), reason="dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_counts_shapes_and_labels():
     x, y = load_fashion_mnist("train", DEBIAN_DIR)
     assert x.shape == (60000, 1, 28, 28) and x.dtype == torch.uint8
@@ -89,3 +89,25 @@ def test_folder_errors(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / "one" / "a" / f"{i}.png")
     with pytest.raises(MobileNetError, match="at least two"):
         FolderSource(tmp_path / "one", 32, 0)
+
+
+def test_numpy_preparation_matches_the_torch_test_pipeline(image_folder, tmp_path):
+    """predict (and the torch-free runtime) must see what evaluation sees."""
+    from mobilenet.data import FASHION_MEAN, FASHION_STD, folder_transforms, normalize_resize
+    from mobilenet.images import bilinear_resize, prepare
+
+    x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+    for size in (32, 64, 20):
+        expected = torch.nn.functional.interpolate(torch.from_numpy(x), size=(size, size), mode="bilinear",
+                                                   align_corners=False)
+        np.testing.assert_allclose(bilinear_resize(x, size), expected.numpy(), atol=1e-6)
+    pixels = (np.random.default_rng(1).random((28, 28)) * 255).astype(np.uint8)
+    spec = {"channels": 1, "image_size": 28, "resolution": 32, "mean": FASHION_MEAN, "std": FASHION_STD}
+    ours = prepare(Image.fromarray(pixels, "L"), spec)
+    theirs = normalize_resize(torch.from_numpy(pixels)[None, None], FASHION_MEAN, FASHION_STD, 32)[0]
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)
+    spec = {"channels": 3, "resolution": 64, "resize": 73, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    transform = folder_transforms(64, spec["mean"], spec["std"], train=False)
+    for path in sorted(image_folder.rglob("*.png"))[:3]:
+        image = load_image(path, 3)
+        np.testing.assert_allclose(prepare(image, spec), transform(image).numpy(), atol=1e-5)

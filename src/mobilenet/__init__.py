@@ -1,18 +1,23 @@
-"""MobileNet V1: build it as the paper does, see what it costs, train, predict, ship."""
+"""MobileNet V1: build it as the paper does, see what it costs, train, predict, ship.
 
-from .cost import cost_report, layer_costs
-from .model import (
-    TABLE1,
-    MobileNetConfig,
-    MobileNetV1,
-    create_model,
-    get_config,
-    list_models,
-    mobilenet_v1,
-)
+Names load on first use, so `mobilenet predict --runtime onnxruntime` never imports torch.
+"""
 
-__all__ = [
-    "TABLE1", "MobileNetConfig", "MobileNetV1", "create_model", "get_config", "list_models",
-    "mobilenet_v1", "cost_report", "layer_costs",
-]
+import importlib
+
+_EXPORTS = {
+    "TABLE1": "config", "MobileNetConfig": "config", "get_config": "config", "list_models": "config",
+    "MobileNetV1": "model", "create_model": "model", "mobilenet_v1": "model",
+    "cost_report": "cost", "layer_costs": "cost",
+    "TrainConfig": "training", "train": "training",
+    "load_model": "evaluate", "evaluate": "evaluate", "predict": "evaluate",
+    "export": "export",
+}
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'mobilenet' has no attribute {name!r}")

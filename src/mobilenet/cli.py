@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from . import model as M
+from . import config as M
 from .errors import MobileNetError
 
 
@@ -77,21 +78,29 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
+    if args.runtime == "onnxruntime":
+        from .runtime import evaluate_onnx
 
-    m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
+        m = evaluate_onnx(args.model, data=args.data, out=args.out)
+    else:
+        from .evaluate import evaluate
+
+        m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
     print(f"{m['data']}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
           f"loss {m['loss']:.4f}")
     width = max(len(c) for c in m["per_class"])
     for name, acc in m["per_class"].items():
         print(f"  {name:<{width}}  {100 * acc:6.2f}%")
-    print(f"wrote metrics.json and confusion_matrix.png to {args.out or args.model}")
+    where = args.out or (args.model if args.runtime == "torch" else os.path.dirname(args.model) or ".")
+    print(f"wrote metrics.json and confusion_matrix.png to {where}")
     return 0
 
 
 def _cmd_predict(args) -> int:
-    from .evaluate import predict
-
+    if args.runtime == "onnxruntime":
+        from .runtime import predict_onnx as predict
+    else:
+        from .evaluate import predict
     results, errors = predict(args.model, args.images, top_k=args.top_k)
     for line in errors:
         print(f"mobilenet predict: error: {line}", file=sys.stderr)
@@ -110,6 +119,16 @@ def _cmd_samples(args) -> int:
 
     for path in write_samples(args.out, args.count):
         print(path)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .export import export
+
+    r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration)
+    print(f"checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} on random inputs, "
+          f"{r['real']['max_abs_diff']:.2e} on {args.format} real inputs (top-1 identical: {r['real']['same_top1']})")
+    print(f"wrote {r['output']} ({r['bytes'] / 1e6:.2f} MB)")
     return 0
 
 
@@ -154,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="default: the data set the model was trained on")
     p.add_argument("--out", help="where metrics.json and confusion_matrix.png go (default: --model)")
     p.add_argument("--workers", type=_number("workers", 0, 64, int))
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: --model is an exported .onnx file; torch is not needed")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="class names with softmax probabilities for images")
@@ -161,7 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=_number("top-k", 1, 10**6, int), default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: --model is an exported .onnx file; torch is not needed")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="one deployable file (ONNX, int8 ONNX, TorchScript) that checks itself")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="static int8 quantization (ONNX Runtime, QDQ)")
+    p.add_argument("--calibration", type=_number("calibration", 1, 100_000, int), default=300,
+                   help="training images to calibrate int8 on (default 300)")
+    p.add_argument("--output", help="file to write (default: in --model)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
     p.add_argument("--out", default="samples", help="folder (default ./samples)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .model import KERNEL, TABLE1, MobileNetConfig, channels, get_config, layer_names, list_models
+from .config import KERNEL, TABLE1, MobileNetConfig, channels, get_config, layer_names, list_models
 
 __all__ = ["LayerCost", "layer_costs", "by_type", "separable_vs_standard", "cost_report", "format_report",
            "models_table"]

@@ -8,11 +8,9 @@ model's input size, and a list of files that did not decode. Randomness is a fun
 
 from __future__ import annotations
 
-import gzip
 import io
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from .errors import MobileNetError
+from .images import DEBIAN_DIR, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
 
 FASHION_MNIST = "fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
 def _mix(*numbers: int) -> int:
@@ -41,60 +38,13 @@ def _mix(*numbers: int) -> int:
 
 # --- Fashion-MNIST ------------------------------------------------------------------
 
-def _read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip or raw), as in the MNIST family: magic, dims, then uint8 data."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            data = f.read()
-        magic, ndim = int.from_bytes(data[:4], "big"), data[3]
-        if magic >> 8 != 0x08:  # 0x08 = unsigned byte
-            raise ValueError("bad magic number")
-        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-    except (OSError, ValueError, EOFError) as e:
-        raise MobileNetError(f"{path} is not a readable IDX file ({e}); reinstall dataset-fashion-mnist") from None
-
-
-def _fashion_files(folder: Path, split: str) -> tuple[Path, Path] | None:
-    prefix = "train" if split == "train" else "t10k"
-    for suffix in (".gz", ""):
-        images = folder / f"{prefix}-images-idx3-ubyte{suffix}"
-        labels = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
-        if images.exists() and labels.exists():
-            return images, labels
-    return None
-
-
-def fashion_mnist_dir() -> Path:
-    """Where the Fashion-MNIST files are: $MOBILENET_FASHION_MNIST, Debian's package, or a
-    torchvision download into the cache folder (needs internet access)."""
-    candidates = [Path(os.environ["MOBILENET_FASHION_MNIST"])] if os.environ.get("MOBILENET_FASHION_MNIST") else []
-    candidates.append(DEBIAN_DIR)
-    for folder in candidates:
-        if _fashion_files(folder, "train") and _fashion_files(folder, "test"):
-            return folder
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mobilenet"
-    raw = cache / "FashionMNIST" / "raw"
-    if not (_fashion_files(raw, "train") and _fashion_files(raw, "test")):
-        try:
-            from torchvision.datasets import FashionMNIST
-            for train in (True, False):
-                FashionMNIST(str(cache), train=train, download=True)
-        except Exception:  # no network, a proxy, a full disk: one answer for all
-            raise MobileNetError(
-                "Fashion-MNIST not found: install it with `apt-get install dataset-fashion-mnist` "
-                f"(files in {DEBIAN_DIR}) or allow torchvision to download it into {cache}") from None
-    return raw
-
-
 def load_fashion_mnist(split: str, folder: Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, 28, 28) uint8 and labels (N,) int64 of the 'train' or 'test' split."""
     folder = folder or fashion_mnist_dir()
-    files = _fashion_files(folder, split)
+    files = fashion_files(folder, split)
     if files is None:
         raise MobileNetError(f"Fashion-MNIST {split} files are missing in {folder}")
-    images, labels = (_read_idx(p) for p in files)
+    images, labels = (read_idx(p) for p in files)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise MobileNetError(f"Fashion-MNIST files in {folder} have unexpected shapes {images.shape}, {labels.shape}")
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
@@ -193,35 +143,6 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None) -> Tenso
 
 
 # --- any folder of images -----------------------------------------------------------
-
-def load_image(path, channels: int = 3):
-    """Open any image (JPEG, PNG, BMP, GIF, WebP, TIFF; L, RGB, RGBA, P, CMYK, 16-bit),
-    apply its EXIF rotation, and convert it to 8-bit RGB (3 channels) or L (1 channel).
-    Raises MobileNetError naming the file if it does not decode."""
-    from PIL import Image, ImageOps
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                im.seek(0)  # first frame of an animation
-                im = ImageOps.exif_transpose(im)
-                im.load()
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    a = np.asarray(im, dtype=np.float64)
-                    hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-                    im = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
-                if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in im.info:
-                    rgba = im.convert("RGBA")
-                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(background, rgba)
-                return im.convert("RGB" if channels == 3 else "L")
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning, MemoryError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise MobileNetError(f"{path}: not a readable image ({reason})") from None
-
-
 class _ImageFiles(torch.utils.data.Dataset):
     """(path, label) samples -> (tensor | None, label, error | None). Augmentation is
     seeded by (seed, epoch, index), so it does not depend on workers or on resuming."""
@@ -261,17 +182,6 @@ class _Offset(torch.utils.data.Sampler):
         return len(self.order)
 
 
-def _scan(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    from torchvision.datasets.folder import find_classes, make_dataset
-
-    try:
-        classes, index = find_classes(str(root))
-    except FileNotFoundError:
-        raise MobileNetError(f"{root} has no class folders; put each class's images in a sub-folder") from None
-    samples = make_dataset(str(root), index, extensions=IMAGE_EXTENSIONS, allow_empty=True)
-    return classes, samples
-
-
 def folder_transforms(resolution: int, mean, std, train: bool):
     """The paper's recipe at 224: light Inception-style crops and flips for training
     (small models overfit less, §3.2); resize and centre crop for testing."""
@@ -290,29 +200,10 @@ class FolderSource:
 
     def __init__(self, root, resolution: int, seed: int, val_split: float = 0.2, limit: int | None = None,
                  workers: int | None = None, channels: int = 3):
-        root = Path(root)
-        if not root.is_dir():
-            raise MobileNetError(f"--data {root}: no such folder; give a folder with one sub-folder per class, "
-                                 f"or '{FASHION_MNIST}'")
+        found = folder_splits(root, val_split, seed)
+        self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
         self.name, self.resolution, self.seed, self.in_channels = str(root), resolution, seed, channels
         self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
-        self.val_split = val_split
-        test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-        if (root / "train").is_dir() and test_dir is not None:
-            self.classes, train = _scan(root / "train")
-            test_classes, test = _scan(test_dir)
-            if test_classes != self.classes:
-                raise MobileNetError(f"{root}/train and {test_dir} have different class folders")
-            self.split = {"train": str(root / "train"), "test": str(test_dir)}
-        else:
-            self.classes, samples = _scan(root)
-            train, test = _stratified_split(samples, val_split, seed)
-            self.split = {"val_split": val_split, "seed": seed}
-        used = {label for _, label in train}
-        if not train:
-            raise MobileNetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
-        if len(used) < 2:
-            raise MobileNetError(f"{root} has images of {len(used)} class; a classifier needs at least two")
         if limit:
             g = torch.Generator().manual_seed(_mix(seed, 7))
             train = [train[i] for i in torch.randperm(len(train), generator=g)[:limit].tolist()]
@@ -353,22 +244,6 @@ class FolderSource:
         return {"name": self.name, **self.split}
 
 
-def _stratified_split(samples, val_split: float, seed: int):
-    if not 0 < val_split < 1:
-        raise MobileNetError(f"--val-split must be between 0 and 1, got {val_split}")
-    by_class: dict[int, list] = {}
-    for s in samples:
-        by_class.setdefault(s[1], []).append(s)
-    train, test = [], []
-    for label, items in sorted(by_class.items()):
-        g = torch.Generator().manual_seed(_mix(seed, label))
-        items = [items[i] for i in torch.randperm(len(items), generator=g).tolist()]
-        n_test = min(len(items) - 1, max(1, math.floor(len(items) * val_split + 0.5))) if len(items) > 1 else 0
-        test += items[:n_test]
-        train += items[n_test:]
-    return train, test
-
-
 def open_source(data: str, resolution: int, seed: int, limit: int | None = None, val_split: float = 0.2,
                 workers: int | None = None):
     """The data named by --data: 'fashion-mnist' or a folder path."""
@@ -380,25 +255,14 @@ def open_source(data: str, resolution: int, seed: int, limit: int | None = None,
 def prepare_images(paths, spec: dict) -> tuple[torch.Tensor | None, list, list[str]]:
     """Images from files, prepared exactly like the test images of the model's data set.
     Returns (batch or None, the paths in it, error lines for files that did not decode)."""
-    tensors, errors = [], []
+    arrays, ok, errors = [], [], []
     for p in paths:
         try:
-            im = load_image(p, spec["channels"])
+            arrays.append(prepare(load_image(p, spec["channels"]), spec))
+            ok.append(p)
         except MobileNetError as e:
             errors.append(str(e))
-            tensors.append(None)
-            continue
-        if spec.get("image_size"):  # an in-memory data set: its native size, then as in training
-            size = spec["image_size"]
-            im = im.resize((size, size), resample=3) if im.size != (size, size) else im  # 3 = bicubic
-            x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy())
-            x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
-            tensors.append(normalize_resize(x.unsqueeze(0), spec["mean"], spec["std"], spec["resolution"])[0])
-        else:
-            tensors.append(folder_transforms(spec["resolution"], spec["mean"], spec["std"], False)(im))
-    good = [t for t in tensors if t is not None]
-    ok = [p for p, t in zip(paths, tensors) if t is not None]
-    return (torch.stack(good) if good else None), ok, errors
+    return (torch.from_numpy(np.stack(arrays)) if arrays else None), ok, errors
 
 
 def write_samples(out, count: int = 5) -> list[Path]:

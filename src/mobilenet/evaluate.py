@@ -9,8 +9,10 @@ import torch
 
 from .data import FASHION_MNIST, open_source, prepare_images
 from .errors import MobileNetError
-from .files import atomic_savefig, atomic_write_json
+from .files import atomic_write_json
 from .model import MobileNetConfig, MobileNetV1
+from .plots import plot_confusion
+from .runtime import classification_metrics
 
 
 def read_config(model_dir) -> dict:
@@ -65,54 +67,19 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256
     if source.classes != info["classes"]:
         raise MobileNetError(f"{data} has classes {source.classes[:5]}..., the model {info['classes'][:5]}...; "
                              "evaluate on data with the same class folders")
-    n = len(info["classes"])
-    confusion = torch.zeros(n, n, dtype=torch.long)
-    top5 = loss_sum = 0.0
-    bad = []
+    logits, labels, bad = [], [], []
     with torch.inference_mode():
         for batch in source.test_batches(batch_size):
             bad += batch.bad_files
-            if not len(batch.labels):
-                continue
-            logits = model(batch.images)
-            loss_sum += torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum").item()
-            confusion += torch.bincount(batch.labels * n + logits.argmax(1), minlength=n * n).view(n, n)
-            k = min(5, n)
-            top5 += (logits.topk(k, 1).indices == batch.labels[:, None]).any(1).sum().item()
-    seen = int(confusion.sum())
-    if not seen:
-        raise MobileNetError(f"the test split of {data} has no readable images")
-    per_class = (confusion.diag().float() / confusion.sum(1).clamp(min=1)).tolist()
-    metrics = {"data": str(data), "images": seen, "top1": confusion.diag().sum().item() / seen, "top5": top5 / seen,
-               "loss": loss_sum / seen, "per_class": dict(zip(info["classes"], per_class)),
-               "confusion_matrix": confusion.tolist(), "bad_files": bad}
+            if len(batch.labels):
+                logits.append(model(batch.images).numpy())
+                labels.append(batch.labels.numpy())
+    metrics = classification_metrics(logits, labels, info["classes"], str(data), bad)
     out = Path(out or model_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
-    _plot_confusion(confusion, info["classes"], out / "confusion_matrix.png")
+    plot_confusion(metrics["confusion_matrix"], info["classes"], out / "confusion_matrix.png")
     return metrics
-
-
-def _plot_confusion(confusion: torch.Tensor, classes: list[str], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    size = max(5, 0.6 * n)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(confusion.numpy(), cmap="Blues")
-    if n <= 30:
-        ax.set_xticks(range(n), classes, rotation=90)
-        ax.set_yticks(range(n), classes)
-        top = confusion.max().item() or 1
-        for i in range(n):
-            for j in range(n):
-                v = confusion[i, j].item()
-                ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color="white" if v > top / 2 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test split)")
-    atomic_savefig(path, fig)
-    plt.close(fig)
 
 
 def predict(model_dir, images: list, top_k: int = 5) -> tuple[list[dict], list[str]]:

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 
 from .data import FASHION_MNIST, _mix, open_source
 from .errors import Interrupted, MobileNetError
-from .files import atomic_savefig, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .model import MobileNetConfig, MobileNetV1
+from .plots import plot_curves
 
 # Defaults chosen by measurement; the README's "Choosing the defaults" has the numbers.
 FASHION_RESOLUTION = 32  # Fashion-MNIST's 28×28 upsampled to 32×32: see README
@@ -166,28 +167,6 @@ class _Signals:
             signal.signal(sig, old)
 
 
-def _plot(history: list[dict], out: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    for name, keys, ylabel in (
-        ("total_acc", ("train_acc", "test_acc"), "accuracy (%)"),
-        ("total_test_loss", ("test_loss", "train_loss"), "cross-entropy loss"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key in keys:
-            values = [100 * h[key] if "acc" in key else h[key] for h in history]
-            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3,
-                    label=key.replace("_", " "))
-        ax.set(title=name, xlabel="epoch", ylabel=ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        atomic_savefig(out / f"{name}.png", fig)
-        plt.close(fig)
-
-
 def _write_history(history: list[dict], out: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
@@ -273,7 +252,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         log(f"resuming {out} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
     if history:  # redraw what the checkpoint knows, in case a kill came between files
         _write_history(history, out)
-        _plot(history, out)
+        plot_curves(history, out)
     if not (out / "config.json").exists():
         atomic_write_json(out / "config.json", {"model": model_cfg.to_dict(), **info})
 
@@ -357,7 +336,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
                     best_acc = row["test_acc"]
                     save_model(model, out, info)
                 _write_history(history, out)
-                _plot(history, out)
+                plot_curves(history, out)
                 if tb:
                     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                         tb.add_scalar(key, row[key], row["epoch"])

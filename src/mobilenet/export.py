@@ -1,0 +1,195 @@
+"""Export a trained model folder to one deployable file that checks itself.
+
+ONNX (opset 17, dynamic batch, class names and input preparation in metadata_props),
+optionally int8 by ONNX Runtime's static post-training quantization (QDQ), or
+TorchScript (the same metadata as an extra file). Every export runs the written file on
+random and real inputs and compares it with eager PyTorch before it is put in place.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import open_source
+from .errors import MobileNetError
+from .evaluate import load_model
+from .files import atomic_write_bytes
+
+OPSET = 17
+FP32_TOLERANCE = 1e-4
+INT8_MAX_DROP = 0.01  # at most 1 point of test accuracy
+INT8_MIN_SHRINK = 3.5
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """The fast PyTorch path: BatchNorm folded into each conv, channels_last, eval mode.
+    Use it under torch.inference_mode()."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fast = copy.deepcopy(model).eval()
+    for block in fast.features:
+        block[0] = fuse_conv_bn_eval(block[0], block[1])
+        block[1] = nn.Identity()
+    return fast.to(memory_format=torch.channels_last)
+
+
+def _metadata(info: dict) -> dict[str, str]:
+    return {"classes": json.dumps(info["classes"]), "input": json.dumps(info["input"]),
+            "model": json.dumps(info["model"].to_dict()), "data": json.dumps(info.get("data", {})),
+            "producer": "mobilenet"}
+
+
+def onnx_bytes(model: nn.Module, info: dict) -> bytes:
+    """The model as an ONNX file (opset 17, dynamic batch) with metadata_props."""
+    import onnx
+
+    spec = info["input"]
+    dummy = torch.zeros(1, spec["channels"], spec["resolution"], spec["resolution"])
+    buf = io.BytesIO()
+    torch.onnx.export(model, (dummy,), buf, opset_version=OPSET, input_names=["images"], output_names=["logits"],
+                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    proto = onnx.load_from_string(buf.getvalue())
+    for key, value in _metadata(info).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    data = info.get("data", {})
+    source = open_source(data.get("name", "fashion-mnist"), info["input"]["resolution"], data.get("seed", 0),
+                         val_split=data.get("val_split", 0.2), workers=0)
+    xs, ys, seen = [], [], 0
+    batches = source.test_batches(256) if split == "test" else source.train_batches(0, 256)
+    for batch in batches:
+        if len(batch.labels):
+            xs.append(batch.images)
+            ys.append(batch.labels)
+            seen += len(batch.labels)
+        if count and seen >= count:
+            break
+    if not xs:
+        raise MobileNetError(f"no readable {split} images in {source.name} to check or calibrate the export with")
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x[:count], y[:count]) if count else (x, y)
+
+
+def _run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    out = [session.run(None, {"images": x[i:i + 256]})[0] for i in range(0, len(x), 256)]
+    return np.concatenate(out)
+
+
+def _check(name: str, ours, eager, real: bool, tolerance: float | None) -> dict:
+    diff = float(np.abs(ours - eager).max())
+    same_top1 = bool((ours.argmax(1) == eager.argmax(1)).all()) if real else None
+    if tolerance is not None and (diff > tolerance or same_top1 is False):
+        raise MobileNetError(f"the exported {name} disagrees with PyTorch on {'real' if real else 'random'} inputs "
+                             f"(largest difference {diff:.2e}, top-1 identical: {same_top1}); nothing was written")
+    return {"max_abs_diff": diff, "same_top1": same_top1}
+
+
+def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibration_images: int = 300,
+           check_images: int = 512, log=print) -> dict:
+    """Export `model_dir` to `output` (default model_dir/model[.int8].onnx or model.pt),
+    verify it, and return a report. Raises MobileNetError when the check fails; nothing is
+    written then."""
+    if fmt not in ("onnx", "torchscript"):
+        raise MobileNetError(f"--format must be onnx or torchscript, got {fmt!r}")
+    if int8 and fmt != "onnx":
+        raise MobileNetError("--int8 needs --format onnx (ONNX Runtime quantizes it)")
+    model, info = load_model(model_dir)
+    default = {"onnx": "model.int8.onnx" if int8 else "model.onnx", "torchscript": "model.pt"}[fmt]
+    output = Path(output) if output else Path(model_dir) / default
+    if not output.parent.is_dir():
+        raise MobileNetError(f"--output {output}: folder {output.parent} does not exist")
+    if not os.access(output.parent, os.W_OK):
+        raise MobileNetError(f"--output {output}: folder {output.parent} is not writable")
+    spec = info["input"]
+    random_x = torch.randn(4, spec["channels"], spec["resolution"], spec["resolution"])
+    real_x, real_y = _real_inputs(info, check_images)
+    with torch.inference_mode():
+        eager_random, eager_real = model(random_x).numpy(), model(real_x).numpy()
+    report = {"format": fmt, "int8": int8, "output": str(output)}
+
+    if fmt == "torchscript":
+        with torch.inference_mode():
+            traced = torch.jit.trace(model, random_x[:1])
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={"config.json": json.dumps(_metadata(info))})
+        data = buf.getvalue()
+        loaded = torch.jit.load(io.BytesIO(data))
+        with torch.inference_mode():
+            report["random"] = _check(fmt, loaded(random_x).numpy(), eager_random, False, FP32_TOLERANCE)
+            report["real"] = _check(fmt, loaded(real_x).numpy(), eager_real, True, FP32_TOLERANCE)
+    else:
+        fp32 = onnx_bytes(model, info)
+        report["random"] = _check("ONNX", _run_onnx(fp32, random_x.numpy()), eager_random, False, FP32_TOLERANCE)
+        report["real"] = _check("ONNX", _run_onnx(fp32, real_x.numpy()), eager_real, True, FP32_TOLERANCE)
+        data = fp32
+        if int8:
+            data, quant = _quantize(fp32, info, calibration_images, log)
+            report.update(quant)
+            report["fp32_bytes"], report["random"]["int8_max_abs_diff"] = len(fp32), float(
+                np.abs(_run_onnx(data, random_x.numpy()) - eager_random).max())
+    atomic_write_bytes(output, data)
+    report["bytes"] = len(data)
+    return report
+
+
+def _quantize(fp32: bytes, info: dict, count: int, log) -> tuple[bytes, dict]:
+    """Static int8 post-training quantization (QDQ, per-channel weights), calibrated on
+    `count` training images; accuracy before and after on the whole test split."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if count < 1:
+        raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
+    calib_x, _ = _real_inputs(info, count, split="train")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"images": calib_x[i:i + 32].numpy()} for i in range(0, len(calib_x), 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(fp32)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        import onnx
+
+        proto = onnx.load(str(dst))
+        del proto.metadata_props[:]
+        for key, value in _metadata(info).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        int8 = proto.SerializeToString()
+    test_x, test_y = _real_inputs(info, 0)
+    y = test_y.numpy()
+    before = float((_run_onnx(fp32, test_x.numpy()).argmax(1) == y).mean())
+    after = float((_run_onnx(int8, test_x.numpy()).argmax(1) == y).mean())
+    shrink = len(fp32) / len(int8)
+    log(f"int8: test accuracy {100 * before:.2f}% -> {100 * after:.2f}% ({100 * (after - before):+.2f} points) "
+        f"on {len(y)} images; {len(fp32) / 1e6:.2f} MB -> {len(int8) / 1e6:.2f} MB ({shrink:.1f}x smaller); "
+        f"calibrated on {len(calib_x)} training images")
+    if before - after > INT8_MAX_DROP:
+        log(f"warning: int8 loses {100 * (before - after):.2f} points, more than {100 * INT8_MAX_DROP:.0f}; "
+            "more --calibration images, or keep fp32 for this model")
+    return int8, {"accuracy_fp32": before, "accuracy_int8": after, "shrink": shrink,
+                  "calibration_images": len(calib_x), "test_images": len(y)}

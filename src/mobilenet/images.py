@@ -1,0 +1,203 @@
+"""Image files and arrays with PIL and numpy only, no torch: what a deployed model needs.
+
+`data.py` (training, torch) and `runtime.py` (ONNX Runtime, no torch) share these, so an
+image is decoded and prepared the same way on both paths.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MobileNetError
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzip or raw), as in the MNIST family: magic, dims, then uint8 data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        magic, ndim = int.from_bytes(data[:4], "big"), data[3]
+        if magic >> 8 != 0x08:  # 0x08 = unsigned byte
+            raise ValueError("bad magic number")
+        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    except (OSError, ValueError, EOFError) as e:
+        raise MobileNetError(f"{path} is not a readable IDX file ({e}); reinstall dataset-fashion-mnist") from None
+
+
+def fashion_files(folder: Path, split: str) -> tuple[Path, Path] | None:
+    prefix = "train" if split == "train" else "t10k"
+    for suffix in (".gz", ""):
+        images = folder / f"{prefix}-images-idx3-ubyte{suffix}"
+        labels = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
+        if images.exists() and labels.exists():
+            return images, labels
+    return None
+
+
+def fashion_mnist_dir() -> Path:
+    """Where the Fashion-MNIST files are: $MOBILENET_FASHION_MNIST, Debian's package, or a
+    torchvision download into the cache folder (needs internet access)."""
+    candidates = [Path(os.environ["MOBILENET_FASHION_MNIST"])] if os.environ.get("MOBILENET_FASHION_MNIST") else []
+    candidates.append(DEBIAN_DIR)
+    for folder in candidates:
+        if fashion_files(folder, "train") and fashion_files(folder, "test"):
+            return folder
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mobilenet"
+    raw = cache / "FashionMNIST" / "raw"
+    if not (fashion_files(raw, "train") and fashion_files(raw, "test")):
+        try:
+            from torchvision.datasets import FashionMNIST  # only when the files are missing
+            for train in (True, False):
+                FashionMNIST(str(cache), train=train, download=True)
+        except Exception:  # no network, a proxy, a full disk: one answer for all
+            raise MobileNetError(
+                "Fashion-MNIST not found: install it with `apt-get install dataset-fashion-mnist` "
+                f"(files in {DEBIAN_DIR}) or allow torchvision to download it into {cache}") from None
+    return raw
+
+
+def load_image(path, channels: int = 3):
+    """Open any image (JPEG, PNG, BMP, GIF, WebP, TIFF; L, RGB, RGBA, P, CMYK, 16-bit),
+    apply its EXIF rotation, and convert it to 8-bit RGB (3 channels) or L (1 channel).
+    Raises MobileNetError naming the file if it does not decode."""
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.seek(0)  # first frame of an animation
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    a = np.asarray(im, dtype=np.float64)
+                    hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+                    im = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
+                if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in im.info:
+                    rgba = im.convert("RGBA")  # transparent pixels become white
+                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                    im = Image.alpha_composite(background, rgba)
+                return im.convert("RGB" if channels == 3 else "L")
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning, MemoryError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MobileNetError(f"{path}: not a readable image ({reason})") from None
+
+
+def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """ImageFolder's convention without torch: class = sub-folder (sorted), images found
+    recursively by extension. Returns (classes, [(path, class index)])."""
+    root = Path(root)
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    samples = []
+    for index, name in enumerate(classes):
+        for folder, _, files in sorted(os.walk(root / name, followlinks=True)):
+            for f in sorted(files):
+                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
+                    samples.append((os.path.join(folder, f), index))
+    return classes, samples
+
+
+def stratified_split(samples, val_split: float, seed: int):
+    """Hold out round(n × val_split) images of each class (at least one, never all),
+    chosen by a numpy RNG seeded with (seed, class), so every path finds the same split."""
+    if not 0 < val_split < 1:
+        raise MobileNetError(f"--val-split must be between 0 and 1, got {val_split}")
+    by_class: dict[int, list] = {}
+    for s in samples:
+        by_class.setdefault(s[1], []).append(s)
+    train, test = [], []
+    for label, items in sorted(by_class.items()):
+        items = [items[i] for i in np.random.default_rng([seed, label]).permutation(len(items))]
+        n_test = min(len(items) - 1, max(1, int(len(items) * val_split + 0.5))) if len(items) > 1 else 0
+        test += items[:n_test]
+        train += items[n_test:]
+    return train, test
+
+
+def folder_splits(root, val_split: float = 0.2, seed: int = 0) -> dict:
+    """A folder's classes and train/test samples: its train/ and val/ (or test/)
+    sub-folders when it has them, otherwise a stratified hold-out."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MobileNetError(f"--data {root}: no such folder; give a folder with one sub-folder per class, "
+                             "or 'fashion-mnist'")
+    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
+    if (root / "train").is_dir() and test_dir is not None:
+        classes, train = scan_folder(root / "train")
+        test_classes, test = scan_folder(test_dir)
+        if test_classes != classes:
+            raise MobileNetError(f"{root / 'train'} and {test_dir} have different class folders")
+        split = {"train": str(root / "train"), "test": str(test_dir)}
+    else:
+        classes, samples = scan_folder(root)
+        if not classes:
+            raise MobileNetError(f"{root} has no class folders; put each class's images in a sub-folder")
+        train, test = stratified_split(samples, val_split, seed)
+        split = {"val_split": val_split, "seed": seed}
+    used = {label for _, label in train}
+    if not train:
+        raise MobileNetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+    if len(used) < 2:
+        raise MobileNetError(f"{root} has images of {len(used)} class; a classifier needs at least two")
+    return {"classes": classes, "train": train, "test": test, "split": split}
+
+
+def _bilinear_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    n = x.shape[axis]
+    src = np.maximum((np.arange(size) + 0.5) * (n / size) - 0.5, 0)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = (src - i0).astype(np.float32)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    w = w.reshape(shape)
+    return np.take(x, i0, axis=axis) * (1 - w) + np.take(x, i1, axis=axis) * w
+
+
+def bilinear_resize(x: np.ndarray, size: int) -> np.ndarray:
+    """(..., H, W) -> (..., size, size), as torch's interpolate(mode="bilinear",
+    align_corners=False) without antialiasing."""
+    return _bilinear_axis(_bilinear_axis(x, size, -2), size, -1).astype(np.float32)
+
+
+def prepare(image, spec: dict) -> np.ndarray:
+    """A decoded PIL image -> float32 (C, R, R), prepared like the model's test images.
+
+    spec is config.json's "input": channels, resolution, mean, std, and either image_size
+    (a data set of small images: resize to it, then bilinear to the resolution, as in
+    training) or resize (shorter side, then a centre crop, as torchvision does)."""
+    from PIL import Image
+
+    r = spec["resolution"]
+    mean = np.asarray(spec["mean"], np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec["std"], np.float32).reshape(-1, 1, 1)
+    if spec.get("image_size"):
+        size = spec["image_size"]
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BICUBIC)
+        x = (_chw(image) / np.float32(255) - mean) / std
+        return bilinear_resize(x, r) if size != r else x
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
+    image = image.resize((new_short, new_long) if w <= h else (new_long, new_short), Image.BILINEAR)
+    w, h = image.size
+    top, left = int(round((h - r) / 2.0)), int(round((w - r) / 2.0))
+    x = _chw(image)[:, top:top + r, left:left + r]
+    return ((x / np.float32(255) - mean) / std).astype(np.float32)
+
+
+def _chw(image) -> np.ndarray:
+    a = np.asarray(image, dtype=np.float32)
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)

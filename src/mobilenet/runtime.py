@@ -1,0 +1,143 @@
+"""Running an exported .onnx model with ONNX Runtime, numpy and Pillow only: no torch.
+
+The file carries what it needs in its metadata (class names, input preparation), so a
+deployed model is one file. Nothing here may import torch: a test checks sys.modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MobileNetError
+from .images import bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
+
+
+class OnnxModel:
+    """An exported MobileNet: `.classes`, `.spec` (input preparation), `.logits(batch)`."""
+
+    def __init__(self, path, threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise MobileNetError(f"--model {path}: no such file; give an .onnx file made by `mobilenet export`")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            meta = self.session.get_modelmeta().custom_metadata_map
+            self.classes = json.loads(meta["classes"])
+            self.spec = json.loads(meta["input"])
+            self.data = json.loads(meta.get("data", "{}"))
+        except KeyError as e:
+            raise MobileNetError(f"{path} has no {e} metadata; export it with `mobilenet export`") from None
+        except Exception as e:  # onnxruntime raises its own exception types for a bad file
+            detail = str(e).splitlines()[0][:160]
+            raise MobileNetError(f"{path} is not a loadable ONNX model ({detail}); re-export it") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def predict_onnx(model_path, images: list, top_k: int = 5) -> tuple[list[dict], list[str]]:
+    """As evaluate.predict, through ONNX Runtime."""
+    if top_k < 1:
+        raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
+    model = OnnxModel(model_path)
+    arrays, ok, errors = [], [], []
+    for p in images:
+        try:
+            arrays.append(prepare(load_image(p, model.spec["channels"]), model.spec))
+            ok.append(p)
+        except MobileNetError as e:
+            errors.append(str(e))
+    results = []
+    if arrays:
+        probs = _softmax(model.logits(np.stack(arrays)))
+        k = min(top_k, probs.shape[1])
+        for path, row in zip(ok, probs):
+            top = np.argsort(-row, kind="stable")[:k]
+            results.append({"image": str(path), "predictions": [
+                {"class": model.classes[i], "probability": float(row[i])} for i in top]})
+    return results, errors
+
+
+
+
+def classification_metrics(logits: list, labels: list, classes: list[str], data: str, bad_files=()) -> dict:
+    """Top-1, top-5, loss, per-class accuracy and the confusion matrix, from batches of
+    logits and labels (numpy)."""
+    if not logits:
+        raise MobileNetError(f"the test split of {data} has no readable images")
+    z, y = np.concatenate(logits).astype(np.float64), np.concatenate(labels)
+    n = len(classes)
+    confusion = np.bincount(y * n + z.argmax(1), minlength=n * n).reshape(n, n)
+    top5 = (np.argsort(-z, axis=1, kind="stable")[:, :min(5, n)] == y[:, None]).any(1).mean()
+    log_probs = z - z.max(1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+    return {"data": data, "images": int(len(y)), "top1": float(confusion.diagonal().sum() / len(y)),
+            "top5": float(top5), "loss": float(-log_probs[np.arange(len(y)), y].mean()),
+            "per_class": dict(zip(classes, map(float, per_class))), "confusion_matrix": confusion.tolist(),
+            "bad_files": list(bad_files)}
+
+
+def _test_batches(model: OnnxModel, data: str, batch_size: int = 256):
+    """(images float32, labels, bad files) of the test split, prepared without torch."""
+    spec = model.spec
+    if data == "fashion-mnist":
+        folder = fashion_mnist_dir()
+        images, labels = (read_idx(p) for p in fashion_files(folder, "test"))
+        mean = np.asarray(spec["mean"], np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(spec["std"], np.float32).reshape(1, -1, 1, 1)
+        for i in range(0, len(labels), batch_size):
+            x = (images[i:i + batch_size, None].astype(np.float32) / np.float32(255) - mean) / std
+            if x.shape[-1] != spec["resolution"]:
+                x = bilinear_resize(x, spec["resolution"])
+            yield x, labels[i:i + batch_size].astype(np.int64), []
+        return
+    found = folder_splits(data, model.data.get("val_split", 0.2), model.data.get("seed", 0))
+    if found["classes"] != model.classes:
+        raise MobileNetError(f"{data} has other class folders than the model; evaluate on the model's data")
+    test = found["test"]
+    for i in range(0, len(test), batch_size):
+        arrays, labels, bad = [], [], []
+        for path, label in test[i:i + batch_size]:
+            try:
+                arrays.append(prepare(load_image(path, spec["channels"]), spec))
+                labels.append(label)
+            except MobileNetError as e:
+                bad.append(str(e))
+        yield (np.stack(arrays) if arrays else None), np.asarray(labels, np.int64), bad
+
+
+def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
+    """As evaluate.evaluate, through ONNX Runtime: metrics.json and confusion_matrix.png
+    go into `out` (default: the .onnx file's folder)."""
+    from .files import atomic_write_json
+    from .plots import plot_confusion
+
+    model = OnnxModel(model_path)
+    data = data or model.data.get("name") or "fashion-mnist"
+    logits, labels, bad = [], [], []
+    for x, y, errors in _test_batches(model, data):
+        bad += errors
+        if x is not None:
+            logits.append(model.logits(x))
+            labels.append(y)
+    metrics = classification_metrics(logits, labels, model.classes, str(data), bad)
+    out = Path(out or Path(model_path).parent)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics["confusion_matrix"], model.classes, out / "confusion_matrix.png")
+    return metrics
