@@ -1,4 +1,5 @@
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -65,3 +66,21 @@ def make_image_folder(root: Path, per_class: int = 6, corrupt: bool = True) -> P
 @pytest.fixture
 def image_folder(tmp_path):
     return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """One small run on Fashion-MNIST-like data, shared by the tests that only read it."""
+    from mobilenet.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("small")
+    old = os.environ.get("MOBILENET_FASHION_MNIST")
+    os.environ["MOBILENET_FASHION_MNIST"] = str(make_fashion_like(root / "fashion"))
+    out = root / "run"
+    summary = train(TrainConfig(epochs=3, width_mult=0.25, resolution=32, batch_size=16, out=str(out)),
+                    log=lambda _: None)
+    yield out, summary
+    if old is None:
+        del os.environ["MOBILENET_FASHION_MNIST"]
+    else:
+        os.environ["MOBILENET_FASHION_MNIST"] = old

@@ -15,7 +15,7 @@ from mobilenet.errors import MobileNetError
 from mobilenet.evaluate import evaluate, load_model, predict
 from mobilenet.training import HISTORY_FIELDS, TrainConfig, train
 
-TINY = ["--width", "0.25", "--batch-size", "32"]
+TINY = ["--width", "0.25", "--resolution", "32", "--batch-size", "32"]
 
 
 def cli(*args, env=None, **kw):
@@ -27,23 +27,6 @@ def history(run: Path, timing=False) -> list[dict]:
     with open(run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     return rows if timing else [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """One small run on Fashion-MNIST-like data, shared by the tests that only read it."""
-    from conftest import make_fashion_like
-
-    root = tmp_path_factory.mktemp("small")
-    old = os.environ.get("MOBILENET_FASHION_MNIST")
-    os.environ["MOBILENET_FASHION_MNIST"] = str(make_fashion_like(root / "fashion"))
-    out = root / "run"
-    summary = train(TrainConfig(epochs=3, width_mult=0.25, batch_size=16, out=str(out)), log=lambda _: None)
-    yield out, summary
-    if old is None:
-        del os.environ["MOBILENET_FASHION_MNIST"]
-    else:
-        os.environ["MOBILENET_FASHION_MNIST"] = old
 
 
 def test_a_run_leaves_its_files_and_the_model_predicts(small_run):
@@ -146,7 +129,7 @@ def test_resume_after_kill_and_after_sigint_equals_an_uninterrupted_run(tmp_path
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashion, tmp_path):
     out = tmp_path / "run"
-    train(TrainConfig(epochs=1, width_mult=0.25, batch_size=64, out=str(out)), log=lambda _: None)
+    train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)
     before = (out / "checkpoint.pt").read_bytes()
     with pytest.raises(MobileNetError, match="diverged"):
         train(TrainConfig(epochs=3, out=str(out), lr=1e30, width_mult=0.25), resume=True, log=lambda _: None)
@@ -174,7 +157,7 @@ def test_cli_errors_are_one_line(args, words, tmp_path):
 
 def test_broken_model_folders(fake_fashion, tmp_path):
     out = tmp_path / "run"
-    train(TrainConfig(epochs=1, width_mult=0.25, batch_size=64, out=str(out)), log=lambda _: None)
+    train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)
     (out / "config.json").write_text("{not json")
     r = cli("evaluate", "--model", str(out))
     assert r.returncode == 1 and "config.json" in r.stderr and "Traceback" not in r.stderr

@@ -71,7 +71,7 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(
         data=args.data, epochs=args.epochs if args.resume else (args.epochs or 50), width_mult=args.width,
         resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, dropout=args.dropout, seed=args.seed, out=args.out, limit=args.limit,
+        weight_decay=args.weight_decay, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out, limit=args.limit,
         val_split=args.val_split, strict=args.strict, workers=args.workers, device=args.device)
     train(cfg, resume=args.resume, progress=sys.stderr.isatty())
     return 0
@@ -126,9 +126,45 @@ def _cmd_export(args) -> int:
     from .export import export
 
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration)
-    print(f"checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} on random inputs, "
-          f"{r['real']['max_abs_diff']:.2e} on {args.format} real inputs (top-1 identical: {r['real']['same_top1']})")
+    print(f"{args.format} float32 checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} "
+          f"on random inputs, {r['real']['max_abs_diff']:.2e} on real test images "
+          f"(top-1 identical: {r['real']['same_top1']})")
     print(f"wrote {r['output']} ({r['bytes'] / 1e6:.2f} MB)")
+    return 0
+
+
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers, e.g. 1,16") from None
+    if not values or any(not 1 <= v <= 4096 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: use whole numbers from 1 to 4096, e.g. 1,16")
+    return values
+
+
+def _runtime_list(text):
+    from .config import RUNTIMES
+
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if v not in RUNTIMES]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: use any of {','.join(RUNTIMES)}")
+    return values
+
+
+def _cmd_bench(args) -> int:
+    from .benchmark import bench, format_table
+
+    if args.model:
+        from .evaluate import load_model
+
+        model, _ = load_model(args.model)
+        result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime)
+    else:
+        config = M.MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
+        result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
 
@@ -149,13 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist' (default) or a folder, one sub-folder per class")
     p.add_argument("--epochs", type=_number("epochs", 1, 100_000, int), help="default 50, the seed's budget")
     p.add_argument("--width", type=WIDTH, default=1.0, help="width multiplier α (default 1.0)")
-    p.add_argument("--resolution", type=RESOLUTION, help="input size ρ (default 32 for Fashion-MNIST, 224 for folders)")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size ρ (default 64 for Fashion-MNIST, 224 for folders)")
     p.add_argument("--batch-size", type=_number("batch-size", 2, 65_536, int), default=64)
     p.add_argument("--lr", type=_number("lr", 1e-8, 100.0), help="peak learning rate (default: by optimizer, "
                    "scaled with the batch size)")
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default="sgd")
     p.add_argument("--weight-decay", type=_number("weight-decay", 0.0, 1.0), default=4e-5,
                    help="L2 on conv and FC weights, not on depthwise filters or BN (default 4e-5)")
+    p.add_argument("--augment", choices=["flip-shift", "flip", "none"], default="flip-shift",
+                   help="training augmentation (default flip-shift; short runs learn faster with none)")
     p.add_argument("--dropout", type=_number("dropout", 0.0, 0.999), default=0.0)
     p.add_argument("--seed", type=_number("seed", 0, 2**63 - 1, int), default=0)
     p.add_argument("--out", help="run folder (default runs/<dataset>-<timestamp>)")
@@ -194,6 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images to calibrate int8 on (default 300)")
     p.add_argument("--output", help="file to write (default: in --model)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("bench", help="inference speed of each runtime against timm, on this machine")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="a run folder; default: an untrained network of --width and --resolution")
+    p.add_argument("--width", type=WIDTH, help="width multiplier α (default 1.0)")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size (default 224)")
+    p.add_argument("--batch-size", type=_int_list, default=[1, 16], help="comma-separated (default 1,16)")
+    p.add_argument("--runtime", type=_runtime_list, default=list(M.RUNTIMES),
+                   help=f"comma-separated, any of {','.join(M.RUNTIMES)} (default all)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
     p.add_argument("--out", default="samples", help="folder (default ./samples)")

@@ -36,6 +36,9 @@ ACTIVATIONS = ("relu", "relu6")
 PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS = (224, 192, 160, 128)
 
+# Ways to run a model for inference (`mobilenet bench`).
+RUNTIMES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "timm")
+
 MIN_WIDTH, MAX_WIDTH = 1 / 32, 4.0  # α below 1/32 leaves the first layer with no channel
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096  # 32 = the body's total stride
 

@@ -25,6 +25,7 @@ FASHION_MNIST = "fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
+AUGMENTATIONS = ("flip-shift", "flip", "none")  # for training; evaluation never augments
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -72,6 +73,8 @@ def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> tor
     """Batch augmentation as tensor ops: random horizontal flip, then a random shift of up
     to `pad` pixels (zero padding, then a random crop back to size)."""
     n, c, h, w = x.shape
+    if pad < 0:  # no augmentation at all
+        return x
     flip = torch.rand(n, generator=generator) < 0.5
     x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
     if pad:
@@ -89,6 +92,7 @@ class TensorSource:
     """A data set held in memory as uint8 tensors (Fashion-MNIST): no per-image Python."""
 
     def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2):
+        # shift: pixels of random translation; 0 flips only, -1 does not augment
         (self.train_x, self.train_y), (self.test_x, self.test_y) = train, test
         self.name, self.classes, self.mean, self.std = name, classes, mean, std
         self.resolution, self.seed, self.shift = resolution, seed, shift
@@ -133,13 +137,15 @@ def _steps(n: int, batch_size: int) -> int:
     return steps + (n % batch_size > 1)
 
 
-def fashion_mnist(resolution: int, seed: int, limit: int | None = None) -> TensorSource:
+def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment: str = "flip-shift") -> TensorSource:
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     if limit:
         g = torch.Generator().manual_seed(_mix(seed, 7))
         keep = torch.randperm(len(train[1]), generator=g)[:limit]
         train = (train[0][keep], train[1][keep])
-    return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed)
+    shift = {"flip-shift": 2, "flip": 0, "none": -1}[augment]
+    return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed,
+                        shift)
 
 
 # --- any folder of images -----------------------------------------------------------
@@ -182,24 +188,25 @@ class _Offset(torch.utils.data.Sampler):
         return len(self.order)
 
 
-def folder_transforms(resolution: int, mean, std, train: bool):
+def folder_transforms(resolution: int, mean, std, train: bool, augment: str = "flip-shift"):
     """The paper's recipe at 224: light Inception-style crops and flips for training
     (small models overfit less, §3.2); resize and centre crop for testing."""
     from torchvision.transforms import v2
 
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if train:
+    if train and augment == "flip-shift":
         return v2.Compose([v2.RandomResizedCrop(resolution, scale=(0.25, 1.0), antialias=True),
                            v2.RandomHorizontalFlip(), *tail])
+    flip = [v2.RandomHorizontalFlip()] if train and augment == "flip" else []
     return v2.Compose([v2.Resize(round(resolution * 256 / 224), antialias=True),
-                       v2.CenterCrop(resolution), *tail])
+                       v2.CenterCrop(resolution), *flip, *tail])
 
 
 class FolderSource:
     """Images on disk, one sub-folder per class, read by a DataLoader with workers."""
 
     def __init__(self, root, resolution: int, seed: int, val_split: float = 0.2, limit: int | None = None,
-                 workers: int | None = None, channels: int = 3):
+                 workers: int | None = None, channels: int = 3, augment: str = "flip-shift"):
         found = folder_splits(root, val_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
         self.name, self.resolution, self.seed, self.in_channels = str(root), resolution, seed, channels
@@ -208,7 +215,8 @@ class FolderSource:
             g = torch.Generator().manual_seed(_mix(seed, 7))
             train = [train[i] for i in torch.randperm(len(train), generator=g)[:limit].tolist()]
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
-        self.train_set = _ImageFiles(train, folder_transforms(resolution, self.mean, self.std, True), channels, seed)
+        self.train_set = _ImageFiles(train, folder_transforms(resolution, self.mean, self.std, True, augment), channels,
+                                     seed)
         self.test_set = _ImageFiles(test, folder_transforms(resolution, self.mean, self.std, False), channels, seed)
 
     @property
@@ -245,11 +253,11 @@ class FolderSource:
 
 
 def open_source(data: str, resolution: int, seed: int, limit: int | None = None, val_split: float = 0.2,
-                workers: int | None = None):
+                workers: int | None = None, augment: str = "flip-shift"):
     """The data named by --data: 'fashion-mnist' or a folder path."""
     if data == FASHION_MNIST:
-        return fashion_mnist(resolution, seed, limit)
-    return FolderSource(data, resolution, seed, val_split, limit, workers)
+        return fashion_mnist(resolution, seed, limit, augment)
+    return FolderSource(data, resolution, seed, val_split, limit, workers, augment=augment)
 
 
 def prepare_images(paths, spec: dict) -> tuple[torch.Tensor | None, list, list[str]]:

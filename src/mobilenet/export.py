@@ -13,6 +13,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,11 @@ def onnx_bytes(model: nn.Module, info: dict) -> bytes:
     spec = info["input"]
     dummy = torch.zeros(1, spec["channels"], spec["resolution"], spec["resolution"])
     buf = io.BytesIO()
-    torch.onnx.export(model, (dummy,), buf, opset_version=OPSET, input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript-based exporter warns that it is the old one
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (dummy,), buf, opset_version=OPSET, input_names=["images"],
+                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+                          dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
     for key, value in _metadata(info).items():
         entry = proto.metadata_props.add()
@@ -125,13 +129,13 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
     report = {"format": fmt, "int8": int8, "output": str(output)}
 
     if fmt == "torchscript":
-        with torch.inference_mode():
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; it still works
             traced = torch.jit.trace(model, random_x[:1])
-        buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files={"config.json": json.dumps(_metadata(info))})
-        data = buf.getvalue()
-        loaded = torch.jit.load(io.BytesIO(data))
-        with torch.inference_mode():
+            buf = io.BytesIO()
+            torch.jit.save(traced, buf, _extra_files={"config.json": json.dumps(_metadata(info))})
+            data = buf.getvalue()
+            loaded = torch.jit.load(io.BytesIO(data))
             report["random"] = _check(fmt, loaded(random_x).numpy(), eager_random, False, FP32_TOLERANCE)
             report["real"] = _check(fmt, loaded(real_x).numpy(), eager_real, True, FP32_TOLERANCE)
     else:
@@ -149,19 +153,16 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
     return report
 
 
-def _quantize(fp32: bytes, info: dict, count: int, log) -> tuple[bytes, dict]:
-    """Static int8 post-training quantization (QDQ, per-channel weights), calibrated on
-    `count` training images; accuracy before and after on the whole test split."""
+def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str] | None = None) -> bytes:
+    """Static int8 post-training quantization with ONNX Runtime: QDQ format, per-channel
+    int8 weights, uint8 activations whose ranges come from the calibration images."""
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if count < 1:
-        raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
-    calib_x, _ = _real_inputs(info, count, split="train")
-
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"images": calib_x[i:i + 32].numpy()} for i in range(0, len(calib_x), 32)])
+            self.batches = iter([{"images": calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
 
         def get_next(self):
             return next(self.batches, None)
@@ -172,14 +173,20 @@ def _quantize(fp32: bytes, info: dict, count: int, log) -> tuple[bytes, dict]:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        import onnx
-
         proto = onnx.load(str(dst))
-        del proto.metadata_props[:]
-        for key, value in _metadata(info).items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        int8 = proto.SerializeToString()
+    del proto.metadata_props[:]
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    return proto.SerializeToString()
+
+
+def _quantize(fp32: bytes, info: dict, count: int, log) -> tuple[bytes, dict]:
+    """quantize_onnx calibrated on `count` training images, with test accuracy before and after."""
+    if count < 1:
+        raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
+    calib_x, _ = _real_inputs(info, count, split="train")
+    int8 = quantize_onnx(fp32, calib_x.numpy(), _metadata(info))
     test_x, test_y = _real_inputs(info, 0)
     y = test_y.numpy()
     before = float((_run_onnx(fp32, test_x.numpy()).argmax(1) == y).mean())
@@ -190,6 +197,6 @@ def _quantize(fp32: bytes, info: dict, count: int, log) -> tuple[bytes, dict]:
         f"calibrated on {len(calib_x)} training images")
     if before - after > INT8_MAX_DROP:
         log(f"warning: int8 loses {100 * (before - after):.2f} points, more than {100 * INT8_MAX_DROP:.0f}; "
-            "more --calibration images, or keep fp32 for this model")
+            "calibrate on more images (--calibration), or ship the fp32 file for this model")
     return int8, {"accuracy_fp32": before, "accuracy_int8": after, "shrink": shrink,
                   "calibration_images": len(calib_x), "test_images": len(y)}

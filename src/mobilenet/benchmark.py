@@ -1,0 +1,214 @@
+"""`mobilenet bench`: inference speed of each way of running the model, on this machine.
+
+Each runtime is warmed up, then timed over repeated batches; the median is reported with
+images/s, effective GFLOP/s (2 × mult-adds per image) and the share of a measured float32
+matmul roofline. timm's mobilenetv1_100 in eager mode is the reference row when timm is
+installed and α = 1: compare runtimes by their ratio to it, measured in the same run,
+since shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+
+import numpy as np
+import torch
+
+from .cost import cost_report
+from .errors import MobileNetError
+from .config import RUNTIMES
+from .model import MobileNetConfig, MobileNetV1
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None  # not Linux
+
+
+class _PeakMemory:
+    """Peak resident memory above the level at entry, sampled every few milliseconds."""
+
+    def __enter__(self):
+        self.base = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mb() or 0)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.mb = None if self.base is None else max(0.0, self.peak - self.base)
+
+
+def _time(run, min_seconds: float, min_iters: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        run()
+    times, start = [], time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
+    """This machine's float32 matmul speed, the roofline of the table: the faster of
+    torch's BLAS and ONNX Runtime's MLAS on an n×n product, with the same threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    with torch.inference_mode():
+        best = statistics.median(_time(lambda: torch.mm(a, b), seconds, 5))
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                                  [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feed = {"a": a.numpy(), "b": b.numpy()}
+        best = min(best, statistics.median(_time(lambda: session.run(None, feed), seconds, 5)))
+    except ImportError:
+        pass
+    return 2 * n**3 / best / 1e9
+
+
+def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.ndarray | None):
+    """What the runtime loads: the ONNX bytes (exported, maybe quantized), else None."""
+    if not name.startswith("onnxruntime"):
+        return None
+    from .export import onnx_bytes, quantize_onnx
+
+    spec = {"channels": x.shape[1], "resolution": x.shape[-1], "mean": [0.0], "std": [1.0]}
+    info = {"classes": [str(i) for i in range(model.config.num_classes)], "input": spec, "model": model.config}
+    data = onnx_bytes(model, info)
+    if name == "onnxruntime-int8":
+        calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
+            (64, *x.shape[1:])).astype(np.float32)
+        data = quantize_onnx(data, calib)
+    return data
+
+
+def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
+    """A function that runs one batch with the named runtime."""
+    if name == "torch":
+        return lambda: model(x)
+    if name == "torch-fast":
+        from .export import fuse_for_inference
+
+        fast, xf = fuse_for_inference(model), x.contiguous(memory_format=torch.channels_last)
+        return lambda: fast(xf)
+    if name == "timm":
+        import timm
+
+        cfg = model.config
+        ref = timm.create_model("mobilenetv1_100", num_classes=cfg.num_classes, in_chans=cfg.in_channels).eval()
+        return lambda: ref(x)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    xn = x.numpy()
+    return lambda: session.run(None, {"images": xn})
+
+
+def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = None, batch_sizes=(1, 16),
+          runtimes=RUNTIMES, min_seconds: float = 1.0, min_iters: int = 10,
+          calibration: np.ndarray | None = None) -> dict:
+    """Time each runtime at each batch size; returns the table as plain data."""
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise MobileNetError(f"--runtime {','.join(unknown)}: unknown; use any of {','.join(RUNTIMES)}")
+    if any(b < 1 for b in batch_sizes):
+        raise MobileNetError(f"--batch-size must be whole numbers of at least 1, got {list(batch_sizes)}")
+    model = (model or MobileNetV1.from_config(config or MobileNetConfig())).eval()
+    cfg = model.config
+    runtimes = list(runtimes)
+    if "timm" in runtimes:
+        try:
+            import timm  # noqa: F401
+        except ImportError:
+            runtimes.remove("timm")
+        if cfg.width_mult != 1.0:  # timm's reference exists at α = 1 only (mobilenetv1_100)
+            runtimes = [r for r in runtimes if r != "timm"]
+    cost = cost_report(cfg)
+    roofline = matmul_gflops()
+    rows = []
+    for batch in batch_sizes:
+        x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)
+        reference = None
+        for name in (["timm"] if "timm" in runtimes else []) + [r for r in runtimes if r != "timm"]:
+            with torch.inference_mode():
+                data = _prepare(name, model, x, calibration)  # export and quantization are not timed
+                with _PeakMemory() as memory:
+                    run = _runner(name, model, x, data)
+                    times = _time(run, min_seconds, min_iters)
+            ms = 1000 * statistics.median(times)
+            gflops = 2 * cost["mult_adds"] * batch / (ms / 1000) / 1e9
+            row = {"runtime": name, "batch_size": batch, "median_ms": ms, "images_per_s": 1000 * batch / ms,
+                   "iterations": len(times), "peak_memory_mb": memory.mb, "params": cost["params"],
+                   "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline}
+            if name == "timm":
+                reference = ms
+                row["params"] = None  # timm's own module; same architecture
+            row["speedup_vs_timm"] = reference / ms if reference else None
+            rows.append(row)
+    return {
+        "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
+        "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
+                    "timm": _version("timm"), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_table(result: dict) -> str:
+    m, cfg = result["machine"], result["model"]
+    lines = [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
+             f"{cfg['num_classes']} classes; {m['cpu']}, {m['threads']} threads; torch {m['torch']}, "
+             f"onnxruntime {m['onnxruntime']}, timm {m['timm']}",
+             f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
+             f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "
+             f"{'peak MB':>8} {'vs timm':>8}"]
+    for r in result["rows"]:
+        mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        vs = "-" if r["speedup_vs_timm"] is None else f"{r['speedup_vs_timm']:.2f}×"
+        lines.append(f"{r['runtime']:<17} {r['batch_size']:>5} {r['median_ms']:>9.2f} {r['images_per_s']:>9.1f} "
+                     f"{r['gflops']:>8.1f} {r['roofline_pct']:>7.1f}% {mem:>8} {vs:>8}")
+    return "\n".join(lines)

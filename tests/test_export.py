@@ -1,0 +1,143 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from mobilenet.errors import MobileNetError
+from mobilenet.evaluate import load_model
+from mobilenet.export import export, fuse_for_inference
+from mobilenet.runtime import OnnxModel, evaluate_onnx, predict_onnx
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True)
+
+
+def test_onnx_round_trip_with_metadata(small_run, tmp_path):
+    out, _ = small_run
+    report = export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
+    assert report["random"]["max_abs_diff"] <= 1e-4 and report["real"]["same_top1"]
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["classes"])[9] == "Ankle boot"
+    assert json.loads(meta["input"])["resolution"] == 32
+    assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    model, _ = load_model(out)
+    onnx_model = OnnxModel(tmp_path / "m.onnx")
+    x = torch.randn(3, 1, 32, 32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(onnx_model.logits(x.numpy()), model(x).numpy(), atol=1e-4)
+
+
+def test_torchscript_round_trip(small_run, tmp_path):
+    out, _ = small_run
+    export(out, "torchscript", output=tmp_path / "m.pt", log=lambda _: None)
+    files = {"config.json": ""}
+    loaded = torch.jit.load(str(tmp_path / "m.pt"), _extra_files=files)
+    assert json.loads(json.loads(files["config.json"])["classes"])[0] == "T-shirt/top"
+    model, _ = load_model(out)
+    x = torch.randn(5, 1, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_int8_keeps_accuracy_and_shrinks(small_run, tmp_path):
+    out, _ = small_run
+    report = export(out, "onnx", int8=True, output=tmp_path / "q.onnx", calibration_images=100, log=lambda _: None)
+    assert report["accuracy_fp32"] - report["accuracy_int8"] <= 0.01
+    assert report["accuracy_fp32"] > 0.3  # a model that has learned something
+    assert report["shrink"] >= 3.5 or report["fp32_bytes"] < 2e6  # tiny models carry fixed overhead
+    meta = {p.key for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert {"classes", "input"} <= meta
+
+
+def test_fast_torch_path_predicts_identically(small_run):
+    model, _ = load_model(small_run[0])
+    fast = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(16, 1, 32, 32)
+    with torch.inference_mode():
+        a, b = model(x), fast(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(a.argmax(1), b.argmax(1))
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_onnxruntime_path_imports_no_torch(small_run, tmp_path):
+    out, _ = small_run
+    export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
+    from PIL import Image
+    Image.fromarray((np.random.default_rng(0).random((28, 28)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    code = (
+        "import sys, json\n"
+        "from mobilenet.cli import main\n"
+        f"rc = main(['predict', '--runtime', 'onnxruntime', '--model', {str(tmp_path / 'm.onnx')!r}, "
+        f"{str(tmp_path / 'a.png')!r}, '--json'])\n"
+        f"rc2 = main(['evaluate', '--runtime', 'onnxruntime', '--model', {str(tmp_path / 'm.onnx')!r}])\n"
+        "assert rc == 0 and rc2 == 0, (rc, rc2)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'timm'))\n"
+        "assert not bad, bad\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    assert r.returncode == 0, r.stderr
+    assert "top-1" in r.stdout
+    # and it agrees with the torch path
+    ours = predict_onnx(tmp_path / "m.onnx", [tmp_path / "a.png"])[0][0]["predictions"][0]
+    from mobilenet.evaluate import evaluate, predict
+    theirs = predict(out, [tmp_path / "a.png"])[0][0]["predictions"][0]
+    assert ours["class"] == theirs["class"] and abs(ours["probability"] - theirs["probability"]) < 1e-4
+    assert evaluate_onnx(tmp_path / "m.onnx", out=tmp_path)["top1"] == pytest.approx(
+        evaluate(out, out=tmp_path)["top1"], abs=0.006)
+
+
+def test_bench_json_on_a_tiny_model():
+    r = cli("bench", "--width", "0.25", "--resolution", "32", "--batch-size", "1,2", "--runtime",
+            "torch,torch-fast,onnxruntime", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert len(result["rows"]) == 6 and result["roofline_gflops"] > 0
+    for row in result["rows"]:
+        assert row["median_ms"] > 0 and row["images_per_s"] > 0 and row["mult_adds"] > 0
+    assert result["machine"]["threads"] >= 1 and result["machine"]["torch"]
+
+
+def test_export_error_paths(small_run, tmp_path):
+    out, _ = small_run
+    r = cli("export", "--model", str(tmp_path / "nowhere"))
+    assert r.returncode == 1 and "no such folder" in r.stderr
+    (tmp_path / "empty").mkdir()
+    r = cli("export", "--model", str(tmp_path / "empty"))
+    assert r.returncode == 1 and "config.json" in r.stderr and "Traceback" not in r.stderr
+    r = cli("export", "--model", str(out), "--output", "/proc/mobilenet.onnx")
+    assert r.returncode == 1 and "/proc/mobilenet.onnx" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "missing").exists()
+    r = cli("export", "--model", str(out), "--output", str(tmp_path / "missing" / "m.onnx"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+    r = cli("export", "--model", str(out), "--format", "torchscript", "--int8")
+    assert r.returncode == 1 and "--int8" in r.stderr
+    # a truncated .onnx file
+    data = export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
+    (tmp_path / "cut.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:5000])
+    r = cli("predict", "--runtime", "onnxruntime", "--model", str(tmp_path / "cut.onnx"), str(tmp_path / "m.onnx"))
+    assert r.returncode == 1 and "cut.onnx" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert data["bytes"] == (tmp_path / "m.onnx").stat().st_size
+
+
+def test_int8_with_nothing_to_calibrate_on(tmp_path):
+    from conftest import make_image_folder
+    import shutil
+
+    images = make_image_folder(tmp_path / "images", corrupt=False)
+    r = cli("train", "--data", str(images), "--epochs", "1", "--resolution", "32", "--width", "0.25",
+            "--batch-size", "4", "--workers", "0", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(images)
+    r = cli("export", "--model", str(tmp_path / "run"), "--int8")
+    assert r.returncode == 1 and "Traceback" not in r.stderr and str(images) in r.stderr
+    assert not list((tmp_path / "run").glob("*.onnx")) and not list((tmp_path / "run").glob(".*.tmp"))
