@@ -10,7 +10,7 @@ import torch
 
 from mobilenet.errors import MobileNetError
 from mobilenet.evaluate import load_model
-from mobilenet.export import export, fuse_for_inference
+from mobilenet.export import export, fast_inference, fuse_for_inference
 from mobilenet.runtime import OnnxModel, evaluate_onnx, predict_onnx
 
 
@@ -59,13 +59,17 @@ def test_int8_keeps_accuracy_and_shrinks(small_run, tmp_path):
 
 def test_fast_torch_path_predicts_identically(small_run):
     model, _ = load_model(small_run[0])
-    fast = fuse_for_inference(model)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     x = torch.randn(16, 1, 32, 32)
+    xc = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        a, b = model(x), fast(x.contiguous(memory_format=torch.channels_last))
-    assert torch.equal(a.argmax(1), b.argmax(1))
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        fast = fast_inference(model, xc)
+        assert isinstance(fast, torch.jit.ScriptModule)  # the optimized path, not the fallback
+        plain = model(x)
+        for out in (fused(xc), fast(xc), fast(xc[:1])):
+            assert torch.equal(plain[:len(out)].argmax(1), out.argmax(1))
+            torch.testing.assert_close(out, plain[:len(out)], atol=1e-4, rtol=1e-4)
 
 
 def test_onnxruntime_path_imports_no_torch(small_run, tmp_path):

@@ -1,6 +1,7 @@
 """`mobilenet bench`: inference speed of each way of running the model, on this machine.
 
-Each runtime is warmed up, then timed over repeated batches; the median is reported with
+Each runtime is warmed up, then all are timed in turn over several rounds of repeated
+batches (so a noisy neighbour slows them alike); the median is reported with
 images/s, effective GFLOP/s (2 × mult-adds per image) and the share of a measured float32
 matmul roofline. timm's mobilenetv1_100 in eager mode is the reference row when timm is
 installed and α = 1: compare runtimes by their ratio to it, measured in the same run,
@@ -63,6 +64,16 @@ def _time(run, min_seconds: float, min_iters: int, warmup: int = 3) -> list[floa
     return times
 
 
+def _interleaved(runs: dict, min_seconds: float, min_iters: int, rounds: int = 5) -> dict[str, list[float]]:
+    """Time every runtime in turn, round after round, so that a noisy neighbour slows them
+    all alike and the ratios stay fair."""
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name] += _time(run, min_seconds / rounds, max(1, min_iters // rounds), warmup=0)
+    return times
+
+
 def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
     """This machine's float32 matmul speed, the roofline of the table: the faster of
     torch's BLAS and ONNX Runtime's MLAS on an n×n product, with the same threads."""
@@ -109,9 +120,10 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
     if name == "torch":
         return lambda: model(x)
     if name == "torch-fast":
-        from .export import fuse_for_inference
+        from .export import fast_inference
 
-        fast, xf = fuse_for_inference(model), x.contiguous(memory_format=torch.channels_last)
+        xf = x.contiguous(memory_format=torch.channels_last)
+        fast = fast_inference(model, xf)
         return lambda: fast(xf)
     if name == "timm":
         import timm
@@ -150,25 +162,28 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     cost = cost_report(cfg)
     roofline = matmul_gflops()
     rows = []
+    order = (["timm"] if "timm" in runtimes else []) + [r for r in runtimes if r != "timm"]
     for batch in batch_sizes:
         x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)
-        reference = None
-        for name in (["timm"] if "timm" in runtimes else []) + [r for r in runtimes if r != "timm"]:
-            with torch.inference_mode():
+        runs, memory = {}, {}
+        with torch.inference_mode():
+            for name in order:
                 data = _prepare(name, model, x, calibration)  # export and quantization are not timed
-                with _PeakMemory() as memory:
-                    run = _runner(name, model, x, data)
-                    times = _time(run, min_seconds, min_iters)
-            ms = 1000 * statistics.median(times)
+                with _PeakMemory() as peak:
+                    runs[name] = _runner(name, model, x, data)
+                    for _ in range(3):  # warm-up, inside the memory window: first runs allocate
+                        runs[name]()
+                memory[name] = peak.mb
+            times = _interleaved(runs, min_seconds * len(runs), min_iters)
+        reference = statistics.median(times["timm"]) if "timm" in times else None
+        for name in order:
+            ms = 1000 * statistics.median(times[name])
             gflops = 2 * cost["mult_adds"] * batch / (ms / 1000) / 1e9
-            row = {"runtime": name, "batch_size": batch, "median_ms": ms, "images_per_s": 1000 * batch / ms,
-                   "iterations": len(times), "peak_memory_mb": memory.mb, "params": cost["params"],
-                   "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline}
-            if name == "timm":
-                reference = ms
-                row["params"] = None  # timm's own module; same architecture
-            row["speedup_vs_timm"] = reference / ms if reference else None
-            rows.append(row)
+            rows.append({"runtime": name, "batch_size": batch, "median_ms": ms, "images_per_s": 1000 * batch / ms,
+                         "iterations": len(times[name]), "peak_memory_mb": memory[name],
+                         "params": None if name == "timm" else cost["params"],  # timm: its own module
+                         "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline,
+                         "speedup_vs_timm": 1000 * reference / ms if reference else None})
     return {
         "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
         "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
