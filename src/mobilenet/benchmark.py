@@ -116,9 +116,11 @@ def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.nda
 
 
 def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
-    """A function that runs one batch with the named runtime."""
-    if name == "torch":
-        return lambda: model(x)
+    """A function that runs one batch with the named runtime. torch and timm get the same
+    NCHW tensor: the layout of a model's weights is its own business."""
+    if name == "torch":  # eager, in the layout the library trains and loads it in
+        eager = model.to(memory_format=torch.channels_last)
+        return lambda: eager(x)
     if name == "torch-fast":
         from .export import fast_inference
 

@@ -52,7 +52,8 @@ def load_model(model_dir) -> tuple[MobileNetV1, dict]:
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
         detail = str(e).splitlines()[0][:200]
         raise MobileNetError(f"{path} does not hold this model's weights ({detail})") from None
-    return model.eval(), info
+    # channels_last, as in training: about 2× faster on CPU for the same results.
+    return model.eval().to(memory_format=torch.channels_last), info
 
 
 def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256, workers: int | None = None) -> dict:
