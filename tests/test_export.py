@@ -8,7 +8,6 @@ import onnx
 import pytest
 import torch
 
-from mobilenet.errors import MobileNetError
 from mobilenet.evaluate import load_model
 from mobilenet.export import export, fast_inference, fuse_for_inference
 from mobilenet.runtime import OnnxModel, evaluate_onnx, predict_onnx

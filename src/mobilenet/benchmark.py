@@ -81,7 +81,6 @@ def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
     with torch.inference_mode():
         best = statistics.median(_time(lambda: torch.mm(a, b), seconds, 5))
     try:
-        import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper
 

@@ -176,7 +176,7 @@ def format_report(report: dict) -> str:
             lines.append(f"  {_TYPE_LABEL[t]:<16} {s['mult_adds_pct']:>9.2f}% {s['params_pct']:>10.2f}%")
     one, net = report["layer"], report["network"]
     h, w, c = one["input_shape"]
-    lines += ["", f"Standard vs depthwise separable convolution",
+    lines += ["", "Standard vs depthwise separable convolution",
               f"  Table 3: one {h}×{w}×{c} layer, 3×3, {c}→{one['out_channels']}",
               f"    standard   {_m(one['standard']['mult_adds']):>9} mult-adds  "
               f"{_m(one['standard']['params'], 2):>7} params",

@@ -9,7 +9,6 @@ model's input size, and a list of files that did not decode. Randomness is a fun
 from __future__ import annotations
 
 import io
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import MobileNetError
-from .images import DEBIAN_DIR, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
+from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
+from .images import fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
 
 FASHION_MNIST = "fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

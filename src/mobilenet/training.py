@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import signal
 import sys
@@ -259,7 +258,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     if not (out / "config.json").exists():
         atomic_write_json(out / "config.json", {"model": model_cfg.to_dict(), **info})
 
-    args = {k: v for k, v in asdict(cfg).items()}
+    args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
     log(f"training MobileNet V1 α={cfg.width_mult} ρ={resolution} on {source.name}: "
         f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
         f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, {device.type}; out {out}")
@@ -320,8 +319,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
                     if signals.received:
                         partial_state = {"sums": (loss_sum, correct, seen, bad, elapsed)}
                         checkpoint(epoch, step + 1, partial_state)
-                        raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step "
-                                              f"{step + 1}; saved. Continue with: mobilenet train --out {out} --resume")
+                        raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
+                                          f"saved. Continue with: mobilenet train --out {out} --resume")
                 bar.close()
                 start_step, partial = 0, None
                 train_seconds = time.perf_counter() - began
