@@ -71,8 +71,8 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(
         data=args.data, epochs=args.epochs if args.resume else (args.epochs or 50), width_mult=args.width,
         resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out, limit=args.limit,
-        val_split=args.val_split, strict=args.strict, workers=args.workers, device=args.device)
+        weight_decay=args.weight_decay, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out,
+        limit=args.limit, val_split=args.val_split, strict=args.strict, workers=args.workers, device=args.device)
     train(cfg, resume=args.resume, progress=sys.stderr.isatty())
     return 0
 

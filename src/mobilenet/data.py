@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
-from .images import fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
+from .images import fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare_files, read_idx
 
 FASHION_MNIST = "fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -209,7 +209,8 @@ class FolderSource:
                  workers: int | None = None, channels: int = 3, augment: str = "flip-shift"):
         found = folder_splits(root, val_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
-        self.name, self.resolution, self.seed, self.in_channels = str(root), resolution, seed, channels
+        # absolute, so that evaluate finds the data from any working directory
+        self.name, self.resolution, self.seed, self.in_channels = str(Path(root).resolve()), resolution, seed, channels
         self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
         if limit:
             g = torch.Generator().manual_seed(_mix(seed, 7))
@@ -261,16 +262,9 @@ def open_source(data: str, resolution: int, seed: int, limit: int | None = None,
 
 
 def prepare_images(paths, spec: dict) -> tuple[torch.Tensor | None, list, list[str]]:
-    """Images from files, prepared exactly like the test images of the model's data set.
-    Returns (batch or None, the paths in it, error lines for files that did not decode)."""
-    arrays, ok, errors = [], [], []
-    for p in paths:
-        try:
-            arrays.append(prepare(load_image(p, spec["channels"]), spec))
-            ok.append(p)
-        except MobileNetError as e:
-            errors.append(str(e))
-    return (torch.from_numpy(np.stack(arrays)) if arrays else None), ok, errors
+    """images.prepare_files as a torch batch: prepared exactly like the test images."""
+    batch, ok, errors = prepare_files(paths, spec)
+    return (torch.from_numpy(batch) if batch is not None else None), ok, errors
 
 
 def write_samples(out, count: int = 5) -> list[Path]:

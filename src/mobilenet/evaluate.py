@@ -26,8 +26,9 @@ def read_config(model_dir) -> dict:
         classes, spec = info["classes"], info["input"]
         if not (isinstance(classes, list) and len(classes) == info["model"].num_classes):
             raise ValueError("'classes' does not match the model's num_classes")
-        for key in ("channels", "resolution", "mean", "std"):
-            spec[key]  # noqa: B018 - presence check
+        missing = [key for key in ("channels", "resolution", "mean", "std") if key not in spec]
+        if missing:
+            raise ValueError(f"'input' lacks {missing}")
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; a model folder holds config.json and model.safetensors") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:

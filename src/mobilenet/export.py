@@ -64,6 +64,13 @@ def _metadata(info: dict) -> dict[str, str]:
             "producer": "mobilenet"}
 
 
+def _set_metadata(proto, metadata: dict[str, str]) -> None:
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
 def onnx_bytes(model: nn.Module, info: dict) -> bytes:
     """The model as an ONNX file (opset 17, dynamic batch) with metadata_props."""
     import onnx
@@ -77,9 +84,7 @@ def onnx_bytes(model: nn.Module, info: dict) -> bytes:
                           output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
                           dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
-    for key, value in _metadata(info).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    _set_metadata(proto, _metadata(info))
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
@@ -138,7 +143,7 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
         raise MobileNetError(f"--output {output}: folder {output.parent} is not writable")
     spec = info["input"]
     random_x = torch.randn(4, spec["channels"], spec["resolution"], spec["resolution"])
-    real_x, real_y = _real_inputs(info, check_images)
+    real_x, _ = _real_inputs(info, check_images)
     with torch.inference_mode():
         eager_random, eager_real = model(random_x).numpy(), model(real_x).numpy()
     report = {"format": fmt, "int8": int8, "output": str(output)}
@@ -189,10 +194,7 @@ def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str]
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         proto = onnx.load(str(dst))
-    del proto.metadata_props[:]
-    for key, value in (metadata or {}).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    _set_metadata(proto, metadata or {})
     return proto.SerializeToString()
 
 

@@ -201,3 +201,16 @@ def prepare(image, spec: dict) -> np.ndarray:
 def _chw(image) -> np.ndarray:
     a = np.asarray(image, dtype=np.float32)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def prepare_files(paths, spec: dict) -> tuple[np.ndarray | None, list, list[str]]:
+    """Image files, decoded and prepared with `prepare`. Returns (batch or None, the
+    paths in it, one error line for each file that did not decode)."""
+    arrays, ok, errors = [], [], []
+    for p in paths:
+        try:
+            arrays.append(prepare(load_image(p, spec["channels"]), spec))
+            ok.append(p)
+        except MobileNetError as e:
+            errors.append(str(e))
+    return (np.stack(arrays) if arrays else None), ok, errors

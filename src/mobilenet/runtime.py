@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MobileNetError
-from .images import bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
+from .images import (
+    bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, prepare_files, read_idx,
+)
 
 
 class OnnxModel:
@@ -54,16 +56,10 @@ def predict_onnx(model_path, images: list, top_k: int = 5) -> tuple[list[dict], 
     if top_k < 1:
         raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
     model = OnnxModel(model_path)
-    arrays, ok, errors = [], [], []
-    for p in images:
-        try:
-            arrays.append(prepare(load_image(p, model.spec["channels"]), model.spec))
-            ok.append(p)
-        except MobileNetError as e:
-            errors.append(str(e))
+    batch, ok, errors = prepare_files(images, model.spec)
     results = []
-    if arrays:
-        probs = _softmax(model.logits(np.stack(arrays)))
+    if batch is not None:
+        probs = _softmax(model.logits(batch))
         k = min(top_k, probs.shape[1])
         for path, row in zip(ok, probs):
             top = np.argsort(-row, kind="stable")[:k]
