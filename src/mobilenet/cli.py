@@ -71,7 +71,7 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(
         data=args.data, epochs=args.epochs if args.resume else (args.epochs or 50), width_mult=args.width,
         resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out,
+        weight_decay=args.weight_decay, init=args.init, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out,
         limit=args.limit, val_split=args.val_split, strict=args.strict, workers=args.workers, device=args.device)
     train(cfg, resume=args.resume, progress=sys.stderr.isatty())
     return 0
@@ -130,6 +130,13 @@ def _cmd_export(args) -> int:
           f"on random inputs, {r['real']['max_abs_diff']:.2e} on real test images "
           f"(top-1 identical: {r['real']['same_top1']})")
     print(f"wrote {r['output']} ({r['bytes'] / 1e6:.2f} MB)")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    from .weights import convert_timm
+
+    print(f"wrote {convert_timm(args.from_timm, args.output, args.resolution or 224)}")
     return 0
 
 
@@ -192,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default="sgd")
     p.add_argument("--weight-decay", type=_number("weight-decay", 0.0, 1.0), default=4e-5,
                    help="L2 on conv and FC weights, not on depthwise filters or BN (default 4e-5)")
+    p.add_argument("--init", help="start from weights: timm:mobilenetv1_100.ra4_e3600_r224_in1k (internet), "
+                   "a timm checkpoint file, or a model.safetensors of ours")
     p.add_argument("--augment", choices=["flip-shift", "flip", "none"], default="flip-shift",
                    help="training augmentation (default flip-shift; short runs learn faster with none)")
     p.add_argument("--dropout", type=_number("dropout", 0.0, 0.999), default=0.0)
@@ -243,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, any of {','.join(M.RUNTIMES)} (default all)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("convert", help="a model folder from a timm mobilenetv1 state dict")
+    p.add_argument("--from-timm", required=True, metavar="FILE", help="timm weights (.safetensors or .pth)")
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size stored in the config (default 224)")
+    p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
     p.add_argument("--out", default="samples", help="folder (default ./samples)")

@@ -51,6 +51,7 @@ class TrainConfig:
     lr: float | None = None  # None: LR[optimizer] × batch_size / 128
     optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9), rmsprop (the paper's), adamw
     weight_decay: float = 4e-5  # TF-slim's; not applied to depthwise filters, BN or biases (paper §3.2)
+    init: str | None = None  # start from weights: timm:NAME, a timm checkpoint, or a model.safetensors
     augment: str = "flip-shift"  # flip-shift (random flips, 2-pixel shifts or crops), flip, none
     dropout: float = 0.0
     activation: str = "relu"
@@ -226,11 +227,21 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     device = _device(cfg.device)
     resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
     source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.val_split, cfg.workers, cfg.augment)
+    init_state = None
+    if cfg.init and state is None:
+        from .weights import load_init
+        init_state, activation = load_init(cfg.init)
+        cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
     model_cfg = MobileNetConfig(num_classes=len(source.classes), width_mult=cfg.width_mult, resolution=resolution,
                                 in_channels=source.in_channels, dropout=cfg.dropout, activation=cfg.activation)
     torch.manual_seed(cfg.seed)
+    model = MobileNetV1.from_config(model_cfg)
+    if init_state is not None:
+        from .weights import fit_state_dict
+        model.load_state_dict(fit_state_dict(init_state, model), strict=False)  # the classifier may stay fresh
+        log(f"initialised from {cfg.init} (activation {cfg.activation})")
     # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
-    model = MobileNetV1.from_config(model_cfg).to(device, memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last)
     lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size / 128
     optimizer = _optimizer(model, cfg, lr)
     steps = source.steps_per_epoch(cfg.batch_size)
