@@ -188,6 +188,24 @@ def save_model(model: MobileNetV1, out: Path, info: dict) -> None:
     atomic_write_json(out / "config.json", {"model": model.config.to_dict(), **info})
 
 
+def _lock(out: Path):
+    """Hold out/.lock for the whole run: a second `mobilenet train` on the same folder is
+    refused. flock is released by the kernel when the process ends, even by kill -9, so
+    a killed run never blocks the next one."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return None
+    handle = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise MobileNetError(f"{out} is in use by another `mobilenet train`; wait for it, stop it, "
+                             "or choose another --out") from None
+    return handle
+
+
 def _load_checkpoint(path: Path) -> dict:
     if not path.exists():
         raise MobileNetError(f"--resume: {path} not found; start a new run without --resume")
@@ -207,6 +225,21 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     `log` receives the one-line messages; `progress` shows a tqdm bar per epoch.
     """
     out = Path(cfg.out) if cfg.out else default_out(cfg.data)
+    if resume and not (out / "checkpoint.pt").exists():
+        raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    lock = _lock(out)
+    try:
+        return _train(cfg, out, resume, log, progress)
+    finally:
+        if lock:
+            lock.close()
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> dict:
     ckpt_path = out / "checkpoint.pt"
     state = None
     if resume:
@@ -219,10 +252,6 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     elif ckpt_path.exists():
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
     cfg.validate()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
 
     device = _device(cfg.device)
     resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)

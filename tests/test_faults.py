@@ -1,0 +1,148 @@
+"""Faults and hostile input: each gets one clear line, nothing is lost, nothing runs."""
+
+import errno
+import os
+import struct
+import subprocess
+import sys
+import time
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenet.errors import MobileNetError
+from mobilenet.images import load_image
+from mobilenet.training import TrainConfig, train
+
+TINY = ["--width", "0.25", "--resolution", "32", "--batch-size", "32"]
+
+
+def cli(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A PNG header that declares a huge image: a decompression bomb, in 50 bytes."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("name, data", [
+    ("empty.jpg", b""),
+    ("text.jpg", b"just some text, not a JPEG\n"),
+    ("bomb.png", _png_declaring(60000, 60000)),
+])
+def test_broken_and_hostile_images_are_one_clear_error(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(MobileNetError, match=name):
+        load_image(tmp_path / name)
+
+
+def test_truncated_jpeg(tmp_path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "a.jpg").read_bytes()[:300])
+    with pytest.raises(MobileNetError, match="cut.jpg"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_animated_gif_gives_its_first_frame(tmp_path):
+    frames = [Image.new("L", (8, 8), v) for v in (10, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert np.asarray(load_image(tmp_path / "anim.gif", 1)).max() < 50
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_not_block(tmp_path):
+    from conftest import make_fashion_like
+
+    env = {"MOBILENET_FASHION_MNIST": str(make_fashion_like(tmp_path / "f", n_train=1500, n_test=100))}
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "mobilenet", "train", *TINY, "--epochs", "30", "--out", str(out)],
+                             env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        start = time.time()
+        while not (out / "checkpoint.pt").exists():
+            assert first.poll() is None and time.time() - start < 120
+            time.sleep(0.05)
+        second = cli("train", *TINY, "--out", str(out), "--resume", env=env)
+        assert second.returncode == 1 and "in use" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    third = cli("train", "--out", str(out), "--resume", "--epochs", str(_epochs_done(out) + 1), env=env)
+    assert third.returncode == 0, third.stderr
+
+
+def _epochs_done(out) -> int:
+    return torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+
+
+def test_same_seed_same_run_other_seed_other_run(fake_fashion, tmp_path):
+    def run(name, seed):
+        out = tmp_path / name
+        train(TrainConfig(epochs=2, width_mult=0.25, resolution=32, batch_size=32, seed=seed, out=str(out)),
+              log=lambda _: None)
+        rows = [r.split(",")[:6] for r in (out / "history.csv").read_text().splitlines()]  # no timing columns
+        return rows, (out / "model.safetensors").read_bytes()
+
+    a, b, c = run("a", 0), run("b", 0), run("c", 1)
+    assert a == b
+    assert a[0] != c[0] and a[1] != c[1]
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(fake_fashion, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=32, out=str(out)), log=lambda _: None)
+    before = (out / "checkpoint.pt").read_bytes()
+    import mobilenet.files as files
+
+    real_fsync = files.os.fsync
+
+    def full(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp") and "checkpoint" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    with pytest.raises(MobileNetError, match="No space left on device"):
+        train(TrainConfig(epochs=2, out=str(out)), resume=True, log=lambda _: None)
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_hostile_model_folders(small_run, tmp_path):
+    import shutil
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    cases = {}
+    for name in ("negative", "tampered", "pickle", "evil_resume"):
+        shutil.copytree(small_run[0], tmp_path / name)
+        cases[name] = tmp_path / name
+    config = (cases["negative"] / "config.json").read_text().replace('"num_classes": 10', '"num_classes": -3')
+    (cases["negative"] / "config.json").write_text(config)
+    data = bytearray((cases["tampered"] / "model.safetensors").read_bytes())
+    data[8:20] = b"{garbage!!!!"
+    (cases["tampered"] / "model.safetensors").write_bytes(bytes(data))
+    torch.save(Evil(), cases["pickle"] / "model.safetensors")
+    torch.save({"model": Evil()}, cases["evil_resume"] / "checkpoint.pt")
+    for name, args, words in (
+        ("negative", ["evaluate", "--model"], "num_classes"),
+        ("tampered", ["predict", "--model"], "model.safetensors"),
+        ("pickle", ["predict", "--model"], "model.safetensors"),
+        ("evil_resume", ["train", "--resume", "--out"], "checkpoint.pt"),
+    ):
+        extra = [str(small_run[0] / "total_acc.png")] if args[0] == "predict" else []
+        r = cli(*args, str(cases[name]), *extra)
+        assert r.returncode == 1, (name, r.stderr)
+        assert words in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not marker.exists()  # no code from any of those files ran
