@@ -149,6 +149,7 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment:
 
 
 # --- any folder of images -----------------------------------------------------------
+
 class _ImageFiles(torch.utils.data.Dataset):
     """(path, label) samples -> (tensor | None, label, error | None). Augmentation is
     seeded by (seed, epoch, index), so it does not depend on workers or on resuming."""
@@ -177,7 +178,9 @@ def _collate(items):
     return Batch(torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad)
 
 
-class _Offset(torch.utils.data.Sampler):
+class _InOrder(torch.utils.data.Sampler):
+    """Exactly these indices, in this order (an epoch's shuffle, from its resume point)."""
+
     def __init__(self, order):
         self.order = order
 
@@ -233,7 +236,7 @@ class FolderSource:
 
     def _loader(self, dataset, order, batch_size):
         return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=_Offset(order), num_workers=self.workers,
+            dataset, batch_size=batch_size, sampler=_InOrder(order), num_workers=self.workers,
             collate_fn=_collate, pin_memory=torch.cuda.is_available())
 
     def train_batches(self, epoch: int, batch_size: int, start_step: int = 0):
