@@ -106,21 +106,22 @@ class TensorSource:
     def num_test(self) -> int:
         return len(self.test_y)
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return _steps(self.num_train, batch_size)
+    def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
+        return _steps(self.num_train // world, batch_size)
 
-    def train_batches(self, epoch: int, batch_size: int, start_step: int = 0):
-        order = torch.randperm(self.num_train, generator=torch.Generator().manual_seed(_mix(self.seed, epoch)))
-        for step in range(start_step, self.steps_per_epoch(batch_size)):
+    def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):
+        order = _epoch_order(self.num_train, self.seed, epoch, rank, world)
+        for step in range(start_step, self.steps_per_epoch(batch_size, world)):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            g = torch.Generator().manual_seed(_mix(self.seed, epoch, step))
+            g = torch.Generator().manual_seed(_mix(self.seed, epoch, step, *([rank] if world > 1 else [])))
             x = flip_and_shift(self.train_x[idx], self.shift, g)
             yield Batch(normalize_resize(x, self.mean, self.std, self.resolution), self.train_y[idx])
 
-    def test_batches(self, batch_size: int):
-        for i in range(0, self.num_test, batch_size):
-            x = self.test_x[i:i + batch_size]
-            yield Batch(normalize_resize(x, self.mean, self.std, self.resolution), self.test_y[i:i + batch_size])
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1):
+        share = _test_share(self.num_test, rank, world)
+        for i in range(0, len(share), batch_size):
+            idx = share[i:i + batch_size]
+            yield Batch(normalize_resize(self.test_x[idx], self.mean, self.std, self.resolution), self.test_y[idx])
 
     def input_spec(self) -> dict:
         """What predict and export need to prepare an image like the test images."""
@@ -129,6 +130,23 @@ class TensorSource:
 
     def provenance(self) -> dict:
         return {"name": self.name}
+
+
+def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+    """This process's indices for one epoch. One process: a permutation seeded by
+    (seed, epoch). Several (torchrun): torch's DistributedSampler with set_epoch, each rank
+    an equal, disjoint share (the remainder is dropped, so no image is seen twice)."""
+    if world == 1:
+        return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+    sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=_mix(seed) % 2**31, drop_last=True)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
+def _test_share(n: int, rank: int, world: int) -> torch.Tensor:
+    # Every test image exactly once across the ranks: a strided share, no padding.
+    return torch.arange(rank, n, world)
 
 
 def _steps(n: int, batch_size: int) -> int:
@@ -231,22 +249,22 @@ class FolderSource:
     def num_test(self) -> int:
         return len(self.test_set)
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return _steps(self.num_train, batch_size)
+    def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
+        return _steps(self.num_train // world, batch_size)
 
     def _loader(self, dataset, order, batch_size):
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, sampler=_InOrder(order), num_workers=self.workers,
             collate_fn=_collate, pin_memory=torch.cuda.is_available())
 
-    def train_batches(self, epoch: int, batch_size: int, start_step: int = 0):
+    def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):
         self.train_set.epoch = epoch
-        order = torch.randperm(self.num_train, generator=torch.Generator().manual_seed(_mix(self.seed, epoch)))
-        order = order[start_step * batch_size: self.steps_per_epoch(batch_size) * batch_size]
+        order = _epoch_order(self.num_train, self.seed, epoch, rank, world)
+        order = order[start_step * batch_size: self.steps_per_epoch(batch_size, world) * batch_size]
         yield from self._loader(self.train_set, order, batch_size)
 
-    def test_batches(self, batch_size: int):
-        yield from self._loader(self.test_set, torch.arange(self.num_test), batch_size)
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1):
+        yield from self._loader(self.test_set, _test_share(self.num_test, rank, world), batch_size)
 
     def input_spec(self) -> dict:
         return {"channels": self.in_channels, "image_size": None, "resolution": self.resolution,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import signal
 import sys
 import threading
@@ -129,11 +130,13 @@ def _schedule(optimizer, steps_per_epoch: int, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _evaluate(model, source, device, batch_size: int) -> dict:
+def _evaluate(model, source, device, batch_size: int, dist: "_Dist") -> dict:
+    """Test loss and accuracy; under torchrun each process takes a disjoint share and the
+    sums are all-reduced, so every test image counts exactly once."""
     model.eval()
     loss_sum, correct, seen, bad = 0.0, 0, 0, []
     with torch.inference_mode():
-        for batch in source.test_batches(batch_size):
+        for batch in source.test_batches(batch_size, dist.rank, dist.world):
             bad += batch.bad_files
             if not len(batch.labels):
                 continue
@@ -142,9 +145,46 @@ def _evaluate(model, source, device, batch_size: int) -> dict:
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
+    loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
     if not seen:
         raise MobileNetError(f"the test split of {source.name} has no readable images")
-    return {"test_loss": loss_sum / seen, "test_acc": correct / seen, "bad": bad}
+    return {"test_loss": loss_sum / seen, "test_acc": correct / seen, "bad": bad, "images": int(seen)}
+
+
+class _Dist:
+    """This process's place under torchrun (rank, world size), or a single process.
+
+    Started by torchrun, WORLD_SIZE, RANK and LOCAL_RANK are set: DistributedDataParallel
+    over gloo on CPU, NCCL on GPU (one GPU per process)."""
+
+    def __init__(self, device_name: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+        self.device = torch.device(f"cuda:{local}" if cuda and self.world > 1 else ("cuda" if cuda else "cpu"))
+        self.local_rank, self.started = local, False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            if cuda:
+                torch.cuda.set_device(local)
+            torch.distributed.init_process_group("nccl" if cuda else "gloo")
+            self.started = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, *values: float) -> list[float]:
+        """Each value summed over all processes (the values themselves when alone)."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.started:
+            torch.distributed.destroy_process_group()
 
 
 class _Signals:
@@ -225,21 +265,25 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     `log` receives the one-line messages; `progress` shows a tqdm bar per epoch.
     """
     out = Path(cfg.out) if cfg.out else default_out(cfg.data)
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and (out / "checkpoint.pt").exists():
+        resume = True  # torchrun --max-restarts restarted us after a failure: go on from the checkpoint
     if resume and not (out / "checkpoint.pt").exists():
         raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
-    lock = _lock(out)
+    dist = _Dist(cfg.device)
+    lock = _lock(out) if dist.main else None  # the other ranks share rank 0's folder
     try:
-        return _train(cfg, out, resume, log, progress)
+        return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
     finally:
         if lock:
             lock.close()
+        dist.close()
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> dict:
+def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist: _Dist) -> dict:
     ckpt_path = out / "checkpoint.pt"
     state = None
     if resume:
@@ -249,11 +293,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
         saved.lr = cfg.lr or saved.lr
         saved.out, saved.device, saved.workers = str(out), cfg.device, cfg.workers
         cfg = saved
-    elif ckpt_path.exists():
+    elif ckpt_path.exists() and dist.main:
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
     cfg.validate()
 
-    device = _device(cfg.device)
+    device = dist.device if dist.world > 1 else _device(cfg.device)
     resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
     source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.val_split, cfg.workers, cfg.augment)
     init_state = None
@@ -271,9 +315,15 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
         log(f"initialised from {cfg.init} (activation {cfg.activation})")
     # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
     model = model.to(device, memory_format=torch.channels_last)
-    lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size / 128
+    net = model  # what the step runs: the model itself, or its DistributedDataParallel wrapper
+    if dist.world > 1:
+        if device.type == "cuda":  # SyncBatchNorm runs on CUDA only
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # --batch-size is per process; the learning rate follows the global batch linearly (Goyal et al. 2017).
+    lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size * dist.world / 128
     optimizer = _optimizer(model, cfg, lr)
-    steps = source.steps_per_epoch(cfg.batch_size)
+    steps = source.steps_per_epoch(cfg.batch_size, dist.world)
     if steps == 0:
         raise MobileNetError(f"{source.name} has too few training images for one batch")
     scheduler = _schedule(optimizer, steps, cfg.epochs)
@@ -292,25 +342,29 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
         start_epoch, start_step, partial = state["epoch"], state["step"], state.get("partial")
         torch.set_rng_state(state["rng"])
         log(f"resuming {out} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
-    if history:  # redraw what the checkpoint knows, in case a kill came between files
+    if history and dist.main:  # redraw what the checkpoint knows, in case a kill came between files
         _write_history(history, out)
         plot_curves(history, out)
-    if not (out / "config.json").exists():
+    if dist.main and not (out / "config.json").exists():
         atomic_write_json(out / "config.json", {"model": model_cfg.to_dict(), **info})
 
     args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
     log(f"training MobileNet V1 α={cfg.width_mult} ρ={resolution} on {source.name}: "
         f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
-        f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}, {cfg.epochs} epochs, {device.type}; out {out}")
-    tb = _tensorboard(out)
-    run_log = open(out / "train.log", "a", encoding="utf-8")
+        f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}" + (f" × {dist.world} processes" if dist.world > 1 else "")
+        + f", {cfg.epochs} epochs, {device.type}; out {out}")
+    tb = _tensorboard(out) if dist.main else None
+    run_log = open(out / "train.log", "a", encoding="utf-8") if dist.main else None
 
     def note(line: str, err: bool = False) -> None:
         (print(line, file=sys.stderr) if err else log(line))
-        run_log.write(line + "\n")
-        run_log.flush()
+        if run_log:
+            run_log.write(line + "\n")
+            run_log.flush()
 
     def checkpoint(epoch: int, step: int, partial_state) -> None:
+        if not dist.main:  # only rank 0 writes files
+            return
         buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "partial": partial_state,
@@ -325,11 +379,14 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
                 from tqdm import tqdm
 
                 model.train()
-                loss_sum, correct, seen, bad, seconds = (partial or {}).get("sums", (0.0, 0, 0, 0, 0.0))
+                # (after a mid-epoch stop rank 0 holds the all-reduced sums, the others start at 0)
+                sums = (partial or {}).get("sums", (0.0, 0, 0, 0, 0.0)) if dist.main else (0.0, 0, 0, 0, 0.0)
+                loss_sum, correct, seen, bad, seconds = sums
                 began = time.perf_counter() - seconds
                 bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            disable=not progress, leave=False, mininterval=1.0, dynamic_ncols=True)
-                for step, batch in enumerate(source.train_batches(epoch, cfg.batch_size, start_step), start_step):
+                batches = source.train_batches(epoch, cfg.batch_size, start_step, dist.rank, dist.world)
+                for step, batch in enumerate(batches, start_step):
                     for line in batch.bad_files:
                         if cfg.strict:
                             raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
@@ -339,9 +396,12 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
                         torch.manual_seed(_mix(cfg.seed, epoch, step, 1))  # dropout, if any
                         x = batch.images.to(device, non_blocking=True, memory_format=torch.channels_last)
                         y = batch.labels.to(device, non_blocking=True)
-                        logits = model(x)
+                        logits = net(x)
                         loss = F.cross_entropy(logits, y)
-                        if not torch.isfinite(loss):
+                        diverged = not torch.isfinite(loss)
+                        if dist.world > 1:  # every rank stops together
+                            diverged = dist.sum(float(diverged))[0] > 0
+                        if diverged:
                             raise TrainingStopped(
                                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training "
                                 f"diverged; lower --lr (it was {lr:g}). The last good checkpoint is in {out}")
@@ -356,15 +416,21 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
                                     img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
-                    if signals.received:
-                        partial_state = {"sums": (loss_sum, correct, seen, bad, elapsed)}
+                    stop = signals.received
+                    if dist.world > 1 and dist.sum(float(stop is not None))[0] > 0:  # all stop at the same step
+                        stop = stop or "a signal to another process"
+                    if stop:
+                        signals.received = stop
+                        partial_state = {"sums": tuple(dist.sum(loss_sum, correct, seen, bad)) + (elapsed,)}
                         checkpoint(epoch, step + 1, partial_state)
                         raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
                                           f"saved. Continue with: mobilenet train --out {out} --resume")
                 bar.close()
                 start_step, partial = 0, None
                 train_seconds = time.perf_counter() - began
-                ev = _evaluate(model, source, device, max(cfg.batch_size, 256))
+                loss_sum, correct, seen, bad = dist.sum(loss_sum, correct, seen, bad)
+                correct, seen, bad = int(correct), int(seen), int(bad)
+                ev = _evaluate(model, source, device, max(cfg.batch_size, 256), dist)
                 for line in ev["bad"]:
                     note(f"skipped {line}", err=True)
                 bad += len(ev["bad"])
@@ -376,9 +442,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
                 history.append(row)
                 if row["test_acc"] > best_acc:
                     best_acc = row["test_acc"]
-                    save_model(model, out, info)
-                _write_history(history, out)
-                plot_curves(history, out)
+                    if dist.main:
+                        save_model(model, out, info)
+                if dist.main:
+                    _write_history(history, out)
+                    plot_curves(history, out)
                 if tb:
                     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                         tb.add_scalar(key, row[key], row["epoch"])
@@ -389,7 +457,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool) -> di
                      f"{100 * row['test_acc']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  "
                      f"{row['seconds']:.1f}s" + (f"  {bad} files skipped" if bad else ""))
     finally:
-        run_log.close()
+        if run_log:
+            run_log.close()
         if tb:
             tb.close()
     best = max(history, key=lambda h: h["test_acc"])

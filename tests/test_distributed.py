@@ -1,0 +1,65 @@
+"""torchrun on CPU: two processes over gloo on loopback, against one process."""
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+TINY = ["--width", "0.25", "--resolution", "32", "--augment", "none"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, env, restarts=0):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "--max-restarts", str(restarts), "-m", "mobilenet", *args]
+    return cmd, {**os.environ, **env, "OMP_NUM_THREADS": "1"}
+
+
+def rows(out):
+    with open(out / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def data(tmp_path):
+    from conftest import make_fashion_like
+    return {"MOBILENET_FASHION_MNIST": str(make_fashion_like(tmp_path / "f", n_train=512, n_test=101))}
+
+
+def test_two_processes_match_one(data, tmp_path):
+    """Two processes of batch 16 against one of batch 32, same global batch, schedule and
+    learning rate, over the same 512 images for one epoch.
+
+    They cannot be equal to the last digit, and the test says why: BatchNorm normalises
+    each process's 16 images with their own statistics (SyncBatchNorm is CUDA only), where
+    the single process uses 32; and DistributedSampler's shuffle is not the single
+    process's. What must be exact: every test image counted once (101, an odd number, so
+    a padded duplicate would show), the same number of training images, and one file set
+    written by rank 0. The metrics must agree within the stated tolerance."""
+    cmd, env = torchrun("train", *TINY, "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "ddp"), env=data)
+    ddp = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    one = subprocess.run([sys.executable, "-m", "mobilenet", "train", *TINY, "--epochs", "1", "--batch-size", "32",
+                          "--out", str(tmp_path / "one")], env={**os.environ, **data}, capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr
+    a, b = rows(tmp_path / "ddp")[0], rows(tmp_path / "one")[0]
+    assert ddp.stdout.count("epoch 1/1") == 1  # one process reports
+    assert "× 2 processes" in ddp.stdout and "lr 0.025" in ddp.stdout and "lr 0.025" in one.stdout
+    assert float(a["lr"]) == float(b["lr"])
+    for key, tolerance in (("train_loss", 0.25), ("test_loss", 0.5), ("train_acc", 0.15)):
+        assert abs(float(a[key]) - float(b[key])) <= tolerance, (key, a[key], b[key])
+    metrics = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert metrics["epoch"] == 1
+    # exactly once: the test accuracy is a whole number of images out of 101
+    assert abs(float(a["test_acc"]) * 101 - round(float(a["test_acc"]) * 101)) < 1e-3
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith(".")) == sorted(
+        p.name for p in (tmp_path / "one").iterdir() if not p.name.startswith("."))
