@@ -2,9 +2,11 @@
 
 import csv
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -63,3 +65,27 @@ def test_two_processes_match_one(data, tmp_path):
     assert abs(float(a["test_acc"]) * 101 - round(float(a["test_acc"]) * 101)) < 1e-3
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir() if not p.name.startswith(".")) == sorted(
         p.name for p in (tmp_path / "one").iterdir() if not p.name.startswith("."))
+
+
+def test_a_killed_worker_is_restarted_and_the_run_finishes(data, tmp_path):
+    """torchrun --max-restarts: a worker killed mid-run brings the group down, torchrun
+    starts it again, and the new group resumes from the last checkpoint."""
+    out = tmp_path / "run"
+    cmd, env = torchrun("train", *TINY, "--epochs", "5", "--batch-size", "8", "--out", str(out), env=data, restarts=2)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        start = time.time()
+        while not (out / "checkpoint.pt").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() - start < 240
+            time.sleep(0.05)
+        found = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)  # torchrun's workers
+        workers = [int(p) for p in found.stdout.split()]
+        assert workers, "no worker found"
+        os.kill(max(workers), signal.SIGKILL)  # one worker dies mid-run
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "resuming" in stdout
+    assert [int(r["epoch"]) for r in rows(out)] == [1, 2, 3, 4, 5]

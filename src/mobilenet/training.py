@@ -167,7 +167,16 @@ class _Dist:
         if self.world > 1 and not torch.distributed.is_initialized():
             if cuda:
                 torch.cuda.set_device(local)
-            torch.distributed.init_process_group("nccl" if cuda else "gloo")
+            # Our own key prefix per torchrun attempt: after a restart, the new group must
+            # not read the dead workers' addresses (seen with gloo on torch 2.14).
+            agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            store = torch.distributed.TCPStore(
+                os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500")),
+                None if agent else self.world, is_master=not agent and self.rank == 0)
+            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            torch.distributed.init_process_group(
+                "nccl" if cuda else "gloo", store=torch.distributed.PrefixStore(f"mobilenet/attempt_{attempt}", store),
+                rank=self.rank, world_size=self.world)
             self.started = True
 
     @property
