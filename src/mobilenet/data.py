@@ -115,7 +115,10 @@ class TensorSource:
             idx = order[step * batch_size:(step + 1) * batch_size]
             g = torch.Generator().manual_seed(_mix(self.seed, epoch, step, *([rank] if world > 1 else [])))
             x = flip_and_shift(self.train_x[idx], self.shift, g)
-            yield Batch(normalize_resize(x, self.mean, self.std, self.resolution), self.train_y[idx])
+            x = normalize_resize(x, self.mean, self.std, self.resolution)
+            if torch.cuda.is_available():  # pinned, so the copy to the GPU overlaps the step
+                x = x.pin_memory()
+            yield Batch(x, self.train_y[idx])
 
     def test_batches(self, batch_size: int, rank: int = 0, world: int = 1):
         share = _test_share(self.num_test, rank, world)

@@ -142,7 +142,7 @@ def _evaluate(model, source, device, batch_size: int, dist: "_Dist") -> dict:
                 continue
             logits = model(batch.images.to(device, memory_format=torch.channels_last))
             labels = batch.labels.to(device)
-            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
     loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
@@ -336,6 +336,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
     if steps == 0:
         raise MobileNetError(f"{source.name} has too few training images for one batch")
     scheduler = _schedule(optimizer, steps, cfg.epochs)
+    # Mixed precision on GPU: bf16 where supported, else fp16 with a GradScaler. CPU: float32.
+    amp = None
+    if device.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
 
     history, best_acc, start_epoch, start_step, partial = [], -1.0, 0, 0, None
@@ -343,6 +348,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         if scheduler.base_lrs[0] != lr:  # a new --lr on resume: same schedule, new peak
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
             for group in optimizer.param_groups:
@@ -376,7 +383,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
             return
         buf = io.BytesIO()
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step, "partial": partial_state,
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "epoch": epoch, "step": step, "partial": partial_state,
                     "history": history, "best_acc": best_acc, "rng": torch.get_rng_state(),
                     "train_config": args}, buf)
         atomic_write_bytes(ckpt_path, buf.getvalue())
@@ -405,8 +413,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                         torch.manual_seed(_mix(cfg.seed, epoch, step, 1))  # dropout, if any
                         x = batch.images.to(device, non_blocking=True, memory_format=torch.channels_last)
                         y = batch.labels.to(device, non_blocking=True)
-                        logits = net(x)
-                        loss = F.cross_entropy(logits, y)
+                        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                            logits = net(x)
+                        loss = F.cross_entropy(logits.float(), y)
                         diverged = not torch.isfinite(loss)
                         if dist.world > 1:  # every rank stops together
                             diverged = dist.sum(float(diverged))[0] > 0
@@ -415,8 +424,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                                 f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training "
                                 f"diverged; lower --lr (it was {lr:g}). The last good checkpoint is in {out}")
                         optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
+                        scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
                         loss_sum += loss.item() * len(y)
                         correct += (logits.argmax(1) == y).sum().item()
                         seen += len(y)
@@ -439,7 +449,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                 train_seconds = time.perf_counter() - began
                 loss_sum, correct, seen, bad = dist.sum(loss_sum, correct, seen, bad)
                 correct, seen, bad = int(correct), int(seen), int(bad)
-                ev = _evaluate(model, source, device, max(cfg.batch_size, 256), dist)
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    ev = _evaluate(model, source, device, max(cfg.batch_size, 256), dist)
                 for line in ev["bad"]:
                     note(f"skipped {line}", err=True)
                 bad += len(ev["bad"])
