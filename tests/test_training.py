@@ -45,6 +45,11 @@ def test_a_run_leaves_its_files_and_the_model_predicts(small_run):
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*tmp"))
     model, info = load_model(out)
     assert set(load_file(out / "model.safetensors")) == set(model.state_dict())
+    try:
+        import tensorboard  # noqa: F401 - the optional extra
+        assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    except ImportError:
+        assert not (out / "tensorboard").exists()
     # the bars are learnable: the tiny model beats chance (10%) clearly
     assert summary["best_test_acc"] > 0.3, summary
 
