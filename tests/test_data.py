@@ -25,9 +25,11 @@ def test_fake_fashion_reader(fake_fashion):
     assert x.shape == (200, 1, 28, 28) and y.max() == 9
 
 
-def test_idx_reader_rejects_garbage(tmp_path):
-    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"garbage!")
-    (tmp_path / "train-labels-idx1-ubyte").write_bytes(b"garbage!")
+@pytest.mark.parametrize("name, data", [("train-images-idx3-ubyte", b"garbage!"), ("train-images-idx3-ubyte", b""),
+                                        ("train-images-idx3-ubyte.gz", b"\x1f\x8b\x08\x00 corrupt gzip")])
+def test_idx_reader_rejects_garbage(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    (tmp_path / name.replace("images-idx3", "labels-idx1")).write_bytes(data)
     with pytest.raises(MobileNetError, match="not a readable IDX"):
         load_fashion_mnist("train", tmp_path)
 

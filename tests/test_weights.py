@@ -46,6 +46,11 @@ def test_convert_gives_equal_logits(timm_model, tmp_path, suffix):
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), timm_model(x), atol=1e-5, rtol=0)
+    if suffix == ".safetensors":  # a converted model exports too (ImageNet is not here: random inputs only)
+        from mobilenet.export import export
+        notes = []
+        report = export(tmp_path / "converted", "onnx", output=tmp_path / "m.onnx", log=notes.append)
+        assert report["random"]["max_abs_diff"] <= 1e-4 and "random inputs only" in notes[0]
 
 
 def test_grey_data_with_3_channel_weights(timm_model):

@@ -126,9 +126,10 @@ def _cmd_export(args) -> int:
     from .export import export
 
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration)
+    real = r["real"]["max_abs_diff"]
     print(f"{args.format} float32 checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} "
-          f"on random inputs, {r['real']['max_abs_diff']:.2e} on real test images "
-          f"(top-1 identical: {r['real']['same_top1']})")
+          "on random inputs" + (f", {real:.2e} on real test images (top-1 identical: {r['real']['same_top1']})"
+                                if real is not None else ""))
     print(f"wrote {r['output']} ({r['bytes'] / 1e6:.2f} MB)")
     return 0
 
@@ -164,6 +165,9 @@ def _cmd_bench(args) -> int:
     from .benchmark import bench, format_table
 
     if args.model:
+        if args.width or args.resolution:
+            raise MobileNetError("--width and --resolution describe an untrained network; with --model they come "
+                                 "from its config.json: give one or the other")
         from .evaluate import load_model
 
         model, _ = load_model(args.model)

@@ -78,7 +78,10 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256
                 labels.append(batch.labels.numpy())
     metrics = classification_metrics(logits, labels, info["classes"], str(data), bad)
     out = Path(out or model_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], info["classes"], out / "confusion_matrix.png")
     return metrics

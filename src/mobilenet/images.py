@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def read_idx(path: Path) -> np.ndarray:
             raise ValueError("bad magic number")
         dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
         return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, IndexError, zlib.error) as e:
         raise MobileNetError(f"{path} is not a readable IDX file ({e}); reinstall dataset-fashion-mnist") from None
 
 
@@ -150,6 +151,8 @@ def folder_splits(root, val_split: float = 0.2, seed: int = 0) -> dict:
         raise MobileNetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
     if len(used) < 2:
         raise MobileNetError(f"{root} has images of {len(used)} class; a classifier needs at least two")
+    if not test:
+        raise MobileNetError(f"{root} leaves no test images: give each class at least two images, or a val/ folder")
     return {"classes": classes, "train": train, "test": test, "split": split}
 
 

@@ -133,7 +133,10 @@ def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
             labels.append(y)
     metrics = classification_metrics(logits, labels, model.classes, str(data), bad)
     out = Path(out or Path(model_path).parent)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], model.classes, out / "confusion_matrix.png")
     return metrics

@@ -3,7 +3,8 @@
 A run folder holds: history.csv, total_acc.png, total_test_loss.png (the seed's two
 figures), model.safetensors (best test accuracy) + config.json, checkpoint.pt (resume
 state, loaded only with weights_only=True), train.log, and TensorBoard scalars when
-tensorboard is installed. Every file is written atomically (files.py).
+tensorboard is installed. All but the appended train.log and TensorBoard's own event
+files are written atomically (files.py).
 
 Determinism: the shuffle of each epoch and the augmentation of each step are seeded by
 (seed, epoch, step), so a resumed run repeats an uninterrupted one exactly on CPU.
@@ -191,6 +192,12 @@ class _Dist:
         torch.distributed.all_reduce(t)
         return t.tolist()
 
+    def from_main(self, *values: float) -> list[float]:
+        """Rank 0's values, on every rank: decisions all ranks must share."""
+        if self.world == 1:
+            return list(values)
+        return self.sum(*(values if self.main else [0.0] * len(values)))
+
     def close(self) -> None:
         if self.started:
             torch.distributed.destroy_process_group()
@@ -245,7 +252,10 @@ def _lock(out: Path):
         import fcntl
     except ImportError:  # not POSIX: no lock, as before
         return None
-    handle = open(out / ".lock", "a+")
+    try:
+        handle = open(out / ".lock", "a+")
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot write there ({e.strerror}); choose a writable folder") from None
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -253,6 +263,20 @@ def _lock(out: Path):
         raise MobileNetError(f"{out} is in use by another `mobilenet train`; wait for it, stop it, "
                              "or choose another --out") from None
     return handle
+
+
+def _launch() -> str:
+    """Names this torchrun launch (its agent process and run id); '' outside torchrun."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return ""
+    return f"{os.environ['TORCHELASTIC_RUN_ID']}:{os.getppid()}"
+
+
+def _checkpoint_launch(out: Path) -> str | None:
+    try:
+        return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True).get("launch")
+    except Exception:  # noqa: BLE001 - no readable checkpoint: nothing to resume automatically
+        return None
 
 
 def _load_checkpoint(path: Path) -> dict:
@@ -273,16 +297,24 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     cfg.device and cfg.workers are taken from `cfg`.
     `log` receives the one-line messages; `progress` shows a tqdm bar per epoch.
     """
+    if not cfg.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MobileNetError("under torchrun, give --out DIR: every process and every restart must find the same folder")
     out = Path(cfg.out) if cfg.out else default_out(cfg.data)
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and (out / "checkpoint.pt").exists():
-        resume = True  # torchrun --max-restarts restarted us after a failure: go on from the checkpoint
-    if resume and not (out / "checkpoint.pt").exists():
-        raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
     dist = _Dist(cfg.device)
+    try:
+        # After torchrun --max-restarts restarts this launch, go on from its own checkpoint.
+        # Rank 0 decides for all; a checkpoint of another launch still needs --resume.
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        resume = bool(dist.from_main(float(resume or (restarted and _launch() == _checkpoint_launch(out))))[0])
+        if resume and not (out / "checkpoint.pt").exists():
+            raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    except BaseException:
+        dist.close()
+        raise
     lock = _lock(out) if dist.main else None  # the other ranks share rank 0's folder
     try:
         return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
@@ -302,7 +334,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
         saved.lr = cfg.lr or saved.lr
         saved.out, saved.device, saved.workers = str(out), cfg.device, cfg.workers
         cfg = saved
-    elif ckpt_path.exists() and dist.main:
+    elif dist.from_main(float(ckpt_path.exists()))[0]:  # every rank refuses together
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
     cfg.validate()
 
@@ -365,12 +397,16 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
         atomic_write_json(out / "config.json", {"model": model_cfg.to_dict(), **info})
 
     args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
+    args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
     log(f"training MobileNet V1 α={cfg.width_mult} ρ={resolution} on {source.name}: "
         f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
         f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}" + (f" × {dist.world} processes" if dist.world > 1 else "")
         + f", {cfg.epochs} epochs, {device.type}; out {out}")
     tb = _tensorboard(out) if dist.main else None
-    run_log = open(out / "train.log", "a", encoding="utf-8") if dist.main else None
+    try:
+        run_log = open(out / "train.log", "a", encoding="utf-8") if dist.main else None
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot write train.log ({e.strerror}); choose a writable folder") from None
 
     def note(line: str, err: bool = False) -> None:
         (print(line, file=sys.stderr) if err else log(line))
@@ -386,7 +422,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": epoch, "step": step, "partial": partial_state,
                     "history": history, "best_acc": best_acc, "rng": torch.get_rng_state(),
-                    "train_config": args}, buf)
+                    "train_config": args, "launch": _launch()}, buf)
         atomic_write_bytes(ckpt_path, buf.getvalue())
 
     total_bad = 0
@@ -409,7 +445,10 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                             raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
                         note(f"skipped {line}", err=True)
                     bad += len(batch.bad_files)
-                    if len(batch.labels) >= 2:
+                    usable = len(batch.labels) >= 2  # BatchNorm needs two images
+                    if dist.world > 1:  # every rank steps, or none: DDP's collectives must pair up
+                        usable = dist.sum(float(usable))[0] == dist.world
+                    if usable:
                         torch.manual_seed(_mix(cfg.seed, epoch, step, 1))  # dropout, if any
                         x = batch.images.to(device, non_blocking=True, memory_format=torch.channels_last)
                         y = batch.labels.to(device, non_blocking=True)
