@@ -146,10 +146,11 @@ def _evaluate(model, source, device, batch_size: int, dist: "_Dist") -> dict:
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             seen += len(labels)
-    loss_sum, correct, seen = dist.sum(loss_sum, correct, seen)
+    loss_sum, correct, seen, bad_count = dist.sum(loss_sum, correct, seen, len(bad))
     if not seen:
         raise MobileNetError(f"the test split of {source.name} has no readable images")
-    return {"test_loss": loss_sum / seen, "test_acc": correct / seen, "bad": bad, "images": int(seen)}
+    return {"test_loss": loss_sum / seen, "test_acc": correct / seen, "bad": bad, "bad_count": int(bad_count),
+            "images": int(seen)}
 
 
 class _Dist:
@@ -459,8 +460,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                         if dist.world > 1:  # every rank stops together
                             diverged = dist.sum(float(diverged))[0] > 0
                         if diverged:
+                            value = loss.item() if not torch.isfinite(loss) else "non-finite in another process"
                             raise TrainingStopped(
-                                f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}: training "
+                                f"loss became {value} at epoch {epoch + 1}, step {step + 1}: training "
                                 f"diverged; lower --lr (it was {lr:g}). The last good checkpoint is in {out}")
                         optimizer.zero_grad(set_to_none=True)
                         scaler.scale(loss).backward()
@@ -492,7 +494,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                     ev = _evaluate(model, source, device, max(cfg.batch_size, 256), dist)
                 for line in ev["bad"]:
                     note(f"skipped {line}", err=True)
-                bad += len(ev["bad"])
+                bad += ev["bad_count"]  # every process's, where the lines above are this one's
                 total_bad += bad
                 row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                        "test_loss": ev["test_loss"], "test_acc": ev["test_acc"],
