@@ -316,8 +316,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     except BaseException:
         dist.close()
         raise
-    lock = _lock(out) if dist.main else None  # the other ranks share rank 0's folder
+    lock = None
     try:
+        lock = _lock(out) if dist.main else None  # the other ranks share rank 0's folder
         return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
     finally:
         if lock:
