@@ -19,14 +19,13 @@ import torch.nn.functional as F
 
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
-from .images import fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare_files, read_idx
+from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare_files, read_idx
 
 FASHION_MNIST = "fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
 AUGMENTATIONS = ("flip-shift", "flip", "none")  # for training; evaluation never augments
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _mix(*numbers: int) -> int:
@@ -135,6 +134,11 @@ class TensorSource:
         return {"name": self.name}
 
 
+def _subset(n: int, limit: int, seed: int) -> torch.Tensor:
+    """--limit: a seeded choice of `limit` of the n training images."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, 7)))[:limit]
+
+
 def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
     """This process's indices for one epoch. One process: a permutation seeded by
     (seed, epoch). Several (torchrun): torch's DistributedSampler with set_epoch, each rank
@@ -161,8 +165,7 @@ def _steps(n: int, batch_size: int) -> int:
 def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment: str = "flip-shift") -> TensorSource:
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     if limit:
-        g = torch.Generator().manual_seed(_mix(seed, 7))
-        keep = torch.randperm(len(train[1]), generator=g)[:limit]
+        keep = _subset(len(train[1]), limit, seed)
         train = (train[0][keep], train[1][keep])
     shift = {"flip-shift": 2, "flip": 0, "none": -1}[augment]
     return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed,
@@ -237,8 +240,7 @@ class FolderSource:
         self.name, self.resolution, self.seed, self.in_channels = str(Path(root).resolve()), resolution, seed, channels
         self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
         if limit:
-            g = torch.Generator().manual_seed(_mix(seed, 7))
-            train = [train[i] for i in torch.randperm(len(train), generator=g)[:limit].tolist()]
+            train = [train[i] for i in _subset(len(train), limit, seed).tolist()]
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
         self.train_set = _ImageFiles(train, folder_transforms(resolution, self.mean, self.std, True, augment), channels,
                                      seed)
@@ -270,8 +272,7 @@ class FolderSource:
         yield from self._loader(self.test_set, _test_share(self.num_test, rank, world), batch_size)
 
     def input_spec(self) -> dict:
-        return {"channels": self.in_channels, "image_size": None, "resolution": self.resolution,
-                "resize": round(self.resolution * 256 / 224), "mean": list(self.mean), "std": list(self.std)}
+        return crop_input_spec(self.in_channels, self.resolution, self.mean, self.std)
 
     def provenance(self) -> dict:
         return {"name": self.name, **self.split}
@@ -296,14 +297,10 @@ def write_samples(out, count: int = 5) -> list[Path]:
     try `mobilenet predict` on."""
     from PIL import Image
 
-    from .files import atomic_write_bytes
+    from .files import atomic_write_bytes, make_dir
 
     images, labels = load_fashion_mnist("test")
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    out = make_dir(out)
     paths = []
     for i in range(min(count, len(labels))):
         name = FASHION_CLASSES[labels[i]].replace("/", "-").replace(" ", "-")

@@ -9,7 +9,7 @@ import torch
 
 from .data import FASHION_MNIST, open_source, prepare_images
 from .errors import MobileNetError
-from .files import atomic_write_json
+from .files import atomic_write_json, make_dir
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_confusion
 from .runtime import classification_metrics
@@ -77,11 +77,7 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256
                 logits.append(model(batch.images).numpy())
                 labels.append(batch.labels.numpy())
     metrics = classification_metrics(logits, labels, info["classes"], str(data), bad)
-    out = Path(out or model_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    out = make_dir(out or model_dir)
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], info["classes"], out / "confusion_matrix.png")
     return metrics

@@ -15,6 +15,16 @@ from pathlib import Path
 from .errors import MobileNetError
 
 
+def make_dir(path, option: str = "--out") -> Path:
+    """mkdir -p, with one clear line (naming the option that gave the path) if it fails."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MobileNetError(f"{option} {path}: cannot create the folder ({e.strerror})") from None
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     try:

@@ -17,6 +17,7 @@ import numpy as np
 from .errors import MobileNetError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
@@ -199,6 +200,13 @@ def prepare(image, spec: dict) -> np.ndarray:
     top, left = int(round((h - r) / 2.0)), int(round((w - r) / 2.0))
     x = _chw(image)[:, top:top + r, left:left + r]
     return ((x / np.float32(255) - mean) / std).astype(np.float32)
+
+
+def crop_input_spec(channels: int, resolution: int, mean, std) -> dict:
+    """config.json's "input" for images of any size: shorter side to 256/224 of the
+    resolution, then a centre crop (torchvision's and timm's test recipe)."""
+    return {"channels": channels, "image_size": None, "resolution": resolution,
+            "resize": round(resolution * 256 / 224), "mean": list(mean), "std": list(std)}
 
 
 def _chw(image) -> np.ndarray:

@@ -120,7 +120,7 @@ def _test_batches(model: OnnxModel, data: str, batch_size: int = 256):
 def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
     """As evaluate.evaluate, through ONNX Runtime: metrics.json and confusion_matrix.png
     go into `out` (default: the .onnx file's folder)."""
-    from .files import atomic_write_json
+    from .files import atomic_write_json, make_dir
     from .plots import plot_confusion
 
     model = OnnxModel(model_path)
@@ -132,11 +132,7 @@ def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
             logits.append(model.logits(x))
             labels.append(y)
     metrics = classification_metrics(logits, labels, model.classes, str(data), bad)
-    out = Path(out or Path(model_path).parent)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+    out = make_dir(out or Path(model_path).parent)
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], model.classes, out / "confusion_matrix.png")
     return metrics

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source
 from .errors import Interrupted, MobileNetError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, make_dir
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_curves
 
@@ -309,10 +309,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         resume = bool(dist.from_main(float(resume or (restarted and _launch() == _checkpoint_launch(out))))[0])
         if resume and not (out / "checkpoint.pt").exists():
             raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise MobileNetError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+        make_dir(out)
     except BaseException:
         dist.close()
         raise

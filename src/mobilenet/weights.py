@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from .errors import MobileNetError
+from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
 
 TIMM_PREFIX = "timm:"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def read_weight_file(path) -> dict[str, torch.Tensor]:
@@ -104,7 +104,7 @@ def fit_state_dict(state: dict, model: MobileNetV1) -> dict:
 def convert_timm(file, output, resolution: int = 224) -> Path:
     """`mobilenet convert --from-timm FILE --output DIR`: a model folder (model.safetensors
     + config.json) from a timm mobilenetv1 state dict, ready for predict and export."""
-    from .files import atomic_write_bytes, atomic_write_json
+    from .files import atomic_write_bytes, atomic_write_json, make_dir
 
     state = read_weight_file(file)
     if not is_timm(state):
@@ -122,16 +122,11 @@ def convert_timm(file, output, resolution: int = 224) -> Path:
             classes = [str(c) for c in ImageNetInfo().label_descriptions()]
         except Exception:  # noqa: BLE001 - names are a nicety; numbered classes still work
             pass
-    output = Path(output)
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MobileNetError(f"--output {output}: cannot create the folder ({e.strerror})") from None
+    output = make_dir(output, "--output")
     from safetensors.torch import save
 
     atomic_write_bytes(output / "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    spec = {"channels": config.in_channels, "image_size": None, "resolution": resolution,
-            "resize": round(resolution * 256 / 224), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    spec = crop_input_spec(config.in_channels, resolution, IMAGENET_MEAN, IMAGENET_STD)
     atomic_write_json(output / "config.json", {"model": config.to_dict(), "classes": classes, "input": spec,
                                                "data": {"name": "imagenet", "source": str(file)}})
     return output
