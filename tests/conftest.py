@@ -1,11 +1,40 @@
+import csv
 import gzip
 import os
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+
+# A network small enough to train in seconds on 2 cores.
+TINY = ["--width", "0.25", "--resolution", "32", "--batch-size", "32"]
+
+
+def cli(*args, env=None, **kw):
+    """The real `mobilenet` command in a child process."""
+    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, **kw)
+
+
+def history(run: Path, timing=False) -> list[dict]:
+    """history.csv's rows, without the timing columns unless asked."""
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    return rows if timing else [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+
+
+def wait_for(predicate, proc, timeout=120):
+    start = time.time()
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - start < timeout
+        time.sleep(0.02)
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

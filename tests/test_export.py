@@ -12,9 +12,7 @@ from mobilenet.evaluate import load_model
 from mobilenet.export import export, fast_inference, fuse_for_inference
 from mobilenet.runtime import OnnxModel, evaluate_onnx, predict_onnx
 
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True)
+from conftest import cli
 
 
 def test_onnx_round_trip_with_metadata(small_run, tmp_path):

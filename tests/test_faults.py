@@ -17,12 +17,7 @@ from mobilenet.errors import MobileNetError
 from mobilenet.images import load_image
 from mobilenet.training import TrainConfig, train
 
-TINY = ["--width", "0.25", "--resolution", "32", "--batch-size", "32"]
-
-
-def cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kw)
+from conftest import TINY, cli
 
 
 def _png_declaring(width: int, height: int) -> bytes:

@@ -1,11 +1,8 @@
-import csv
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,18 +12,7 @@ from mobilenet.errors import MobileNetError
 from mobilenet.evaluate import evaluate, load_model, predict
 from mobilenet.training import HISTORY_FIELDS, TrainConfig, train
 
-TINY = ["--width", "0.25", "--resolution", "32", "--batch-size", "32"]
-
-
-def cli(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kw)
-
-
-def history(run: Path, timing=False) -> list[dict]:
-    with open(run / "history.csv") as f:
-        rows = list(csv.DictReader(f))
-    return rows if timing else [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in rows]
+from conftest import TINY, cli, history, wait_for
 
 
 def test_a_run_leaves_its_files_and_the_model_predicts(small_run):
@@ -95,14 +81,6 @@ def test_image_folder_trains_one_epoch_and_skips_the_corrupt_file(image_folder, 
     assert ev.returncode == 0 and "top-1" in ev.stdout
 
 
-def _wait_for(predicate, proc, timeout=120):
-    start = time.time()
-    while not predicate():
-        assert proc.poll() is None, proc.communicate()
-        assert time.time() - start < timeout
-        time.sleep(0.02)
-
-
 def test_resume_after_kill_and_after_sigint_equals_an_uninterrupted_run(tmp_path):
     from conftest import make_fashion_like
 
@@ -114,14 +92,14 @@ def test_resume_after_kill_and_after_sigint_equals_an_uninterrupted_run(tmp_path
     # kill -9 once the first epoch is saved: at most the epoch in progress is lost
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_for(lambda: (killed / "checkpoint.pt").exists(), proc)
+    wait_for(lambda: (killed / "checkpoint.pt").exists(), proc)
     proc.kill()
     proc.wait()
     assert len(history(killed)) < 4
     # SIGINT mid-run: saves after the current step, exits non-zero
     proc = subprocess.Popen([*args, "--out", str(killed), "--resume"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(history(killed)) >= 2, proc)
+    wait_for(lambda: len(history(killed)) >= 2, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     if proc.returncode != 0:  # (the run may have finished before the signal landed)

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,12 +9,9 @@ from mobilenet.evaluate import load_model
 from mobilenet.model import MobileNetV1
 from mobilenet.weights import fit_state_dict, read_weight_file
 
+from conftest import cli
+
 timm = pytest.importorskip("timm")
-
-
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")

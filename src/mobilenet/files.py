@@ -53,6 +53,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         pass
 
 
+def remove_unfinished(folder, names) -> int:
+    """Delete the temporary files that a killed writer left beside `names` in `folder`;
+    the caller must be the folder's only writer of those names. Returns how many."""
+    removed = 0
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

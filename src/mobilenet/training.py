@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source
 from .errors import Interrupted, MobileNetError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, make_dir
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, make_dir, remove_unfinished
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_curves
 
@@ -227,6 +227,10 @@ class _Signals:
             signal.signal(sig, old)
 
 
+# What a run writes into its folder (atomically, see files.py).
+RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png")
+
+
 def _write_history(history: list[dict], out: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
@@ -316,7 +320,13 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     lock = None
     try:
         lock = _lock(out) if dist.main else None  # the other ranks share rank 0's folder
+        if lock and remove_unfinished(out, RUN_FILES):  # the lock makes us the folder's only writer
+            log(f"removed the unfinished temporary files of an interrupted run in {out}")
         return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one before training began): stop now
+        saved = (out / "checkpoint.pt").exists()
+        raise Interrupted("interrupted at once; " + (f"{out} keeps its last checkpoint. Continue with: mobilenet "
+                          f"train --out {out} --resume" if saved else "nothing was saved yet")) from None
     finally:
         if lock:
             lock.close()

@@ -1,0 +1,217 @@
+"""Interruptions against the real CLI: kill -9 at many points (in a step, in evaluation, in
+the middle of each file's write), SIGTERM, and a second Ctrl-C. Every time, --resume
+finishes the run with the history and weights of an uninterrupted one, and no file in the
+run folder is ever truncated."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from mobilenet.training import HISTORY_FIELDS, RUN_FILES
+
+from conftest import TINY, history, make_fashion_like, wait_for
+
+EPOCHS = ["--epochs", "3"]
+
+# Runs the real CLI (sys.argv[4:]) with one fault planted in the process:
+#   write FILE K  the K-th write of FILE: its temporary file is cut in half, then SIGKILL
+#   eval - K      SIGKILL before the K-th test batch of evaluation
+#   step - K      SIGKILL in the K-th training step, after backward, before the update
+#   slow - 0      every step takes 2 s longer (to land two signals inside one step)
+FAULT = r"""
+import os, signal, sys, time
+kind, target, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+count = 0
+
+def reached():
+    global count
+    count += 1
+    return count == k
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if kind == "write":
+    real_fsync = os.fsync
+    def fsync(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.startswith(f".{target}.") and name.endswith(".tmp") and reached():
+            os.ftruncate(fd, os.fstat(fd).st_size // 2)
+            die()
+        return real_fsync(fd)
+    os.fsync = fsync
+elif kind == "eval":
+    from mobilenet.data import TensorSource
+    real_batches = TensorSource.test_batches
+    def test_batches(self, *a, **kw):
+        for batch in real_batches(self, *a, **kw):
+            if reached():
+                die()
+            yield batch
+    TensorSource.test_batches = test_batches
+elif kind in ("step", "slow"):
+    import torch
+    real_step = torch.amp.GradScaler.step
+    def step(self, *a, **kw):
+        if kind == "slow":
+            time.sleep(2.0)
+        elif reached():
+            die()
+        return real_step(self, *a, **kw)
+    torch.amp.GradScaler.step = step
+
+from mobilenet.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Data with 20 training steps and 3 test batches per epoch, and the uninterrupted run."""
+    root = tmp_path_factory.mktemp("interrupts")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "MOBILENET_FASHION_MNIST": str(make_fashion_like(root / "f", n_train=640, n_test=600))}
+    reference = root / "reference"
+    r = subprocess.run([sys.executable, "-m", "mobilenet", "train", *TINY, *EPOCHS, "--out", str(reference)],
+                       env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return root, env, reference
+
+
+def _args(out: Path) -> list[str]:
+    # --resume once a checkpoint exists; before that, a new run is the only way on
+    return ["train", *TINY, *EPOCHS, "--out", str(out)] + (["--resume"] if (out / "checkpoint.pt").exists() else [])
+
+
+def _start(command: list[str], env: dict) -> subprocess.Popen:
+    """Start a run and return once it says it is about to take its first step."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("training MobileNet"):
+            return proc
+    raise AssertionError(proc.communicate())
+
+
+def assert_whole(out: Path) -> None:
+    """Every file of the run folder reads completely; a killed writer's temporary file may stay."""
+    for path in out.iterdir():
+        if path.name.endswith(".tmp") or path.name == ".lock" or path.is_dir():
+            continue
+        if path.suffix == ".pt":
+            torch.load(path, weights_only=True)
+        elif path.suffix == ".safetensors":
+            load_file(path)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".csv":
+            lines = path.read_text().splitlines()
+            assert lines[0].split(",") == HISTORY_FIELDS and all(len(x.split(",")) == len(HISTORY_FIELDS) for x in lines)
+        elif path.suffix == ".png":
+            with Image.open(path) as im:
+                im.load()
+        elif path.name == "train.log":
+            text = path.read_text()
+            assert text == "" or text.endswith("\n")  # whole lines only
+        else:
+            raise AssertionError(f"unexpected file {path.name}")
+
+
+def assert_same_run(out: Path, reference: Path) -> None:
+    assert history(out) == history(reference)
+    assert (out / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    final, ref = (torch.load(p / "checkpoint.pt", weights_only=True) for p in (out, reference))
+    assert all(torch.equal(final["model"][k], ref["model"][k]) for k in ref["model"])
+    # the temporary files of the killed writers were cleared by the runs that followed
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# Each row is one process, killed where it says; the next row goes on from what it left.
+CHAIN = [
+    ("write", "config.json", 1),         # at the start, before anything else is written
+    ("write", "model.safetensors", 1),   # end of epoch 1, before its checkpoint: a new run again
+    ("write", "checkpoint.pt", 1),       # epoch 1's commit point, half written
+    ("write", "checkpoint.pt", 2),       # epoch 1 commits; killed in epoch 2's commit
+    ("eval", "-", 2),                    # in epoch 2's evaluation
+    ("step", "-", 7),                    # in epoch 2's 7th step
+    ("write", "history.csv", 2),         # (write 1 redraws it on resume) end of epoch 2
+    ("write", "total_test_loss.png", 2),
+    ("write", "checkpoint.pt", 2),       # epoch 2 commits; killed in epoch 3's commit
+]
+
+
+def test_kill_9_inside_steps_evaluation_and_every_file_write(setup):
+    root, env, reference = setup
+    out = root / "chain"
+    for kind, target, k in CHAIN:
+        r = subprocess.run([sys.executable, "-c", FAULT, kind, target, str(k), *_args(out)], env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == -signal.SIGKILL, (kind, target, k, r.returncode, r.stderr)  # the fault was reached
+        assert_whole(out)
+    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert_whole(out)
+    assert_same_run(out, reference)
+
+
+def test_kill_9_at_random_moments(setup):
+    root, env, reference = setup
+    out, rng = root / "random", random.Random(6)
+    for _ in range(4):
+        proc = _start([sys.executable, "-m", "mobilenet", *_args(out)], env)
+        time.sleep(rng.uniform(0.0, 3.0))
+        proc.kill()
+        proc.communicate()
+        assert_whole(out)
+    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(out, reference)
+
+
+def test_sigterm_stops_after_the_step_and_a_second_ctrl_c_stops_at_once(setup):
+    root, env, reference = setup
+    out = root / "signals"
+    # SIGTERM once epoch 1 is saved: the run stops after the step in progress, saves it, exits 130
+    proc = subprocess.Popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / "checkpoint.pt").exists(), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"stopped by SIGTERM at epoch {state['epoch'] + 1}, step {state['step']}; saved" in err
+    assert state["step"] > 0  # the partial epoch was saved, not thrown away
+    assert_whole(out)
+
+    # Two Ctrl-C inside one (slowed) step: the first asks for a stop after the step, the
+    # second stops at once, writing nothing: the checkpoint stays the one SIGTERM left.
+    saved = (out / "checkpoint.pt").read_bytes()
+    proc = _start([sys.executable, "-c", FAULT, "slow", "-", "0", *_args(out)], env)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted at once" in err and "--resume" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (out / "checkpoint.pt").read_bytes() == saved
+    assert_whole(out)
+
+    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(out, reference)
+
+
+def test_run_files_are_what_a_run_writes(setup):
+    _, _, reference = setup
+    written = {p.name for p in reference.iterdir() if p.is_file()} - {".lock", "train.log"}
+    assert written == set(RUN_FILES)  # so the clean-up on resume knows every file that can be half written
