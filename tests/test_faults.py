@@ -141,3 +141,46 @@ def test_hostile_model_folders(small_run, tmp_path):
         assert r.returncode == 1, (name, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not marker.exists()  # no code from any of those files ran
+
+
+@pytest.mark.parametrize("name, data", [
+    ("empty.onnx", b""),
+    ("text.onnx", b"this is not an ONNX model\n"),
+    ("random.onnx", np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()),
+    ("image.onnx", None),  # a PNG under an .onnx name
+])
+def test_files_that_are_not_onnx_at_all(small_run, tmp_path, name, data):
+    model = tmp_path / name
+    if data is None:
+        Image.new("RGB", (8, 8)).save(model, format="PNG")
+    else:
+        model.write_bytes(data)
+    image = str(small_run[0] / "total_acc.png")
+    for args in (["predict", "--runtime", "onnxruntime", "--model", str(model), image],
+                 ["evaluate", "--runtime", "onnxruntime", "--model", str(model)]):
+        r = cli(*args)
+        assert r.returncode == 1 and name in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"variant": "mobilenet_v1_9.0_999"}, ["variant", "unknown"]),   # a variant we do not have
+    ({"activation": "swish"}, ["activation"]),
+    ({"width_mult": "wide"}, ["width_mult"]),
+    ({"resolution": 31}, ["resolution"]),
+    ({"in_channels": 0}, ["in_channels"]),
+])
+def test_configs_naming_what_does_not_exist(small_run, tmp_path, change, words):
+    import json
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_run[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model"].update(change)
+    (folder / "config.json").write_text(json.dumps(config))
+    r = cli("predict", "--model", str(folder), str(folder / "total_acc.png"))
+    assert r.returncode == 1 and "config.json" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
