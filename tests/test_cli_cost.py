@@ -35,6 +35,7 @@ def test_models_lists_16_variants(capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 17
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("args, word", [
     (["--width", "0"], "--width"), (["--width", "-0.5"], "--width"), (["--width", "abc"], "--width"),
     (["--resolution", "31"], "--resolution"), (["--resolution", "2.5"], "--resolution"),

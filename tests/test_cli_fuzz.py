@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from mobilenet.cli import build_parser, main
 
+pytestmark = pytest.mark.fault  # counted in the README's fault-case total
+
 PARSER = build_parser()
 SUBCOMMANDS = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction)).choices
 

@@ -25,6 +25,7 @@ def test_fake_fashion_reader(fake_fashion):
     assert x.shape == (200, 1, 28, 28) and y.max() == 9
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("name, data", [("train-images-idx3-ubyte", b"garbage!"), ("train-images-idx3-ubyte", b""),
                                         ("train-images-idx3-ubyte.gz", b"\x1f\x8b\x08\x00 corrupt gzip")])
 def test_idx_reader_rejects_garbage(tmp_path, name, data):
@@ -44,6 +45,7 @@ def test_flip_and_shift_keeps_shape_and_content():
     assert torch.equal(flip_and_shift(x, 2, torch.Generator().manual_seed(0)), y)  # seeded
 
 
+@pytest.mark.fault
 def test_every_format_and_mode_loads(image_folder):
     files = [p for p in sorted(image_folder.rglob("*")) if p.is_file() and p.name != "broken.jpg"]
     assert len({p.suffix for p in files}) >= 6
@@ -53,6 +55,7 @@ def test_every_format_and_mode_loads(image_folder):
         load_image(image_folder / "dog" / "broken.jpg")
 
 
+@pytest.mark.fault
 def test_exif_rotation_is_applied(tmp_path):
     im = Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8))
     exif = Image.Exif()
@@ -79,6 +82,7 @@ def test_folder_with_train_and_val(tmp_path):
     assert (source.num_train, source.num_test) == (18, 6)
 
 
+@pytest.mark.fault
 def test_folder_errors(tmp_path):
     with pytest.raises(MobileNetError, match="no such folder"):
         FolderSource(tmp_path / "missing", 32, 0)

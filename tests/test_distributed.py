@@ -67,6 +67,7 @@ def test_two_processes_match_one(data, tmp_path):
         p.name for p in (tmp_path / "one").iterdir() if not p.name.startswith("."))
 
 
+@pytest.mark.fault
 def test_a_killed_worker_is_restarted_and_the_run_finishes(data, tmp_path):
     """torchrun --max-restarts: a worker killed mid-run brings the group down, torchrun
     starts it again, and the new group resumes from the last checkpoint."""

@@ -107,6 +107,7 @@ def test_bench_json_on_a_tiny_model():
     assert result["machine"]["threads"] >= 1 and result["machine"]["torch"]
 
 
+@pytest.mark.fault
 def test_export_error_paths(small_run, tmp_path):
     out, _ = small_run
     r = cli("export", "--model", str(tmp_path / "nowhere"))
@@ -130,6 +131,7 @@ def test_export_error_paths(small_run, tmp_path):
     assert data["bytes"] == (tmp_path / "m.onnx").stat().st_size
 
 
+@pytest.mark.fault
 def test_int8_with_nothing_to_calibrate_on(tmp_path):
     from conftest import make_image_folder
     import shutil

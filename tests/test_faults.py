@@ -19,6 +19,8 @@ from mobilenet.training import TrainConfig, train
 
 from conftest import TINY, cli
 
+pytestmark = pytest.mark.fault  # counted in the README's fault-case total
+
 
 def _png_declaring(width: int, height: int) -> bytes:
     """A PNG header that declares a huge image: a decompression bomb, in 50 bytes."""
@@ -32,7 +34,7 @@ def _png_declaring(width: int, height: int) -> bytes:
     ("empty.jpg", b""),
     ("text.jpg", b"just some text, not a JPEG\n"),
     ("bomb.png", _png_declaring(60000, 60000)),
-])
+], ids=["empty", "text", "bomb"])
 def test_broken_and_hostile_images_are_one_clear_error(tmp_path, name, data):
     (tmp_path / name).write_bytes(data)
     with pytest.raises(MobileNetError, match=name):

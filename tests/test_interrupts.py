@@ -21,6 +21,8 @@ from mobilenet.training import HISTORY_FIELDS, RUN_FILES
 
 from conftest import TINY, history, make_fashion_like, wait_for
 
+pytestmark = pytest.mark.fault  # counted in the README's fault-case total
+
 EPOCHS = ["--epochs", "3"]
 
 # Runs the real CLI (sys.argv[4:]) with one fault planted in the process:

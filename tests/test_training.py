@@ -64,6 +64,7 @@ def test_evaluate_and_predict(small_run, tmp_path):
     assert r.stderr.count("\n") == 1 and "notes.png" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.fault
 def test_image_folder_trains_one_epoch_and_skips_the_corrupt_file(image_folder, tmp_path):
     out = tmp_path / "run"
     r = cli("train", "--data", str(image_folder), "--epochs", "1", "--resolution", "32", "--width", "0.25",
@@ -81,6 +82,7 @@ def test_image_folder_trains_one_epoch_and_skips_the_corrupt_file(image_folder, 
     assert ev.returncode == 0 and "top-1" in ev.stdout
 
 
+@pytest.mark.fault
 def test_resume_after_kill_and_after_sigint_equals_an_uninterrupted_run(tmp_path):
     from conftest import make_fashion_like
 
@@ -110,6 +112,7 @@ def test_resume_after_kill_and_after_sigint_equals_an_uninterrupted_run(tmp_path
     assert (killed / "model.safetensors").read_bytes() == (tmp_path / "full" / "model.safetensors").read_bytes()
 
 
+@pytest.mark.fault
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashion, tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)
@@ -120,6 +123,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashi
     load_model(out)
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("args, words", [
     (["train", "--data", "/nonexistent/folder"], ["/nonexistent/folder", "no such folder"]),
     (["train", "--out", "{tmp}/nothing", "--resume"], ["checkpoint.pt", "not found"]),
@@ -138,6 +142,7 @@ def test_cli_errors_are_one_line(args, words, tmp_path):
         assert w in r.stderr
 
 
+@pytest.mark.fault
 def test_broken_model_folders(fake_fashion, tmp_path):
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)

@@ -77,6 +77,7 @@ def test_train_with_init_from_a_timm_checkpoint(timm_model, fake_fashion, tmp_pa
     assert json.loads((tmp_path / "again" / "config.json").read_text())["model"]["activation"] == "relu6"
 
 
+@pytest.mark.fault
 def test_init_errors(tmp_path, fake_fashion):
     env = {"MOBILENET_FASHION_MNIST": str(fake_fashion)}
     marker = tmp_path / "pwned"
