@@ -128,6 +128,14 @@ def assert_whole(out: Path) -> None:
             raise AssertionError(f"unexpected file {path.name}")
 
 
+def finish_and_compare(out: Path, env: dict, reference: Path) -> None:
+    """Resume the run to its end with the plain CLI; it must equal the uninterrupted one."""
+    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert_whole(out)
+    assert_same_run(out, reference)
+
+
 def assert_same_run(out: Path, reference: Path) -> None:
     assert history(out) == history(reference)
     assert (out / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
@@ -159,10 +167,7 @@ def test_kill_9_inside_steps_evaluation_and_every_file_write(setup):
                            capture_output=True, text=True)
         assert r.returncode == -signal.SIGKILL, (kind, target, k, r.returncode, r.stderr)  # the fault was reached
         assert_whole(out)
-    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert_whole(out)
-    assert_same_run(out, reference)
+    finish_and_compare(out, env, reference)
 
 
 def test_kill_9_at_random_moments(setup):
@@ -174,9 +179,7 @@ def test_kill_9_at_random_moments(setup):
         proc.kill()
         proc.communicate()
         assert_whole(out)
-    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert_same_run(out, reference)
+    finish_and_compare(out, env, reference)
 
 
 def test_sigterm_stops_after_the_step_and_a_second_ctrl_c_stops_at_once(setup):
@@ -208,9 +211,7 @@ def test_sigterm_stops_after_the_step_and_a_second_ctrl_c_stops_at_once(setup):
     assert (out / "checkpoint.pt").read_bytes() == saved
     assert_whole(out)
 
-    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert_same_run(out, reference)
+    finish_and_compare(out, env, reference)
 
 
 def test_run_files_are_what_a_run_writes(setup):
