@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from mobilenet.training import HISTORY_FIELDS, RUN_FILES
 
-from conftest import TINY, history, make_fashion_like, wait_for
+from conftest import TINY, history, make_fashion_like, make_image_folder, wait_for
 
 pytestmark = pytest.mark.fault  # counted in the README's fault-case total
 
@@ -212,6 +212,28 @@ def test_sigterm_stops_after_the_step_and_a_second_ctrl_c_stops_at_once(setup):
     assert_whole(out)
 
     finish_and_compare(out, env, reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_whole_process_group_with_dataloader_workers(tmp_path, sig):
+    """Ctrl-C in a terminal, `docker stop` and job schedulers signal every process of the
+    job, DataLoader workers included: the trainer still stops after its step and saves."""
+    images = make_image_folder(tmp_path / "images", per_class=20, corrupt=False)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mobilenet", "train", "--data", str(images), *TINY, "--batch-size", "4",
+               "--workers", "2", "--epochs", "1", "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    wait_for(lambda: len(children.read_text().split()) >= 2, proc)  # the two workers are up
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and f"stopped by {sig.name}" in err and "saved" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] > 0
+    r = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert [row["epoch"] for row in history(out)] == ["1"]
 
 
 def test_run_files_are_what_a_run_writes(setup):

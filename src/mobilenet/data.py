@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -229,6 +230,20 @@ def folder_transforms(resolution: int, mean, std, train: bool, augment: str = "f
                        v2.CenterCrop(resolution), *flip, *tail])
 
 
+def _start_workers(loader):
+    """iter(loader), with SIGINT and SIGTERM blocked in the workers it forks: Ctrl-C, `docker
+    stop` or a job scheduler signal every process of the job, and a worker killed by it would
+    crash the trainer before it could save. The trainer alone handles them and stops its
+    workers; they exit by themselves if it is killed."""
+    if not loader.num_workers or not hasattr(signal, "pthread_sigmask"):
+        return iter(loader)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:  # the forked workers inherit the mask; a signal that comes meanwhile waits for us
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class FolderSource:
     """Images on disk, one sub-folder per class, read by a DataLoader with workers."""
 
@@ -266,10 +281,10 @@ class FolderSource:
         self.train_set.epoch = epoch
         order = _epoch_order(self.num_train, self.seed, epoch, rank, world)
         order = order[start_step * batch_size: self.steps_per_epoch(batch_size, world) * batch_size]
-        yield from self._loader(self.train_set, order, batch_size)
+        yield from _start_workers(self._loader(self.train_set, order, batch_size))
 
     def test_batches(self, batch_size: int, rank: int = 0, world: int = 1):
-        yield from self._loader(self.test_set, _test_share(self.num_test, rank, world), batch_size)
+        yield from _start_workers(self._loader(self.test_set, _test_share(self.num_test, rank, world), batch_size))
 
     def input_spec(self) -> dict:
         return crop_input_spec(self.in_channels, self.resolution, self.mean, self.std)
