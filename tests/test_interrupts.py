@@ -216,8 +216,8 @@ def test_sigterm_stops_after_the_step_and_a_second_ctrl_c_stops_at_once(setup):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_to_the_whole_process_group_with_dataloader_workers(tmp_path, sig):
-    """Ctrl-C in a terminal, `docker stop` and job schedulers signal every process of the
-    job, DataLoader workers included: the trainer still stops after its step and saves."""
+    """Ctrl-C in a terminal and job schedulers signal every process of the job,
+    DataLoader workers included: the trainer still stops after its step and saves."""
     images = make_image_folder(tmp_path / "images", per_class=20, corrupt=False)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "mobilenet", "train", "--data", str(images), *TINY, "--batch-size", "4",

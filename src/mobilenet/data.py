@@ -231,9 +231,9 @@ def folder_transforms(resolution: int, mean, std, train: bool, augment: str = "f
 
 
 def _start_workers(loader):
-    """iter(loader), with SIGINT and SIGTERM blocked in the workers it forks: Ctrl-C, `docker
-    stop` or a job scheduler signal every process of the job, and a worker killed by it would
-    crash the trainer before it could save. The trainer alone handles them and stops its
+    """iter(loader), with SIGINT and SIGTERM blocked in the workers it forks: a terminal's
+    Ctrl-C or a job scheduler signals every process of the job, and a worker killed by it
+    would crash the trainer before it could save. The trainer alone handles them and stops its
     workers; they exit by themselves if it is killed."""
     if not loader.num_workers or not hasattr(signal, "pthread_sigmask"):
         return iter(loader)
