@@ -28,6 +28,7 @@ EPOCHS = ["--epochs", "3"]
 # Runs the real CLI (sys.argv[4:]) with one fault planted in the process:
 #   write FILE K  the K-th write of FILE: its temporary file is cut in half, then SIGKILL
 #   eval - K      SIGKILL before the K-th test batch of evaluation
+#   evalsig - K   SIGTERM before the K-th test batch of evaluation
 #   step - K      SIGKILL in the K-th training step, after backward, before the update
 #   slow - 0      every step takes 2 s longer (to land two signals inside one step)
 FAULT = r"""
@@ -52,13 +53,13 @@ if kind == "write":
             die()
         return real_fsync(fd)
     os.fsync = fsync
-elif kind == "eval":
+elif kind in ("eval", "evalsig"):
     from mobilenet.data import TensorSource
     real_batches = TensorSource.test_batches
     def test_batches(self, *a, **kw):
         for batch in real_batches(self, *a, **kw):
             if reached():
-                die()
+                die() if kind == "eval" else os.kill(os.getpid(), signal.SIGTERM)
             yield batch
     TensorSource.test_batches = test_batches
 elif kind in ("step", "slow"):
@@ -79,7 +80,8 @@ sys.exit(main(sys.argv[4:]))
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Data with 20 training steps and 3 test batches per epoch, and the uninterrupted run."""
+    """Data with 20 training steps (640 / 32) and 3 test batches (600 / 256) per epoch, and the
+    uninterrupted run."""
     root = tmp_path_factory.mktemp("interrupts")
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "MOBILENET_FASHION_MNIST": str(make_fashion_like(root / "f", n_train=640, n_test=600))}
@@ -95,9 +97,29 @@ def _args(out: Path) -> list[str]:
     return ["train", *TINY, *EPOCHS, "--out", str(out)] + (["--resume"] if (out / "checkpoint.pt").exists() else [])
 
 
+_LIVE: list[subprocess.Popen] = []
+
+
+def _popen(command: list[str], **kw) -> subprocess.Popen:
+    """Popen in a session of its own, killed (workers too) when the test ends, even failed."""
+    proc = subprocess.Popen(command, text=True, start_new_session=True, **kw)
+    _LIVE.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while _LIVE:
+        proc = _LIVE.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
 def _start(command: list[str], env: dict) -> subprocess.Popen:
     """Start a run and return once it says it is about to take its first step."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = _popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:
         if line.startswith("training MobileNet"):
             return proc
@@ -182,12 +204,12 @@ def test_kill_9_at_random_moments(setup):
     finish_and_compare(out, env, reference)
 
 
-def test_sigterm_stops_after_the_step_and_a_second_ctrl_c_stops_at_once(setup):
+def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     root, env, reference = setup
     out = root / "signals"
     # SIGTERM once epoch 1 is saved: the run stops after the step in progress, saves it, exits 130
-    proc = subprocess.Popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = _popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.PIPE)
     wait_for(lambda: (out / "checkpoint.pt").exists(), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
@@ -211,6 +233,15 @@ def test_sigterm_stops_after_the_step_and_a_second_ctrl_c_stops_at_once(setup):
     assert (out / "checkpoint.pt").read_bytes() == saved
     assert_whole(out)
 
+    # SIGTERM during evaluation: it stops before the next test batch and saves the trained epoch
+    r = subprocess.run([sys.executable, "-c", FAULT, "evalsig", "-", "2", *_args(out)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 130 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert f"stopped by SIGTERM while evaluating epoch {state['epoch'] + 1}; saved" in r.stderr, r.stderr
+    assert state["step"] == 20  # all of the epoch's training steps
+    assert_whole(out)
+
     finish_and_compare(out, env, reference)
 
 
@@ -222,8 +253,7 @@ def test_a_signal_to_the_whole_process_group_with_dataloader_workers(tmp_path, s
     out = tmp_path / "run"
     command = [sys.executable, "-m", "mobilenet", "train", "--data", str(images), *TINY, "--batch-size", "4",
                "--workers", "2", "--epochs", "1", "--out", str(out)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = _popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     wait_for(lambda: len(children.read_text().split()) >= 2, proc)  # the two workers are up
     os.killpg(proc.pid, sig)

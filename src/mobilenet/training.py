@@ -131,13 +131,20 @@ def _schedule(optimizer, steps_per_epoch: int, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _evaluate(model, source, device, batch_size: int, dist: "_Dist") -> dict:
+class _StopRequested(Exception):
+    """A signal came during evaluation: stop before the next test batch."""
+
+
+def _evaluate(model, source, device, batch_size: int, dist: "_Dist", signals=None) -> dict:
     """Test loss and accuracy; under torchrun each process takes a disjoint share and the
-    sums are all-reduced, so every test image counts exactly once."""
+    sums are all-reduced, so every test image counts exactly once. In a single process a
+    signal stops it between two batches (under torchrun the processes finish it together)."""
     model.eval()
     loss_sum, correct, seen, bad = 0.0, 0, 0, []
     with torch.inference_mode():
         for batch in source.test_batches(batch_size, dist.rank, dist.world):
+            if signals and signals.received and dist.world == 1:
+                raise _StopRequested
             bad += batch.bad_files
             if not len(batch.labels):
                 continue
@@ -407,10 +414,6 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
 
     args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
     args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
-    log(f"training MobileNet V1 α={cfg.width_mult} ρ={resolution} on {source.name}: "
-        f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
-        f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}" + (f" × {dist.world} processes" if dist.world > 1 else "")
-        + f", {cfg.epochs} epochs, {device.type}; out {out}")
     tb = _tensorboard(out) if dist.main else None
     try:
         run_log = open(out / "train.log", "a", encoding="utf-8") if dist.main else None
@@ -436,7 +439,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
 
     total_bad = 0
     try:
-        with _Signals() as signals:
+        with _Signals() as signals:  # from here a first signal means "save and stop"
+            log(f"training MobileNet V1 α={cfg.width_mult} ρ={resolution} on {source.name}: "
+                f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
+                f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}" + (f" × {dist.world} processes" if dist.world > 1 else "")
+                + f", {cfg.epochs} epochs, {device.type}; out {out}")
             for epoch in range(start_epoch, cfg.epochs):
                 from tqdm import tqdm
 
@@ -498,8 +505,13 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                 train_seconds = time.perf_counter() - began
                 loss_sum, correct, seen, bad = dist.sum(loss_sum, correct, seen, bad)
                 correct, seen, bad = int(correct), int(seen), int(bad)
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    ev = _evaluate(model, source, device, max(cfg.batch_size, 256), dist)
+                try:
+                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                        ev = _evaluate(model, source, device, max(cfg.batch_size, 256), dist, signals)
+                except _StopRequested:  # save the trained epoch; --resume evaluates it
+                    checkpoint(epoch, steps, {"sums": (loss_sum, correct, seen, bad, train_seconds)})
+                    raise Interrupted(f"stopped by {signals.received} while evaluating epoch {epoch + 1}; "
+                                      f"saved. Continue with: mobilenet train --out {out} --resume") from None
                 for line in ev["bad"]:
                     note(f"skipped {line}", err=True)
                 bad += ev["bad_count"]  # every process's, where the lines above are this one's
