@@ -27,6 +27,7 @@ EPOCHS = ["--epochs", "3"]
 
 # Runs the real CLI (sys.argv[4:]) with one fault planted in the process:
 #   write FILE K  the K-th write of FILE: its temporary file is cut in half, then SIGKILL
+#   sigwrite FILE K   SIGTERM during the K-th write of FILE
 #   eval - K      SIGKILL before the K-th test batch of evaluation
 #   evalsig - K   SIGTERM before the K-th test batch of evaluation
 #   step - K      SIGKILL in the K-th training step, after backward, before the update
@@ -44,13 +45,16 @@ def reached():
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
-if kind == "write":
+if kind in ("write", "sigwrite"):
     real_fsync = os.fsync
     def fsync(fd):
         name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
         if name.startswith(f".{target}.") and name.endswith(".tmp") and reached():
-            os.ftruncate(fd, os.fstat(fd).st_size // 2)
-            die()
+            if kind == "sigwrite":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                os.ftruncate(fd, os.fstat(fd).st_size // 2)
+                die()
         return real_fsync(fd)
     os.fsync = fsync
 elif kind in ("eval", "evalsig"):
@@ -207,10 +211,15 @@ def test_kill_9_at_random_moments(setup):
 def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     root, env, reference = setup
     out = root / "signals"
-    # SIGTERM once epoch 1 is saved: the run stops after the step in progress, saves it, exits 130
-    proc = _popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env, stdout=subprocess.DEVNULL,
-                  stderr=subprocess.PIPE)
-    wait_for(lambda: (out / "checkpoint.pt").exists(), proc)
+    # SIGTERM while epoch 1's files are written: the run stops once they are, exits 130
+    r = subprocess.run([sys.executable, "-c", FAULT, "sigwrite", "history.csv", "1", *_args(out)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 130 and "stopped by SIGTERM after epoch 1; saved" in r.stderr, r.stderr
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert_whole(out)
+
+    # SIGTERM in a step: the run stops after that step and saves it
+    proc = _start([sys.executable, "-m", "mobilenet", *_args(out)], env)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     state = torch.load(out / "checkpoint.pt", weights_only=True)

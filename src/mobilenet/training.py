@@ -212,7 +212,8 @@ class _Dist:
 
 
 class _Signals:
-    """First SIGINT/SIGTERM: stop after the current step and save. Second: stop now."""
+    """First SIGINT/SIGTERM: stop after the current step (or test batch, or the epoch's
+    files) and save. Second: stop now."""
 
     def __init__(self):
         self.received = None
@@ -228,6 +229,12 @@ class _Signals:
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
+
+    def agreed(self, dist: "_Dist") -> bool:
+        """Whether to stop now; under torchrun all processes stop when one was signalled."""
+        if dist.world > 1 and dist.sum(float(self.received is not None))[0] > 0:
+            self.received = self.received or "a signal to another process"
+        return self.received is not None
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -491,11 +498,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
                                     img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
-                    stop = signals.received
-                    if dist.world > 1 and dist.sum(float(stop is not None))[0] > 0:  # all stop at the same step
-                        stop = stop or "a signal to another process"
-                    if stop:
-                        signals.received = stop
+                    if signals.agreed(dist):
                         partial_state = {"sums": tuple(dist.sum(loss_sum, correct, seen, bad)) + (elapsed,)}
                         checkpoint(epoch, step + 1, partial_state)
                         raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
@@ -537,6 +540,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                      f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc "
                      f"{100 * row['test_acc']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  "
                      f"{row['seconds']:.1f}s" + (f"  {bad} files skipped" if bad else ""))
+                if epoch + 1 < cfg.epochs and signals.agreed(dist):  # came after the evaluation
+                    raise Interrupted(f"stopped by {signals.received} after epoch {epoch + 1}; saved. "
+                                      f"Continue with: mobilenet train --out {out} --resume")
     finally:
         if run_log:
             run_log.close()
