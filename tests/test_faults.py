@@ -75,6 +75,24 @@ def test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_no
     assert third.returncode == 0, third.stderr
 
 
+def test_a_forked_worker_does_not_keep_a_killed_runs_lock(tmp_path):
+    """DataLoader workers are forked from the trainer and may outlive a kill -9 by seconds;
+    the folder must be free as soon as the trainer is gone."""
+    from mobilenet.training import _lock
+
+    code = (f"import os, signal, time, pathlib\nfrom mobilenet.training import _lock\n"
+            f"lock = _lock(pathlib.Path({str(tmp_path)!r}))\n"
+            "if os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\n"  # the worker lives on
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        assert proc.wait(timeout=60) == -9 and (tmp_path / ".lock").exists()
+        _lock(tmp_path).close()  # free, though the forked child still runs
+    finally:
+        os.killpg(proc.pid, 9)
+
+
 def _epochs_done(out) -> int:
     return torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
 
@@ -186,3 +204,80 @@ def test_configs_naming_what_does_not_exist(small_run, tmp_path, change, words):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     for w in words:
         assert w in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda s: {"foo": 1}, "train_config"),
+    (lambda s: [1, 2], "not a checkpoint"),
+    (lambda s: {**s, "epoch": "3"}, "epoch"),
+    (lambda s: {**s, "model": {}}, "does not fit"),
+    (lambda s: {**s, "optimizer": {"state": {}, "param_groups": []}}, "does not fit"),
+], ids=["foreign", "list", "epoch-text", "no-weights", "other-optimizer"])
+def test_checkpoints_of_the_wrong_shape(small_run, tmp_path, change, words):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(small_run[0], out)
+    torch.save(change(torch.load(out / "checkpoint.pt", weights_only=True)), out / "checkpoint.pt")
+    with pytest.raises(MobileNetError, match=words) as e:
+        train(TrainConfig(epochs=4, out=str(out)), resume=True, log=lambda _: None)
+    assert "checkpoint.pt" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("image_size", None, "resize"),                 # neither image_size nor resize
+    ("channels", 3, "channels"),                    # a 1-channel network
+    ("resolution", "32", "resolution"),
+    ("resolution", 64, "resolution"),               # not the network's
+    ("mean", [0.5, 0.5, 0.5], "mean"),
+    ("std", [0], "std"),
+    ("resize", 9, "resize"),
+])
+def test_input_blocks_that_do_not_fit_the_network(small_run, exported, tmp_path, key, value, words):
+    import json
+    import shutil
+
+    from mobilenet.evaluate import read_config
+    from mobilenet.export import _set_metadata
+    from mobilenet.runtime import OnnxModel
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_run[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    if key == "resize":
+        config["input"]["image_size"] = None
+    config["input"][key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(MobileNetError, match=words):
+        read_config(folder)
+    # the same block in an exported model's metadata
+    import onnx
+    proto = onnx.load(str(exported))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    _set_metadata(proto, {**meta, "input": json.dumps(config["input"])})
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    with pytest.raises(MobileNetError, match=words):
+        OnnxModel(tmp_path / "m.onnx")
+
+
+@pytest.fixture(scope="module")
+def exported(small_run, tmp_path_factory):
+    from mobilenet.export import export
+
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    export(small_run[0], "onnx", output=path, log=lambda _: None)
+    return path
+
+
+def test_a_config_without_data_provenance_still_evaluates(small_run, tmp_path):
+    import json
+    import shutil
+
+    from mobilenet.evaluate import evaluate
+
+    folder = tmp_path / "model"
+    shutil.copytree(small_run[0], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["data"] = None
+    (folder / "config.json").write_text(json.dumps(config))
+    assert evaluate(folder)["images"] == 200  # the default data set (here the fake Fashion-MNIST)

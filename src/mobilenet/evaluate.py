@@ -12,6 +12,7 @@ from .errors import MobileNetError
 from .files import atomic_write_json, make_dir
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_confusion
+from .images import check_metadata
 from .runtime import classification_metrics
 
 
@@ -23,12 +24,8 @@ def read_config(model_dir) -> dict:
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
         info["model"] = MobileNetConfig.from_dict(info["model"])
-        classes, spec = info["classes"], info["input"]
-        if not (isinstance(classes, list) and len(classes) == info["model"].num_classes):
-            raise ValueError("'classes' does not match the model's num_classes")
-        missing = [key for key in ("channels", "resolution", "mean", "std") if key not in spec]
-        if missing:
-            raise ValueError(f"'input' lacks {missing}")
+        m = info["model"]
+        check_metadata(info["classes"], info["input"], info.get("data"), m.num_classes, m.in_channels, m.resolution)
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; a model folder holds config.json and model.safetensors") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -61,7 +58,7 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256
     """Top-1, top-5 and per-class accuracy on the test split of the model's data set (or
     `data`); writes metrics.json and confusion_matrix.png into `out` (default model_dir)."""
     model, info = load_model(model_dir)
-    provenance = info.get("data", {})
+    provenance = info.get("data") or {}
     data = data or provenance.get("name") or FASHION_MNIST
     seed = provenance.get("seed", 0)
     source = open_source(data, info["model"].resolution, seed, val_split=provenance.get("val_split", 0.2),

@@ -60,7 +60,7 @@ def fast_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
 def _metadata(info: dict) -> dict[str, str]:
     return {"classes": json.dumps(info["classes"]), "input": json.dumps(info["input"]),
-            "model": json.dumps(info["model"].to_dict()), "data": json.dumps(info.get("data", {})),
+            "model": json.dumps(info["model"].to_dict()), "data": json.dumps(info.get("data") or {}),
             "producer": "mobilenet"}
 
 
@@ -91,7 +91,7 @@ def onnx_bytes(model: nn.Module, info: dict) -> bytes:
 
 def _source(info: dict):
     """The data set the model was trained on, as its config.json names it."""
-    data = info.get("data", {})
+    data = info.get("data") or {}
     return open_source(data.get("name", "fashion-mnist"), info["input"]["resolution"], data.get("seed", 0),
                        val_split=data.get("val_split", 0.2), workers=0)
 

@@ -202,6 +202,41 @@ def prepare(image, spec: dict) -> np.ndarray:
     return ((x / np.float32(255) - mean) / std).astype(np.float32)
 
 
+def check_metadata(classes, spec, data, num_classes=None, channels=None, resolution=None) -> None:
+    """A model's classes, "input" and "data" (config.json, or an ONNX file's metadata),
+    checked against the network: ValueError says what is wrong, before any image is read."""
+    def whole(v, low, high):
+        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ValueError("'classes' must be a list of class names")
+    if num_classes is not None and len(classes) != num_classes:
+        raise ValueError(f"'classes' names {len(classes)} classes, the model has {num_classes}")
+    if not isinstance(spec, dict):
+        raise ValueError("'input' must be an object")
+    missing = [key for key in ("channels", "resolution", "mean", "std") if key not in spec]
+    if missing:
+        raise ValueError(f"'input' lacks {missing}")
+    c, r = spec["channels"], spec["resolution"]
+    if c not in (1, 3) or not whole(c, 1, 3) or (channels is not None and c != channels):
+        raise ValueError(f"input channels is {c!r}; the network takes {channels or '1 or 3'}")
+    if not whole(r, 32, 4096) or (resolution is not None and r != resolution):
+        raise ValueError(f"input resolution is {r!r}; the network takes {resolution or '32 to 4096'}")
+    for key in ("mean", "std"):
+        v = spec[key]
+        if not (isinstance(v, list) and len(v) == c and all(isinstance(x, (int, float)) and np.isfinite(x) for x in v)):
+            raise ValueError(f"input {key} must be a list of {c} numbers, got {v!r}")
+    if not all(x > 0 for x in spec["std"]):
+        raise ValueError("input std must be positive")
+    if spec.get("image_size") is not None:
+        if not whole(spec["image_size"], 1, 4096):
+            raise ValueError(f"input image_size is {spec['image_size']!r}; use 1 to 4096")
+    elif not whole(spec.get("resize"), r, 4096):
+        raise ValueError(f"input needs image_size, or resize from {r} to 4096 (got {spec.get('resize')!r})")
+    if data is not None and not (isinstance(data, dict) and isinstance(data.get("name", ""), str)):
+        raise ValueError("'data' must be an object naming the data set")
+
+
 def crop_input_spec(channels: int, resolution: int, mean, std) -> dict:
     """config.json's "input" for images of any size: shorter side to 256/224 of the
     resolution, then a centre crop (torchvision's and timm's test recipe)."""

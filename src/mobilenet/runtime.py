@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import MobileNetError
 from .images import (
-    bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, prepare_files, read_idx,
+    bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, prepare_files, read_idx,
 )
 
 
@@ -34,9 +34,14 @@ class OnnxModel:
             meta = self.session.get_modelmeta().custom_metadata_map
             self.classes = json.loads(meta["classes"])
             self.spec = json.loads(meta["input"])
-            self.data = json.loads(meta.get("data", "{}"))
+            self.data = json.loads(meta.get("data", "{}")) or {}
+            shape = self.session.get_inputs()[0].shape  # [batch, channels, height, width]; ints where fixed
+            fixed = [d if isinstance(d, int) else None for d in shape[1:3]]
+            check_metadata(self.classes, self.spec, self.data, None, *fixed)
         except KeyError as e:
             raise MobileNetError(f"{path} has no {e} metadata; export it with `mobilenet export`") from None
+        except ValueError as e:  # also JSONDecodeError
+            raise MobileNetError(f"{path}: its metadata does not fit the network ({e}); re-export it") from None
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             detail = str(e).splitlines()[0][:160]
             raise MobileNetError(f"{path} is not a loadable ONNX model ({detail}); re-export it") from None

@@ -265,8 +265,9 @@ def save_model(model: MobileNetV1, out: Path, info: dict) -> None:
 
 def _lock(out: Path):
     """Hold out/.lock for the whole run: a second `mobilenet train` on the same folder is
-    refused. flock is released by the kernel when the process ends, even by kill -9, so
-    a killed run never blocks the next one."""
+    refused. The kernel releases the lock when the process ends, even by kill -9, so a
+    killed run never blocks the next one. A POSIX record lock (lockf), not flock: forked
+    DataLoader workers do not inherit it, so they cannot hold it after a kill -9."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, as before
@@ -276,7 +277,7 @@ def _lock(out: Path):
     except OSError as e:
         raise MobileNetError(f"--out {out}: cannot write there ({e.strerror}); choose a writable folder") from None
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         raise MobileNetError(f"{out} is in use by another `mobilenet train`; wait for it, stop it, "
@@ -302,10 +303,17 @@ def _load_checkpoint(path: Path) -> dict:
     if not path.exists():
         raise MobileNetError(f"--resume: {path} not found; start a new run without --resume")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except Exception as e:
         raise MobileNetError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}); "
                              "start a new run in another --out folder") from None
+    kinds = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "step": int, "history": list,
+             "best_acc": float, "rng": torch.Tensor, "train_config": dict}
+    wrong = [k for k, kind in kinds.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
+    if wrong:
+        raise MobileNetError(f"--resume: {path} is not a checkpoint of `mobilenet train` (no valid {', '.join(wrong)}); "
+                             "start a new run in another --out folder")
+    return state
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = False) -> dict:
@@ -400,11 +408,15 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
 
     history, best_acc, start_epoch, start_step, partial = [], -1.0, 0, 0, None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise MobileNetError(f"--resume: {ckpt_path} does not fit this run ({str(e).splitlines()[0][:160]}); "
+                                 "start a new run in another --out folder") from None
         if scheduler.base_lrs[0] != lr:  # a new --lr on resume: same schedule, new peak
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
             for group in optimizer.param_groups:
