@@ -281,3 +281,22 @@ def test_a_config_without_data_provenance_still_evaluates(small_run, tmp_path):
     config["data"] = None
     (folder / "config.json").write_text(json.dumps(config))
     assert evaluate(folder)["images"] == 200  # the default data set (here the fake Fashion-MNIST)
+
+
+def test_an_extreme_aspect_ratio_is_refused_before_it_is_resized(tmp_path):
+    Image.new("L", (50000, 1)).save(tmp_path / "strip.png")  # 256 px high would make it 12.8 M px wide
+    with pytest.raises(MobileNetError, match="strip.png.*aspect ratio"):
+        load_image(tmp_path / "strip.png")
+
+
+def test_a_link_loop_in_an_image_folder_is_walked_once(tmp_path):
+    from conftest import make_image_folder
+    from mobilenet.images import scan_folder
+
+    root = make_image_folder(tmp_path / "images", per_class=3, corrupt=False)
+    before = scan_folder(root)
+    (root / "cat" / "loop").symlink_to(root / "cat")     # cat/loop/loop/... forever
+    (root / "cat" / "again").symlink_to(root / "cat")
+    (root / "dog" / "sub").mkdir()
+    (root / "dog" / "sub" / "up").symlink_to(root / "dog")
+    assert scan_folder(root) == before  # no image twice, so none in both train and test

@@ -68,6 +68,9 @@ def fashion_mnist_dir() -> Path:
     return raw
 
 
+MAX_ASPECT = 100  # a 1×50,000 image would resize to 256×12,800,000 (3 GB)
+
+
 def load_image(path, channels: int = 3):
     """Open any image (JPEG, PNG, BMP, GIF, WebP, TIFF; L, RGB, RGBA, P, CMYK, 16-bit),
     apply its EXIF rotation, and convert it to 8-bit RGB (3 channels) or L (1 channel).
@@ -76,8 +79,13 @@ def load_image(path, channels: int = 3):
 
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's notes on odd files: the file decodes, or we say why not
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
+                w, h = im.size
+                if max(w, h) > MAX_ASPECT * min(w, h):  # its resize to 256 on the short side would be huge
+                    raise MobileNetError(f"{path}: {w}×{h} pixels, an aspect ratio beyond {MAX_ASPECT}:1; "
+                                         "crop it to the object first")
                 im.seek(0)  # first frame of an animation
                 im = ImageOps.exif_transpose(im)
                 im.load()
@@ -103,10 +111,14 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     samples = []
     for index, name in enumerate(classes):
-        for folder, _, files in sorted(os.walk(root / name, followlinks=True)):
-            for f in sorted(files):
-                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                    samples.append((os.path.join(folder, f), index))
+        found, seen = [], {os.path.realpath(root / name)}
+        for folder, subfolders, files in os.walk(root / name, followlinks=True):
+            # links are followed, but each real folder once: a link loop ends here
+            real = {d: os.path.realpath(os.path.join(folder, d)) for d in subfolders}
+            subfolders[:] = [d for d in subfolders if real[d] not in seen]
+            seen.update(real.values())
+            found += [(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+        samples += [(os.path.join(folder, f), index) for folder, f in sorted(found)]
     return classes, samples
 
 
