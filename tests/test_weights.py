@@ -99,3 +99,12 @@ def test_init_errors(tmp_path, fake_fashion):
     wide = MobileNetV1(width_mult=0.5)
     with pytest.raises(MobileNetError, match="--width"):
         fit_state_dict(MobileNetV1().state_dict(), wide)
+
+
+@pytest.mark.fault
+def test_init_weights_of_odd_shapes_are_one_error():
+    model = MobileNetV1(num_classes=10, in_channels=1)
+    state = MobileNetV1().state_dict()
+    state["features.conv1.0.weight"] = torch.zeros(32)  # 1-D where a 4-D filter bank belongs
+    with pytest.raises(MobileNetError, match="do not fit"):
+        fit_state_dict(state, model)

@@ -83,8 +83,10 @@ def fit_state_dict(state: dict, model: MobileNetV1) -> dict:
         raise MobileNetError(f"--init: {e}") from None
     target = model.state_dict()
     state = dict(state)
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MobileNetError("--init: the file holds more than tensors; give a state dict of MobileNet V1 weights")
     first = "features.conv1.0.weight"
-    if first in state and state[first].shape[1] != target[first].shape[1]:
+    if first in state and state[first].ndim == 4 and state[first].shape[1] != target[first].shape[1]:
         if target[first].shape[1] != 1:
             raise MobileNetError(f"--init: the weights take {state[first].shape[1]} input channels, the model "
                                  f"{target[first].shape[1]}; only 3 -> 1 (grey) is adapted")
