@@ -300,3 +300,12 @@ def test_a_link_loop_in_an_image_folder_is_walked_once(tmp_path):
     (root / "dog" / "sub").mkdir()
     (root / "dog" / "sub" / "up").symlink_to(root / "dog")
     assert scan_folder(root) == before  # no image twice, so none in both train and test
+
+
+def test_a_file_where_the_tensorboard_folder_goes(fake_fashion, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "tensorboard").write_text("in the way")
+    with pytest.raises(MobileNetError, match="tensorboard"):
+        train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, out=str(out)), log=lambda _: None)

@@ -442,8 +442,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
     def note(line: str, err: bool = False) -> None:
         (print(line, file=sys.stderr) if err else log(line))
         if run_log:
-            run_log.write(line + "\n")
-            run_log.flush()
+            try:
+                run_log.write(line + "\n")
+                run_log.flush()
+            except OSError as e:  # a full disk: say so; the checkpoint written before is intact
+                raise MobileNetError(f"cannot write {out / 'train.log'}: {e.strerror}") from None
 
     def checkpoint(epoch: int, step: int, partial_state) -> None:
         if not dist.main:  # only rank 0 writes files
@@ -543,11 +546,11 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                 if dist.main:
                     _write_history(history, out)
                     plot_curves(history, out)
-                if tb:
+                checkpoint(epoch + 1, 0, None)  # the commit point of the epoch
+                if tb:  # after it: a resumed run never logs an epoch twice
                     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                         tb.add_scalar(key, row[key], row["epoch"])
                     tb.flush()
-                checkpoint(epoch + 1, 0, None)  # the commit point of the epoch
                 note(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
                      f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc "
                      f"{100 * row['test_acc']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  "
@@ -574,4 +577,8 @@ def _tensorboard(out: Path):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is an optional extra
         return None
-    return SummaryWriter(str(out / "tensorboard"))
+    try:
+        return SummaryWriter(str(out / "tensorboard"))
+    except OSError as e:
+        raise MobileNetError(f"--out {out}: cannot write the tensorboard folder ({e.strerror}); "
+                             "move what is in the way or choose another --out") from None
