@@ -10,9 +10,9 @@ import torch
 from .data import FASHION_MNIST, open_source, prepare_images
 from .errors import MobileNetError
 from .files import atomic_write_json, make_dir
+from .images import check_metadata
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_confusion
-from .images import check_metadata
 from .runtime import classification_metrics
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from .errors import MobileNetError
 from .images import (
-    bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, prepare_files, read_idx,
+    bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare,
+    prepare_files, read_idx,
 )
 
 
