@@ -245,6 +245,10 @@ class _Signals:
 RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png")
 
 
+def _continue(out: Path) -> str:
+    return f"Continue with: mobilenet train --out {out} --resume"
+
+
 def _write_history(history: list[dict], out: Path) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
@@ -347,8 +351,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before training began): stop now
         saved = (out / "checkpoint.pt").exists()
-        raise Interrupted("interrupted at once; " + (f"{out} keeps its last checkpoint. Continue with: mobilenet "
-                          f"train --out {out} --resume" if saved else "nothing was saved yet")) from None
+        raise Interrupted("interrupted at once; " + (f"{out} keeps its last checkpoint. {_continue(out)}"
+                                                     if saved else "nothing was saved yet")) from None
     finally:
         if lock:
             lock.close()
@@ -517,7 +521,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                         partial_state = {"sums": tuple(dist.sum(loss_sum, correct, seen, bad)) + (elapsed,)}
                         checkpoint(epoch, step + 1, partial_state)
                         raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
-                                          f"saved. Continue with: mobilenet train --out {out} --resume")
+                                          f"saved. {_continue(out)}")
                 bar.close()
                 start_step, partial = 0, None
                 train_seconds = time.perf_counter() - began
@@ -529,7 +533,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                 except _StopRequested:  # save the trained epoch; --resume evaluates it
                     checkpoint(epoch, steps, {"sums": (loss_sum, correct, seen, bad, train_seconds)})
                     raise Interrupted(f"stopped by {signals.received} while evaluating epoch {epoch + 1}; "
-                                      f"saved. Continue with: mobilenet train --out {out} --resume") from None
+                                      f"saved. {_continue(out)}") from None
                 for line in ev["bad"]:
                     note(f"skipped {line}", err=True)
                 bad += ev["bad_count"]  # every process's, where the lines above are this one's
@@ -556,8 +560,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                      f"{100 * row['test_acc']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  "
                      f"{row['seconds']:.1f}s" + (f"  {bad} files skipped" if bad else ""))
                 if epoch + 1 < cfg.epochs and signals.agreed(dist):  # came after the evaluation
-                    raise Interrupted(f"stopped by {signals.received} after epoch {epoch + 1}; saved. "
-                                      f"Continue with: mobilenet train --out {out} --resume")
+                    raise Interrupted(f"stopped by {signals.received} after epoch {epoch + 1}; saved. {_continue(out)}")
     finally:
         if run_log:
             run_log.close()

@@ -106,7 +106,7 @@ def fit_state_dict(state: dict, model: MobileNetV1) -> dict:
 def convert_timm(file, output, resolution: int = 224) -> Path:
     """`mobilenet convert --from-timm FILE --output DIR`: a model folder (model.safetensors
     + config.json) from a timm mobilenetv1 state dict, ready for predict and export."""
-    from .files import atomic_write_bytes, atomic_write_json, make_dir
+    from .files import make_dir
 
     state = read_weight_file(file)
     if not is_timm(state):
@@ -124,11 +124,9 @@ def convert_timm(file, output, resolution: int = 224) -> Path:
             classes = [str(c) for c in ImageNetInfo().label_descriptions()]
         except Exception:  # noqa: BLE001 - names are a nicety; numbered classes still work
             pass
-    output = make_dir(output, "--output")
-    from safetensors.torch import save
+    from .training import save_model
 
-    atomic_write_bytes(output / "model.safetensors", save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    output = make_dir(output, "--output")
     spec = crop_input_spec(config.in_channels, resolution, IMAGENET_MEAN, IMAGENET_STD)
-    atomic_write_json(output / "config.json", {"model": config.to_dict(), "classes": classes, "input": spec,
-                                               "data": {"name": "imagenet", "source": str(file)}})
+    save_model(model, output, {"classes": classes, "input": spec, "data": {"name": "imagenet", "source": str(file)}})
     return output
