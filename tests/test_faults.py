@@ -5,7 +5,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import zlib
 
 import numpy as np
@@ -17,7 +16,7 @@ from mobilenet.errors import MobileNetError
 from mobilenet.images import load_image
 from mobilenet.training import TrainConfig, train
 
-from conftest import TINY, cli
+from conftest import HANG, TINY, cli, wait_for
 
 pytestmark = pytest.mark.fault  # counted in the README's fault-case total
 
@@ -57,15 +56,13 @@ def test_animated_gif_gives_its_first_frame(tmp_path):
 def test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_not_block(tmp_path):
     from conftest import make_fashion_like
 
-    env = {"MOBILENET_FASHION_MNIST": str(make_fashion_like(tmp_path / "f", n_train=1500, n_test=100))}
+    env = {"MOBILENET_FASHION_MNIST": str(make_fashion_like(tmp_path / "f", n_train=320, n_test=100))}
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "mobilenet", "train", *TINY, "--epochs", "30", "--out", str(out)],
+    # far more epochs than it will live: it holds the folder until it is killed, on any machine
+    first = subprocess.Popen([sys.executable, "-m", "mobilenet", "train", *TINY, "--epochs", "100000", "--out", str(out)],
                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        start = time.time()
-        while not (out / "checkpoint.pt").exists():
-            assert first.poll() is None and time.time() - start < 120
-            time.sleep(0.05)
+        wait_for(lambda: (out / "checkpoint.pt").exists(), first)
         second = cli("train", *TINY, "--out", str(out), "--resume", env=env)
         assert second.returncode == 1 and "in use" in second.stderr and "Traceback" not in second.stderr
     finally:
@@ -87,7 +84,7 @@ def test_a_forked_worker_does_not_keep_a_killed_runs_lock(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        assert proc.wait(timeout=60) == -9 and (tmp_path / ".lock").exists()
+        assert proc.wait(timeout=HANG) == -9 and (tmp_path / ".lock").exists()
         _lock(tmp_path).close()  # free, though the forked child still runs
     finally:
         os.killpg(proc.pid, 9)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from mobilenet.training import HISTORY_FIELDS, RUN_FILES
 
-from conftest import TINY, history, make_fashion_like, make_image_folder, wait_for
+from conftest import HANG, TINY, history, make_fashion_like, make_image_folder, wait_for
 
 pytestmark = pytest.mark.fault  # counted in the README's fault-case total
 
@@ -31,7 +31,7 @@ EPOCHS = ["--epochs", "3"]
 #   eval - K      SIGKILL before the K-th test batch of evaluation
 #   evalsig - K   SIGTERM before the K-th test batch of evaluation
 #   step - K      SIGKILL in the K-th training step, after backward, before the update
-#   slow - 0      every step takes 2 s longer (to land two signals inside one step)
+#   slow - 0      every step takes 60 s longer (two signals land inside one step on any machine)
 FAULT = r"""
 import os, signal, sys, time
 kind, target, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -71,7 +71,7 @@ elif kind in ("step", "slow"):
     real_step = torch.amp.GradScaler.step
     def step(self, *a, **kw):
         if kind == "slow":
-            time.sleep(2.0)
+            time.sleep(60.0)
         elif reached():
             die()
         return real_step(self, *a, **kw)
@@ -221,7 +221,7 @@ def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     # SIGTERM in a step: the run stops after that step and saves it
     proc = _start([sys.executable, "-m", "mobilenet", *_args(out)], env)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert proc.returncode == 130 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert f"stopped by SIGTERM at epoch {state['epoch'] + 1}, step {state['step']}; saved" in err
@@ -236,7 +236,7 @@ def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130 and "interrupted at once" in err and "--resume" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert (out / "checkpoint.pt").read_bytes() == saved
@@ -266,7 +266,7 @@ def test_a_signal_to_the_whole_process_group_with_dataloader_workers(tmp_path, s
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     wait_for(lambda: len(children.read_text().split()) >= 2, proc)  # the two workers are up
     os.killpg(proc.pid, sig)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=HANG)
     assert proc.returncode == 130 and f"stopped by {sig.name}" in err and "saved" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] > 0

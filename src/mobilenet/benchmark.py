@@ -21,6 +21,7 @@ import torch
 
 from .cost import cost_report
 from .errors import MobileNetError
+from .progress import bar
 from .config import RUNTIMES
 from .model import MobileNetConfig, MobileNetV1
 
@@ -161,12 +162,16 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
         if cfg.width_mult != 1.0:  # timm's reference exists at α = 1 only (mobilenetv1_100)
             runtimes = [r for r in runtimes if r != "timm"]
     cost = cost_report(cfg)
-    roofline = matmul_gflops()
+    roofline = matmul_gflops(seconds=min(0.5, min_seconds))
     rows = []
     order = (["timm"] if "timm" in runtimes else []) + [r for r in runtimes if r != "timm"]
     # export and quantization, once: the ONNX graph takes any batch size; not timed
     sample = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution)
-    prepared = {name: _prepare(name, model, sample, calibration) for name in order}
+    shown = bar(total=len(order) + len(batch_sizes), desc="bench")
+    prepared = {}
+    for name in order:
+        prepared[name] = _prepare(name, model, sample, calibration)
+        shown.update()
     for batch in batch_sizes:
         x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)
         runs, memory = {}, {}
@@ -187,9 +192,11 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
                          "params": None if name == "timm" else cost["params"],  # timm: its own module
                          "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline,
                          "speedup_vs_timm": 1000 * reference / ms if reference else None})
+        shown.update()
+    shown.close()
     return {
         "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
-        "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+        "machine": {"cpu": _cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
                     "timm": _version("timm"), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
@@ -216,10 +223,20 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_features() -> list[str]:
+    """The x86 vector extensions that decide which kernels run (and how fast int8 is)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+
+
 def format_table(result: dict) -> str:
     m, cfg = result["machine"], result["model"]
     lines = [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
-             f"{cfg['num_classes']} classes; {m['cpu']}, {m['threads']} threads; torch {m['torch']}, "
+             f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}, timm {m['timm']}",
              f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
              f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "

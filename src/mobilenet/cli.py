@@ -9,8 +9,9 @@ import json
 import os
 import sys
 
+from . import __version__, progress
 from . import config as M
-from .errors import MobileNetError
+from .errors import BadArgument, MobileNetError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +38,16 @@ RESOLUTION = _number("resolution", M.MIN_RESOLUTION, M.MAX_RESOLUTION, int)
 NUM_CLASSES = _number("num-classes", 1, 10**6, int)
 
 
+def _data(text):
+    if text == "fashion-mnist" or os.path.isdir(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: no such folder; give 'fashion-mnist' or a folder with one sub-folder "
+                                     "per class")
+
+
+_data.__name__ = "data"
+
+
 def _variant(text):
     if text not in M.list_models():
         raise argparse.ArgumentTypeError(f"unknown variant {text!r}; use one of {', '.join(M.list_models())}")
@@ -57,9 +68,9 @@ def _cmd_cost(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .cost import models_table
+    from .cost import models, models_table
 
-    print(models_table())
+    print(json.dumps(models(), indent=2) if args.json else models_table())
     return 0
 
 
@@ -67,7 +78,7 @@ def _cmd_train(args) -> int:
     from .training import TrainConfig, train
 
     if args.resume and not args.out:
-        raise MobileNetError("--resume needs --out DIR, the folder of the run to continue")
+        raise BadArgument("--resume needs --out DIR, the folder of the run to continue")
     cfg = TrainConfig(
         data=args.data, epochs=args.epochs if args.resume else (args.epochs or 50), width_mult=args.width,
         resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
@@ -86,6 +97,9 @@ def _cmd_evaluate(args) -> int:
         from .evaluate import evaluate
 
         m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
     print(f"{m['data']}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
           f"loss {m['loss']:.4f}")
     width = max(len(c) for c in m["per_class"])
@@ -101,17 +115,17 @@ def _cmd_predict(args) -> int:
         from .runtime import predict_onnx as predict
     else:
         from .evaluate import predict
-    results, errors = predict(args.model, args.images, top_k=args.top_k)
-    for line in errors:
-        print(f"mobilenet predict: error: {line}", file=sys.stderr)
+    results, failed = predict(args.model, args.images, top_k=args.top_k)
+    for f in failed:
+        print(f"mobilenet predict: error: {f['image']}: {f['reason']}", file=sys.stderr)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"predictions": results, "failed": failed}, indent=2))
     else:
         for r in results:
             print(r["image"])
             for p in r["predictions"]:
                 print(f"  {100 * p['probability']:6.2f}%  {p['class']}")
-    return 1 if errors else 0
+    return 1 if failed else 0
 
 
 def _cmd_samples(args) -> int:
@@ -125,7 +139,11 @@ def _cmd_samples(args) -> int:
 def _cmd_export(args) -> int:
     from .export import export
 
-    r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration)
+    r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
+               int8_preset=args.int8_preset, log=(lambda line: print(line, file=sys.stderr)) if args.json else print)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
     real = r["real"]["max_abs_diff"]
     print(f"{args.format} float32 checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} "
           "on random inputs" + (f", {real:.2e} on real test images (top-1 identical: {r['real']['same_top1']})"
@@ -166,84 +184,116 @@ def _cmd_bench(args) -> int:
 
     if args.model:
         if args.width or args.resolution:
-            raise MobileNetError("--width and --resolution describe an untrained network; with --model they come "
+            raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
                                  "from its config.json: give one or the other")
         from .evaluate import load_model
 
         model, _ = load_model(args.model)
-        result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime)
+        result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
     else:
         config = M.MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
-        result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime)
+        result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
 
+def _json(p, what: str = "print one JSON object") -> None:
+    p.add_argument("--json", action="store_true", help=f"{what} (default off: text)")
+
+
+def _workers(p) -> None:
+    p.add_argument("--workers", type=_number("workers", 0, 64, int),
+                   help="DataLoader workers for image folders (default: up to 4, one per core)")
+
+
+def _runtime(p) -> None:
+    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
+                   help="torch (default), or onnxruntime: --model is then an exported .onnx file and torch is "
+                   "not needed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="mobilenet", description="MobileNet V1: build, cost, train, evaluate, predict, export.")
+    parser.add_argument("--version", action="version", version=f"mobilenet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("cost", help="parameters and mult-adds, layer by layer (Tables 1-4)")
-    p.add_argument("--variant", type=_variant, help="one of the paper's 16 variants, e.g. mobilenet_v1_0.75_192")
+    p.add_argument("--variant", type=_variant, help="one of the paper's 16 variants, e.g. mobilenet_v1_0.75_192 "
+                   "(default none: α, ρ and classes as given)")
     p.add_argument("--width", type=WIDTH, help="width multiplier α (default 1.0)")
     p.add_argument("--resolution", type=RESOLUTION, help="input size ρ in pixels (default 224)")
     p.add_argument("--num-classes", type=NUM_CLASSES, help="FC outputs (default 1000)")
-    p.add_argument("--full-conv", action="store_true", help="Table 4's Conv MobileNet: standard 3×3 convs")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--full-conv", action="store_true", help="Table 4's Conv MobileNet: standard 3×3 convs "
+                   "(default off: depthwise separable)")
+    _json(p)
     p.set_defaults(func=_cmd_cost)
 
     p = sub.add_parser("train", help="train on Fashion-MNIST (default) or a folder of images")
-    p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist' (default) or a folder, one sub-folder per class")
+    p.add_argument("--data", type=_data, default="fashion-mnist",
+                   help="'fashion-mnist' (default) or a folder, one sub-folder per class")
     p.add_argument("--epochs", type=_number("epochs", 1, 100_000, int), help="default 50, the seed's budget")
     p.add_argument("--width", type=WIDTH, default=1.0, help="width multiplier α (default 1.0)")
     p.add_argument("--resolution", type=RESOLUTION, help="input size ρ (default 64 for Fashion-MNIST, 224 for folders)")
-    p.add_argument("--batch-size", type=_number("batch-size", 2, 65_536, int), default=64)
+    p.add_argument("--batch-size", type=_number("batch-size", 2, 65_536, int), default=64,
+                   help="images per step, per process (default 64)")
     p.add_argument("--lr", type=_number("lr", 1e-8, 100.0), help="peak learning rate (default: by optimizer, "
                    "scaled with the batch size)")
-    p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default="sgd")
+    p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default="sgd",
+                   help="sgd (default; Nesterov momentum 0.9), rmsprop as the paper, or adamw")
     p.add_argument("--weight-decay", type=_number("weight-decay", 0.0, 1.0), default=4e-5,
                    help="L2 on conv and FC weights, not on depthwise filters or BN (default 4e-5)")
     p.add_argument("--init", help="start from weights: timm:mobilenetv1_100.ra4_e3600_r224_in1k (internet), "
-                   "a timm checkpoint file, or a model.safetensors of ours")
+                   "a timm checkpoint file, or a model.safetensors of ours (default none: from scratch)")
     p.add_argument("--augment", choices=["flip-shift", "flip", "none"], default="flip-shift",
                    help="training augmentation (default flip-shift; short runs learn faster with none)")
-    p.add_argument("--dropout", type=_number("dropout", 0.0, 0.999), default=0.0)
-    p.add_argument("--seed", type=_number("seed", 0, 2**63 - 1, int), default=0)
+    p.add_argument("--dropout", type=_number("dropout", 0.0, 0.999), default=0.0,
+                   help="dropout before the FC layer (default 0, as the paper)")
+    p.add_argument("--seed", type=_number("seed", 0, 2**63 - 1, int), default=0,
+                   help="seeds the weights, the shuffle and the augmentation (default 0)")
     p.add_argument("--out", help="run folder (default runs/<dataset>-<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--limit", type=_number("limit", 2, 10**9, int), help="train on only N images")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (default off: a new run)")
+    p.add_argument("--limit", type=_number("limit", 2, 10**9, int),
+                   help="train on only N images (default: all)")
     p.add_argument("--val-split", type=_number("val-split", 0.01, 0.99), default=0.2,
                    help="fraction held out of a folder without train/ and val/ (default 0.2)")
-    p.add_argument("--strict", action="store_true", help="stop at a file that does not decode")
-    p.add_argument("--workers", type=_number("workers", 0, 64, int), help="DataLoader workers for folders")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at a file that does not decode (default off: skip it and count it)")
+    _workers(p)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto (default) takes a GPU when there is one")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
-    p.add_argument("--data", help="default: the data set the model was trained on")
+    p.add_argument("--data", type=_data, help="'fashion-mnist' or a folder (default: the data set the model "
+                   "was trained on)")
     p.add_argument("--out", help="where metrics.json and confusion_matrix.png go (default: --model)")
-    p.add_argument("--workers", type=_number("workers", 0, 64, int))
-    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
-                   help="onnxruntime: --model is an exported .onnx file; torch is not needed")
+    _workers(p)
+    _runtime(p)
+    _json(p)
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="class names with softmax probabilities for images")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top-k", type=_number("top-k", 1, 10**6, int), default=5)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
-                   help="onnxruntime: --model is an exported .onnx file; torch is not needed")
+    p.add_argument("--top-k", type=_number("top-k", 1, 10**6, int), default=5,
+                   help="classes shown per image (default 5)")
+    _json(p, "{predictions, failed}: each image's classes, and each image that failed with its reason")
+    _runtime(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="one deployable file (ONNX, int8 ONNX, TorchScript) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--int8", action="store_true", help="static int8 quantization (ONNX Runtime, QDQ)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
+    p.add_argument("--int8", action="store_true",
+                   help="static int8 quantization (ONNX Runtime, QDQ; default off: float32)")
+    p.add_argument("--int8-preset", choices=["portable", "vnni"], default="portable",
+                   help="portable (default): 7-bit weights, exact on every x86-64 and ARM CPU; vnni: 8-bit weights, "
+                   "for CPUs with VNNI or ARM only (on AVX2-only x86 its sums can saturate)")
     p.add_argument("--calibration", type=_number("calibration", 1, 100_000, int), default=300,
                    help="training images to calibrate int8 on (default 300)")
     p.add_argument("--output", help="file to write (default: in --model)")
+    _json(p, "print the export's report as one JSON object")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("bench", help="inference speed of each runtime against timm, on this machine")
@@ -254,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_int_list, default=[1, 16], help="comma-separated (default 1,16)")
     p.add_argument("--runtime", type=_runtime_list, default=list(M.RUNTIMES),
                    help=f"comma-separated, any of {','.join(M.RUNTIMES)} (default all)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--seconds", type=_number("seconds", 0.01, 3600.0), default=1.0,
+                   help="timing per runtime and batch size, at least 10 runs (default 1)")
+    _json(p)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("convert", help="a model folder from a timm mobilenetv1 state dict")
@@ -265,18 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
     p.add_argument("--out", default="samples", help="folder (default ./samples)")
-    p.add_argument("--count", type=_number("count", 1, 10_000, int), default=5)
+    p.add_argument("--count", type=_number("count", 1, 10_000, int), default=5, help="images to write (default 5)")
     p.set_defaults(func=_cmd_samples)
 
     p = sub.add_parser("models", help="the paper's 16 variants with their cost (Tables 6, 7)")
+    _json(p)
     p.set_defaults(func=_cmd_models)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress.show(sys.stderr.isatty())  # bars on a terminal only
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside the try
+        return code
+    except BrokenPipeError:  # `mobilenet cost | head -1`: the reader left; end quietly, as `cat` would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool that a closed pipe stopped
     except (MobileNetError, ValueError) as e:
         print(f"mobilenet {args.command}: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 1)

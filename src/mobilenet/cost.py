@@ -191,12 +191,20 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
-def models_table() -> str:
-    """Tables 6 and 7: the paper's 16 variants with their mult-adds and parameters."""
-    lines = [f"{'name':<24} {'α':>5} {'ρ':>4} {'mult-adds':>10} {'params':>7}"]
+def models() -> list[dict]:
+    """Tables 6 and 7 as data: the paper's 16 variants with their mult-adds and parameters."""
+    rows = []
     for name in list_models():
-        cfg = get_config(name)
-        r = cost_report(cfg)
-        lines.append(f"{name:<24} {cfg.width_mult:>5g} {cfg.resolution:>4} {_m(r['mult_adds']):>10} "
+        cfg, r = get_config(name), cost_report(get_config(name))
+        rows.append({"name": name, "width_mult": cfg.width_mult, "resolution": cfg.resolution,
+                     "mult_adds": r["mult_adds"], "params": r["params"]})
+    return rows
+
+
+def models_table() -> str:
+    """Tables 6 and 7 as text, one variant a line."""
+    lines = [f"{'name':<24} {'α':>5} {'ρ':>4} {'mult-adds':>10} {'params':>7}"]
+    for r in models():
+        lines.append(f"{r['name']:<24} {r['width_mult']:>5g} {r['resolution']:>4} {_m(r['mult_adds']):>10} "
                      f"{_m(r['params']):>7}")
     return "\n".join(lines)

@@ -301,7 +301,7 @@ def open_source(data: str, resolution: int, seed: int, limit: int | None = None,
     return FolderSource(data, resolution, seed, val_split, limit, workers, augment=augment)
 
 
-def prepare_images(paths, spec: dict) -> tuple[torch.Tensor | None, list, list[str]]:
+def prepare_images(paths, spec: dict) -> tuple[torch.Tensor | None, list, list[dict]]:
     """images.prepare_files as a torch batch: prepared exactly like the test images."""
     batch, ok, errors = prepare_files(paths, spec)
     return (torch.from_numpy(batch) if batch is not None else None), ok, errors

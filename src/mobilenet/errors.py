@@ -14,3 +14,9 @@ class Interrupted(MobileNetError):
     """Stopped by SIGINT or SIGTERM after saving; resumable."""
 
     exit_code = 130
+
+
+class BadArgument(MobileNetError):
+    """Arguments that cannot go together, found after argparse: exit 2, as argparse does."""
+
+    exit_code = 2

@@ -13,6 +13,7 @@ from .files import atomic_write_json, make_dir
 from .images import check_metadata
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_confusion
+from .progress import bar
 from .runtime import classification_metrics
 
 
@@ -67,9 +68,10 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256
         raise MobileNetError(f"{data} has classes {source.classes[:5]}..., the model {info['classes'][:5]}...; "
                              "evaluate on data with the same class folders")
     logits, labels, bad = [], [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), bar(total=source.num_test, desc="evaluate", unit="img") as shown:
         for batch in source.test_batches(batch_size):
             bad += batch.bad_files
+            shown.update(len(batch.labels) + len(batch.bad_files))
             if len(batch.labels):
                 logits.append(model(batch.images).numpy())
                 labels.append(batch.labels.numpy())
@@ -80,9 +82,9 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = 256
     return metrics
 
 
-def predict(model_dir, images: list, top_k: int = 5) -> tuple[list[dict], list[str]]:
-    """Class names with softmax probabilities for each image that decodes, and one error
-    line for each that does not."""
+def predict(model_dir, images: list, top_k: int = 5) -> tuple[list[dict], list[dict]]:
+    """Class names with softmax probabilities for each image that decodes, and
+    {"image": path, "reason": why} for each that does not."""
     if top_k < 1:
         raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
     model, info = load_model(model_dir)

@@ -24,11 +24,19 @@ from .data import open_source
 from .errors import MobileNetError
 from .evaluate import load_model
 from .files import atomic_write_bytes
+from .progress import bar
 
 OPSET = 17
 FP32_TOLERANCE = 1e-4
 INT8_MAX_DROP = 0.01  # at most 1 point of test accuracy
 INT8_MIN_SHRINK = 3.5
+# int8 weight range, by the CPUs the file must run on (name -> ONNX Runtime's reduce_range).
+# x86 CPUs without VNNI (AVX2, and AVX-512 without VNNI) multiply uint8 activations by int8
+# weights with VPMADDUBSW, which adds each pair of products into int16 and saturates. 7-bit
+# weights (|w| <= 64) keep every pair within 2 × 255 × 64 = 32,640 < 32,767, so the result is
+# exact on every CPU; ONNX Runtime's quantization guide names reduce_range as the remedy.
+# Full 8-bit weights are exact only where int8 dot products do not saturate (VNNI, ARM).
+INT8_PRESETS = {"portable": True, "vnni": False}
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:
@@ -113,22 +121,27 @@ def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Ten
     return (x[:count], y[:count]) if count else (x, y)
 
 
-def _test_accuracy(models: list[bytes], info: dict) -> tuple[list[float], int]:
-    """Top-1 of each ONNX model on the whole test split, streamed batch by batch."""
+def _test_accuracy(models: list[bytes], info: dict) -> tuple[list[float], int, float]:
+    """Top-1 of each ONNX model on the whole test split, streamed batch by batch, and the
+    share of images on which the last model gives the first one's top-1."""
     import onnxruntime as ort
 
     sessions = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in models]
-    correct, seen = [0] * len(models), 0
-    for batch in _source(info).test_batches(256):
-        if not len(batch.labels):
-            continue
-        x, y = batch.images.numpy(), batch.labels.numpy()
-        for i, session in enumerate(sessions):
-            correct[i] += int((session.run(None, {"images": x})[0].argmax(1) == y).sum())
-        seen += len(y)
+    correct, seen, agree = [0] * len(models), 0, 0
+    source = _source(info)
+    with bar(total=source.num_test, desc="int8: test accuracy", unit="img") as shown:
+        for batch in source.test_batches(256):
+            shown.update(len(batch.labels) + len(batch.bad_files))
+            if not len(batch.labels):
+                continue
+            x, y = batch.images.numpy(), batch.labels.numpy()
+            top1 = [session.run(None, {"images": x})[0].argmax(1) for session in sessions]
+            correct = [c + int((t == y).sum()) for c, t in zip(correct, top1)]
+            agree += int((top1[0] == top1[-1]).sum())
+            seen += len(y)
     if not seen:
         raise MobileNetError("no readable test images to measure the int8 accuracy on")
-    return [c / seen for c in correct], seen
+    return [c / seen for c in correct], seen, agree / seen
 
 
 def _run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
@@ -149,14 +162,16 @@ def _check(name: str, ours, eager, real: bool, tolerance: float | None) -> dict:
 
 
 def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibration_images: int = 300,
-           check_images: int = 512, log=print) -> dict:
+           check_images: int = 512, log=print, int8_preset: str = "portable") -> dict:
     """Export `model_dir` to `output` (default model_dir/model[.int8].onnx or model.pt),
     verify it, and return a report. Raises MobileNetError when the check fails; nothing is
-    written then."""
+    written then. `int8_preset` is a key of INT8_PRESETS."""
     if fmt not in ("onnx", "torchscript"):
         raise MobileNetError(f"--format must be onnx or torchscript, got {fmt!r}")
     if int8 and fmt != "onnx":
         raise MobileNetError("--int8 needs --format onnx (ONNX Runtime quantizes it)")
+    if int8_preset not in INT8_PRESETS:
+        raise MobileNetError(f"--int8-preset must be one of {', '.join(INT8_PRESETS)}, got {int8_preset!r}")
     model, info = load_model(model_dir)
     default = {"onnx": "model.int8.onnx" if int8 else "model.onnx", "torchscript": "model.pt"}[fmt]
     output = Path(output) if output else Path(model_dir) / default
@@ -196,7 +211,7 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
             report["real"] = _check("ONNX", _run_onnx(fp32, real_x.numpy()), eager_real, True, FP32_TOLERANCE)
         data = fp32
         if int8:
-            data, quant = _quantize(fp32, info, calibration_images, log)
+            data, quant = _quantize(fp32, info, calibration_images, log, int8_preset)
             report.update(quant)
             report["fp32_bytes"], report["random"]["int8_max_abs_diff"] = len(fp32), float(
                 np.abs(_run_onnx(data, random_x.numpy()) - eager_random).max())
@@ -205,16 +220,19 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
     return report
 
 
-def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str] | None = None) -> bytes:
+def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str] | None = None,
+                  preset: str = "portable") -> bytes:
     """Static int8 post-training quantization with ONNX Runtime: QDQ format, per-channel
-    int8 weights, uint8 activations whose ranges come from the calibration images."""
+    int8 weights (7-bit under the default "portable" preset: see INT8_PRESETS), uint8
+    activations whose ranges come from the calibration images."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{"images": calibration[i:i + 32]} for i in range(0, len(calibration), 32)])
+            batches = [{"images": calibration[i:i + 32]} for i in range(0, len(calibration), 32)]
+            self.batches = iter(bar(batches, desc="int8: calibration"))
 
         def get_next(self):
             return next(self.batches, None)
@@ -224,25 +242,27 @@ def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str]
         src.write_bytes(fp32)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                        reduce_range=INT8_PRESETS[preset], activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
         proto = onnx.load(str(dst))
-    _set_metadata(proto, metadata or {})
+    _set_metadata(proto, {**(metadata or {}), "int8": preset})
     return proto.SerializeToString()
 
 
-def _quantize(fp32: bytes, info: dict, count: int, log) -> tuple[bytes, dict]:
+def _quantize(fp32: bytes, info: dict, count: int, log, preset: str) -> tuple[bytes, dict]:
     """quantize_onnx calibrated on `count` training images, with test accuracy before and after."""
     if count < 1:
         raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
     calib_x, _ = _real_inputs(info, count, split="train")
-    int8 = quantize_onnx(fp32, calib_x.numpy(), _metadata(info))
-    (before, after), images = _test_accuracy([fp32, int8], info)
+    int8 = quantize_onnx(fp32, calib_x.numpy(), _metadata(info), preset)
+    (before, after), images, agreement = _test_accuracy([fp32, int8], info)
     shrink = len(fp32) / len(int8)
     log(f"int8: test accuracy {100 * before:.2f}% -> {100 * after:.2f}% ({100 * (after - before):+.2f} points) "
         f"on {images} images; {len(fp32) / 1e6:.2f} MB -> {len(int8) / 1e6:.2f} MB ({shrink:.1f}x smaller); "
-        f"calibrated on {len(calib_x)} training images")
-    if before - after > INT8_MAX_DROP:
+        f"calibrated on {len(calib_x)} training images; same top-1 as float32 on {100 * agreement:.2f}%")
+    if round(before - after, 9) > INT8_MAX_DROP:
         log(f"warning: int8 loses {100 * (before - after):.2f} points, more than {100 * INT8_MAX_DROP:.0f}; "
             "calibrate on more images (--calibration), or ship the fp32 file for this model")
-    return int8, {"accuracy_fp32": before, "accuracy_int8": after, "shrink": shrink,
+    return int8, {"accuracy_fp32": before, "accuracy_int8": after, "top1_agreement": agreement, "shrink": shrink,
+                  "int8_preset": preset,
                   "calibration_images": len(calib_x), "test_images": images}

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MobileNetError
+from .progress import bar
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -110,15 +111,18 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     root = Path(root)
     classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
     samples = []
-    for index, name in enumerate(classes):
-        found, seen = [], {os.path.realpath(root / name)}
-        for folder, subfolders, files in os.walk(root / name, followlinks=True):
-            # links are followed, but each real folder once: a link loop ends here
-            real = {d: os.path.realpath(os.path.join(folder, d)) for d in subfolders}
-            subfolders[:] = [d for d in subfolders if real[d] not in seen]
-            seen.update(real.values())
-            found += [(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-        samples += [(os.path.join(folder, f), index) for folder, f in sorted(found)]
+    with bar(desc=f"scanning {root}", unit=" images") as shown:
+        for index, name in enumerate(classes):
+            found, seen = [], {os.path.realpath(root / name)}
+            for folder, subfolders, files in os.walk(root / name, followlinks=True):
+                # links are followed, but each real folder once: a link loop ends here
+                real = {d: os.path.realpath(os.path.join(folder, d)) for d in subfolders}
+                subfolders[:] = [d for d in subfolders if real[d] not in seen]
+                seen.update(real.values())
+                images = [(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+                found += images
+                shown.update(len(images))
+            samples += [(os.path.join(folder, f), index) for folder, f in sorted(found)]
     return classes, samples
 
 
@@ -261,14 +265,14 @@ def _chw(image) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
-def prepare_files(paths, spec: dict) -> tuple[np.ndarray | None, list, list[str]]:
+def prepare_files(paths, spec: dict) -> tuple[np.ndarray | None, list, list[dict]]:
     """Image files, decoded and prepared with `prepare`. Returns (batch or None, the
-    paths in it, one error line for each file that did not decode)."""
+    paths in it, {"image": path, "reason": why} for each file that did not decode)."""
     arrays, ok, errors = [], [], []
     for p in paths:
         try:
             arrays.append(prepare(load_image(p, spec["channels"]), spec))
             ok.append(p)
         except MobileNetError as e:
-            errors.append(str(e))
+            errors.append({"image": str(p), "reason": str(e).removeprefix(f"{p}: ")})
     return (np.stack(arrays) if arrays else None), ok, errors

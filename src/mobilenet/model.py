@@ -10,7 +10,6 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.ops.misc import Conv2dNormActivation
 
 from .config import (  # noqa: F401 - re-exported: model.TABLE1 etc.
     KERNEL, MAX_RESOLUTION, MAX_WIDTH, MIN_RESOLUTION, MIN_WIDTH, PAPER_RESOLUTIONS, PAPER_WIDTHS, TABLE1,
@@ -32,6 +31,17 @@ __all__ = [
 ]
 
 ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6}
+
+
+def conv_bn_act(c_in: int, c_out: int, kernel: int, stride: int, groups: int, act) -> nn.Sequential:
+    """One layer of Table 1: conv (no bias: BN follows), BatchNorm, activation; the same
+    modules and names as torchvision's Conv2dNormActivation. Written here because importing
+    torchvision.ops pulls in torch._dynamo: 1.3 s of every command's start."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c_out),
+        act(inplace=True),
+    )
 
 
 class MobileNetV1(nn.Module):
@@ -64,11 +74,9 @@ class MobileNetV1(nn.Module):
         layers, c_in = OrderedDict(), in_channels
         for name, (kind, stride, c) in zip(layer_names(), TABLE1):
             c_out = channels(c, width_mult)
-            layers[name] = Conv2dNormActivation(
-                c_in, c_out, kernel_size=KERNEL[kind], stride=stride,
-                groups=c_in if kind == "depthwise" else 1,  # depthwise: one filter per channel
-                activation_layer=act,
-            )
+            layers[name] = conv_bn_act(c_in, c_out, KERNEL[kind], stride,
+                                       groups=c_in if kind == "depthwise" else 1,  # depthwise: one filter per channel
+                                       act=act)
             c_in = c_out
         self.features = nn.Sequential(layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

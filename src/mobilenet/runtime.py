@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MobileNetError
+from .progress import bar
 from .images import (
     bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare,
     prepare_files, read_idx,
@@ -57,7 +58,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def predict_onnx(model_path, images: list, top_k: int = 5) -> tuple[list[dict], list[str]]:
+def predict_onnx(model_path, images: list, top_k: int = 5) -> tuple[list[dict], list[dict]]:
     """As evaluate.predict, through ONNX Runtime."""
     if top_k < 1:
         raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
@@ -132,11 +133,13 @@ def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
     model = OnnxModel(model_path)
     data = data or model.data.get("name") or "fashion-mnist"
     logits, labels, bad = [], [], []
-    for x, y, errors in _test_batches(model, data):
-        bad += errors
-        if x is not None:
-            logits.append(model.logits(x))
-            labels.append(y)
+    with bar(desc="evaluate", unit="img") as shown:
+        for x, y, errors in _test_batches(model, data):
+            bad += errors
+            shown.update(len(y) + len(errors))
+            if x is not None:
+                logits.append(model.logits(x))
+                labels.append(y)
     metrics = classification_metrics(logits, labels, model.classes, str(data), bad)
     out = make_dir(out or Path(model_path).parent)
     atomic_write_json(out / "metrics.json", metrics)

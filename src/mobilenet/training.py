@@ -87,6 +87,9 @@ class TrainConfig:
             raise MobileNetError(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise MobileNetError("--device cuda: no CUDA device is available here; use --device cpu")
+        if self.data != FASHION_MNIST and not Path(self.data).is_dir():
+            raise MobileNetError(f"--data {self.data}: no such folder; give a folder with one sub-folder per class, "
+                                 "or 'fashion-mnist'")
 
 
 class TrainingStopped(MobileNetError):
@@ -330,6 +333,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     """
     if not cfg.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise MobileNetError("under torchrun, give --out DIR: every process and every restart must find the same folder")
+    if not resume:
+        cfg.validate()  # before any folder is made: a bad argument leaves nothing behind
     out = Path(cfg.out) if cfg.out else default_out(cfg.data)
     dist = _Dist(cfg.device)
     try:

@@ -1,0 +1,137 @@
+"""The command line as a finished tool: --version, exit 2 for every bad argument with
+nothing left behind, quiet closed pipes, progress bars on terminals only, --json
+everywhere, and a default named in every option's help."""
+
+import fcntl
+import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from importlib.metadata import version
+
+import pytest
+
+from mobilenet import progress
+from mobilenet.cli import main
+
+from conftest import cli
+
+SUBCOMMANDS = ["cost", "models", "train", "evaluate", "predict", "export", "bench", "convert", "samples"]
+REQUIRED = {"evaluate": ["--model"], "predict": ["--model"], "export": ["--model"], "convert": ["--from-timm", "--output"]}
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"mobilenet {version('mobilenet')}"
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("args", [
+    ["train", "--data", "/nonexistent"], ["train", "--data", "/nonexistent", "--epochs", "1"],
+    ["train", "--resume"], ["train", "--epochs", "0"], ["evaluate", "--model", "m", "--data", "/nonexistent"],
+    ["bench", "--model", "m", "--width", "0.5"], ["export", "--model", "m", "--int8-preset", "avx9"],
+])
+def test_bad_arguments_exit_2_and_leave_no_folder(args, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []  # no runs/… folder
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("command", [["cost"], ["models"], ["cost", "--json"]])
+def test_a_closed_pipe_ends_quietly(command):
+    """`mobilenet cost | head -1`: the reader is gone before the output is written."""
+    proc = subprocess.Popen([sys.executable, "-m", "mobilenet", *command], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and err == ""
+
+
+def _help_blocks(command: str, capsys) -> dict[str, str]:
+    """Each option of `mobilenet COMMAND --help` with its help text."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out.split("options:", 1)[1]
+    blocks = re.split(r"\n  (?=-)", "\n" + text)
+    return {b.split()[0].rstrip(","): " ".join(b.split()) for b in blocks if b.strip().startswith("-")}
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_option_says_its_default(command, capsys):
+    blocks = _help_blocks(command, capsys)
+    assert blocks
+    for option, text in blocks.items():
+        if option == "-h" or option in REQUIRED.get(command, ()):
+            continue  # no default to name
+        assert "default" in text, f"mobilenet {command} {option}: {text}"
+
+
+def test_json_models_evaluate_export(small_run, tmp_path, capsys):
+    out, _ = small_run
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 16 and rows[0] == {"name": "mobilenet_v1_1.0_224", "width_mult": 1.0, "resolution": 224,
+                                           "mult_adds": 568_740_352, "params": 4_231_976}
+    assert main(["evaluate", "--model", str(out), "--out", str(tmp_path), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["images"] == 200 and len(metrics["confusion_matrix"]) == 10
+    assert main(["export", "--model", str(out), "--output", str(tmp_path / "m.onnx"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["output"] == str(tmp_path / "m.onnx") and report["bytes"] == (tmp_path / "m.onnx").stat().st_size
+
+
+@pytest.fixture
+def bars():
+    progress.show(True)
+    yield
+    progress.show(False)
+
+
+def test_slow_passes_show_progress_bars(small_run, image_folder, tmp_path, capsys, bars):
+    from mobilenet.benchmark import bench
+    from mobilenet.evaluate import evaluate
+    from mobilenet.export import export
+    from mobilenet.images import scan_folder
+
+    out, _ = small_run
+    evaluate(out, out=tmp_path)
+    export(out, "onnx", int8=True, output=tmp_path / "q.onnx", calibration_images=32, log=lambda _: None)
+    bench(model=_tiny(), batch_sizes=[1], runtimes=["torch"], min_seconds=0.01, min_iters=1)
+    scan_folder(image_folder)
+    err = capsys.readouterr().err
+    for desc in ("evaluate", "int8: calibration", "int8: test accuracy", "bench", f"scanning {image_folder}"):
+        assert f"{desc}:" in err, desc
+
+
+def _tiny():
+    from mobilenet.model import MobileNetConfig, MobileNetV1
+
+    return MobileNetV1.from_config(MobileNetConfig(width_mult=0.25, resolution=32, num_classes=2))
+
+
+def test_bars_on_a_terminal_only(small_run, tmp_path):
+    """The CLI turns the bars on when stderr is a terminal, and leaves pipes clean."""
+    out, _ = small_run
+    command = ["evaluate", "--model", str(out), "--out", str(tmp_path)]
+    piped = cli(*command)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0 wide
+    proc = subprocess.Popen([sys.executable, "-m", "mobilenet", *command], stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal's other end closed: the command is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait() == 0 and b"evaluate:" in seen and b"img" in seen
