@@ -102,7 +102,12 @@ def test_same_seed_same_run_other_seed_other_run(fake_fashion, tmp_path):
         rows = [r.split(",")[:6] for r in (out / "history.csv").read_text().splitlines()]  # no timing columns
         return rows, (out / "model.safetensors").read_bytes()
 
-    a, b, c = run("a", 0), run("b", 0), run("c", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as a user's 2-core run: the threads must not change the result
+    try:
+        a, b, c = run("a", 0), run("b", 0), run("c", 1)
+    finally:
+        torch.set_num_threads(threads)
     assert a == b
     assert a[0] != c[0] and a[1] != c[1]
 
