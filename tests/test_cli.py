@@ -95,8 +95,8 @@ def bars():
 
 def test_slow_passes_show_progress_bars(small_run, image_folder, tmp_path, capsys, bars):
     from mobilenet.benchmark import bench
-    from mobilenet.evaluate import evaluate
-    from mobilenet.export import export
+    from mobilenet.evaluation import evaluate
+    from mobilenet.exporter import export
     from mobilenet.images import scan_folder
 
     out, _ = small_run

@@ -1,18 +1,16 @@
 """Random and boundary arguments for every subcommand (hypothesis): the CLI answers with
 output and exit 0, or one line on stderr and a non-zero exit; never a traceback."""
 
-import argparse
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from mobilenet.cli import build_parser, main
+from mobilenet.cli import main, subcommand_options
 
 pytestmark = pytest.mark.fault  # counted in the README's fault-case total
 
-PARSER = build_parser()
-SUBCOMMANDS = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction)).choices
+SUBCOMMANDS = subcommand_options()
 
 # Appended last, so that a run stops at a missing file instead of training or benchmarking
 # for minutes (the last value of an option wins). `samples` is left out: with valid
@@ -45,14 +43,14 @@ def command_lines(draw):
     """Mostly well-formed option/value pairs, so that most examples get past argparse into
     the library's own checks, with some missing values and stray tokens."""
     name = draw(st.sampled_from(sorted(GUARD)))
-    actions = [a for a in SUBCOMMANDS[name]._actions if a.option_strings and a.dest != "help"]
+    actions = SUBCOMMANDS[name]
     argv = [name]
     for _ in range(draw(st.integers(0, 5))):
         if actions and draw(st.integers(0, 9)):
             action = draw(st.sampled_from(actions))
-            argv.append(action.option_strings[-1])
-            if action.nargs != 0 and draw(st.integers(0, 9)):
-                argv.append(draw(st.sampled_from(action.choices) if action.choices and draw(st.booleans())
+            argv.append(action["option"])
+            if action["takes_value"] and draw(st.integers(0, 9)):
+                argv.append(draw(st.sampled_from(action["choices"]) if action["choices"] and draw(st.booleans())
                                  else values))
         else:
             argv.append(draw(values))

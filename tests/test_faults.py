@@ -75,17 +75,17 @@ def test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_no
 def test_a_forked_worker_does_not_keep_a_killed_runs_lock(tmp_path):
     """DataLoader workers are forked from the trainer and may outlive a kill -9 by seconds;
     the folder must be free as soon as the trainer is gone."""
-    from mobilenet.training import _lock
+    from mobilenet.run_folder import lock
 
-    code = (f"import os, signal, time, pathlib\nfrom mobilenet.training import _lock\n"
-            f"lock = _lock(pathlib.Path({str(tmp_path)!r}))\n"
+    code = (f"import os, signal, time, pathlib\nfrom mobilenet.run_folder import lock\n"
+            f"held = lock(pathlib.Path({str(tmp_path)!r}))\n"
             "if os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\n"  # the worker lives on
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         assert proc.wait(timeout=HANG) == -9 and (tmp_path / ".lock").exists()
-        _lock(tmp_path).close()  # free, though the forked child still runs
+        lock(tmp_path).close()  # free, though the forked child still runs
     finally:
         os.killpg(proc.pid, 9)
 
@@ -239,8 +239,8 @@ def test_input_blocks_that_do_not_fit_the_network(small_run, exported, tmp_path,
     import json
     import shutil
 
-    from mobilenet.evaluate import read_config
-    from mobilenet.export import _set_metadata
+    from mobilenet.run_folder import read_config
+    from mobilenet.exporter import set_metadata
     from mobilenet.runtime import OnnxModel
 
     folder = tmp_path / "model"
@@ -256,7 +256,7 @@ def test_input_blocks_that_do_not_fit_the_network(small_run, exported, tmp_path,
     import onnx
     proto = onnx.load(str(exported))
     meta = {p.key: p.value for p in proto.metadata_props}
-    _set_metadata(proto, {**meta, "input": json.dumps(config["input"])})
+    set_metadata(proto, {**meta, "input": json.dumps(config["input"])})
     onnx.save(proto, str(tmp_path / "m.onnx"))
     with pytest.raises(MobileNetError, match=words):
         OnnxModel(tmp_path / "m.onnx")
@@ -264,7 +264,7 @@ def test_input_blocks_that_do_not_fit_the_network(small_run, exported, tmp_path,
 
 @pytest.fixture(scope="module")
 def exported(small_run, tmp_path_factory):
-    from mobilenet.export import export
+    from mobilenet.exporter import export
 
     path = tmp_path_factory.mktemp("onnx") / "m.onnx"
     export(small_run[0], "onnx", output=path, log=lambda _: None)
@@ -275,7 +275,7 @@ def test_a_config_without_data_provenance_still_evaluates(small_run, tmp_path):
     import json
     import shutil
 
-    from mobilenet.evaluate import evaluate
+    from mobilenet.evaluation import evaluate
 
     folder = tmp_path / "model"
     shutil.copytree(small_run[0], folder)

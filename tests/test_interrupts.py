@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from mobilenet.training import HISTORY_FIELDS, RUN_FILES
+from mobilenet.run_folder import HISTORY_FIELDS, RUN_FILES
 
 from conftest import HANG, TINY, history, make_fashion_like, make_image_folder, wait_for
 

@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from mobilenet.errors import MobileNetError
-from mobilenet.evaluate import evaluate, load_model, predict
-from mobilenet.training import HISTORY_FIELDS, TrainConfig, train
+from mobilenet.evaluation import evaluate, predict
+from mobilenet.run_folder import HISTORY_FIELDS, load_model
+from mobilenet.training import TrainConfig, train
 
 from conftest import HANG, TINY, cli, history, wait_for
 

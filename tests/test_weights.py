@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mobilenet.errors import MobileNetError
-from mobilenet.evaluate import load_model
+from mobilenet.run_folder import load_model
 from mobilenet.model import MobileNetV1
 from mobilenet.weights import fit_state_dict, read_weight_file
 
@@ -42,7 +42,7 @@ def test_convert_gives_equal_logits(timm_model, tmp_path, suffix):
     with torch.inference_mode():
         torch.testing.assert_close(model(x), timm_model(x), atol=1e-5, rtol=0)
     if suffix == ".safetensors":  # a converted model exports too (ImageNet is not here: random inputs only)
-        from mobilenet.export import export
+        from mobilenet.exporter import export
         notes = []
         report = export(tmp_path / "converted", "onnx", output=tmp_path / "m.onnx", log=notes.append)
         assert report["random"]["max_abs_diff"] <= 1e-4 and "random inputs only" in notes[0]

@@ -10,8 +10,8 @@ _EXPORTS = {
     "MobileNetV1": "model", "create_model": "model", "mobilenet_v1": "model",
     "cost_report": "cost", "layer_costs": "cost",
     "TrainConfig": "training", "train": "training",
-    "load_model": "evaluate", "evaluate": "evaluate", "predict": "evaluate",
-    "export": "export",
+    "load_model": "run_folder", "evaluate": "evaluation", "predict": "evaluation",
+    "export": "exporter",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

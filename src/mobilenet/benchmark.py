@@ -22,6 +22,7 @@ import torch
 from .cost import cost_report
 from .errors import MobileNetError
 from .progress import bar
+from .runtime import open_session
 from .config import RUNTIMES
 from .model import MobileNetConfig, MobileNetV1
 
@@ -82,16 +83,13 @@ def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
     with torch.inference_mode():
         best = statistics.median(_time(lambda: torch.mm(a, b), seconds, 5))
     try:
-        import onnxruntime as ort
         from onnx import TensorProto, helper
 
         graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
                                   [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
                                   [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
         proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = open_session(proto.SerializeToString(), torch.get_num_threads())
         feed = {"a": a.numpy(), "b": b.numpy()}
         best = min(best, statistics.median(_time(lambda: session.run(None, feed), seconds, 5)))
     except ImportError:
@@ -103,7 +101,7 @@ def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.nda
     """What the runtime loads: the ONNX bytes (exported, maybe quantized), else None."""
     if not name.startswith("onnxruntime"):
         return None
-    from .export import onnx_bytes, quantize_onnx
+    from .exporter import onnx_bytes, quantize_onnx
 
     spec = {"channels": x.shape[1], "resolution": x.shape[-1], "mean": [0.0], "std": [1.0]}
     info = {"classes": [str(i) for i in range(model.config.num_classes)], "input": spec, "model": model.config}
@@ -122,7 +120,7 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
         eager = model.to(memory_format=torch.channels_last)
         return lambda: eager(x)
     if name == "torch-fast":
-        from .export import fast_inference
+        from .exporter import fast_inference
 
         xf = x.contiguous(memory_format=torch.channels_last)
         fast = fast_inference(model, xf)
@@ -133,11 +131,7 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
         cfg = model.config
         ref = timm.create_model("mobilenetv1_100", num_classes=cfg.num_classes, in_chans=cfg.in_channels).eval()
         return lambda: ref(x)
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    session = open_session(data, torch.get_num_threads())
     xn = x.numpy()
     return lambda: session.run(None, {"images": xn})
 

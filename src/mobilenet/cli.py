@@ -94,7 +94,7 @@ def _cmd_evaluate(args) -> int:
 
         m = evaluate_onnx(args.model, data=args.data, out=args.out)
     else:
-        from .evaluate import evaluate
+        from .evaluation import evaluate
 
         m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
     if args.json:
@@ -114,7 +114,7 @@ def _cmd_predict(args) -> int:
     if args.runtime == "onnxruntime":
         from .runtime import predict_onnx as predict
     else:
-        from .evaluate import predict
+        from .evaluation import predict
     results, failed = predict(args.model, args.images, top_k=args.top_k)
     for f in failed:
         print(f"mobilenet predict: error: {f['image']}: {f['reason']}", file=sys.stderr)
@@ -137,7 +137,7 @@ def _cmd_samples(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .export import export
+    from .exporter import export
 
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
                int8_preset=args.int8_preset, log=(lambda line: print(line, file=sys.stderr)) if args.json else print)
@@ -186,7 +186,7 @@ def _cmd_bench(args) -> int:
         if args.width or args.resolution:
             raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
                                  "from its config.json: give one or the other")
-        from .evaluate import load_model
+        from .run_folder import load_model
 
         model, _ = load_model(args.model)
         result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
@@ -324,6 +324,16 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p)
     p.set_defaults(func=_cmd_models)
     return parser
+
+
+def subcommand_options() -> dict[str, list[dict]]:
+    """Each subcommand's options: {"option", "takes_value", "choices"} (for tests and shell
+    completion; argparse keeps them in private fields)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: [{"option": a.option_strings[-1], "takes_value": a.nargs != 0, "choices": list(a.choices or [])}
+                   for a in p._actions if a.option_strings and a.dest != "help"]
+            for name, p in sub.choices.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,9 @@ ACTIVATIONS = ("relu", "relu6")
 PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS = (224, 192, 160, 128)
 
+FASHION_MNIST = "fashion-mnist"  # the --data name of the built-in data set
+EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or checked
+
 # Ways to run a model for inference (`mobilenet bench`).
 RUNTIMES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "timm")
 

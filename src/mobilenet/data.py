@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare_files, read_idx
 
-FASHION_MNIST = "fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
@@ -58,6 +58,9 @@ class Batch:
     images: torch.Tensor  # (N, C, R, R) float, normalised
     labels: torch.Tensor  # (N,) int64
     bad_files: list[str] = field(default_factory=list)  # "path: reason" of files left out
+
+    def __iter__(self):  # images, labels, bad_files: what metrics.evaluate_batches reads
+        return iter((self.images, self.labels, self.bad_files))
 
 
 def normalize_resize(x: torch.Tensor, mean, std, resolution: int) -> torch.Tensor:

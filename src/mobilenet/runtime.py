@@ -11,28 +11,36 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import EVAL_BATCH_SIZE
 from .errors import MobileNetError
-from .progress import bar
+from .metrics import evaluate_batches
 from .images import (
     bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare,
     prepare_files, read_idx,
 )
 
 
+def open_session(model, threads: int | None = None):
+    """An ONNX Runtime session on the CPU for a file path or the bytes of a model: the one
+    place a session is made."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                providers=["CPUExecutionProvider"])
+
+
 class OnnxModel:
     """An exported MobileNet: `.classes`, `.spec` (input preparation), `.logits(batch)`."""
 
     def __init__(self, path, threads: int | None = None):
-        import onnxruntime as ort
-
         path = Path(path)
         if not path.is_file():
             raise MobileNetError(f"--model {path}: no such file; give an .onnx file made by `mobilenet export`")
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = open_session(path, threads)
             meta = self.session.get_modelmeta().custom_metadata_map
             self.classes = json.loads(meta["classes"])
             self.spec = json.loads(meta["input"])
@@ -77,25 +85,7 @@ def predict_onnx(model_path, images: list, top_k: int = 5) -> tuple[list[dict], 
 
 
 
-def classification_metrics(logits: list, labels: list, classes: list[str], data: str, bad_files=()) -> dict:
-    """Top-1, top-5, loss, per-class accuracy and the confusion matrix, from batches of
-    logits and labels (numpy)."""
-    if not logits:
-        raise MobileNetError(f"the test split of {data} has no readable images")
-    z, y = np.concatenate(logits).astype(np.float64), np.concatenate(labels)
-    n = len(classes)
-    confusion = np.bincount(y * n + z.argmax(1), minlength=n * n).reshape(n, n)
-    top5 = (np.argsort(-z, axis=1, kind="stable")[:, :min(5, n)] == y[:, None]).any(1).mean()
-    log_probs = z - z.max(1, keepdims=True)
-    log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
-    per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
-    return {"data": data, "images": int(len(y)), "top1": float(confusion.diagonal().sum() / len(y)),
-            "top5": float(top5), "loss": float(-log_probs[np.arange(len(y)), y].mean()),
-            "per_class": dict(zip(classes, map(float, per_class))), "confusion_matrix": confusion.tolist(),
-            "bad_files": list(bad_files)}
-
-
-def _test_batches(model: OnnxModel, data: str, batch_size: int = 256):
+def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE):
     """(images float32, labels, bad files) of the test split, prepared without torch."""
     spec = model.spec
     if data == "fashion-mnist":
@@ -132,15 +122,8 @@ def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
 
     model = OnnxModel(model_path)
     data = data or model.data.get("name") or "fashion-mnist"
-    logits, labels, bad = [], [], []
-    with bar(desc="evaluate", unit="img") as shown:
-        for x, y, errors in _test_batches(model, data):
-            bad += errors
-            shown.update(len(y) + len(errors))
-            if x is not None:
-                logits.append(model.logits(x))
-                labels.append(y)
-    metrics = classification_metrics(logits, labels, model.classes, str(data), bad)
+    found = evaluate_batches([model.logits], _test_batches(model, data), len(model.classes))
+    metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"])
     out = make_dir(out or Path(model_path).parent)
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], model.classes, out / "confusion_matrix.png")

@@ -1,10 +1,7 @@
-"""Training: `train(TrainConfig)` runs the loop, writes the run folder and resumes it.
-
-A run folder holds: history.csv, total_acc.png, total_test_loss.png (the seed's two
-figures), model.safetensors (best test accuracy) + config.json, checkpoint.pt (resume
-state, loaded only with weights_only=True), train.log, and TensorBoard scalars when
-tensorboard is installed. All but the appended train.log and TensorBoard's own event
-files are written atomically (files.py).
+"""Training: `train(TrainConfig)` runs the loop and resumes it. The loop is in named parts,
+as torchvision's reference scripts have them: _build, _train_one_epoch, _evaluate_epoch,
+_end_epoch; _train reads as the table of contents of a run. The run folder's files are
+run_folder's; torchrun and signals are distributed's.
 
 Determinism: the shuffle of each epoch and the augmentation of each step are seeded by
 (seed, epoch, step), so a resumed run repeats an uninterrupted one exactly on CPU.
@@ -12,26 +9,31 @@ Determinism: the shuffle of each epoch and the augmentation of each step are see
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .config import EVAL_BATCH_SIZE
 from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source
+from .distributed import Dist, Signals, launch
 from .errors import Interrupted, MobileNetError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, make_dir, remove_unfinished
+from .evaluation import torch_logits
+from .files import make_dir, remove_unfinished
+from .metrics import EvaluationStopped, Metrics, evaluate_batches
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_curves
+from .progress import show as show_progress
+from .run_folder import (
+    RUN_FILES, checkpoint_launch, default_out, load_checkpoint, lock, resume_hint, save_checkpoint, save_model,
+    write_config, write_history,
+)
 
 # Defaults chosen by measurement; the README's "Choosing the defaults" has the numbers.
 FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (README)
@@ -39,8 +41,6 @@ FOLDER_RESOLUTION = 224  # the paper's input size
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 WARMUP_EPOCHS = 1
 
-HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
-                  "images_per_s", "bad_files"]
 
 
 @dataclass
@@ -96,11 +96,6 @@ class TrainingStopped(MobileNetError):
     """The run stopped early (NaN loss or a signal); its last checkpoint is intact."""
 
 
-def default_out(data: str) -> Path:
-    name = FASHION_MNIST if data == FASHION_MNIST else Path(data).resolve().name
-    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -134,195 +129,6 @@ def _schedule(optimizer, steps_per_epoch: int, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-class _StopRequested(Exception):
-    """A signal came during evaluation: stop before the next test batch."""
-
-
-def _evaluate(model, source, device, batch_size: int, dist: "_Dist", signals=None) -> dict:
-    """Test loss and accuracy; under torchrun each process takes a disjoint share and the
-    sums are all-reduced, so every test image counts exactly once. In a single process a
-    signal stops it between two batches (under torchrun the processes finish it together)."""
-    model.eval()
-    loss_sum, correct, seen, bad = 0.0, 0, 0, []
-    with torch.inference_mode():
-        for batch in source.test_batches(batch_size, dist.rank, dist.world):
-            if signals and signals.received and dist.world == 1:
-                raise _StopRequested
-            bad += batch.bad_files
-            if not len(batch.labels):
-                continue
-            logits = model(batch.images.to(device, memory_format=torch.channels_last))
-            labels = batch.labels.to(device)
-            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-            correct += (logits.argmax(1) == labels).sum().item()
-            seen += len(labels)
-    loss_sum, correct, seen, bad_count = dist.sum(loss_sum, correct, seen, len(bad))
-    if not seen:
-        raise MobileNetError(f"the test split of {source.name} has no readable images")
-    return {"test_loss": loss_sum / seen, "test_acc": correct / seen, "bad": bad, "bad_count": int(bad_count),
-            "images": int(seen)}
-
-
-class _Dist:
-    """This process's place under torchrun (rank, world size), or a single process.
-
-    Started by torchrun, WORLD_SIZE, RANK and LOCAL_RANK are set: DistributedDataParallel
-    over gloo on CPU, NCCL on GPU (one GPU per process)."""
-
-    def __init__(self, device_name: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
-        self.device = torch.device(f"cuda:{local}" if cuda and self.world > 1 else ("cuda" if cuda else "cpu"))
-        self.local_rank, self.started = local, False
-        if self.world > 1 and not torch.distributed.is_initialized():
-            if cuda:
-                torch.cuda.set_device(local)
-            # Our own key prefix per torchrun attempt: after a restart, the new group must
-            # not read the dead workers' addresses (seen with gloo on torch 2.14).
-            agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-            store = torch.distributed.TCPStore(
-                os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "29500")),
-                None if agent else self.world, is_master=not agent and self.rank == 0)
-            attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-            torch.distributed.init_process_group(
-                "nccl" if cuda else "gloo", store=torch.distributed.PrefixStore(f"mobilenet/attempt_{attempt}", store),
-                rank=self.rank, world_size=self.world)
-            self.started = True
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def sum(self, *values: float) -> list[float]:
-        """Each value summed over all processes (the values themselves when alone)."""
-        if self.world == 1:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-    def from_main(self, *values: float) -> list[float]:
-        """Rank 0's values, on every rank: decisions all ranks must share."""
-        if self.world == 1:
-            return list(values)
-        return self.sum(*(values if self.main else [0.0] * len(values)))
-
-    def close(self) -> None:
-        if self.started:
-            torch.distributed.destroy_process_group()
-
-
-class _Signals:
-    """First SIGINT/SIGTERM: stop after the current step (or test batch, or the epoch's
-    files) and save. Second: stop now."""
-
-    def __init__(self):
-        self.received = None
-        self._old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-
-    def agreed(self, dist: "_Dist") -> bool:
-        """Whether to stop now; under torchrun all processes stop when one was signalled."""
-        if dist.world > 1 and dist.sum(float(self.received is not None))[0] > 0:
-            self.received = self.received or "a signal to another process"
-        return self.received is not None
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-# What a run writes into its folder (atomically, see files.py).
-RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png")
-
-
-def _continue(out: Path) -> str:
-    return f"Continue with: mobilenet train --out {out} --resume"
-
-
-def _write_history(history: list[dict], out: Path) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in HISTORY_FIELDS})
-    atomic_write_text(out / "history.csv", buf.getvalue())
-
-
-def save_model(model: MobileNetV1, out: Path, info: dict) -> None:
-    """model.safetensors + config.json: all that predict, evaluate and export need."""
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": "mobilenet-v1"}))
-    atomic_write_json(out / "config.json", {"model": model.config.to_dict(), **info})
-
-
-def _lock(out: Path):
-    """Hold out/.lock for the whole run: a second `mobilenet train` on the same folder is
-    refused. The kernel releases the lock when the process ends, even by kill -9, so a
-    killed run never blocks the next one. A POSIX record lock (lockf), not flock: forked
-    DataLoader workers do not inherit it, so they cannot hold it after a kill -9."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: no lock, as before
-        return None
-    try:
-        handle = open(out / ".lock", "a+")
-    except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot write there ({e.strerror}); choose a writable folder") from None
-    try:
-        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise MobileNetError(f"{out} is in use by another `mobilenet train`; wait for it, stop it, "
-                             "or choose another --out") from None
-    return handle
-
-
-def _launch() -> str:
-    """Names this torchrun launch (its agent process and run id); '' outside torchrun."""
-    if "TORCHELASTIC_RUN_ID" not in os.environ:
-        return ""
-    return f"{os.environ['TORCHELASTIC_RUN_ID']}:{os.getppid()}"
-
-
-def _checkpoint_launch(out: Path) -> str | None:
-    try:
-        return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True).get("launch")
-    except Exception:  # noqa: BLE001 - no readable checkpoint: nothing to resume automatically
-        return None
-
-
-def _load_checkpoint(path: Path) -> dict:
-    if not path.exists():
-        raise MobileNetError(f"--resume: {path} not found; start a new run without --resume")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
-    except Exception as e:
-        raise MobileNetError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}); "
-                             "start a new run in another --out folder") from None
-    kinds = {"model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "step": int, "history": list,
-             "best_acc": float, "rng": torch.Tensor, "train_config": dict}
-    wrong = [k for k, kind in kinds.items() if not isinstance(state, dict) or not isinstance(state.get(k), kind)]
-    if wrong:
-        raise MobileNetError(f"--resume: {path} is not a checkpoint of `mobilenet train` (no valid {', '.join(wrong)}); "
-                             "start a new run in another --out folder")
-    return state
-
-
 def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = False) -> dict:
     """Train MobileNet V1 as `cfg` says; returns a summary. See the module docstring.
 
@@ -336,56 +142,140 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     if not resume:
         cfg.validate()  # before any folder is made: a bad argument leaves nothing behind
     out = Path(cfg.out) if cfg.out else default_out(cfg.data)
-    dist = _Dist(cfg.device)
+    dist = Dist(cfg.device)
+    if not dist.main:
+        show_progress(False)  # one process speaks for the run
     try:
         # After torchrun --max-restarts restarts this launch, go on from its own checkpoint.
         # Rank 0 decides for all; a checkpoint of another launch still needs --resume.
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
-        resume = bool(dist.from_main(float(resume or (restarted and _launch() == _checkpoint_launch(out))))[0])
+        resume = bool(dist.from_main(float(resume or (restarted and launch() == checkpoint_launch(out))))[0])
         if resume and not (out / "checkpoint.pt").exists():
             raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
         make_dir(out)
     except BaseException:
         dist.close()
         raise
-    lock = None
+    held = None
     try:
-        lock = _lock(out) if dist.main else None  # the other ranks share rank 0's folder
-        if lock and remove_unfinished(out, RUN_FILES):  # the lock makes us the folder's only writer
+        held = lock(out) if dist.main else None  # the other ranks share rank 0's folder
+        if held and remove_unfinished(out, RUN_FILES):  # the lock makes us the folder's only writer
             log(f"removed the unfinished temporary files of an interrupted run in {out}")
         return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before training began): stop now
         saved = (out / "checkpoint.pt").exists()
-        raise Interrupted("interrupted at once; " + (f"{out} keeps its last checkpoint. {_continue(out)}"
+        raise Interrupted("interrupted at once; " + (f"{out} keeps its last checkpoint. {resume_hint(out)}"
                                                      if saved else "nothing was saved yet")) from None
     finally:
-        if lock:
-            lock.close()
+        if held:
+            held.close()
         dist.close()
 
 
-def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist: _Dist) -> dict:
-    ckpt_path = out / "checkpoint.pt"
+@dataclass
+class _Run:
+    """What a run holds while it trains: made by _build, moved on by each epoch."""
+    cfg: TrainConfig
+    out: Path
+    dist: Dist
+    log: Callable
+    source: object
+    model: MobileNetV1
+    net: torch.nn.Module  # what a step runs: the model, or its DistributedDataParallel wrapper
+    device: torch.device
+    amp: torch.dtype | None
+    lr: float
+    steps: int
+    optimizer: torch.optim.Optimizer = None
+    scheduler: object = None
+    scaler: torch.amp.GradScaler = None
+    info: dict = field(default_factory=dict)  # config.json's classes, input, data
+    args: dict = field(default_factory=dict)  # the TrainConfig stored in the checkpoint
+    history: list = field(default_factory=list)
+    best_acc: float = -1.0
+    start_epoch: int = 0
+    start_step: int = 0
+    partial: dict | None = None  # a stopped epoch's sums
+    train_log: object = None
+    tb: object = None
+    total_bad: int = 0
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist: Dist) -> dict:
+    """The table of contents of a run."""
+    cfg, state = _settings(cfg, out, resume, dist)
+    run = _build(cfg, out, dist, log, fresh=state is None)
+    if state is not None:
+        _restore(run, state)
+    _open_outputs(run)
+    try:
+        with Signals() as signals:  # from here a first signal means "save and stop"
+            log(_start_line(run))
+            for epoch in range(run.start_epoch, cfg.epochs):
+                sums = _train_one_epoch(run, epoch, signals, progress)
+                _end_epoch(run, epoch, sums, _evaluate_epoch(run, epoch, sums, signals))
+                if epoch + 1 < cfg.epochs and signals.agreed(dist):  # came after the evaluation
+                    raise Interrupted(f"stopped by {signals.received} after epoch {epoch + 1}; saved. "
+                                      f"{resume_hint(out)}")
+    finally:
+        _close_outputs(run)
+    return _summary(run)
+
+
+def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[TrainConfig, dict | None]:
+    """The run's settings: `cfg` for a new run; the checkpoint's, with what may change, on resume."""
     state = None
     if resume:
-        state = _load_checkpoint(ckpt_path)
+        state = load_checkpoint(out / "checkpoint.pt")
         saved = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in {f.name for f in fields(TrainConfig)}})
         saved.epochs = cfg.epochs or saved.epochs  # a resumed run may be extended
         saved.lr = cfg.lr or saved.lr
         saved.out, saved.device, saved.workers = str(out), cfg.device, cfg.workers
         cfg = saved
-    elif dist.from_main(float(ckpt_path.exists()))[0]:  # every rank refuses together
+    elif dist.from_main(float((out / "checkpoint.pt").exists()))[0]:  # every rank refuses together
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
     cfg.validate()
+    return cfg, state
 
+
+def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
+    """Data, model (maybe from --init), optimizer, schedule and precision for this run."""
     device = dist.device if dist.world > 1 else _device(cfg.device)
     resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
     source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.val_split, cfg.workers, cfg.augment)
     init_state = None
-    if cfg.init and state is None:
+    if cfg.init and fresh:
         from .weights import load_init
         init_state, activation = load_init(cfg.init)
         cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
+    model = _model(cfg, source, resolution, init_state, log)
+    # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
+    model = model.to(device, memory_format=torch.channels_last)
+    net = model
+    if dist.world > 1:
+        if device.type == "cuda":  # SyncBatchNorm runs on CUDA only
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # --batch-size is per process; the learning rate follows the global batch linearly (Goyal et al. 2017).
+    lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size * dist.world / 128
+    steps = source.steps_per_epoch(cfg.batch_size, dist.world)
+    if steps == 0:
+        raise MobileNetError(f"{source.name} has too few training images for one batch")
+    # Mixed precision on GPU: bf16 where supported, else fp16 with a GradScaler. CPU: float32.
+    amp = None
+    if device.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    run = _Run(cfg, out, dist, log, source, model, net, device, amp, lr, steps)
+    run.optimizer = _optimizer(model, cfg, lr)
+    run.scheduler = _schedule(run.optimizer, steps, cfg.epochs)
+    run.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+    run.info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
+    run.args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
+    run.args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
+    return run
+
+
+def _model(cfg: TrainConfig, source, resolution: int, init_state, log) -> MobileNetV1:
     model_cfg = MobileNetConfig(num_classes=len(source.classes), width_mult=cfg.width_mult, resolution=resolution,
                                 in_channels=source.in_channels, dropout=cfg.dropout, activation=cfg.activation)
     torch.manual_seed(cfg.seed)
@@ -394,190 +284,213 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
         from .weights import fit_state_dict
         model.load_state_dict(fit_state_dict(init_state, model), strict=False)  # the classifier may stay fresh
         log(f"initialised from {cfg.init} (activation {cfg.activation})")
-    # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
-    model = model.to(device, memory_format=torch.channels_last)
-    net = model  # what the step runs: the model itself, or its DistributedDataParallel wrapper
-    if dist.world > 1:
-        if device.type == "cuda":  # SyncBatchNorm runs on CUDA only
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    # --batch-size is per process; the learning rate follows the global batch linearly (Goyal et al. 2017).
-    lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size * dist.world / 128
-    optimizer = _optimizer(model, cfg, lr)
-    steps = source.steps_per_epoch(cfg.batch_size, dist.world)
-    if steps == 0:
-        raise MobileNetError(f"{source.name} has too few training images for one batch")
-    scheduler = _schedule(optimizer, steps, cfg.epochs)
-    # Mixed precision on GPU: bf16 where supported, else fp16 with a GradScaler. CPU: float32.
-    amp = None
-    if device.type == "cuda":
-        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
+    return model
 
-    history, best_acc, start_epoch, start_step, partial = [], -1.0, 0, 0, None
-    if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-        except (KeyError, ValueError, TypeError, RuntimeError) as e:
-            raise MobileNetError(f"--resume: {ckpt_path} does not fit this run ({str(e).splitlines()[0][:160]}); "
-                                 "start a new run in another --out folder") from None
-        if scheduler.base_lrs[0] != lr:  # a new --lr on resume: same schedule, new peak
-            scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
-            for group in optimizer.param_groups:
-                group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
-        history, best_acc = list(state["history"]), state["best_acc"]
-        start_epoch, start_step, partial = state["epoch"], state["step"], state.get("partial")
-        torch.set_rng_state(state["rng"])
-        log(f"resuming {out} at epoch {start_epoch + 1}" + (f", step {start_step}" if start_step else ""))
-    if history and dist.main:  # redraw what the checkpoint knows, in case a kill came between files
-        _write_history(history, out)
-        plot_curves(history, out)
-    if dist.main and not (out / "config.json").exists():
-        atomic_write_json(out / "config.json", {"model": model_cfg.to_dict(), **info})
 
-    args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
-    args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
-    tb = _tensorboard(out) if dist.main else None
+def _restore(run: _Run, state: dict) -> None:
+    """Weights, optimizer, schedule, history and RNG from the checkpoint."""
     try:
-        run_log = open(out / "train.log", "a", encoding="utf-8") if dist.main else None
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise MobileNetError(f"--resume: {run.out / 'checkpoint.pt'} does not fit this run "
+                             f"({str(e).splitlines()[0][:160]}); start a new run in another --out folder") from None
+    scheduler, lr = run.scheduler, run.lr
+    if scheduler.base_lrs[0] != lr:  # a new --lr on resume: same schedule, new peak
+        scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
+    run.history, run.best_acc = list(state["history"]), state["best_acc"]
+    run.start_epoch, run.start_step, run.partial = state["epoch"], state["step"], state.get("partial")
+    torch.set_rng_state(state["rng"])
+    run.log(f"resuming {run.out} at epoch {run.start_epoch + 1}" + (f", step {run.start_step}" if run.start_step else ""))
+
+
+def _open_outputs(run: _Run) -> None:
+    """Redraw what the checkpoint knows (a kill may have come between files); config.json
+    first thing; train.log and TensorBoard opened for appending. Rank 0 only."""
+    if not run.dist.main:
+        return
+    if run.history:
+        write_history(run.history, run.out)
+        plot_curves(run.history, run.out)
+    if not (run.out / "config.json").exists():
+        write_config(run.out, run.model.config, run.info)
+    run.tb = _tensorboard(run.out)
+    try:
+        run.train_log = open(run.out / "train.log", "a", encoding="utf-8")
     except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot write train.log ({e.strerror}); choose a writable folder") from None
+        raise MobileNetError(f"--out {run.out}: cannot write train.log ({e.strerror}); choose a writable folder") from None
 
-    def note(line: str, err: bool = False) -> None:
-        (print(line, file=sys.stderr) if err else log(line))
-        if run_log:
-            try:
-                run_log.write(line + "\n")
-                run_log.flush()
-            except OSError as e:  # a full disk: say so; the checkpoint written before is intact
-                raise MobileNetError(f"cannot write {out / 'train.log'}: {e.strerror}") from None
 
-    def checkpoint(epoch: int, step: int, partial_state) -> None:
-        if not dist.main:  # only rank 0 writes files
-            return
-        buf = io.BytesIO()
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                    "epoch": epoch, "step": step, "partial": partial_state,
-                    "history": history, "best_acc": best_acc, "rng": torch.get_rng_state(),
-                    "train_config": args, "launch": _launch()}, buf)
-        atomic_write_bytes(ckpt_path, buf.getvalue())
+def _close_outputs(run: _Run) -> None:
+    if run.train_log:
+        run.train_log.close()
+    if run.tb:
+        run.tb.close()
 
-    total_bad = 0
+
+def _note(run: _Run, line: str, err: bool = False) -> None:
+    """A line for the user (stdout, or stderr for skipped files) and for train.log."""
+    (print(line, file=sys.stderr) if err else run.log(line))
+    if run.train_log:
+        try:
+            run.train_log.write(line + "\n")
+            run.train_log.flush()
+        except OSError as e:  # a full disk: say so; the checkpoint written before is intact
+            raise MobileNetError(f"cannot write {run.out / 'train.log'}: {e.strerror}") from None
+
+
+def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
+    if run.dist.main:  # only rank 0 writes files
+        save_checkpoint(run.out, {
+            "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            "epoch": epoch, "step": step, "partial": partial, "history": run.history, "best_acc": run.best_acc,
+            "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch()})
+
+
+def _start_line(run: _Run) -> str:
+    cfg, source = run.cfg, run.source
+    return (f"training MobileNet V1 α={cfg.width_mult} ρ={run.model.config.resolution} on {source.name}: "
+            f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
+            f"{cfg.optimizer} lr {run.lr:g}, batch {cfg.batch_size}"
+            + (f" × {run.dist.world} processes" if run.dist.world > 1 else "")
+            + f", {cfg.epochs} epochs, {run.device.type}; out {run.out}")
+
+
+def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) -> dict:
+    """One pass over the training images from run.start_step; the epoch's summed loss,
+    correct, seen, bad files and seconds. A signal saves a partial checkpoint and stops."""
+    from tqdm import tqdm
+
+    cfg, dist = run.cfg, run.dist
+    run.model.train()
+    # (after a mid-epoch stop rank 0 holds the all-reduced sums, the others start at 0)
+    zero = (0.0, 0, 0, 0, 0.0)
+    loss_sum, correct, seen, bad, seconds = (run.partial or {}).get("sums", zero) if dist.main else zero
+    began = time.perf_counter() - seconds
+    bar = tqdm(total=run.steps, initial=run.start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=False, mininterval=1.0, dynamic_ncols=True)
+    batches = run.source.train_batches(epoch, cfg.batch_size, run.start_step, dist.rank, dist.world)
+    for step, batch in enumerate(batches, run.start_step):
+        for line in batch.bad_files:
+            if cfg.strict:
+                raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
+            _note(run, f"skipped {line}", err=True)
+        bad += len(batch.bad_files)
+        done = _step(run, epoch, step, batch)
+        loss_sum, correct, seen = loss_sum + done[0], correct + done[1], seen + done[2]
+        run.scheduler.step()
+        elapsed = time.perf_counter() - began
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
+                        img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+        if signals.agreed(dist):
+            _checkpoint(run, epoch, step + 1, {"sums": tuple(dist.sum(loss_sum, correct, seen, bad)) + (elapsed,)})
+            raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
+                              f"saved. {resume_hint(run.out)}")
+    bar.close()
+    run.start_step, run.partial = 0, None
+    train_seconds = time.perf_counter() - began
+    loss_sum, correct, seen, bad = dist.sum(loss_sum, correct, seen, bad)
+    return {"loss_sum": loss_sum, "correct": int(correct), "seen": int(seen), "bad": int(bad),
+            "began": began, "train_seconds": train_seconds}
+
+
+def _step(run: _Run, epoch: int, step: int, batch) -> tuple[float, int, int]:
+    """One optimizer step on the batch; its summed loss, correct and images (zeros for a
+    batch too small for BatchNorm). A non-finite loss stops the run on every process."""
+    dist = run.dist
+    usable = len(batch.labels) >= 2  # BatchNorm needs two images
+    if dist.world > 1:  # every rank steps, or none: DDP's collectives must pair up
+        usable = dist.sum(float(usable))[0] == dist.world
+    if not usable:
+        return 0.0, 0, 0
+    torch.manual_seed(_mix(run.cfg.seed, epoch, step, 1))  # dropout, if any
+    x = batch.images.to(run.device, non_blocking=True, memory_format=torch.channels_last)
+    y = batch.labels.to(run.device, non_blocking=True)
+    with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
+        logits = run.net(x)
+    loss = F.cross_entropy(logits.float(), y)
+    diverged = not torch.isfinite(loss)
+    if dist.world > 1:  # every rank stops together
+        diverged = dist.sum(float(diverged))[0] > 0
+    if diverged:
+        value = loss.item() if not torch.isfinite(loss) else "non-finite in another process"
+        raise TrainingStopped(f"loss became {value} at epoch {epoch + 1}, step {step + 1}: training diverged; "
+                              f"lower --lr (it was {run.lr:g}). The last good checkpoint is in {run.out}")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    return loss.item() * len(y), int((logits.argmax(1) == y).sum().item()), len(y)
+
+
+def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict:
+    """Test loss and accuracy through metrics.evaluate_batches. Under torchrun each process
+    takes a disjoint share and the sums are all-reduced, so every test image counts once. In
+    a single process a signal stops it between two batches and saves the trained epoch."""
+    dist, source = run.dist, run.source
+    run.model.eval()
+    batches = source.test_batches(max(run.cfg.batch_size, EVAL_BATCH_SIZE), dist.rank, dist.world)
     try:
-        with _Signals() as signals:  # from here a first signal means "save and stop"
-            log(f"training MobileNet V1 α={cfg.width_mult} ρ={resolution} on {source.name}: "
-                f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
-                f"{cfg.optimizer} lr {lr:g}, batch {cfg.batch_size}" + (f" × {dist.world} processes" if dist.world > 1 else "")
-                + f", {cfg.epochs} epochs, {device.type}; out {out}")
-            for epoch in range(start_epoch, cfg.epochs):
-                from tqdm import tqdm
+        found = evaluate_batches([torch_logits(run.model, run.device, run.amp)], batches, len(source.classes),
+                                 stop=lambda: signals.received is not None and dist.world == 1, desc="test")
+    except EvaluationStopped:  # --resume evaluates it
+        _checkpoint(run, epoch, run.steps, {"sums": (sums["loss_sum"], sums["correct"], sums["seen"], sums["bad"],
+                                                     sums["train_seconds"])})
+        raise Interrupted(f"stopped by {signals.received} while evaluating epoch {epoch + 1}; "
+                          f"saved. {resume_hint(run.out)}") from None
+    metrics = Metrics(len(source.classes)).from_list(dist.sum(*found["metrics"][0].to_list()))
+    if not metrics.images:
+        raise MobileNetError(f"the test split of {source.name} has no readable images")
+    return {"test_loss": metrics.loss, "test_acc": metrics.top1, "bad": found["bad_files"],
+            "bad_count": int(dist.sum(len(found["bad_files"]))[0])}
 
-                model.train()
-                # (after a mid-epoch stop rank 0 holds the all-reduced sums, the others start at 0)
-                sums = (partial or {}).get("sums", (0.0, 0, 0, 0, 0.0)) if dist.main else (0.0, 0, 0, 0, 0.0)
-                loss_sum, correct, seen, bad, seconds = sums
-                began = time.perf_counter() - seconds
-                bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           disable=not progress, leave=False, mininterval=1.0, dynamic_ncols=True)
-                batches = source.train_batches(epoch, cfg.batch_size, start_step, dist.rank, dist.world)
-                for step, batch in enumerate(batches, start_step):
-                    for line in batch.bad_files:
-                        if cfg.strict:
-                            raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
-                        note(f"skipped {line}", err=True)
-                    bad += len(batch.bad_files)
-                    usable = len(batch.labels) >= 2  # BatchNorm needs two images
-                    if dist.world > 1:  # every rank steps, or none: DDP's collectives must pair up
-                        usable = dist.sum(float(usable))[0] == dist.world
-                    if usable:
-                        torch.manual_seed(_mix(cfg.seed, epoch, step, 1))  # dropout, if any
-                        x = batch.images.to(device, non_blocking=True, memory_format=torch.channels_last)
-                        y = batch.labels.to(device, non_blocking=True)
-                        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                            logits = net(x)
-                        loss = F.cross_entropy(logits.float(), y)
-                        diverged = not torch.isfinite(loss)
-                        if dist.world > 1:  # every rank stops together
-                            diverged = dist.sum(float(diverged))[0] > 0
-                        if diverged:
-                            value = loss.item() if not torch.isfinite(loss) else "non-finite in another process"
-                            raise TrainingStopped(
-                                f"loss became {value} at epoch {epoch + 1}, step {step + 1}: training "
-                                f"diverged; lower --lr (it was {lr:g}). The last good checkpoint is in {out}")
-                        optimizer.zero_grad(set_to_none=True)
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                        loss_sum += loss.item() * len(y)
-                        correct += (logits.argmax(1) == y).sum().item()
-                        seen += len(y)
-                    scheduler.step()
-                    elapsed = time.perf_counter() - began
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
-                                    img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
-                    if signals.agreed(dist):
-                        partial_state = {"sums": tuple(dist.sum(loss_sum, correct, seen, bad)) + (elapsed,)}
-                        checkpoint(epoch, step + 1, partial_state)
-                        raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
-                                          f"saved. {_continue(out)}")
-                bar.close()
-                start_step, partial = 0, None
-                train_seconds = time.perf_counter() - began
-                loss_sum, correct, seen, bad = dist.sum(loss_sum, correct, seen, bad)
-                correct, seen, bad = int(correct), int(seen), int(bad)
-                try:
-                    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                        ev = _evaluate(model, source, device, max(cfg.batch_size, 256), dist, signals)
-                except _StopRequested:  # save the trained epoch; --resume evaluates it
-                    checkpoint(epoch, steps, {"sums": (loss_sum, correct, seen, bad, train_seconds)})
-                    raise Interrupted(f"stopped by {signals.received} while evaluating epoch {epoch + 1}; "
-                                      f"saved. {_continue(out)}") from None
-                for line in ev["bad"]:
-                    note(f"skipped {line}", err=True)
-                bad += ev["bad_count"]  # every process's, where the lines above are this one's
-                total_bad += bad
-                row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                       "test_loss": ev["test_loss"], "test_acc": ev["test_acc"],
-                       "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - began,
-                       "images_per_s": seen / max(train_seconds, 1e-9), "bad_files": bad}
-                history.append(row)
-                if row["test_acc"] > best_acc:
-                    best_acc = row["test_acc"]
-                    if dist.main:
-                        save_model(model, out, info)
-                if dist.main:
-                    _write_history(history, out)
-                    plot_curves(history, out)
-                checkpoint(epoch + 1, 0, None)  # the commit point of the epoch
-                if tb:  # after it: a resumed run never logs an epoch twice
-                    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
-                        tb.add_scalar(key, row[key], row["epoch"])
-                    tb.flush()
-                note(f"epoch {epoch + 1}/{cfg.epochs}  train loss {row['train_loss']:.4f} acc "
-                     f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc "
-                     f"{100 * row['test_acc']:.2f}%  lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  "
-                     f"{row['seconds']:.1f}s" + (f"  {bad} files skipped" if bad else ""))
-                if epoch + 1 < cfg.epochs and signals.agreed(dist):  # came after the evaluation
-                    raise Interrupted(f"stopped by {signals.received} after epoch {epoch + 1}; saved. {_continue(out)}")
-    finally:
-        if run_log:
-            run_log.close()
-        if tb:
-            tb.close()
+
+def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
+    """History, the best model, the curves, then the checkpoint (the epoch's commit point),
+    TensorBoard and the epoch's line."""
+    for line in ev["bad"]:
+        _note(run, f"skipped {line}", err=True)
+    bad = sums["bad"] + ev["bad_count"]  # every process's, where the lines above are this one's
+    run.total_bad += bad
+    seen = sums["seen"]
+    row = {"epoch": epoch + 1, "train_loss": sums["loss_sum"] / max(seen, 1), "train_acc": sums["correct"] / max(seen, 1),
+           "test_loss": ev["test_loss"], "test_acc": ev["test_acc"], "lr": run.optimizer.param_groups[0]["lr"],
+           "seconds": time.perf_counter() - sums["began"], "images_per_s": seen / max(sums["train_seconds"], 1e-9),
+           "bad_files": bad}
+    run.history.append(row)
+    if row["test_acc"] > run.best_acc:
+        run.best_acc = row["test_acc"]
+        if run.dist.main:
+            save_model(run.model, run.out, run.info)
+    if run.dist.main:
+        write_history(run.history, run.out)
+        plot_curves(run.history, run.out)
+    _checkpoint(run, epoch + 1, 0, None)
+    if run.tb:  # after the commit: a resumed run never logs an epoch twice
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
+            run.tb.add_scalar(key, row[key], row["epoch"])
+        run.tb.flush()
+    _note(run, f"epoch {epoch + 1}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc "
+               f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%  "
+               f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
+               + (f"  {bad} files skipped" if bad else ""))
+
+
+def _summary(run: _Run) -> dict:
+    history = run.history
     best = max(history, key=lambda h: h["test_acc"])
-    summary = {"out": str(out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
-               "final_test_acc": history[-1]["test_acc"], "final_test_loss": history[-1]["test_loss"],
-               "seconds": sum(h["seconds"] for h in history), "bad_files": total_bad}
-    log(f"done: best test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']}; "
-        f"final test loss {history[-1]['test_loss']:.4f}; model in {out / 'model.safetensors'}")
-    return summary
+    run.log(f"done: best test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']}; "
+            f"final test loss {history[-1]['test_loss']:.4f}; model in {run.out / 'model.safetensors'}")
+    return {"out": str(run.out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
+            "final_test_acc": history[-1]["test_acc"], "final_test_loss": history[-1]["test_loss"],
+            "seconds": sum(h["seconds"] for h in history), "bad_files": run.total_bad}
 
 
 def _tensorboard(out: Path):

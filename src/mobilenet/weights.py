@@ -124,7 +124,7 @@ def convert_timm(file, output, resolution: int = 224) -> Path:
             classes = [str(c) for c in ImageNetInfo().label_descriptions()]
         except Exception:  # noqa: BLE001 - names are a nicety; numbered classes still work
             pass
-    from .training import save_model
+    from .run_folder import save_model
 
     output = make_dir(output, "--output")
     spec = crop_input_spec(config.in_channels, resolution, IMAGENET_MEAN, IMAGENET_STD)

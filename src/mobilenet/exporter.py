@@ -20,11 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import EVAL_BATCH_SIZE
 from .data import open_source
 from .errors import MobileNetError
-from .evaluate import load_model
 from .files import atomic_write_bytes
+from .metrics import evaluate_batches
 from .progress import bar
+from .run_folder import load_model
+from .runtime import open_session
 
 OPSET = 17
 FP32_TOLERANCE = 1e-4
@@ -72,7 +75,7 @@ def _metadata(info: dict) -> dict[str, str]:
             "producer": "mobilenet"}
 
 
-def _set_metadata(proto, metadata: dict[str, str]) -> None:
+def set_metadata(proto, metadata: dict[str, str]) -> None:
     del proto.metadata_props[:]
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
@@ -92,7 +95,7 @@ def onnx_bytes(model: nn.Module, info: dict) -> bytes:
                           output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
                           dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
-    _set_metadata(proto, _metadata(info))
+    set_metadata(proto, _metadata(info))
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
@@ -107,7 +110,8 @@ def _source(info: dict):
 def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     source = _source(info)
     xs, ys, seen = [], [], 0
-    batches = source.test_batches(256) if split == "test" else source.train_batches(0, 256)
+    n = EVAL_BATCH_SIZE
+    batches = source.test_batches(n) if split == "test" else source.train_batches(0, n)
     for batch in batches:
         if len(batch.labels):
             xs.append(batch.images)
@@ -122,34 +126,23 @@ def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Ten
 
 
 def _test_accuracy(models: list[bytes], info: dict) -> tuple[list[float], int, float]:
-    """Top-1 of each ONNX model on the whole test split, streamed batch by batch, and the
-    share of images on which the last model gives the first one's top-1."""
-    import onnxruntime as ort
-
-    sessions = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]) for m in models]
-    correct, seen, agree = [0] * len(models), 0, 0
+    """Top-1 of each ONNX model on the whole test split, and the share of images on which
+    the last model gives the first one's top-1."""
+    sessions = [open_session(m) for m in models]
     source = _source(info)
-    with bar(total=source.num_test, desc="int8: test accuracy", unit="img") as shown:
-        for batch in source.test_batches(256):
-            shown.update(len(batch.labels) + len(batch.bad_files))
-            if not len(batch.labels):
-                continue
-            x, y = batch.images.numpy(), batch.labels.numpy()
-            top1 = [session.run(None, {"images": x})[0].argmax(1) for session in sessions]
-            correct = [c + int((t == y).sum()) for c, t in zip(correct, top1)]
-            agree += int((top1[0] == top1[-1]).sum())
-            seen += len(y)
+    batches = ((x.numpy(), y, bad) for x, y, bad in source.test_batches(EVAL_BATCH_SIZE))
+    found = evaluate_batches([lambda x, s=s: s.run(None, {"images": x})[0] for s in sessions], batches,
+                             len(info["classes"]), total=source.num_test, desc="int8: test accuracy")
+    seen = found["metrics"][0].images
     if not seen:
         raise MobileNetError("no readable test images to measure the int8 accuracy on")
-    return [c / seen for c in correct], seen, agree / seen
+    return [m.top1 for m in found["metrics"]], seen, found["agreement"]
 
 
 def _run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    out = [session.run(None, {"images": x[i:i + 256]})[0] for i in range(0, len(x), 256)]
-    return np.concatenate(out)
+    session = open_session(data)
+    n = EVAL_BATCH_SIZE
+    return np.concatenate([session.run(None, {"images": x[i:i + n]})[0] for i in range(0, len(x), n)])
 
 
 def _check(name: str, ours, eager, real: bool, tolerance: float | None) -> dict:
@@ -245,7 +238,7 @@ def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str]
                         reduce_range=INT8_PRESETS[preset], activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
         proto = onnx.load(str(dst))
-    _set_metadata(proto, {**(metadata or {}), "int8": preset})
+    set_metadata(proto, {**(metadata or {}), "int8": preset})
     return proto.SerializeToString()
 
 

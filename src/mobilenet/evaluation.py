@@ -1,0 +1,66 @@
+"""Evaluating a trained model folder on its test split, and prediction's public function.
+The loop itself is metrics.evaluate_batches; the folder is run_folder's."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import EVAL_BATCH_SIZE, FASHION_MNIST
+from .data import open_source
+from .errors import MobileNetError
+from .files import atomic_write_json, make_dir
+from .metrics import evaluate_batches
+from .plots import plot_confusion
+from .run_folder import load_model
+
+
+def torch_logits(model: torch.nn.Module, device: torch.device | str = "cpu", amp: torch.dtype | None = None):
+    """A model as evaluate_batches wants it: a batch of images in, numpy logits out
+    (under autocast to `amp` when given, as training runs on a GPU)."""
+    device = torch.device(device)
+
+    def run(images: torch.Tensor):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            return model(images.to(device, memory_format=torch.channels_last)).float().cpu().numpy()
+    return run
+
+
+def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = EVAL_BATCH_SIZE,
+             workers: int | None = None) -> dict:
+    """Top-1, top-5 and per-class accuracy on the test split of the model's data set (or
+    `data`); writes metrics.json and confusion_matrix.png into `out` (default model_dir)."""
+    model, info = load_model(model_dir)
+    provenance = info.get("data") or {}
+    data = data or provenance.get("name") or FASHION_MNIST
+    source = open_source(data, info["model"].resolution, provenance.get("seed", 0),
+                         val_split=provenance.get("val_split", 0.2), workers=workers)
+    if source.classes != info["classes"]:
+        raise MobileNetError(f"{data} has classes {source.classes[:5]}..., the model {info['classes'][:5]}...; "
+                             "evaluate on data with the same class folders")
+    found = evaluate_batches([torch_logits(model)], source.test_batches(batch_size), len(info["classes"]),
+                             total=source.num_test)
+    metrics = found["metrics"][0].report(info["classes"], str(data), found["bad_files"])
+    out = make_dir(out or model_dir)
+    atomic_write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics["confusion_matrix"], info["classes"], out / "confusion_matrix.png")
+    return metrics
+
+
+def predict(model_dir, images: list, top_k: int = 5) -> tuple[list[dict], list[dict]]:
+    """Class names with softmax probabilities for each image that decodes, and
+    {"image": path, "reason": why} for each that does not."""
+    from .data import prepare_images
+
+    if top_k < 1:
+        raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
+    model, info = load_model(model_dir)
+    results = []
+    batch, good, errors = prepare_images(images, info["input"])
+    if batch is not None:
+        with torch.inference_mode():
+            probs = model(batch).softmax(1)
+        top = probs.topk(min(top_k, probs.shape[1]), 1)
+        for path, values, indices in zip(good, top.values.tolist(), top.indices.tolist()):
+            results.append({"image": str(path), "predictions": [
+                {"class": info["classes"][i], "probability": p} for p, i in zip(values, indices)]})
+    return results, errors

@@ -1,0 +1,88 @@
+"""The one evaluation loop and its metrics: top-1, top-5, loss, per-class accuracy and the
+confusion matrix, streamed batch by batch. numpy only, no torch: training, `evaluate`
+(torch or ONNX Runtime), export's int8 check and the deployed path all use it."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import MobileNetError
+from .progress import bar
+
+
+class EvaluationStopped(Exception):
+    """`stop()` asked the loop to end before the next batch (a signal during training)."""
+
+
+class Metrics:
+    """Sums over the batches seen: the confusion matrix, top-5 hits and the summed loss."""
+
+    def __init__(self, num_classes: int):
+        self.confusion = np.zeros((num_classes, num_classes), np.int64)
+        self.top5_hits = 0
+        self.loss_sum = 0.0
+
+    def add(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Count one batch; returns its top-1 predictions."""
+        z, n = np.asarray(logits, np.float64), len(self.confusion)
+        top1 = z.argmax(1)
+        np.add.at(self.confusion, (labels, top1), 1)
+        self.top5_hits += int((np.argsort(-z, axis=1, kind="stable")[:, :min(5, n)] == labels[:, None]).any(1).sum())
+        log_probs = z - z.max(1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
+        self.loss_sum -= float(log_probs[np.arange(len(labels)), labels].sum())
+        return top1
+
+    @property
+    def images(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def top1(self) -> float:
+        return float(self.confusion.trace() / max(self.images, 1))
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.images, 1)
+
+    def to_list(self) -> list[float]:
+        """Every sum as one flat list (to add up over processes), and back with from_list."""
+        return [*self.confusion.ravel().tolist(), self.top5_hits, self.loss_sum]
+
+    def from_list(self, values: list[float]) -> "Metrics":
+        n = len(self.confusion)
+        self.confusion = np.rint(np.asarray(values[:n * n])).astype(np.int64).reshape(n, n)
+        self.top5_hits, self.loss_sum = int(round(values[n * n])), float(values[n * n + 1])
+        return self
+
+    def report(self, classes: list[str], data: str, bad_files=()) -> dict:
+        """metrics.json's content."""
+        if not self.images:
+            raise MobileNetError(f"the test split of {data} has no readable images")
+        per_class = self.confusion.diagonal() / np.maximum(self.confusion.sum(1), 1)
+        return {"data": data, "images": self.images, "top1": self.top1, "top5": self.top5_hits / self.images,
+                "loss": self.loss, "per_class": dict(zip(classes, map(float, per_class))),
+                "confusion_matrix": self.confusion.tolist(), "bad_files": list(bad_files)}
+
+
+def evaluate_batches(models: list[Callable], batches: Iterable, num_classes: int, total: int | None = None,
+                     stop: Callable[[], bool] | None = None, desc: str = "evaluate") -> dict:
+    """Run each batch (images, labels, bad files) through each model (a function from a
+    batch of images to numpy logits). Returns {"metrics": one Metrics per model, "bad_files",
+    "agreement": the share of images where the last model's top-1 equals the first's}.
+    `stop()` is asked before each batch; when it says so, EvaluationStopped is raised."""
+    metrics, bad, agree = [Metrics(num_classes) for _ in models], [], 0
+    with bar(total=total, desc=desc, unit="img") as shown:
+        for images, labels, bad_files in batches:
+            if stop and stop():
+                raise EvaluationStopped
+            bad += bad_files
+            labels = np.asarray(labels, np.int64)
+            shown.update(len(labels) + len(bad_files))
+            if not len(labels):
+                continue
+            top1 = [m.add(model(images), labels) for m, model in zip(metrics, models)]
+            agree += int((top1[0] == top1[-1]).sum())
+    return {"metrics": metrics, "bad_files": bad, "agreement": agree / max(metrics[0].images, 1)}
