@@ -10,7 +10,8 @@ import torch
 
 from mobilenet.exporter import export, fast_inference, fuse_for_inference
 from mobilenet.run_folder import load_model
-from mobilenet.runtime import OnnxModel, evaluate_onnx, predict_onnx
+from mobilenet.predictor import Predictor
+from mobilenet.runtime import OnnxModel, evaluate_onnx
 
 from conftest import cli
 
@@ -112,7 +113,7 @@ def test_onnxruntime_path_imports_no_torch(small_run, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "top-1" in r.stdout
     # and it agrees with the torch path
-    ours = predict_onnx(tmp_path / "m.onnx", [tmp_path / "a.png"])[0][0]["predictions"][0]
+    ours = Predictor(tmp_path / "m.onnx", runtime="onnxruntime").predict([tmp_path / "a.png"])[0][0]["predictions"][0]
     from mobilenet.evaluation import evaluate, predict
     theirs = predict(out, [tmp_path / "a.png"])[0][0]["predictions"][0]
     assert ours["class"] == theirs["class"] and abs(ours["probability"] - theirs["probability"]) < 1e-4

@@ -120,7 +120,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashi
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)
     before = (out / "checkpoint.pt").read_bytes()
     with pytest.raises(MobileNetError, match="diverged"):
-        train(TrainConfig(epochs=3, out=str(out), lr=1e30, width_mult=0.25), resume=True, log=lambda _: None)
+        train(TrainConfig(epochs=3, out=str(out), lr=1e6, width_mult=0.25), resume=True, log=lambda _: None)
     assert (out / "checkpoint.pt").read_bytes() == before
     results, errors = predict(out, [out / "total_acc.png"], top_k=1)  # the last good model still predicts
     assert not errors and 0 < results[0]["predictions"][0]["probability"] <= 1

@@ -19,7 +19,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _number(name, low, high, kind=float):
+def _number(name: str):
+    """An argparse type for the number config.LIMITS names (--batch-size: "batch_size")."""
+    low, high, kind = M.LIMITS[name.replace("-", "_")]
+
     def parse(text):
         try:
             value = kind(text)
@@ -33,9 +36,7 @@ def _number(name, low, high, kind=float):
     return parse
 
 
-WIDTH = _number("width", M.MIN_WIDTH, M.MAX_WIDTH)
-RESOLUTION = _number("resolution", M.MIN_RESOLUTION, M.MAX_RESOLUTION, int)
-NUM_CLASSES = _number("num-classes", 1, 10**6, int)
+WIDTH, RESOLUTION, NUM_CLASSES = _number("width"), _number("resolution"), _number("num-classes")
 
 
 def _data(text):
@@ -111,11 +112,9 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    if args.runtime == "onnxruntime":
-        from .runtime import predict_onnx as predict
-    else:
-        from .evaluation import predict
-    results, failed = predict(args.model, args.images, top_k=args.top_k)
+    from .predictor import Predictor
+
+    results, failed = Predictor(args.model, runtime=args.runtime).predict(args.images, top_k=args.top_k)
     for f in failed:
         print(f"mobilenet predict: error: {f['image']}: {f['reason']}", file=sys.stderr)
     if args.json:
@@ -202,7 +201,7 @@ def _json(p, what: str = "print one JSON object") -> None:
 
 
 def _workers(p) -> None:
-    p.add_argument("--workers", type=_number("workers", 0, 64, int),
+    p.add_argument("--workers", type=_number("workers"),
                    help="DataLoader workers for image folders (default: up to 4, one per core)")
 
 
@@ -212,11 +211,7 @@ def _runtime(p) -> None:
                    "not needed")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mobilenet", description="MobileNet V1: build, cost, train, evaluate, predict, export.")
-    parser.add_argument("--version", action="version", version=f"mobilenet {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def _add_cost(sub) -> None:
     p = sub.add_parser("cost", help="parameters and mult-adds, layer by layer (Tables 1-4)")
     p.add_argument("--variant", type=_variant, help="one of the paper's 16 variants, e.g. mobilenet_v1_0.75_192 "
                    "(default none: α, ρ and classes as given)")
@@ -228,33 +223,35 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p)
     p.set_defaults(func=_cmd_cost)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train on Fashion-MNIST (default) or a folder of images")
     p.add_argument("--data", type=_data, default="fashion-mnist",
                    help="'fashion-mnist' (default) or a folder, one sub-folder per class")
-    p.add_argument("--epochs", type=_number("epochs", 1, 100_000, int), help="default 50, the seed's budget")
+    p.add_argument("--epochs", type=_number("epochs"), help="default 50, the seed's budget")
     p.add_argument("--width", type=WIDTH, default=1.0, help="width multiplier α (default 1.0)")
     p.add_argument("--resolution", type=RESOLUTION, help="input size ρ (default 64 for Fashion-MNIST, 224 for folders)")
-    p.add_argument("--batch-size", type=_number("batch-size", 2, 65_536, int), default=64,
+    p.add_argument("--batch-size", type=_number("batch-size"), default=64,
                    help="images per step, per process (default 64)")
-    p.add_argument("--lr", type=_number("lr", 1e-8, 100.0), help="peak learning rate (default: by optimizer, "
+    p.add_argument("--lr", type=_number("lr"), help="peak learning rate (default: by optimizer, "
                    "scaled with the batch size)")
     p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default="sgd",
                    help="sgd (default; Nesterov momentum 0.9), rmsprop as the paper, or adamw")
-    p.add_argument("--weight-decay", type=_number("weight-decay", 0.0, 1.0), default=4e-5,
+    p.add_argument("--weight-decay", type=_number("weight-decay"), default=4e-5,
                    help="L2 on conv and FC weights, not on depthwise filters or BN (default 4e-5)")
     p.add_argument("--init", help="start from weights: timm:mobilenetv1_100.ra4_e3600_r224_in1k (internet), "
                    "a timm checkpoint file, or a model.safetensors of ours (default none: from scratch)")
     p.add_argument("--augment", choices=["flip-shift", "flip", "none"], default="flip-shift",
                    help="training augmentation (default flip-shift; short runs learn faster with none)")
-    p.add_argument("--dropout", type=_number("dropout", 0.0, 0.999), default=0.0,
+    p.add_argument("--dropout", type=_number("dropout"), default=0.0,
                    help="dropout before the FC layer (default 0, as the paper)")
-    p.add_argument("--seed", type=_number("seed", 0, 2**63 - 1, int), default=0,
+    p.add_argument("--seed", type=_number("seed"), default=0,
                    help="seeds the weights, the shuffle and the augmentation (default 0)")
     p.add_argument("--out", help="run folder (default runs/<dataset>-<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (default off: a new run)")
-    p.add_argument("--limit", type=_number("limit", 2, 10**9, int),
+    p.add_argument("--limit", type=_number("limit"),
                    help="train on only N images (default: all)")
-    p.add_argument("--val-split", type=_number("val-split", 0.01, 0.99), default=0.2,
+    p.add_argument("--val-split", type=_number("val-split"), default=0.2,
                    help="fraction held out of a folder without train/ and val/ (default 0.2)")
     p.add_argument("--strict", action="store_true",
                    help="stop at a file that does not decode (default off: skip it and count it)")
@@ -263,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default) takes a GPU when there is one")
     p.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("--data", type=_data, help="'fashion-mnist' or a folder (default: the data set the model "
@@ -273,15 +272,19 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p)
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="class names with softmax probabilities for images")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--top-k", type=_number("top-k", 1, 10**6, int), default=5,
+    p.add_argument("--top-k", type=_number("top-k"), default=5,
                    help="classes shown per image (default 5)")
     _json(p, "{predictions, failed}: each image's classes, and each image that failed with its reason")
     _runtime(p)
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser("export", help="one deployable file (ONNX, int8 ONNX, TorchScript) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
@@ -290,12 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-preset", choices=["portable", "vnni"], default="portable",
                    help="portable (default): 7-bit weights, exact on every x86-64 and ARM CPU; vnni: 8-bit weights, "
                    "for CPUs with VNNI or ARM only (on AVX2-only x86 its sums can saturate)")
-    p.add_argument("--calibration", type=_number("calibration", 1, 100_000, int), default=300,
+    p.add_argument("--calibration", type=_number("calibration"), default=300,
                    help="training images to calibrate int8 on (default 300)")
     p.add_argument("--output", help="file to write (default: in --model)")
     _json(p, "print the export's report as one JSON object")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="inference speed of each runtime against timm, on this machine")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="a run folder; default: an untrained network of --width and --resolution")
@@ -304,25 +309,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_int_list, default=[1, 16], help="comma-separated (default 1,16)")
     p.add_argument("--runtime", type=_runtime_list, default=list(M.RUNTIMES),
                    help=f"comma-separated, any of {','.join(M.RUNTIMES)} (default all)")
-    p.add_argument("--seconds", type=_number("seconds", 0.01, 3600.0), default=1.0,
+    p.add_argument("--seconds", type=_number("seconds"), default=1.0,
                    help="timing per runtime and batch size, at least 10 runs (default 1)")
     _json(p)
     p.set_defaults(func=_cmd_bench)
 
+
+def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="a model folder from a timm mobilenetv1 state dict")
     p.add_argument("--from-timm", required=True, metavar="FILE", help="timm weights (.safetensors or .pth)")
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument("--resolution", type=RESOLUTION, help="input size stored in the config (default 224)")
     p.set_defaults(func=_cmd_convert)
 
+
+def _add_samples(sub) -> None:
     p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
     p.add_argument("--out", default="samples", help="folder (default ./samples)")
-    p.add_argument("--count", type=_number("count", 1, 10_000, int), default=5, help="images to write (default 5)")
+    p.add_argument("--count", type=_number("count"), default=5, help="images to write (default 5)")
     p.set_defaults(func=_cmd_samples)
 
+
+def _add_models(sub) -> None:
     p = sub.add_parser("models", help="the paper's 16 variants with their cost (Tables 6, 7)")
     _json(p)
     p.set_defaults(func=_cmd_models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mobilenet", description="MobileNet V1: build, cost, train, evaluate, predict, export.")
+    parser.add_argument("--version", action="version", version=f"mobilenet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_cost(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_predict(sub)
+    _add_export(sub)
+    _add_bench(sub)
+    _add_convert(sub)
+    _add_samples(sub)
+    _add_models(sub)
     return parser
 
 

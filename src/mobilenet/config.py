@@ -65,6 +65,25 @@ def layer_names() -> list[str]:
     return names
 
 
+# The one table of limits on the numbers a user gives: the CLI's argument types,
+# TrainConfig.validate and MobileNetConfig all check against it. name: (low, high, kind)
+LIMITS = {
+    "num_classes": (1, 10**6, int), "width": (MIN_WIDTH, MAX_WIDTH, float),
+    "resolution": (MIN_RESOLUTION, MAX_RESOLUTION, int), "in_channels": (1, 64, int),
+    "dropout": (0.0, 0.999, float), "epochs": (1, 100_000, int), "batch_size": (2, 65_536, int),
+    "lr": (1e-8, 1e6, float), "weight_decay": (0.0, 1.0, float), "seed": (0, 2**63 - 1, int),
+    "limit": (2, 10**9, int), "val_split": (0.01, 0.99, float), "workers": (0, 64, int),
+    "top_k": (1, 10**6, int), "calibration": (1, 100_000, int), "count": (1, 10_000, int),
+    "seconds": (0.01, 3600.0, float),
+}
+
+
+def check_number(name: str, value, label: str | None = None) -> None:
+    """ValueError unless `value` is a number within LIMITS[name] (named `label` in the message)."""
+    low, high, kind = LIMITS[name]
+    _check_number(label or name, value, low, high, kind)
+
+
 def _check_number(name: str, value, low: float, high: float, kind=float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         kind is int and not float(value).is_integer()
@@ -86,11 +105,9 @@ class MobileNetConfig:
     activation: str = "relu"  # "relu" (paper, seed) or "relu6" (TF, Keras, timm weights)
 
     def __post_init__(self):
-        _check_number("num_classes", self.num_classes, 1, 10**6, int)
-        _check_number("width_mult", self.width_mult, MIN_WIDTH, MAX_WIDTH)
-        _check_number("resolution", self.resolution, MIN_RESOLUTION, MAX_RESOLUTION, int)
-        _check_number("in_channels", self.in_channels, 1, 64, int)
-        _check_number("dropout", self.dropout, 0.0, 0.999)
+        for name, limit in (("num_classes", "num_classes"), ("width_mult", "width"), ("resolution", "resolution"),
+                            ("in_channels", "in_channels"), ("dropout", "dropout")):
+            check_number(limit, getattr(self, name), name)
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
         # Normalise whole numbers given as floats (e.g. from JSON) so round trips are exact.

@@ -11,6 +11,7 @@ from .errors import MobileNetError
 from .files import atomic_write_json, make_dir
 from .metrics import evaluate_batches
 from .plots import plot_confusion
+from .predictor import Predictor
 from .run_folder import load_model
 
 
@@ -47,20 +48,6 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = EVA
 
 
 def predict(model_dir, images: list, top_k: int = 5) -> tuple[list[dict], list[dict]]:
-    """Class names with softmax probabilities for each image that decodes, and
-    {"image": path, "reason": why} for each that does not."""
-    from .data import prepare_images
-
-    if top_k < 1:
-        raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
-    model, info = load_model(model_dir)
-    results = []
-    batch, good, errors = prepare_images(images, info["input"])
-    if batch is not None:
-        with torch.inference_mode():
-            probs = model(batch).softmax(1)
-        top = probs.topk(min(top_k, probs.shape[1]), 1)
-        for path, values, indices in zip(good, top.values.tolist(), top.indices.tolist()):
-            results.append({"image": str(path), "predictions": [
-                {"class": info["classes"][i], "probability": p} for p, i in zip(values, indices)]})
-    return results, errors
+    """Class names with softmax probabilities for each image, and {"image", "reason"} for
+    each that does not decode: Predictor(model_dir).predict(images, top_k), in one call."""
+    return Predictor(model_dir).predict(images, top_k)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import MAX_RESOLUTION, MIN_RESOLUTION
 from .errors import MobileNetError
 from .progress import bar
 
@@ -72,6 +73,21 @@ def fashion_mnist_dir() -> Path:
 MAX_ASPECT = 100  # a 1×50,000 image would resize to 256×12,800,000 (3 GB)
 
 
+def convert_image(im, channels: int):
+    """A decoded PIL image -> 8-bit RGB (3 channels) or L (1): 16-bit scaled down,
+    transparent pixels on white."""
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
+    if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in im.info:
+        rgba = im.convert("RGBA")  # transparent pixels become white
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im.convert("RGB" if channels == 3 else "L")
+
+
 def load_image(path, channels: int = 3):
     """Open any image (JPEG, PNG, BMP, GIF, WebP, TIFF; L, RGB, RGBA, P, CMYK, 16-bit),
     apply its EXIF rotation, and convert it to 8-bit RGB (3 channels) or L (1 channel).
@@ -90,15 +106,7 @@ def load_image(path, channels: int = 3):
                 im.seek(0)  # first frame of an animation
                 im = ImageOps.exif_transpose(im)
                 im.load()
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    a = np.asarray(im, dtype=np.float64)
-                    hi = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
-                    im = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
-                if im.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in im.info:
-                    rgba = im.convert("RGBA")  # transparent pixels become white
-                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    im = Image.alpha_composite(background, rgba)
-                return im.convert("RGB" if channels == 3 else "L")
+                return convert_image(im, channels)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, MemoryError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -236,8 +244,9 @@ def check_metadata(classes, spec, data, num_classes=None, channels=None, resolut
     c, r = spec["channels"], spec["resolution"]
     if c not in (1, 3) or not whole(c, 1, 3) or (channels is not None and c != channels):
         raise ValueError(f"input channels is {c!r}; the network takes {channels or '1 or 3'}")
-    if not whole(r, 32, 4096) or (resolution is not None and r != resolution):
-        raise ValueError(f"input resolution is {r!r}; the network takes {resolution or '32 to 4096'}")
+    if not whole(r, MIN_RESOLUTION, MAX_RESOLUTION) or (resolution is not None and r != resolution):
+        raise ValueError(f"input resolution is {r!r}; the network takes "
+                         f"{resolution or f'{MIN_RESOLUTION} to {MAX_RESOLUTION}'}")
     for key in ("mean", "std"):
         v = spec[key]
         if not (isinstance(v, list) and len(v) == c and all(isinstance(x, (int, float)) and np.isfinite(x) for x in v)):
@@ -245,10 +254,11 @@ def check_metadata(classes, spec, data, num_classes=None, channels=None, resolut
     if not all(x > 0 for x in spec["std"]):
         raise ValueError("input std must be positive")
     if spec.get("image_size") is not None:
-        if not whole(spec["image_size"], 1, 4096):
-            raise ValueError(f"input image_size is {spec['image_size']!r}; use 1 to 4096")
-    elif not whole(spec.get("resize"), r, 4096):
-        raise ValueError(f"input needs image_size, or resize from {r} to 4096 (got {spec.get('resize')!r})")
+        if not whole(spec["image_size"], 1, MAX_RESOLUTION):
+            raise ValueError(f"input image_size is {spec['image_size']!r}; use 1 to {MAX_RESOLUTION}")
+    elif not whole(spec.get("resize"), r, MAX_RESOLUTION):
+        raise ValueError(f"input needs image_size, or resize from {r} to {MAX_RESOLUTION} "
+                         f"(got {spec.get('resize')!r})")
     if data is not None and not (isinstance(data, dict) and isinstance(data.get("name", ""), str)):
         raise ValueError("'data' must be an object naming the data set")
 

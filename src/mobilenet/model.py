@@ -68,7 +68,8 @@ class MobileNetV1(nn.Module):
         resolution: int = 224,
     ):
         super().__init__()
-        self.config = MobileNetConfig(num_classes, width_mult, resolution, in_channels, dropout, activation)
+        self.config = MobileNetConfig(num_classes=num_classes, width_mult=width_mult, resolution=resolution,
+                                      in_channels=in_channels, dropout=dropout, activation=activation)
         act = ACTIVATIONS[activation]
 
         layers, c_in = OrderedDict(), in_channels
@@ -87,8 +88,7 @@ class MobileNetV1(nn.Module):
 
     @classmethod
     def from_config(cls, config: MobileNetConfig) -> "MobileNetV1":
-        c = config
-        return cls(c.num_classes, c.width_mult, c.in_channels, c.dropout, c.activation, c.resolution)
+        return cls(**config.to_dict())  # the config's fields are the constructor's keywords
 
     def _init_weights(self) -> None:
         for m in self.modules():

@@ -18,12 +18,10 @@ from itertools import islice
 import numpy as np
 
 from .errors import MobileNetError
-from .images import IMAGE_EXTENSIONS, MAX_ASPECT, prepare, prepare_files
+from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files
 
 CHUNK_SIZE = 64  # images decoded, prepared and run at a time
 RUNTIMES = ("torch", "onnxruntime")
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I", "F")
-_ALPHA = ("P", "PA", "LA", "RGBA", "La", "RGBa")
 
 
 class Predictor:
@@ -76,7 +74,7 @@ class Predictor:
         Returns (records, failed): records are {"image": path, or the item's index in
         `images` for PIL and numpy items, "predictions": [{"class", "probability"}, …]}
         with probabilities descending; failed are {"image", "reason"}, as prepare_files."""
-        if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 0:
+        if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
             raise MobileNetError(f"--top-k must be at least 1, got {top_k!r}")
         k = min(int(top_k), len(self.classes))
         records, failed = [], []
@@ -198,12 +196,4 @@ def _to_model_mode(image, channels: int):
     if min(w, h) < 1 or max(w, h) > MAX_ASPECT * min(w, h):
         raise MobileNetError(f"{w}×{h} pixels: empty, or an aspect ratio beyond {MAX_ASPECT}:1; "
                              "crop it to the object first")
-    image = ImageOps.exif_transpose(image)
-    if image.mode in _SIXTEEN_BIT:
-        a = np.asarray(image, dtype=np.float64)
-        hi = 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
-    if image.mode in _ALPHA or "transparency" in image.info:
-        rgba = image.convert("RGBA")  # transparent pixels become white
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    return image.convert("RGB" if channels == 3 else "L")
+    return convert_image(ImageOps.exif_transpose(image), channels)

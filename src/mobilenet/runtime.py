@@ -1,4 +1,5 @@
 """Running an exported .onnx model with ONNX Runtime, numpy and Pillow only: no torch.
+(Prediction, on either runtime, is predictor.Predictor's.)
 
 The file carries what it needs in its metadata (class names, input preparation), so a
 deployed model is one file. Nothing here may import torch: a test checks sys.modules.
@@ -59,30 +60,6 @@ class OnnxModel:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def predict_onnx(model_path, images: list, top_k: int = 5) -> tuple[list[dict], list[dict]]:
-    """As evaluate.predict, through ONNX Runtime."""
-    if top_k < 1:
-        raise MobileNetError(f"--top-k must be at least 1, got {top_k}")
-    model = OnnxModel(model_path)
-    batch, ok, errors = prepare_files(images, model.spec)
-    results = []
-    if batch is not None:
-        probs = _softmax(model.logits(batch))
-        k = min(top_k, probs.shape[1])
-        for path, row in zip(ok, probs):
-            top = np.argsort(-row, kind="stable")[:k]
-            results.append({"image": str(path), "predictions": [
-                {"class": model.classes[i], "probability": float(row[i])} for i in top]})
-    return results, errors
-
-
 
 
 def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE):

@@ -20,10 +20,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .config import EVAL_BATCH_SIZE
+from .config import EVAL_BATCH_SIZE, check_number
 from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source
 from .distributed import Dist, Signals, launch
-from .errors import Interrupted, MobileNetError
+from .errors import BadArgument, Interrupted, MobileNetError
 from .evaluation import torch_logits
 from .files import make_dir, remove_unfinished
 from .metrics import EvaluationStopped, Metrics, evaluate_batches
@@ -66,29 +66,24 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda
 
     def validate(self) -> None:
-        checks = [
-            ("--epochs", self.epochs, 1, 100_000), ("--batch-size", self.batch_size, 2, 65_536),
-            ("--seed", self.seed, 0, 2**63 - 1),
-        ]
-        for name, value, low, high in checks:
-            if not (isinstance(value, int) and low <= value <= high):
-                raise MobileNetError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
-        if self.limit is not None and not (isinstance(self.limit, int) and self.limit >= 2):
-            raise MobileNetError(f"--limit must be a whole number of at least 2, got {self.limit!r}")
+        optional = ("limit", "lr", "workers", "resolution")  # None: the default
+        for name in ("epochs", "batch_size", "seed", "weight_decay", "dropout", "val_split", "width", *optional):
+            value = getattr(self, "width_mult" if name == "width" else name)
+            if not (value is None and name in optional):
+                try:
+                    check_number(name, value, "--" + name.replace("_", "-"))
+                except ValueError as e:
+                    raise BadArgument(str(e)) from None
         if self.optimizer not in LR:
-            raise MobileNetError(f"--optimizer must be one of {', '.join(LR)}, got {self.optimizer!r}")
-        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise MobileNetError(f"--lr must be a positive number, got {self.lr!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise MobileNetError(f"--weight-decay must be 0 or more, got {self.weight_decay!r}")
+            raise BadArgument(f"--optimizer must be one of {', '.join(LR)}, got {self.optimizer!r}")
         if self.augment not in AUGMENTATIONS:
-            raise MobileNetError(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+            raise BadArgument(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise MobileNetError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+            raise BadArgument(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise MobileNetError("--device cuda: no CUDA device is available here; use --device cpu")
         if self.data != FASHION_MNIST and not Path(self.data).is_dir():
-            raise MobileNetError(f"--data {self.data}: no such folder; give a folder with one sub-folder per class, "
+            raise BadArgument(f"--data {self.data}: no such folder; give a folder with one sub-folder per class, "
                                  "or 'fashion-mnist'")
 
 
