@@ -55,10 +55,7 @@ def write_model(out: Path, runtime: str) -> Path:
     save_model(model.eval(), out, info)
     if runtime == "torch":
         return out
-    try:
-        from mobilenet.exporter import export
-    except ModuleNotFoundError:
-        from mobilenet.export import export
+    from mobilenet.exporter import export
     export(out, "onnx", output=out / "model.onnx", check_images=16, log=lambda _: None)
     return out / "model.onnx"
 

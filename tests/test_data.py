@@ -117,3 +117,17 @@ def test_numpy_preparation_matches_the_torch_test_pipeline(image_folder, tmp_pat
     for path in sorted(image_folder.rglob("*.png"))[:3]:
         image = load_image(path, 3)
         np.testing.assert_allclose(prepare(image, spec), transform(image).numpy(), atol=1e-5)
+
+
+def test_random_erasing_is_seeded_and_erases_what_it_says():
+    from mobilenet.data import random_erasing
+
+    x = torch.zeros(2000, 1, 40, 40)
+    erased = random_erasing(x, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(erased, random_erasing(x, 0.5, torch.Generator().manual_seed(3)))
+    assert not torch.equal(erased, random_erasing(x, 0.5, torch.Generator().manual_seed(4)))
+    share = (erased != 0).flatten(1).float().mean(1)
+    hit = share > 0
+    assert 0.45 < hit.float().mean() < 0.55  # p = 0.5
+    assert share[hit].min() >= 0.015 and share[hit].max() <= 0.36  # 2-33% of the area, in whole pixels
+    assert torch.equal(random_erasing(x, 0.0, torch.Generator().manual_seed(3)), x)

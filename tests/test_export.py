@@ -169,3 +169,10 @@ def test_int8_with_nothing_to_calibrate_on(tmp_path):
     r = cli("export", "--model", str(tmp_path / "run"), "--int8")
     assert r.returncode == 1 and "Traceback" not in r.stderr and str(images) in r.stderr
     assert not list((tmp_path / "run").glob("*.onnx")) and not list((tmp_path / "run").glob(".*.tmp"))
+    # resuming a run whose data folder is gone: one line, exit 1 (not an argument error)
+    r = cli("train", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2")
+    assert r.returncode == 1 and "is gone" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # a 3-class model evaluated on Fashion-MNIST through ONNX Runtime: one line, no traceback
+    assert cli("export", "--model", str(tmp_path / "run"), "--output", str(tmp_path / "m.onnx")).returncode == 0
+    r = cli("evaluate", "--runtime", "onnxruntime", "--model", str(tmp_path / "m.onnx"), "--data", "fashion-mnist")
+    assert r.returncode == 1 and "not Fashion-MNIST's" in r.stderr and "Traceback" not in r.stderr, r.stderr

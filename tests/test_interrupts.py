@@ -279,3 +279,28 @@ def test_run_files_are_what_a_run_writes(setup):
     _, _, reference = setup
     written = {p.name for p in reference.iterdir() if p.is_file()} - {".lock", "train.log"}
     assert written == set(RUN_FILES)  # so the clean-up on resume knows every file that can be half written
+
+
+def test_resume_is_exact_with_every_regularizer_on(setup, tmp_path):
+    """EMA, random erasing and label smoothing: killed in a step twice (epochs 1 and 2),
+    resumed, and equal to an uninterrupted run, the EMA's weights included."""
+    _, env, _ = setup
+    options = ["--ema", "0.9", "--random-erasing", "0.5", "--label-smoothing", "0.1"]
+
+    def command(out: Path) -> list[str]:
+        again = ["--resume"] if (out / "checkpoint.pt").exists() else []
+        return ["train", *TINY, *EPOCHS, *options, "--out", str(out), *again]
+
+    reference = tmp_path / "reference"
+    r = subprocess.run([sys.executable, "-m", "mobilenet", *command(reference)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "killed"
+    for k in (7, 25):  # step 7 of epoch 1; then, resumed there, step 11 of epoch 2
+        r = subprocess.run([sys.executable, "-c", FAULT, "step", "-", str(k), *command(out)], env=env,
+                           capture_output=True, text=True)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+    r = subprocess.run([sys.executable, "-m", "mobilenet", *command(out)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert_same_run(out, reference)
+    final, ref = (torch.load(p / "checkpoint.pt", weights_only=True)["ema"] for p in (out, reference))
+    assert all(torch.equal(final[k], ref[k]) for k in ref)

@@ -1,6 +1,5 @@
 """Predictor: every kind of input, failures, top-k, chunking, and the two runtimes agreeing."""
 
-import importlib
 import json
 import subprocess
 import sys
@@ -39,10 +38,7 @@ def torch_predictor(small_run):
 
 @pytest.fixture(scope="module")
 def onnx_file(small_run, tmp_path_factory):
-    try:
-        export = importlib.import_module("mobilenet.exporter").export
-    except ModuleNotFoundError:
-        export = importlib.import_module("mobilenet.export").export
+    from mobilenet.exporter import export
     path = tmp_path_factory.mktemp("onnx") / "m.onnx"
     export(small_run[0], "onnx", output=path, log=lambda _: None)
     return path
@@ -213,3 +209,13 @@ def test_onnxruntime_predictor_imports_no_torch(onnx_file, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.fault
+def test_a_folder_without_images_is_a_failure(torch_predictor, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no pictures here")
+    records, failed = torch_predictor.predict([tmp_path / "empty", tmp_path / "notes"])
+    assert records == [] and [f["image"] for f in failed] == [str(tmp_path / "empty"), str(tmp_path / "notes")]
+    assert all("no image files" in f["reason"] for f in failed)

@@ -115,12 +115,17 @@ def test_resume_after_kill_and_after_sigint_equals_an_uninterrupted_run(tmp_path
 
 
 @pytest.mark.fault
-def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashion, tmp_path):
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashion, tmp_path, monkeypatch):
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)
     before = (out / "checkpoint.pt").read_bytes()
+    import mobilenet.training
+
+    real = mobilenet.training.F.cross_entropy
+    monkeypatch.setattr(mobilenet.training.F, "cross_entropy", lambda *a, **kw: real(*a, **kw) * float("nan"))
     with pytest.raises(MobileNetError, match="diverged"):
-        train(TrainConfig(epochs=3, out=str(out), lr=1e6, width_mult=0.25), resume=True, log=lambda _: None)
+        train(TrainConfig(epochs=3, out=str(out), width_mult=0.25), resume=True, log=lambda _: None)
+    monkeypatch.undo()
     assert (out / "checkpoint.pt").read_bytes() == before
     results, errors = predict(out, [out / "total_acc.png"], top_k=1)  # the last good model still predicts
     assert not errors and 0 < results[0]["predictions"][0]["probability"] <= 1
@@ -160,3 +165,36 @@ def test_broken_model_folders(fake_fashion, tmp_path):
     assert r.returncode == 1 and "model.safetensors" in r.stderr and "Traceback" not in r.stderr
     r = cli("train", "--out", str(out), env={"MOBILENET_FASHION_MNIST": str(fake_fashion)})
     assert r.returncode == 1 and "--resume" in r.stderr
+
+
+def test_regularizers_change_training_and_the_ema_is_what_is_saved(fake_fashion, tmp_path):
+    def run(name, **options):
+        out = tmp_path / name
+        train(TrainConfig(epochs=2, width_mult=0.25, resolution=32, batch_size=16, augment="none", out=str(out),
+                          **options), log=lambda _: None)
+        return out, history(out)
+
+    _, plain = run("plain")
+    for option in ({"random_erasing": 0.5}, {"label_smoothing": 0.1}):
+        _, rows = run(next(iter(option)), **option)
+        assert rows[0]["train_loss"] != plain[0]["train_loss"], option
+    out, rows = run("ema", ema=0.9)
+    assert [r["test_acc"] for r in rows] == [r["test_acc"] for r in plain]  # the average only watches
+    assert all(r["ema_test_acc"] for r in rows) and not any(r["ema_test_acc"] for r in plain)
+    ema = torch.load(out / "checkpoint.pt", weights_only=True)["ema"]
+    saved = load_file(out / "model.safetensors")
+    assert all(torch.equal(saved[k], ema["module." + k]) for k in saved)  # the EMA's weights are the model
+    metrics = evaluate(out, out=tmp_path / "metrics")  # and evaluating it gives what history.csv says
+    assert abs(metrics["top1"] - float(rows[-1]["ema_test_acc"])) < 1e-6
+    assert abs(metrics["loss"] - float(rows[-1]["ema_test_loss"])) < 1e-5
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("bad", [{"epochs": 1.0}, {"batch_size": True}, {"lr": 1000.0}, {"label_smoothing": 0.9},
+                                 {"ema": 1.0}, {"random_erasing": -0.1}, {"seed": -1}])
+def test_library_arguments_are_checked_before_any_folder_is_made(bad, tmp_path):
+    from mobilenet.errors import BadArgument
+
+    with pytest.raises(BadArgument):
+        train(TrainConfig(out=str(tmp_path / "run"), **bad), log=lambda _: None)
+    assert not (tmp_path / "run").exists()

@@ -84,6 +84,7 @@ def _cmd_train(args) -> int:
         data=args.data, epochs=args.epochs if args.resume else (args.epochs or 50), width_mult=args.width,
         resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, init=args.init, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out,
+        ema=args.ema, random_erasing=args.random_erasing, label_smoothing=args.label_smoothing,
         limit=args.limit, val_split=args.val_split, strict=args.strict, workers=args.workers, device=args.device)
     train(cfg, resume=args.resume, progress=sys.stderr.isatty())
     return 0
@@ -138,8 +139,10 @@ def _cmd_samples(args) -> int:
 def _cmd_export(args) -> int:
     from .exporter import export
 
+    if args.int8_preset and not args.int8:
+        raise BadArgument("--int8-preset goes with --int8; add --int8, or drop --int8-preset")
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
-               int8_preset=args.int8_preset, log=(lambda line: print(line, file=sys.stderr)) if args.json else print)
+               int8_preset=args.int8_preset or "portable", log=(lambda line: print(line, file=sys.stderr)) if args.json else print)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -245,6 +248,13 @@ def _add_train(sub) -> None:
                    help="training augmentation (default flip-shift; short runs learn faster with none)")
     p.add_argument("--dropout", type=_number("dropout"), default=0.0,
                    help="dropout before the FC layer (default 0, as the paper)")
+    p.add_argument("--ema", type=_number("ema"), metavar="DECAY",
+                   help="keep an exponential moving average of the weights (BN statistics too), e.g. 0.999; "
+                   "it is evaluated beside the weights and saved (default off)")
+    p.add_argument("--random-erasing", type=_number("random-erasing"), default=0.0, metavar="P",
+                   help="erase a random rectangle (2-33%% of the image) with noise, with probability P (default 0)")
+    p.add_argument("--label-smoothing", type=_number("label-smoothing"), default=0.0,
+                   help="label smoothing of the training loss (default 0)")
     p.add_argument("--seed", type=_number("seed"), default=0,
                    help="seeds the weights, the shuffle and the augmentation (default 0)")
     p.add_argument("--out", help="run folder (default runs/<dataset>-<timestamp>)")
@@ -290,7 +300,7 @@ def _add_export(sub) -> None:
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantization (ONNX Runtime, QDQ; default off: float32)")
-    p.add_argument("--int8-preset", choices=["portable", "vnni"], default="portable",
+    p.add_argument("--int8-preset", choices=["portable", "vnni"],
                    help="portable (default): 7-bit weights, exact on every x86-64 and ARM CPU; vnni: 8-bit weights, "
                    "for CPUs with VNNI or ARM only (on AVX2-only x86 its sums can saturate)")
     p.add_argument("--calibration", type=_number("calibration"), default=300,

@@ -37,6 +37,8 @@ PAPER_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 PAPER_RESOLUTIONS = (224, 192, 160, 128)
 
 FASHION_MNIST = "fashion-mnist"  # the --data name of the built-in data set
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or checked
 
 # Ways to run a model for inference (`mobilenet bench`).
@@ -71,16 +73,20 @@ LIMITS = {
     "num_classes": (1, 10**6, int), "width": (MIN_WIDTH, MAX_WIDTH, float),
     "resolution": (MIN_RESOLUTION, MAX_RESOLUTION, int), "in_channels": (1, 64, int),
     "dropout": (0.0, 0.999, float), "epochs": (1, 100_000, int), "batch_size": (2, 65_536, int),
-    "lr": (1e-8, 1e6, float), "weight_decay": (0.0, 1.0, float), "seed": (0, 2**63 - 1, int),
+    "lr": (1e-8, 100.0, float), "weight_decay": (0.0, 1.0, float), "seed": (0, 2**63 - 1, int),
     "limit": (2, 10**9, int), "val_split": (0.01, 0.99, float), "workers": (0, 64, int),
     "top_k": (1, 10**6, int), "calibration": (1, 100_000, int), "count": (1, 10_000, int),
-    "seconds": (0.01, 3600.0, float),
+    "seconds": (0.01, 3600.0, float), "ema": (0.5, 0.99999, float), "random_erasing": (0.0, 1.0, float),
+    "label_smoothing": (0.0, 0.5, float),
 }
 
 
-def check_number(name: str, value, label: str | None = None) -> None:
-    """ValueError unless `value` is a number within LIMITS[name] (named `label` in the message)."""
+def check_number(name: str, value, label: str | None = None, exact: bool = False) -> None:
+    """ValueError unless `value` is a number within LIMITS[name] (named `label` in the
+    message). exact: a whole number must be an int, not 3.0 (which JSON may give)."""
     low, high, kind = LIMITS[name]
+    if exact and kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{label or name} must be a whole number, got {value!r}")
     _check_number(label or name, value, low, high, kind)
 
 

@@ -9,6 +9,7 @@ model's input size, and a list of files that did not decode. Randomness is a fun
 from __future__ import annotations
 
 import io
+import math
 import os
 import signal
 from dataclasses import dataclass, field
@@ -18,13 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
+from .config import FASHION_CLASSES, FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare_files, read_idx
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
 AUGMENTATIONS = ("flip-shift", "flip", "none")  # for training; evaluation never augments
 
@@ -89,6 +88,25 @@ def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> tor
         cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
         x = padded.gather(3, cols)
     return x
+
+
+def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2017) as tensor ops on a normalised batch: with
+    probability p an image gets one rectangle of 2-33% of its area, aspect ratio 0.3-3.3,
+    filled with noise."""
+    n, c, h, w = x.shape
+    area = torch.empty(n).uniform_(0.02, 0.33, generator=generator) * h * w
+    aspect = torch.empty(n).uniform_(math.log(0.3), math.log(3.3), generator=generator).exp()
+    eh = (area * aspect).sqrt().round().clamp(1, h)
+    ew = (area / aspect).sqrt().round().clamp(1, w)
+    y0 = (torch.rand(n, generator=generator) * (h - eh + 1)).floor()
+    x0 = (torch.rand(n, generator=generator) * (w - ew + 1)).floor()
+    rows, cols = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
+    inside = (((rows >= y0[:, None]) & (rows < (y0 + eh)[:, None]))[:, :, None]
+              & ((cols >= x0[:, None]) & (cols < (x0 + ew)[:, None]))[:, None, :])
+    chosen = torch.rand(n, generator=generator) < p
+    mask = (inside & chosen.view(n, 1, 1)).unsqueeze(1)  # (n, 1, h, w)
+    return torch.where(mask, torch.randn(x.shape, generator=generator, dtype=x.dtype), x)
 
 
 class TensorSource:
@@ -302,12 +320,6 @@ def open_source(data: str, resolution: int, seed: int, limit: int | None = None,
     if data == FASHION_MNIST:
         return fashion_mnist(resolution, seed, limit, augment)
     return FolderSource(data, resolution, seed, val_split, limit, workers, augment=augment)
-
-
-def prepare_images(paths, spec: dict) -> tuple[torch.Tensor | None, list, list[dict]]:
-    """images.prepare_files as a torch batch: prepared exactly like the test images."""
-    batch, ok, errors = prepare_files(paths, spec)
-    return (torch.from_numpy(batch) if batch is not None else None), ok, errors
 
 
 def write_samples(out, count: int = 5) -> list[Path]:

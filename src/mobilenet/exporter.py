@@ -132,7 +132,8 @@ def _test_accuracy(models: list[bytes], info: dict) -> tuple[list[float], int, f
     source = _source(info)
     batches = ((x.numpy(), y, bad) for x, y, bad in source.test_batches(EVAL_BATCH_SIZE))
     found = evaluate_batches([lambda x, s=s: s.run(None, {"images": x})[0] for s in sessions], batches,
-                             len(info["classes"]), total=source.num_test, desc="int8: test accuracy")
+                             len(info["classes"]), total=source.num_test, desc="int8: test accuracy",
+                             confusion=False)
     seen = found["metrics"][0].images
     if not seen:
         raise MobileNetError("no readable test images to measure the int8 accuracy on")

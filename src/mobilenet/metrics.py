@@ -17,18 +17,25 @@ class EvaluationStopped(Exception):
 
 
 class Metrics:
-    """Sums over the batches seen: the confusion matrix, top-5 hits and the summed loss."""
+    """Sums over the batches seen: images, correct, top-5 hits, the summed loss and (when
+    asked: it grows with classes²) the confusion matrix."""
 
-    def __init__(self, num_classes: int):
-        self.confusion = np.zeros((num_classes, num_classes), np.int64)
-        self.top5_hits = 0
+    def __init__(self, num_classes: int, confusion: bool = True):
+        self.num_classes = num_classes
+        self.confusion = np.zeros((num_classes, num_classes), np.int64) if confusion else None
+        self.images = self.correct = self.top5_hits = 0
         self.loss_sum = 0.0
 
     def add(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Count one batch; returns its top-1 predictions."""
-        z, n = np.asarray(logits, np.float64), len(self.confusion)
+        z, n = np.asarray(logits, np.float64), self.num_classes
+        if labels.min() < 0 or labels.max() >= z.shape[1]:
+            raise MobileNetError(f"labels run to {labels.max()}, beyond the model's {z.shape[1]} classes; "
+                                 "evaluate on the data the model was trained on")
         top1 = z.argmax(1)
-        np.add.at(self.confusion, (labels, top1), 1)
+        if self.confusion is not None:
+            np.add.at(self.confusion, (labels, top1), 1)
+        self.images, self.correct = self.images + len(labels), self.correct + int((top1 == labels).sum())
         self.top5_hits += int((np.argsort(-z, axis=1, kind="stable")[:, :min(5, n)] == labels[:, None]).any(1).sum())
         log_probs = z - z.max(1, keepdims=True)
         log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
@@ -36,29 +43,25 @@ class Metrics:
         return top1
 
     @property
-    def images(self) -> int:
-        return int(self.confusion.sum())
-
-    @property
     def top1(self) -> float:
-        return float(self.confusion.trace() / max(self.images, 1))
+        return self.correct / max(self.images, 1)
 
     @property
     def loss(self) -> float:
         return self.loss_sum / max(self.images, 1)
 
     def to_list(self) -> list[float]:
-        """Every sum as one flat list (to add up over processes), and back with from_list."""
-        return [*self.confusion.ravel().tolist(), self.top5_hits, self.loss_sum]
+        """The sums but the confusion matrix, as one list (to add up over processes), and
+        back with from_list."""
+        return [self.images, self.correct, self.top5_hits, self.loss_sum]
 
     def from_list(self, values: list[float]) -> "Metrics":
-        n = len(self.confusion)
-        self.confusion = np.rint(np.asarray(values[:n * n])).astype(np.int64).reshape(n, n)
-        self.top5_hits, self.loss_sum = int(round(values[n * n])), float(values[n * n + 1])
+        self.images, self.correct, self.top5_hits = (int(round(v)) for v in values[:3])
+        self.loss_sum = float(values[3])
         return self
 
     def report(self, classes: list[str], data: str, bad_files=()) -> dict:
-        """metrics.json's content."""
+        """metrics.json's content (needs the confusion matrix)."""
         if not self.images:
             raise MobileNetError(f"the test split of {data} has no readable images")
         per_class = self.confusion.diagonal() / np.maximum(self.confusion.sum(1), 1)
@@ -68,12 +71,12 @@ class Metrics:
 
 
 def evaluate_batches(models: list[Callable], batches: Iterable, num_classes: int, total: int | None = None,
-                     stop: Callable[[], bool] | None = None, desc: str = "evaluate") -> dict:
+                     stop: Callable[[], bool] | None = None, desc: str = "evaluate", confusion: bool = True) -> dict:
     """Run each batch (images, labels, bad files) through each model (a function from a
     batch of images to numpy logits). Returns {"metrics": one Metrics per model, "bad_files",
     "agreement": the share of images where the last model's top-1 equals the first's}.
     `stop()` is asked before each batch; when it says so, EvaluationStopped is raised."""
-    metrics, bad, agree = [Metrics(num_classes) for _ in models], [], 0
+    metrics, bad, agree = [Metrics(num_classes, confusion) for _ in models], [], 0
     with bar(total=total, desc=desc, unit="img") as shown:
         for images, labels, bad_files in batches:
             if stop and stop():

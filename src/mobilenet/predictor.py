@@ -134,14 +134,18 @@ def _check_array(index: int, a: np.ndarray) -> None:
 
 def _sources(items: list):
     """(key, source) for each image, lazily: a file path is its own key and source; a PIL
-    image or array is keyed by its index; a folder yields its image files."""
+    image or array is keyed by its index; a folder yields its image files, or a
+    MobileNetError as its source when it has none."""
     from PIL import Image
 
     for index, item in enumerate(items):
         if isinstance(item, (np.ndarray, Image.Image)):
             yield index, item
         elif os.path.isdir(item):
-            yield from ((path, path) for path in _folder_images(os.fspath(item)))
+            found = _folder_images(os.fspath(item))
+            if not found:  # said, not silently skipped
+                yield os.fspath(item), MobileNetError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            yield from ((path, path) for path in found)
         else:
             path = os.fspath(item)
             yield path, path
@@ -169,6 +173,9 @@ def _prepare_chunk(chunk: list, spec: dict) -> tuple[np.ndarray | None, list, li
     {"image", "reason"} for each that did not decode), in the order given."""
     arrays, keys, failed = [], [], []
     for key, source in chunk:
+        if isinstance(source, MobileNetError):
+            failed.append({"image": key, "reason": str(source)})
+            continue
         if isinstance(source, str):
             batch, _, errors = prepare_files([source], spec)  # its decoding and its error records
             failed += errors

@@ -28,7 +28,7 @@ from .model import MobileNetConfig, MobileNetV1
 # What a run writes into its folder (atomically, see files.py).
 RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png")
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
-                  "images_per_s", "bad_files"]
+                  "images_per_s", "bad_files", "ema_test_loss", "ema_test_acc"]  # ema_*: empty without --ema
 
 
 def default_out(data: str) -> Path:
@@ -48,7 +48,8 @@ def write_history(history: list[dict], out: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in HISTORY_FIELDS})
+        values = {k: row.get(k, "") for k in HISTORY_FIELDS}  # rows of older runs lack the newer columns
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in values.items()})
     atomic_write_text(out / "history.csv", buf.getvalue())
 
 

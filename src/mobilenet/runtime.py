@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import EVAL_BATCH_SIZE
+from .config import EVAL_BATCH_SIZE, FASHION_CLASSES, FASHION_MNIST
 from .errors import MobileNetError
-from .metrics import evaluate_batches
 from .images import (
-    bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare,
-    prepare_files, read_idx,
+    bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx,
 )
+from .metrics import evaluate_batches
 
 
 def open_session(model, threads: int | None = None):
@@ -65,7 +64,9 @@ class OnnxModel:
 def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE):
     """(images float32, labels, bad files) of the test split, prepared without torch."""
     spec = model.spec
-    if data == "fashion-mnist":
+    if data == FASHION_MNIST:
+        if model.classes != FASHION_CLASSES:
+            raise MobileNetError("the model's classes are not Fashion-MNIST's; evaluate it on its own data (--data)")
         folder = fashion_mnist_dir()
         images, labels = (read_idx(p) for p in fashion_files(folder, "test"))
         mean = np.asarray(spec["mean"], np.float32).reshape(1, -1, 1, 1)
@@ -92,7 +93,7 @@ def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE
 
 
 def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
-    """As evaluate.evaluate, through ONNX Runtime: metrics.json and confusion_matrix.png
+    """As evaluation.evaluate, through ONNX Runtime: metrics.json and confusion_matrix.png
     go into `out` (default: the .onnx file's folder)."""
     from .files import atomic_write_json, make_dir
     from .plots import plot_confusion

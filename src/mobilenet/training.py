@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import EVAL_BATCH_SIZE, check_number
-from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source
+from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source, random_erasing
 from .distributed import Dist, Signals, launch
 from .errors import BadArgument, Interrupted, MobileNetError
 from .evaluation import torch_logits
@@ -56,6 +56,9 @@ class TrainConfig:
     init: str | None = None  # start from weights: timm:NAME, a timm checkpoint, or a model.safetensors
     augment: str = "flip-shift"  # flip-shift (random flips, 2-pixel shifts or crops), flip, none
     dropout: float = 0.0
+    ema: float | None = None  # decay of an EMA of the weights (BN buffers too); None: no EMA
+    random_erasing: float = 0.0  # probability of erasing a random rectangle of each training image
+    label_smoothing: float = 0.0  # of the training loss (the test loss is plain cross-entropy)
     activation: str = "relu"
     seed: int = 0
     out: str | None = None  # None: runs/<dataset>-<timestamp>
@@ -66,12 +69,13 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda
 
     def validate(self) -> None:
-        optional = ("limit", "lr", "workers", "resolution")  # None: the default
-        for name in ("epochs", "batch_size", "seed", "weight_decay", "dropout", "val_split", "width", *optional):
+        optional = ("limit", "lr", "workers", "resolution", "ema")  # None: the default
+        for name in ("epochs", "batch_size", "seed", "weight_decay", "dropout", "val_split", "width", "random_erasing",
+                     "label_smoothing", *optional):
             value = getattr(self, "width_mult" if name == "width" else name)
             if not (value is None and name in optional):
                 try:
-                    check_number(name, value, "--" + name.replace("_", "-"))
+                    check_number(name, value, "--" + name.replace("_", "-"), exact=True)
                 except ValueError as e:
                     raise BadArgument(str(e)) from None
         if self.optimizer not in LR:
@@ -182,6 +186,7 @@ class _Run:
     lr: float
     steps: int
     optimizer: torch.optim.Optimizer = None
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # --ema: the averaged weights
     scheduler: object = None
     scaler: torch.amp.GradScaler = None
     info: dict = field(default_factory=dict)  # config.json's classes, input, data
@@ -223,6 +228,8 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
     if resume:
         state = load_checkpoint(out / "checkpoint.pt")
         saved = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in {f.name for f in fields(TrainConfig)}})
+        if saved.data != FASHION_MNIST and not Path(saved.data).is_dir():
+            raise MobileNetError(f"--resume: the run's data folder {saved.data} is gone; put it back to continue")
         saved.epochs = cfg.epochs or saved.epochs  # a resumed run may be extended
         saved.lr = cfg.lr or saved.lr
         saved.out, saved.device, saved.workers = str(out), cfg.device, cfg.workers
@@ -262,6 +269,9 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     run = _Run(cfg, out, dist, log, source, model, net, device, amp, lr, steps)
     run.optimizer = _optimizer(model, cfg, lr)
+    if cfg.ema:  # BN's running statistics averaged too (use_buffers), so the EMA evaluates as it is
+        run.ema = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     run.scheduler = _schedule(run.optimizer, steps, cfg.epochs)
     run.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     run.info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
@@ -290,6 +300,8 @@ def _restore(run: _Run, state: dict) -> None:
         run.scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):
             run.scaler.load_state_dict(state["scaler"])
+        if run.ema is not None:
+            run.ema.load_state_dict(state["ema"])
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise MobileNetError(f"--resume: {run.out / 'checkpoint.pt'} does not fit this run "
                              f"({str(e).splitlines()[0][:160]}); start a new run in another --out folder") from None
@@ -344,6 +356,7 @@ def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
         save_checkpoint(run.out, {
             "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
+            "ema": run.ema.state_dict() if run.ema is not None else None,
             "epoch": epoch, "step": step, "partial": partial, "history": run.history, "best_acc": run.best_acc,
             "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch()})
 
@@ -406,11 +419,15 @@ def _step(run: _Run, epoch: int, step: int, batch) -> tuple[float, int, int]:
     if not usable:
         return 0.0, 0, 0
     torch.manual_seed(_mix(run.cfg.seed, epoch, step, 1))  # dropout, if any
-    x = batch.images.to(run.device, non_blocking=True, memory_format=torch.channels_last)
+    x = batch.images
+    if run.cfg.random_erasing:  # seeded by (seed, epoch, step, rank), as the flips and shifts
+        x = random_erasing(x, run.cfg.random_erasing, torch.Generator().manual_seed(_mix(run.cfg.seed, epoch, step, 2,
+                                                                                          dist.rank)))
+    x = x.to(run.device, non_blocking=True, memory_format=torch.channels_last)
     y = batch.labels.to(run.device, non_blocking=True)
     with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
         logits = run.net(x)
-    loss = F.cross_entropy(logits.float(), y)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=run.cfg.label_smoothing)
     diverged = not torch.isfinite(loss)
     if dist.world > 1:  # every rank stops together
         diverged = dist.sum(float(diverged))[0] > 0
@@ -422,6 +439,8 @@ def _step(run: _Run, epoch: int, step: int, batch) -> tuple[float, int, int]:
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
     return loss.item() * len(y), int((logits.argmax(1) == y).sum().item()), len(y)
 
 
@@ -430,20 +449,25 @@ def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict
     takes a disjoint share and the sums are all-reduced, so every test image counts once. In
     a single process a signal stops it between two batches and saves the trained epoch."""
     dist, source = run.dist, run.source
-    run.model.eval()
+    models = [run.model] + ([run.ema.module] if run.ema is not None else [])
+    for model in models:
+        model.eval()
     batches = source.test_batches(max(run.cfg.batch_size, EVAL_BATCH_SIZE), dist.rank, dist.world)
     try:
-        found = evaluate_batches([torch_logits(run.model, run.device, run.amp)], batches, len(source.classes),
-                                 stop=lambda: signals.received is not None and dist.world == 1, desc="test")
+        found = evaluate_batches([torch_logits(m, run.device, run.amp) for m in models], batches, len(source.classes),
+                                 stop=lambda: signals.received is not None and dist.world == 1, desc="test",
+                                 confusion=False)
     except EvaluationStopped:  # --resume evaluates it
         _checkpoint(run, epoch, run.steps, {"sums": (sums["loss_sum"], sums["correct"], sums["seen"], sums["bad"],
                                                      sums["train_seconds"])})
         raise Interrupted(f"stopped by {signals.received} while evaluating epoch {epoch + 1}; "
                           f"saved. {resume_hint(run.out)}") from None
-    metrics = Metrics(len(source.classes)).from_list(dist.sum(*found["metrics"][0].to_list()))
-    if not metrics.images:
+    metrics = [Metrics(len(source.classes), False).from_list(dist.sum(*m.to_list())) for m in found["metrics"]]
+    if not metrics[0].images:
         raise MobileNetError(f"the test split of {source.name} has no readable images")
-    return {"test_loss": metrics.loss, "test_acc": metrics.top1, "bad": found["bad_files"],
+    ema = metrics[1] if len(metrics) > 1 else None
+    return {"test_loss": metrics[0].loss, "test_acc": metrics[0].top1, "bad": found["bad_files"],
+            "ema_test_loss": ema.loss if ema else "", "ema_test_acc": ema.top1 if ema else "",
             "bad_count": int(dist.sum(len(found["bad_files"]))[0])}
 
 
@@ -458,13 +482,11 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
     row = {"epoch": epoch + 1, "train_loss": sums["loss_sum"] / max(seen, 1), "train_acc": sums["correct"] / max(seen, 1),
            "test_loss": ev["test_loss"], "test_acc": ev["test_acc"], "lr": run.optimizer.param_groups[0]["lr"],
            "seconds": time.perf_counter() - sums["began"], "images_per_s": seen / max(sums["train_seconds"], 1e-9),
-           "bad_files": bad}
+           "bad_files": bad, "ema_test_loss": ev["ema_test_loss"], "ema_test_acc": ev["ema_test_acc"]}
     run.history.append(row)
-    if row["test_acc"] > run.best_acc:
-        run.best_acc = row["test_acc"]
-        if run.dist.main:
-            save_model(run.model, run.out, run.info)
-    if run.dist.main:
+    run.best_acc = max(run.best_acc, row["test_acc"])  # reported only: nothing is chosen on the test split
+    if run.dist.main:  # the latest weights (the EMA's with --ema): the run's result, not a pick
+        save_model(run.ema.module if run.ema is not None else run.model, run.out, run.info)
         write_history(run.history, run.out)
         plot_curves(run.history, run.out)
     _checkpoint(run, epoch + 1, 0, None)
@@ -475,16 +497,18 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
     _note(run, f"epoch {epoch + 1}/{run.cfg.epochs}  train loss {row['train_loss']:.4f} acc "
                f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%  "
                f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
+               + (f"  ema test loss {row['ema_test_loss']:.4f} acc {100 * row['ema_test_acc']:.2f}%" if run.ema else "")
                + (f"  {bad} files skipped" if bad else ""))
 
 
 def _summary(run: _Run) -> dict:
-    history = run.history
+    history, final = run.history, run.history[-1]
     best = max(history, key=lambda h: h["test_acc"])
-    run.log(f"done: best test accuracy {100 * best['test_acc']:.2f}% at epoch {best['epoch']}; "
-            f"final test loss {history[-1]['test_loss']:.4f}; model in {run.out / 'model.safetensors'}")
+    key = "ema_test" if run.ema is not None else "test"  # the saved model's figures
+    run.log(f"done: final test accuracy {100 * final[key + '_acc']:.2f}%, test loss {final[key + '_loss']:.4f}"
+            + (" (EMA weights)" if run.ema is not None else "") + f"; model in {run.out / 'model.safetensors'}")
     return {"out": str(run.out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
-            "final_test_acc": history[-1]["test_acc"], "final_test_loss": history[-1]["test_loss"],
+            "final_test_acc": final[key + "_acc"], "final_test_loss": final[key + "_loss"],
             "seconds": sum(h["seconds"] for h in history), "bad_files": run.total_bad}
 
 
