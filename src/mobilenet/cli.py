@@ -141,8 +141,9 @@ def _cmd_export(args) -> int:
 
     if args.int8_preset and not args.int8:
         raise BadArgument("--int8-preset goes with --int8; add --int8, or drop --int8-preset")
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout holds the JSON alone
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
-               int8_preset=args.int8_preset or "portable", log=(lambda line: print(line, file=sys.stderr)) if args.json else print)
+               int8_preset=args.int8_preset or "portable", log=log)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -187,7 +188,7 @@ def _cmd_bench(args) -> int:
     if args.model:
         if args.width or args.resolution:
             raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
-                                 "from its config.json: give one or the other")
+                              "from its config.json: give one or the other")
         from .run_folder import load_model
 
         model, _ = load_model(args.model)
