@@ -65,8 +65,8 @@ def test_exif_rotation_is_applied(tmp_path):
 
 
 def test_folder_split_is_stratified_and_seeded(image_folder):
-    a = FolderSource(image_folder, 32, seed=0, val_split=0.34, workers=0)
-    b = FolderSource(image_folder, 32, seed=0, val_split=0.34, workers=0)
+    a = FolderSource(image_folder, 32, seed=0, test_split=0.34, workers=0)
+    b = FolderSource(image_folder, 32, seed=0, test_split=0.34, workers=0)
     assert a.classes == ["cat", "dog", "fox"]
     assert a.test_set.samples == b.test_set.samples
     labels = sorted(label for _, label in a.test_set.samples)
@@ -131,3 +131,18 @@ def test_random_erasing_is_seeded_and_erases_what_it_says():
     assert 0.45 < hit.float().mean() < 0.55  # p = 0.5
     assert share[hit].min() >= 0.015 and share[hit].max() <= 0.36  # 2-33% of the area, in whole pixels
     assert torch.equal(random_erasing(x, 0.0, torch.Generator().manual_seed(3)), x)
+
+
+def test_validation_split_is_seeded_stratified_and_apart_from_training(fake_fashion, image_folder):
+    from mobilenet.data import fashion_mnist
+
+    a, b = fashion_mnist(32, seed=0, val_split=0.2), fashion_mnist(32, seed=0, val_split=0.2)
+    assert a.num_val == 80 and a.num_train == 320 and torch.equal(a.val_x, b.val_x)
+    assert torch.bincount(a.val_y, minlength=10).tolist() == [8] * 10  # stratified: 20% of each class
+    train_images = {bytes(x.numpy()) for x in a.train_x}
+    assert not any(bytes(x.numpy()) in train_images for x in a.val_x)  # held out, not shared
+    assert fashion_mnist(32, seed=0).num_val == 0
+    folder = FolderSource(image_folder, 32, seed=0, test_split=0.34, workers=0, val_split=0.25)
+    val = {p for p, _ in folder.val_set.samples}
+    assert val and not val & {p for p, _ in folder.train_set.samples}
+    assert sum(len(b.labels) + len(b.bad_files) for b in folder.val_batches(4)) == folder.num_val

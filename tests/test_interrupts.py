@@ -282,10 +282,12 @@ def test_run_files_are_what_a_run_writes(setup):
 
 
 def test_resume_is_exact_with_every_regularizer_on(setup, tmp_path):
-    """EMA, random erasing and label smoothing: killed in a step twice (epochs 1 and 2),
-    resumed, and equal to an uninterrupted run, the EMA's weights included."""
+    """EMA, random erasing, label smoothing and a validation split with patience: killed in a
+    step twice (epochs 1 and 2), resumed, and equal to an uninterrupted run, the EMA's weights
+    included."""
     _, env, _ = setup
-    options = ["--ema", "0.9", "--random-erasing", "0.5", "--label-smoothing", "0.1"]
+    options = ["--ema", "0.9", "--random-erasing", "0.5", "--label-smoothing", "0.1", "--val-split", "0.2",
+               "--patience", "5"]
 
     def command(out: Path) -> list[str]:
         again = ["--resume"] if (out / "checkpoint.pt").exists() else []
@@ -295,7 +297,7 @@ def test_resume_is_exact_with_every_regularizer_on(setup, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mobilenet", *command(reference)], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "killed"
-    for k in (7, 25):  # step 7 of epoch 1; then, resumed there, step 11 of epoch 2
+    for k in (7, 21):  # step 7 of epoch 1; then, resumed there, step 12 of epoch 2 (16 steps per epoch)
         r = subprocess.run([sys.executable, "-c", FAULT, "step", "-", str(k), *command(out)], env=env,
                            capture_output=True, text=True)
         assert r.returncode == -signal.SIGKILL, r.stderr

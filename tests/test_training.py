@@ -198,3 +198,30 @@ def test_library_arguments_are_checked_before_any_folder_is_made(bad, tmp_path):
     with pytest.raises(BadArgument):
         train(TrainConfig(out=str(tmp_path / "run"), **bad), log=lambda _: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_validation_chooses_the_kept_epoch_and_patience_stops(fake_fashion, tmp_path):
+    out = tmp_path / "run"
+    summary = train(TrainConfig(epochs=12, width_mult=0.25, resolution=32, batch_size=16, augment="none",
+                                val_split=0.2, patience=2, out=str(out)), log=lambda _: None)
+    rows = history(out)
+    accs = [float(r["val_acc"]) for r in rows]
+    kept = accs.index(max(accs)) + 1  # the first epoch with the best validation accuracy
+    assert summary["kept_epoch"] == kept and len(rows) == min(12, kept + 2) < 12  # stopped two epochs later
+    metrics = evaluate(out, out=tmp_path / "metrics")  # the saved model is the kept epoch's
+    assert abs(metrics["top1"] - float(rows[kept - 1]["test_acc"])) < 1e-6
+    assert abs(metrics["loss"] - float(rows[kept - 1]["test_loss"])) < 1e-5
+
+
+def test_a_checkpoint_from_before_the_validation_split_resumes_as_it_was(fake_fashion, tmp_path):
+    """Runs before 2026-11-28 stored their test hold-out as val_split."""
+    out = tmp_path / "run"
+    train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=16, out=str(out)), log=lambda _: None)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    for key in ("test_split", "val_split", "patience"):
+        del state["train_config"][key]
+    state["train_config"]["val_split"] = 0.3
+    torch.save(state, out / "checkpoint.pt")
+    train(TrainConfig(epochs=2, out=str(out)), resume=True, log=lambda _: None)
+    assert [r["val_acc"] for r in history(out)] == ["", ""]  # no validation split appeared
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]["test_split"] == 0.3

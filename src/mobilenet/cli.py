@@ -85,7 +85,8 @@ def _cmd_train(args) -> int:
         resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
         weight_decay=args.weight_decay, init=args.init, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out,
         ema=args.ema, random_erasing=args.random_erasing, label_smoothing=args.label_smoothing,
-        limit=args.limit, val_split=args.val_split, strict=args.strict, workers=args.workers, device=args.device)
+        limit=args.limit, test_split=args.test_split, val_split=args.val_split, patience=args.patience,
+        strict=args.strict, workers=args.workers, device=args.device)
     train(cfg, resume=args.resume, progress=sys.stderr.isatty())
     return 0
 
@@ -262,8 +263,13 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (default off: a new run)")
     p.add_argument("--limit", type=_number("limit"),
                    help="train on only N images (default: all)")
-    p.add_argument("--val-split", type=_number("val-split"), default=0.2,
-                   help="fraction held out of a folder without train/ and val/ (default 0.2)")
+    p.add_argument("--test-split", type=_number("test-split"), default=0.2,
+                   help="fraction held out as the test split of a folder without train/ and val/ (default 0.2)")
+    p.add_argument("--val-split", type=_number("val-split"), metavar="F",
+                   help="hold out F of the training images (seeded, stratified) and keep the epoch that does best "
+                   "on them (default off: keep the last epoch; the test split never chooses)")
+    p.add_argument("--patience", type=_number("patience"), metavar="N",
+                   help="with --val-split: stop after N epochs without a better validation accuracy (default off)")
     p.add_argument("--strict", action="store_true",
                    help="stop at a file that does not decode (default off: skip it and count it)")
     _workers(p)

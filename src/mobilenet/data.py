@@ -22,7 +22,10 @@ import torch.nn.functional as F
 from .config import FASHION_CLASSES, FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
-from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare_files, read_idx
+from .images import (
+    IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, fashion_files, fashion_mnist_dir, folder_splits, load_image, read_idx,
+    stratified_split,
+)
 
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
 AUGMENTATIONS = ("flip-shift", "flip", "none")  # for training; evaluation never augments
@@ -112,9 +115,10 @@ def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator) -> tor
 class TensorSource:
     """A data set held in memory as uint8 tensors (Fashion-MNIST): no per-image Python."""
 
-    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2):
+    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None):
         # shift: pixels of random translation; 0 flips only, -1 does not augment
         (self.train_x, self.train_y), (self.test_x, self.test_y) = train, test
+        self.val_x, self.val_y = val or (None, None)
         self.name, self.classes, self.mean, self.std = name, classes, mean, std
         self.resolution, self.seed, self.shift = resolution, seed, shift
         self.in_channels = self.train_x.shape[1]
@@ -141,11 +145,21 @@ class TensorSource:
                 x = x.pin_memory()
             yield Batch(x, self.train_y[idx])
 
+    @property
+    def num_val(self) -> int:
+        return 0 if self.val_y is None else len(self.val_y)
+
     def test_batches(self, batch_size: int, rank: int = 0, world: int = 1):
-        share = _test_share(self.num_test, rank, world)
+        yield from self._plain_batches(self.test_x, self.test_y, batch_size, rank, world)
+
+    def val_batches(self, batch_size: int, rank: int = 0, world: int = 1):
+        yield from self._plain_batches(self.val_x, self.val_y, batch_size, rank, world)
+
+    def _plain_batches(self, images, labels, batch_size: int, rank: int, world: int):
+        share = _test_share(len(labels), rank, world)  # every image exactly once across the ranks
         for i in range(0, len(share), batch_size):
             idx = share[i:i + batch_size]
-            yield Batch(normalize_resize(self.test_x[idx], self.mean, self.std, self.resolution), self.test_y[idx])
+            yield Batch(normalize_resize(images[idx], self.mean, self.std, self.resolution), labels[idx])
 
     def input_spec(self) -> dict:
         """What predict and export need to prepare an image like the test images."""
@@ -184,14 +198,28 @@ def _steps(n: int, batch_size: int) -> int:
     return steps + (n % batch_size > 1)
 
 
-def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment: str = "flip-shift") -> TensorSource:
+def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment: str = "flip-shift",
+                  val_split: float | None = None) -> TensorSource:
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     if limit:
         keep = _subset(len(train[1]), limit, seed)
         train = (train[0][keep], train[1][keep])
+    kept, held = _validation(list(zip(range(len(train[1])), train[1].tolist())), val_split, seed)
+    val = None
+    if held:
+        val = tuple(t[torch.tensor([i for i, _ in held])] for t in train)
+        train = tuple(t[torch.tensor([i for i, _ in kept])] for t in train)
     shift = {"flip-shift": 2, "flip": 0, "none": -1}[augment]
     return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed,
-                        shift)
+                        shift, val)
+
+
+def _validation(samples: list, fraction: float | None, seed: int) -> tuple[list, list]:
+    """(train, validation): a seeded, stratified `fraction` of the (item, label) training
+    samples held out; all of them kept when fraction is None."""
+    if not fraction:
+        return samples, []
+    return stratified_split(samples, fraction, _mix(seed, 11), option="--val-split")
 
 
 # --- any folder of images -----------------------------------------------------------
@@ -268,19 +296,23 @@ def _start_workers(loader):
 class FolderSource:
     """Images on disk, one sub-folder per class, read by a DataLoader with workers."""
 
-    def __init__(self, root, resolution: int, seed: int, val_split: float = 0.2, limit: int | None = None,
-                 workers: int | None = None, channels: int = 3, augment: str = "flip-shift"):
-        found = folder_splits(root, val_split, seed)
+    def __init__(self, root, resolution: int, seed: int, test_split: float = 0.2, limit: int | None = None,
+                 workers: int | None = None, channels: int = 3, augment: str = "flip-shift",
+                 val_split: float | None = None):
+        found = folder_splits(root, test_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
         # absolute, so that evaluate finds the data from any working directory
         self.name, self.resolution, self.seed, self.in_channels = str(Path(root).resolve()), resolution, seed, channels
         self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
         if limit:
             train = [train[i] for i in _subset(len(train), limit, seed).tolist()]
+        train, val = _validation(train, val_split, seed)
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
         self.train_set = _ImageFiles(train, folder_transforms(resolution, self.mean, self.std, True, augment), channels,
                                      seed)
-        self.test_set = _ImageFiles(test, folder_transforms(resolution, self.mean, self.std, False), channels, seed)
+        plain = folder_transforms(resolution, self.mean, self.std, False)
+        self.test_set = _ImageFiles(test, plain, channels, seed)
+        self.val_set = _ImageFiles(val, plain, channels, seed) if val else None
 
     @property
     def num_train(self) -> int:
@@ -289,6 +321,10 @@ class FolderSource:
     @property
     def num_test(self) -> int:
         return len(self.test_set)
+
+    @property
+    def num_val(self) -> int:
+        return len(self.val_set) if self.val_set else 0
 
     def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
         return _steps(self.num_train // world, batch_size)
@@ -307,6 +343,9 @@ class FolderSource:
     def test_batches(self, batch_size: int, rank: int = 0, world: int = 1):
         yield from _start_workers(self._loader(self.test_set, _test_share(self.num_test, rank, world), batch_size))
 
+    def val_batches(self, batch_size: int, rank: int = 0, world: int = 1):
+        yield from _start_workers(self._loader(self.val_set, _test_share(self.num_val, rank, world), batch_size))
+
     def input_spec(self) -> dict:
         return crop_input_spec(self.in_channels, self.resolution, self.mean, self.std)
 
@@ -314,12 +353,13 @@ class FolderSource:
         return {"name": self.name, **self.split}
 
 
-def open_source(data: str, resolution: int, seed: int, limit: int | None = None, val_split: float = 0.2,
-                workers: int | None = None, augment: str = "flip-shift"):
-    """The data named by --data: 'fashion-mnist' or a folder path."""
+def open_source(data: str, resolution: int, seed: int, limit: int | None = None, test_split: float = 0.2,
+                workers: int | None = None, augment: str = "flip-shift", val_split: float | None = None):
+    """The data named by --data: 'fashion-mnist' or a folder path; with val_split, a
+    validation part held out of its training images."""
     if data == FASHION_MNIST:
-        return fashion_mnist(resolution, seed, limit, augment)
-    return FolderSource(data, resolution, seed, val_split, limit, workers, augment=augment)
+        return fashion_mnist(resolution, seed, limit, augment, val_split)
+    return FolderSource(data, resolution, seed, test_split, limit, workers, augment=augment, val_split=val_split)
 
 
 def write_samples(out, count: int = 5) -> list[Path]:

@@ -9,6 +9,7 @@ from .config import EVAL_BATCH_SIZE, FASHION_MNIST
 from .data import open_source
 from .errors import MobileNetError
 from .files import atomic_write_json, make_dir
+from .images import test_split_of
 from .metrics import evaluate_batches
 from .plots import plot_confusion
 from .predictor import Predictor
@@ -34,7 +35,7 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = EVA
     provenance = info.get("data") or {}
     data = data or provenance.get("name") or FASHION_MNIST
     source = open_source(data, info["model"].resolution, provenance.get("seed", 0),
-                         val_split=provenance.get("val_split", 0.2), workers=workers)
+                         test_split=test_split_of(provenance), workers=workers)
     if source.classes != info["classes"]:
         raise MobileNetError(f"{data} has classes {source.classes[:5]}..., the model {info['classes'][:5]}...; "
                              "evaluate on data with the same class folders")

@@ -24,6 +24,7 @@ from .config import EVAL_BATCH_SIZE
 from .data import open_source
 from .errors import MobileNetError
 from .files import atomic_write_bytes
+from .images import test_split_of
 from .metrics import evaluate_batches
 from .progress import bar
 from .run_folder import load_model
@@ -104,7 +105,7 @@ def _source(info: dict):
     """The data set the model was trained on, as its config.json names it."""
     data = info.get("data") or {}
     return open_source(data.get("name", "fashion-mnist"), info["input"]["resolution"], data.get("seed", 0),
-                       val_split=data.get("val_split", 0.2), workers=0)
+                       test_split=test_split_of(data), workers=0)
 
 
 def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:

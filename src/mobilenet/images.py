@@ -134,24 +134,24 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
     return classes, samples
 
 
-def stratified_split(samples, val_split: float, seed: int):
-    """Hold out round(n × val_split) images of each class (at least one, never all),
+def stratified_split(samples, fraction: float, seed: int, option: str = "--test-split"):
+    """Hold out round(n × fraction) images of each class (at least one, never all),
     chosen by a numpy RNG seeded with (seed, class), so every path finds the same split."""
-    if not 0 < val_split < 1:
-        raise MobileNetError(f"--val-split must be between 0 and 1, got {val_split}")
+    if not 0 < fraction < 1:
+        raise MobileNetError(f"{option} must be between 0 and 1, got {fraction}")
     by_class: dict[int, list] = {}
     for s in samples:
         by_class.setdefault(s[1], []).append(s)
     train, test = [], []
     for label, items in sorted(by_class.items()):
         items = [items[i] for i in np.random.default_rng([seed, label]).permutation(len(items))]
-        n_test = min(len(items) - 1, max(1, int(len(items) * val_split + 0.5))) if len(items) > 1 else 0
+        n_test = min(len(items) - 1, max(1, int(len(items) * fraction + 0.5))) if len(items) > 1 else 0
         test += items[:n_test]
         train += items[n_test:]
     return train, test
 
 
-def folder_splits(root, val_split: float = 0.2, seed: int = 0) -> dict:
+def folder_splits(root, test_split: float = 0.2, seed: int = 0) -> dict:
     """A folder's classes and train/test samples: its train/ and val/ (or test/)
     sub-folders when it has them, otherwise a stratified hold-out."""
     root = Path(root)
@@ -169,8 +169,8 @@ def folder_splits(root, val_split: float = 0.2, seed: int = 0) -> dict:
         classes, samples = scan_folder(root)
         if not classes:
             raise MobileNetError(f"{root} has no class folders; put each class's images in a sub-folder")
-        train, test = stratified_split(samples, val_split, seed)
-        split = {"val_split": val_split, "seed": seed}
+        train, test = stratified_split(samples, test_split, seed)
+        split = {"test_split": test_split, "seed": seed}
     used = {label for _, label in train}
     if not train:
         raise MobileNetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
@@ -261,6 +261,11 @@ def check_metadata(classes, spec, data, num_classes=None, channels=None, resolut
                          f"(got {spec.get('resize')!r})")
     if data is not None and not (isinstance(data, dict) and isinstance(data.get("name", ""), str)):
         raise ValueError("'data' must be an object naming the data set")
+
+
+def test_split_of(provenance: dict) -> float:
+    """The test hold-out a model folder's data was split with (older folders call it val_split)."""
+    return provenance.get("test_split", provenance.get("val_split", 0.2))
 
 
 def crop_input_spec(channels: int, resolution: int, mean, std) -> dict:

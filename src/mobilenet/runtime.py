@@ -16,6 +16,7 @@ from .config import EVAL_BATCH_SIZE, FASHION_CLASSES, FASHION_MNIST
 from .errors import MobileNetError
 from .images import (
     bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx,
+    test_split_of,
 )
 from .metrics import evaluate_batches
 
@@ -77,7 +78,7 @@ def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE
                 x = bilinear_resize(x, spec["resolution"])
             yield x, labels[i:i + batch_size].astype(np.int64), []
         return
-    found = folder_splits(data, model.data.get("val_split", 0.2), model.data.get("seed", 0))
+    found = folder_splits(data, test_split_of(model.data), model.data.get("seed", 0))
     if found["classes"] != model.classes:
         raise MobileNetError(f"{data} has other class folders than the model; evaluate on the model's data")
     test = found["test"]

@@ -63,14 +63,16 @@ class TrainConfig:
     seed: int = 0
     out: str | None = None  # None: runs/<dataset>-<timestamp>
     limit: int | None = None  # train on only this many images
-    val_split: float = 0.2  # held out of a folder without train/ and val/
+    test_split: float = 0.2  # held out of a folder without train/ and val/ (or test/) as its test split
+    val_split: float | None = None  # held out of the training images to choose the best epoch on; None: none
+    patience: int | None = None  # with val_split: stop after this many epochs without a better val accuracy
     strict: bool = False  # a file that does not decode stops the run
     workers: int | None = None  # DataLoader workers for folders (None: up to 4)
     device: str = "auto"  # auto, cpu, cuda
 
     def validate(self) -> None:
-        optional = ("limit", "lr", "workers", "resolution", "ema")  # None: the default
-        for name in ("epochs", "batch_size", "seed", "weight_decay", "dropout", "val_split", "width", "random_erasing",
+        optional = ("limit", "lr", "workers", "resolution", "ema", "val_split", "patience")  # None: the default
+        for name in ("epochs", "batch_size", "seed", "weight_decay", "dropout", "test_split", "width", "random_erasing",
                      "label_smoothing", *optional):
             value = getattr(self, "width_mult" if name == "width" else name)
             if not (value is None and name in optional):
@@ -78,6 +80,8 @@ class TrainConfig:
                     check_number(name, value, "--" + name.replace("_", "-"), exact=True)
                 except ValueError as e:
                     raise BadArgument(str(e)) from None
+        if self.patience and not self.val_split:
+            raise BadArgument("--patience needs --val-split: early stopping looks at the validation images only")
         if self.optimizer not in LR:
             raise BadArgument(f"--optimizer must be one of {', '.join(LR)}, got {self.optimizer!r}")
         if self.augment not in AUGMENTATIONS:
@@ -193,6 +197,9 @@ class _Run:
     args: dict = field(default_factory=dict)  # the TrainConfig stored in the checkpoint
     history: list = field(default_factory=list)
     best_acc: float = -1.0
+    best_val: float = -1.0  # with --val-split: the kept epoch's validation accuracy
+    since_best: int = 0  # epochs since it
+    kept_epoch: int = 0  # the epoch whose weights model.safetensors holds
     start_epoch: int = 0
     start_step: int = 0
     partial: dict | None = None  # a stopped epoch's sums
@@ -212,6 +219,9 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
         with Signals() as signals:  # from here a first signal means "save and stop"
             log(_start_line(run))
             for epoch in range(run.start_epoch, cfg.epochs):
+                if cfg.patience and run.since_best >= cfg.patience:
+                    log(f"early stop before epoch {epoch + 1}: no better validation accuracy for {cfg.patience} epochs")
+                    break
                 sums = _train_one_epoch(run, epoch, signals, progress)
                 _end_epoch(run, epoch, sums, _evaluate_epoch(run, epoch, sums, signals))
                 if epoch + 1 < cfg.epochs and signals.agreed(dist):  # came after the evaluation
@@ -227,7 +237,10 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
     state = None
     if resume:
         state = load_checkpoint(out / "checkpoint.pt")
-        saved = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in {f.name for f in fields(TrainConfig)}})
+        args = dict(state["train_config"])
+        if "test_split" not in args:  # runs before 2026-11-28 called the test hold-out val_split
+            args["test_split"] = args.pop("val_split", 0.2)
+        saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
         if saved.data != FASHION_MNIST and not Path(saved.data).is_dir():
             raise MobileNetError(f"--resume: the run's data folder {saved.data} is gone; put it back to continue")
         saved.epochs = cfg.epochs or saved.epochs  # a resumed run may be extended
@@ -244,7 +257,8 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
     """Data, model (maybe from --init), optimizer, schedule and precision for this run."""
     device = dist.device if dist.world > 1 else _device(cfg.device)
     resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
-    source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.val_split, cfg.workers, cfg.augment)
+    source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.test_split, cfg.workers, cfg.augment,
+                         cfg.val_split)
     init_state = None
     if cfg.init and fresh:
         from .weights import load_init
@@ -311,6 +325,8 @@ def _restore(run: _Run, state: dict) -> None:
         for group in run.optimizer.param_groups:
             group["lr"] = lr * scheduler.lr_lambdas[0](scheduler.last_epoch)
     run.history, run.best_acc = list(state["history"]), state["best_acc"]
+    run.best_val, run.since_best = state.get("best_val", -1.0), state.get("since_best", 0)
+    run.kept_epoch = state.get("kept_epoch", len(run.history))
     run.start_epoch, run.start_step, run.partial = state["epoch"], state["step"], state.get("partial")
     torch.set_rng_state(state["rng"])
     run.log(f"resuming {run.out} at epoch {run.start_epoch + 1}" + (f", step {run.start_step}" if run.start_step else ""))
@@ -358,6 +374,7 @@ def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else None,
             "ema": run.ema.state_dict() if run.ema is not None else None,
             "epoch": epoch, "step": step, "partial": partial, "history": run.history, "best_acc": run.best_acc,
+            "best_val": run.best_val, "since_best": run.since_best, "kept_epoch": run.kept_epoch,
             "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch()})
 
 
@@ -468,7 +485,33 @@ def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict
     ema = metrics[1] if len(metrics) > 1 else None
     return {"test_loss": metrics[0].loss, "test_acc": metrics[0].top1, "bad": found["bad_files"],
             "ema_test_loss": ema.loss if ema else "", "ema_test_acc": ema.top1 if ema else "",
-            "bad_count": int(dist.sum(len(found["bad_files"]))[0])}
+            "bad_count": int(dist.sum(len(found["bad_files"]))[0]), **_validate(run)}
+
+
+def _validate(run: _Run) -> dict:
+    """The kept model's (the EMA's with --ema) loss and accuracy on the validation images,
+    which alone choose the epoch to keep; empty without --val-split."""
+    dist, source = run.dist, run.source
+    if not source.num_val:
+        return {"val_loss": "", "val_acc": ""}
+    model = run.ema.module if run.ema is not None else run.model
+    batches = source.val_batches(max(run.cfg.batch_size, EVAL_BATCH_SIZE), dist.rank, dist.world)
+    found = evaluate_batches([torch_logits(model, run.device, run.amp)], batches, len(source.classes), desc="val",
+                             confusion=False)
+    metrics = Metrics(len(source.classes), False).from_list(dist.sum(*found["metrics"][0].to_list()))
+    return {"val_loss": metrics.loss, "val_acc": metrics.top1}
+
+
+def _keep(run: _Run, row: dict) -> bool:
+    """Whether this epoch's weights replace the saved ones: always without a validation
+    split (the latest); with one, when its validation accuracy is the best so far."""
+    if row["val_acc"] != "" and row["val_acc"] <= run.best_val:
+        run.since_best += 1
+        return False
+    if row["val_acc"] != "":
+        run.best_val, run.since_best = row["val_acc"], 0
+    run.kept_epoch = row["epoch"]
+    return True
 
 
 def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
@@ -482,11 +525,13 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
     row = {"epoch": epoch + 1, "train_loss": sums["loss_sum"] / max(seen, 1), "train_acc": sums["correct"] / max(seen, 1),
            "test_loss": ev["test_loss"], "test_acc": ev["test_acc"], "lr": run.optimizer.param_groups[0]["lr"],
            "seconds": time.perf_counter() - sums["began"], "images_per_s": seen / max(sums["train_seconds"], 1e-9),
-           "bad_files": bad, "ema_test_loss": ev["ema_test_loss"], "ema_test_acc": ev["ema_test_acc"]}
+           "bad_files": bad, **{k: ev[k] for k in ("ema_test_loss", "ema_test_acc", "val_loss", "val_acc")}}
     run.history.append(row)
     run.best_acc = max(run.best_acc, row["test_acc"])  # reported only: nothing is chosen on the test split
-    if run.dist.main:  # the latest weights (the EMA's with --ema): the run's result, not a pick
+    keep = _keep(run, row)  # on every rank: patience must agree
+    if run.dist.main and keep:  # the EMA's weights with --ema
         save_model(run.ema.module if run.ema is not None else run.model, run.out, run.info)
+    if run.dist.main:
         write_history(run.history, run.out)
         plot_curves(run.history, run.out)
     _checkpoint(run, epoch + 1, 0, None)
@@ -498,17 +543,21 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
                f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%  "
                f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
                + (f"  ema test loss {row['ema_test_loss']:.4f} acc {100 * row['ema_test_acc']:.2f}%" if run.ema else "")
+               + (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%" if row["val_acc"] != "" else "")
                + (f"  {bad} files skipped" if bad else ""))
 
 
 def _summary(run: _Run) -> dict:
-    history, final = run.history, run.history[-1]
+    history = run.history
+    kept = history[run.kept_epoch - 1]  # the saved model's epoch: the last, or the best on validation
     best = max(history, key=lambda h: h["test_acc"])
     key = "ema_test" if run.ema is not None else "test"  # the saved model's figures
-    run.log(f"done: final test accuracy {100 * final[key + '_acc']:.2f}%, test loss {final[key + '_loss']:.4f}"
-            + (" (EMA weights)" if run.ema is not None else "") + f"; model in {run.out / 'model.safetensors'}")
+    chosen = f" (epoch {kept['epoch']}, chosen on the validation images)" if kept["val_acc"] != "" else ""
+    run.log(f"done: test accuracy {100 * kept[key + '_acc']:.2f}%, test loss {kept[key + '_loss']:.4f} of the kept "
+            f"model{chosen}" + (", EMA weights" if run.ema is not None else "")
+            + f"; model in {run.out / 'model.safetensors'}")
     return {"out": str(run.out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
-            "final_test_acc": final[key + "_acc"], "final_test_loss": final[key + "_loss"],
+            "kept_epoch": kept["epoch"], "final_test_acc": kept[key + "_acc"], "final_test_loss": kept[key + "_loss"],
             "seconds": sum(h["seconds"] for h in history), "bad_files": run.total_bad}
 
 
