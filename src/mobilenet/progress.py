@@ -13,9 +13,12 @@ def show(enabled: bool) -> None:
     _shown = bool(enabled)
 
 
-def bar(iterable=None, total: int | None = None, desc: str = "", unit: str = "it"):
-    """A tqdm bar on stderr over `iterable` (or updated by hand); silent unless show(True)."""
+def bar(iterable=None, total: int | None = None, desc: str = "", unit: str = "it", enabled: bool | None = None,
+        **options):
+    """A tqdm bar on stderr over `iterable` (or updated by hand); silent unless show(True),
+    or unless `enabled` says otherwise. `options` go to tqdm (e.g. initial)."""
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not _shown, leave=False,
-                mininterval=0.5, dynamic_ncols=True)
+    options = {"leave": False, "mininterval": 0.5, "dynamic_ncols": True, **options}
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not (_shown if enabled is None else enabled),
+                **options)

@@ -29,7 +29,7 @@ from .files import make_dir, remove_unfinished
 from .metrics import EvaluationStopped, Metrics, evaluate_batches
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_curves
-from .progress import show as show_progress
+from .progress import bar as progress_bar, show as show_progress
 from .run_folder import (
     RUN_FILES, checkpoint_launch, default_out, load_checkpoint, lock, resume_hint, save_checkpoint, save_model,
     write_config, write_history,
@@ -390,16 +390,14 @@ def _start_line(run: _Run) -> str:
 def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) -> dict:
     """One pass over the training images from run.start_step; the epoch's summed loss,
     correct, seen, bad files and seconds. A signal saves a partial checkpoint and stops."""
-    from tqdm import tqdm
-
     cfg, dist = run.cfg, run.dist
     run.model.train()
     # (after a mid-epoch stop rank 0 holds the all-reduced sums, the others start at 0)
     zero = (0.0, 0, 0, 0, 0.0)
     loss_sum, correct, seen, bad, seconds = (run.partial or {}).get("sums", zero) if dist.main else zero
     began = time.perf_counter() - seconds
-    bar = tqdm(total=run.steps, initial=run.start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-               disable=not progress, leave=False, mininterval=1.0, dynamic_ncols=True)
+    bar = progress_bar(total=run.steps, initial=run.start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       enabled=progress, mininterval=1.0)
     batches = run.source.train_batches(epoch, cfg.batch_size, run.start_step, dist.rank, dist.world)
     for step, batch in enumerate(batches, run.start_step):
         for line in batch.bad_files:
