@@ -22,7 +22,8 @@ import torch
 from mobilenet.benchmark import cpu_features
 from mobilenet.training import TrainConfig, train
 
-VARIANTS = {  # name: the options that differ from the current defaults
+BASELINE = {"random_erasing": 0.0, "ema": None, "weight_decay": 4e-5, "label_smoothing": 0.0}  # before the recipe
+VARIANTS = {  # name: the options that differ from BASELINE
     "baseline": {},
     "erasing": {"random_erasing": 0.5},
     "ema": {"ema": 0.999},
@@ -36,7 +37,7 @@ VARIANTS = {  # name: the options that differ from the current defaults
 def run_variant(name: str, args) -> dict:
     out = Path(args.out) / name
     cfg = TrainConfig(epochs=args.epochs, resolution=args.resolution, batch_size=args.batch_size, val_split=0.1,
-                      device=args.device, out=str(out), **VARIANTS[name])
+                      device=args.device, out=str(out), **{**BASELINE, **VARIANTS[name]})
     rows = _rows(out)
     if len(rows) < args.epochs:
         train(cfg, resume=(out / "checkpoint.pt").exists(), log=lambda line: print(f"[{name}] {line}", flush=True))

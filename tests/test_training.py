@@ -29,6 +29,9 @@ def test_a_run_leaves_its_files_and_the_model_predicts(small_run):
     assert "lr" not in json.dumps(config)  # no training arguments in the model's config
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 3 and len(state["history"]) == 3
+    recipe = {k: state["train_config"][k] for k in ("ema", "random_erasing", "weight_decay")}
+    assert recipe == {"ema": 0.999, "random_erasing": 0.5, "weight_decay": 5e-4}  # Fashion-MNIST's defaults
+    assert all(r["ema_test_acc"] for r in rows)
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*tmp"))
     model, info = load_model(out)
     assert set(load_file(out / "model.safetensors")) == set(model.state_dict())
@@ -75,6 +78,7 @@ def test_image_folder_trains_one_epoch_and_skips_the_corrupt_file(image_folder, 
     assert "broken.jpg" in r.stderr and "broken.jpg" in (out / "train.log").read_text()
     row = history(out)[0]
     assert row["bad_files"] == "1"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]["random_erasing"] == 0.0  # folders
     config = json.loads((out / "config.json").read_text())
     assert config["classes"] == ["cat", "dog", "fox"] and config["model"]["in_channels"] == 3
     strict = cli("train", "--data", str(image_folder), "--epochs", "1", "--resolution", "32", "--width", "0.25",
@@ -174,11 +178,11 @@ def test_regularizers_change_training_and_the_ema_is_what_is_saved(fake_fashion,
                           **options), log=lambda _: None)
         return out, history(out)
 
-    _, plain = run("plain")
+    _, plain = run("plain", ema=0, random_erasing=0)
     for option in ({"random_erasing": 0.5}, {"label_smoothing": 0.1}):
-        _, rows = run(next(iter(option)), **option)
+        _, rows = run(next(iter(option)), **{"ema": 0, "random_erasing": 0, **option})
         assert rows[0]["train_loss"] != plain[0]["train_loss"], option
-    out, rows = run("ema", ema=0.9)
+    out, rows = run("ema", ema=0.9, random_erasing=0)
     assert [r["test_acc"] for r in rows] == [r["test_acc"] for r in plain]  # the average only watches
     assert all(r["ema_test_acc"] for r in rows) and not any(r["ema_test_acc"] for r in plain)
     ema = torch.load(out / "checkpoint.pt", weights_only=True)["ema"]
@@ -187,6 +191,23 @@ def test_regularizers_change_training_and_the_ema_is_what_is_saved(fake_fashion,
     metrics = evaluate(out, out=tmp_path / "metrics")  # and evaluating it gives what history.csv says
     assert abs(metrics["top1"] - float(rows[-1]["ema_test_acc"])) < 1e-6
     assert abs(metrics["loss"] - float(rows[-1]["ema_test_loss"])) < 1e-5
+
+
+def test_the_ema_warms_up_so_a_short_run_is_not_stuck_near_its_start():
+    from mobilenet.training import _ema_with_warmup
+
+    ema = torch.optim.swa_utils.AveragedModel(torch.nn.Linear(1, 1, bias=False), multi_avg_fn=_ema_with_warmup(0.999))
+    model = torch.nn.Linear(1, 1, bias=False)
+    decays = []
+    for step in range(1, 12001):
+        before = ema.module.weight.item()
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        ema.update_parameters(model)
+        if step > 1:  # the first update copies
+            decays.append((step - ema.module.weight.item()) / (step - before))
+    assert decays[0] == pytest.approx(2 / 11) and decays[98] == pytest.approx(100 / 109)  # (1 + n) / (10 + n)
+    assert decays[-1] == pytest.approx(0.999)  # then the decay asked for
 
 
 @pytest.mark.fault
@@ -208,20 +229,23 @@ def test_validation_chooses_the_kept_epoch_and_patience_stops(fake_fashion, tmp_
     accs = [float(r["val_acc"]) for r in rows]
     kept = accs.index(max(accs)) + 1  # the first epoch with the best validation accuracy
     assert summary["kept_epoch"] == kept and len(rows) == min(12, kept + 2) < 12  # stopped two epochs later
-    metrics = evaluate(out, out=tmp_path / "metrics")  # the saved model is the kept epoch's
-    assert abs(metrics["top1"] - float(rows[kept - 1]["test_acc"])) < 1e-6
-    assert abs(metrics["loss"] - float(rows[kept - 1]["test_loss"])) < 1e-5
+    metrics = evaluate(out, out=tmp_path / "metrics")  # the saved model is the kept epoch's EMA (on by default)
+    assert abs(metrics["top1"] - float(rows[kept - 1]["ema_test_acc"])) < 1e-6
+    assert abs(metrics["loss"] - float(rows[kept - 1]["ema_test_loss"])) < 1e-5
 
 
 def test_a_checkpoint_from_before_the_validation_split_resumes_as_it_was(fake_fashion, tmp_path):
-    """Runs before 2026-11-28 stored their test hold-out as val_split."""
+    """Runs before 2026-11-28 stored their test hold-out as val_split, and had no EMA or erasing options."""
     out = tmp_path / "run"
-    train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=16, out=str(out)), log=lambda _: None)
+    train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=16, out=str(out), ema=0, random_erasing=0),
+          log=lambda _: None)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    for key in ("test_split", "val_split", "patience"):
+    for key in ("test_split", "val_split", "patience", "ema", "random_erasing", "label_smoothing"):
         del state["train_config"][key]
     state["train_config"]["val_split"] = 0.3
     torch.save(state, out / "checkpoint.pt")
     train(TrainConfig(epochs=2, out=str(out)), resume=True, log=lambda _: None)
     assert [r["val_acc"] for r in history(out)] == ["", ""]  # no validation split appeared
-    assert torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]["test_split"] == 0.3
+    assert [r["ema_test_acc"] for r in history(out)] == ["", ""]  # nor an EMA
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]
+    assert saved["test_split"] == 0.3 and saved["random_erasing"] == 0.0

@@ -77,7 +77,7 @@ LIMITS = {
     "limit": (2, 10**9, int), "val_split": (0.01, 0.99, float), "test_split": (0.01, 0.99, float),
     "patience": (1, 100_000, int), "workers": (0, 64, int),
     "top_k": (1, 10**6, int), "calibration": (1, 100_000, int), "count": (1, 10_000, int),
-    "seconds": (0.01, 3600.0, float), "ema": (0.5, 0.99999, float), "random_erasing": (0.0, 1.0, float),
+    "seconds": (0.01, 3600.0, float), "ema": (0.0, 0.99999, float), "random_erasing": (0.0, 1.0, float),
     "label_smoothing": (0.0, 0.5, float),
 }
 

@@ -40,6 +40,8 @@ FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 me
 FOLDER_RESOLUTION = 224  # the paper's input size
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 WARMUP_EPOCHS = 1
+FASHION_ERASING = 0.5  # --random-erasing's default on Fashion-MNIST; folders: 0 (benchmarks/recipe.py)
+OLD_DEFAULTS = {"ema": None, "random_erasing": 0.0}  # what checkpoints without these keys ran with
 
 
 
@@ -52,12 +54,12 @@ class TrainConfig:
     batch_size: int = 64
     lr: float | None = None  # None: LR[optimizer] × batch_size / 128
     optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9), rmsprop (the paper's), adamw
-    weight_decay: float = 4e-5  # TF-slim's; not applied to depthwise filters, BN or biases (paper §3.2)
+    weight_decay: float = 5e-4  # not on depthwise filters, BN or biases (paper §3.2); benchmarks/recipe.py
     init: str | None = None  # start from weights: timm:NAME, a timm checkpoint, or a model.safetensors
     augment: str = "flip-shift"  # flip-shift (random flips, 2-pixel shifts or crops), flip, none
     dropout: float = 0.0
-    ema: float | None = None  # decay of an EMA of the weights (BN buffers too); None: no EMA
-    random_erasing: float = 0.0  # probability of erasing a random rectangle of each training image
+    ema: float | None = 0.999  # decay of an EMA of the weights (BN buffers too); None or 0: no EMA
+    random_erasing: float | None = None  # chance to erase a rectangle of a training image; None: by data
     label_smoothing: float = 0.0  # of the training loss (the test loss is plain cross-entropy)
     activation: str = "relu"
     seed: int = 0
@@ -71,7 +73,8 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda
 
     def validate(self) -> None:
-        optional = ("limit", "lr", "workers", "resolution", "ema", "val_split", "patience")  # None: the default
+        # None: off, or the default for the data
+        optional = ("limit", "lr", "workers", "resolution", "ema", "val_split", "patience", "random_erasing")
         for name in ("epochs", "batch_size", "seed", "weight_decay", "dropout", "test_split", "width", "random_erasing",
                      "label_smoothing", *optional):
             value = getattr(self, "width_mult" if name == "width" else name)
@@ -240,6 +243,7 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
         args = dict(state["train_config"])
         if "test_split" not in args:  # runs before 2026-11-28 called the test hold-out val_split
             args["test_split"] = args.pop("val_split", 0.2)
+        args = {**OLD_DEFAULTS, **args}  # runs from before these options had them off
         saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
         if saved.data != FASHION_MNIST and not Path(saved.data).is_dir():
             raise MobileNetError(f"--resume: the run's data folder {saved.data} is gone; put it back to continue")
@@ -249,6 +253,9 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
         cfg = saved
     elif dist.from_main(float((out / "checkpoint.pt").exists()))[0]:  # every rank refuses together
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
+    if cfg.random_erasing is None:  # stored resolved, so a resume or a re-read config says what ran
+        cfg.random_erasing = FASHION_ERASING if cfg.data == FASHION_MNIST else 0.0
+    cfg.ema = cfg.ema or None
     cfg.validate()
     return cfg, state
 
@@ -285,13 +292,25 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
     run.optimizer = _optimizer(model, cfg, lr)
     if cfg.ema:  # BN's running statistics averaged too (use_buffers), so the EMA evaluates as it is
         run.ema = torch.optim.swa_utils.AveragedModel(
-            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+            model, multi_avg_fn=_ema_with_warmup(cfg.ema), use_buffers=True)
     run.scheduler = _schedule(run.optimizer, steps, cfg.epochs)
     run.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     run.info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
     run.args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
     run.args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
     return run
+
+
+def _ema_with_warmup(decay: float):
+    """swa_utils' EMA update, with decay min(decay, (1 + n) / (10 + n)) after n updates (as TF's
+    ExponentialMovingAverage with num_updates): a short run's EMA is not stuck near the initial weights."""
+    @torch.no_grad()
+    def update(ema_params, params, n):
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1 - torch.clamp((1 + n) / (10 + n), max=decay))
+        else:  # BN's num_batches_tracked: a count, not averaged
+            torch._foreach_copy_(ema_params, params)
+    return update
 
 
 def _model(cfg: TrainConfig, source, resolution: int, init_state, log) -> MobileNetV1:
