@@ -2,29 +2,34 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 from mobilenet.exporter import export, fast_inference, fuse_for_inference
 from mobilenet.run_folder import load_model
 from mobilenet.predictor import Predictor
-from mobilenet.runtime import OnnxModel, evaluate_onnx
+from mobilenet.runtime import OnnxModel, evaluate_file
 
 from conftest import cli
 
 
 def test_onnx_round_trip_with_metadata(small_run, tmp_path):
     out, _ = small_run
-    report = export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
+    with warnings.catch_warnings():  # torch.export's exporter: no deprecated path, nothing to hide
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        report = export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
     assert report["random"]["max_abs_diff"] <= 1e-4 and report["real"]["same_top1"]
     proto = onnx.load(str(tmp_path / "m.onnx"))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["classes"])[9] == "Ankle boot"
     assert json.loads(meta["input"])["resolution"] == 32
-    assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     model, _ = load_model(out)
     onnx_model = OnnxModel(tmp_path / "m.onnx")
@@ -33,16 +38,36 @@ def test_onnx_round_trip_with_metadata(small_run, tmp_path):
         np.testing.assert_allclose(onnx_model.logits(x.numpy()), model(x).numpy(), atol=1e-4)
 
 
-def test_torchscript_round_trip(small_run, tmp_path):
+def test_executorch_round_trip_and_int8(small_run, tmp_path):
+    pytest.importorskip("executorch")
     out, _ = small_run
-    export(out, "torchscript", output=tmp_path / "m.pt", log=lambda _: None)
-    files = {"config.json": ""}
-    loaded = torch.jit.load(str(tmp_path / "m.pt"), _extra_files=files)
-    assert json.loads(json.loads(files["config.json"])["classes"])[0] == "T-shirt/top"
+    report = export(out, "executorch", output=tmp_path / "m.pte", log=lambda _: None)
+    assert report["random"]["max_abs_diff"] <= 1e-4 and report["real"]["same_top1"]
+    meta = json.loads((tmp_path / "m.pte.json").read_text())  # the sidecar travels with the program
+    assert meta["classes"][9] == "Ankle boot" and meta["input"]["resolution"] == 32 and meta["int8"] is False
     model, _ = load_model(out)
-    x = torch.randn(5, 1, 32, 32)
+    x = torch.randn(70, 1, 32, 32)  # more than one chunk of the program's batch bound
     with torch.inference_mode():
-        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=0)
+        expected = model(x).numpy()
+    np.testing.assert_allclose(Predictor(tmp_path / "m.pte", runtime="executorch").model.logits(x.numpy()),
+                               expected, atol=1e-4)
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "grey.png")
+    r = cli("predict", "--runtime", "executorch", "--model", str(tmp_path / "m.pte"), "--json", str(tmp_path / "grey.png"))
+    assert r.returncode == 0 and r.stderr == "", r.stderr  # and no runtime chatter on the terminal
+    assert json.loads(r.stdout)["predictions"][0]["predictions"][0]["class"] in meta["classes"]
+    q = export(out, "executorch", int8=True, output=tmp_path / "q.pte", log=lambda _: None)
+    assert round(q["accuracy_fp32"] - q["accuracy_int8"], 9) <= 0.01 and q["accuracy_fp32"] >= 0.9
+    assert q["fp32_bytes"] / q["bytes"] >= 3  # α = 0.25: the program's fixed part weighs more than at α = 1
+    assert json.loads((tmp_path / "q.pte.json").read_text())["int8"] is True
+    metrics = evaluate_file(tmp_path / "q.pte", "executorch", out=tmp_path)
+    assert metrics["top1"] == pytest.approx(q["accuracy_int8"], abs=1e-9)
+    # a truncated program, and one without its sidecar: one line each, no traceback
+    (tmp_path / "cut.pte").write_bytes((tmp_path / "m.pte").read_bytes()[:5000])
+    (tmp_path / "cut.pte.json").write_text((tmp_path / "m.pte.json").read_text())
+    (tmp_path / "alone.pte").write_bytes((tmp_path / "m.pte").read_bytes())
+    for name, says in (("cut.pte", "not a loadable ExecuTorch program"), ("alone.pte", "alone.pte.json is missing")):
+        r = cli("predict", "--runtime", "executorch", "--model", str(tmp_path / name), str(tmp_path / "grey.png"))
+        assert r.returncode == 1 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def _int8_weights(path) -> list[np.ndarray]:
@@ -117,7 +142,7 @@ def test_onnxruntime_path_imports_no_torch(small_run, tmp_path):
     from mobilenet.evaluation import evaluate, predict
     theirs = predict(out, [tmp_path / "a.png"])[0][0]["predictions"][0]
     assert ours["class"] == theirs["class"] and abs(ours["probability"] - theirs["probability"]) < 1e-4
-    assert evaluate_onnx(tmp_path / "m.onnx", out=tmp_path)["top1"] == pytest.approx(
+    assert evaluate_file(tmp_path / "m.onnx", out=tmp_path)["top1"] == pytest.approx(
         evaluate(out, out=tmp_path)["top1"], abs=0.006)
 
 
@@ -130,6 +155,16 @@ def test_bench_json_on_a_tiny_model():
     for row in result["rows"]:
         assert row["median_ms"] > 0 and row["images_per_s"] > 0 and row["mult_adds"] > 0 and row["iterations"] >= 10
     assert result["machine"]["threads"] >= 1 and result["machine"]["torch"]
+
+
+def test_bench_has_executorch_rows_and_file_sizes():
+    pytest.importorskip("executorch")
+    r = cli("bench", "--width", "0.5", "--resolution", "64", "--batch-size", "1", "--runtime",
+            "executorch,executorch-int8", "--seconds", "0.05", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["runtime"]: row for row in json.loads(r.stdout)["rows"]}
+    assert set(rows) == {"executorch", "executorch-int8"} and all(row["images_per_s"] > 0 for row in rows.values())
+    assert rows["executorch"]["file_mb"] / rows["executorch-int8"]["file_mb"] >= 3.5  # INT8_MIN_SHRINK
 
 
 @pytest.mark.fault
@@ -145,8 +180,8 @@ def test_export_error_paths(small_run, tmp_path):
     assert not (tmp_path / "missing").exists()
     r = cli("export", "--model", str(out), "--output", str(tmp_path / "missing" / "m.onnx"))
     assert r.returncode == 1 and "does not exist" in r.stderr
-    r = cli("export", "--model", str(out), "--format", "torchscript", "--int8")
-    assert r.returncode == 1 and "--int8" in r.stderr
+    r = cli("export", "--model", str(out), "--format", "torchscript")  # dropped: see the README
+    assert r.returncode == 2 and "executorch" in r.stderr
     # a truncated .onnx file
     data = export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
     (tmp_path / "cut.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:5000])

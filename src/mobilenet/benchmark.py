@@ -98,19 +98,28 @@ def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
 
 
 def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.ndarray | None):
-    """What the runtime loads: the ONNX bytes (exported, maybe quantized), else None."""
-    if not name.startswith("onnxruntime"):
+    """What the runtime loads: the exported file's bytes (maybe quantized), else None."""
+    if not name.startswith(("onnxruntime", "executorch")):
         return None
+    calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
+        (64, *x.shape[1:])).astype(np.float32)
+    if name.startswith("executorch"):
+        from .pte import pte_bytes, pte_int8_bytes
+
+        example = torch.zeros(2, *x.shape[1:])
+        return pte_int8_bytes(model, example, torch.from_numpy(calib)) if name.endswith("int8") else pte_bytes(
+            model, example)
     from .exporter import onnx_bytes, quantize_onnx
 
-    spec = {"channels": x.shape[1], "resolution": x.shape[-1], "mean": [0.0], "std": [1.0]}
-    info = {"classes": [str(i) for i in range(model.config.num_classes)], "input": spec, "model": model.config}
-    data = onnx_bytes(model, info)
-    if name == "onnxruntime-int8":
-        calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
-            (64, *x.shape[1:])).astype(np.float32)
-        data = quantize_onnx(data, calib)
-    return data
+    data = onnx_bytes(model, _bench_info(model, x))
+    return quantize_onnx(data, calib) if name.endswith("int8") else data
+
+
+def _bench_info(model: MobileNetV1, x: torch.Tensor) -> dict:
+    """A model folder's info for an untrained network: what the exporters and runtimes read."""
+    spec = {"channels": x.shape[1], "resolution": x.shape[-1], "mean": [0.0] * x.shape[1], "std": [1.0] * x.shape[1],
+            "image_size": x.shape[-1]}
+    return {"classes": [str(i) for i in range(model.config.num_classes)], "input": spec, "model": model.config}
 
 
 def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
@@ -131,6 +140,13 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
         cfg = model.config
         ref = timm.create_model("mobilenetv1_100", num_classes=cfg.num_classes, in_chans=cfg.in_channels).eval()
         return lambda: ref(x)
+    if name.startswith("executorch"):
+        from .pte import PteModel
+
+        info = _bench_info(model, x)
+        program = PteModel(data, {**info, "model": info["model"].to_dict()})
+        xn = x.numpy()
+        return lambda: program.logits(xn)
     session = open_session(data, torch.get_num_threads())
     xn = x.numpy()
     return lambda: session.run(None, {"images": xn})
@@ -148,18 +164,16 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     model = (model or MobileNetV1.from_config(config or MobileNetConfig())).eval()
     cfg = model.config
     runtimes = list(runtimes)
-    if "timm" in runtimes:
-        try:
-            import timm  # noqa: F401
-        except ImportError:
-            runtimes.remove("timm")
-        if cfg.width_mult != 1.0:  # timm's reference exists at α = 1 only (mobilenetv1_100)
-            runtimes = [r for r in runtimes if r != "timm"]
+    for name, package in (("timm", "timm"), ("executorch", "executorch"), ("executorch-int8", "executorch")):
+        if name in runtimes and _version(package) is None:  # optional extras: their rows are left out
+            runtimes.remove(name)
+    if cfg.width_mult != 1.0:  # timm's reference exists at α = 1 only (mobilenetv1_100)
+        runtimes = [r for r in runtimes if r != "timm"]
     cost = cost_report(cfg)
     roofline = matmul_gflops(seconds=min(0.5, min_seconds))
     rows = []
     order = (["timm"] if "timm" in runtimes else []) + [r for r in runtimes if r != "timm"]
-    # export and quantization, once: the ONNX graph takes any batch size; not timed
+    # export and quantization, once: the exported graphs take any batch size; not timed
     sample = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution)
     shown = bar(total=len(order) + len(batch_sizes), desc="bench")
     prepared = {}
@@ -183,6 +197,7 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
             gflops = 2 * cost["mult_adds"] * batch / (ms / 1000) / 1e9
             rows.append({"runtime": name, "batch_size": batch, "median_ms": ms, "images_per_s": 1000 * batch / ms,
                          "iterations": len(times[name]), "peak_memory_mb": memory[name],
+                         "file_mb": len(prepared[name]) / 1e6 if prepared[name] else None,
                          "params": None if name == "timm" else cost["params"],  # timm: its own module
                          "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline,
                          "speedup_vs_timm": 1000 * reference / ms if reference else None})
@@ -192,7 +207,7 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
         "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
         "machine": {"cpu": _cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
-                    "timm": _version("timm"), "platform": platform.platform()},
+                    "executorch": _version("executorch"), "timm": _version("timm"), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -231,13 +246,14 @@ def format_table(result: dict) -> str:
     m, cfg = result["machine"], result["model"]
     lines = [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
              f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
-             f"onnxruntime {m['onnxruntime']}, timm {m['timm']}",
+             f"onnxruntime {m['onnxruntime']}, executorch {m.get('executorch')}, timm {m['timm']}",
              f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
              f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "
-             f"{'peak MB':>8} {'vs timm':>8}"]
+             f"{'peak MB':>8} {'file MB':>8} {'vs timm':>8}"]
     for r in result["rows"]:
         mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        size = "-" if r.get("file_mb") is None else f"{r['file_mb']:.2f}"
         vs = "-" if r["speedup_vs_timm"] is None else f"{r['speedup_vs_timm']:.2f}×"
         lines.append(f"{r['runtime']:<17} {r['batch_size']:>5} {r['median_ms']:>9.2f} {r['images_per_s']:>9.1f} "
-                     f"{r['gflops']:>8.1f} {r['roofline_pct']:>7.1f}% {mem:>8} {vs:>8}")
+                     f"{r['gflops']:>8.1f} {r['roofline_pct']:>7.1f}% {mem:>8} {size:>8} {vs:>8}")
     return "\n".join(lines)

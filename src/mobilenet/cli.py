@@ -92,10 +92,10 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    if args.runtime == "onnxruntime":
-        from .runtime import evaluate_onnx
+    if args.runtime != "torch":
+        from .runtime import evaluate_file
 
-        m = evaluate_onnx(args.model, data=args.data, out=args.out)
+        m = evaluate_file(args.model, args.runtime, data=args.data, out=args.out)
     else:
         from .evaluation import evaluate
 
@@ -211,9 +211,9 @@ def _workers(p) -> None:
 
 
 def _runtime(p) -> None:
-    p.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
-                   help="torch (default), or onnxruntime: --model is then an exported .onnx file and torch is "
-                   "not needed")
+    p.add_argument("--runtime", choices=["torch", "onnxruntime", "executorch"], default="torch",
+                   help="torch (default); onnxruntime: --model is an exported .onnx file (torch not needed); "
+                   "executorch: --model is an exported .pte file")
 
 
 def _add_cost(sub) -> None:
@@ -303,11 +303,13 @@ def _add_predict(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="one deployable file (ONNX, int8 ONNX, TorchScript) that checks itself")
+    p = sub.add_parser("export", help="one deployable file (ONNX or ExecuTorch, float32 or int8) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
+    p.add_argument("--format", choices=["onnx", "executorch"], default="onnx",
+                   help="onnx (default), or executorch: a .pte for XNNPACK, with its metadata in FILE.json")
     p.add_argument("--int8", action="store_true",
-                   help="static int8 quantization (ONNX Runtime, QDQ; default off: float32)")
+                   help="static int8 quantization (ONNX: ONNX Runtime's QDQ; executorch: PT2E with the XNNPACK "
+                   "quantizer); default float32")
     p.add_argument("--int8-preset", choices=["portable", "vnni"],
                    help="portable (default): 7-bit weights, exact on every x86-64 and ARM CPU; vnni: 8-bit weights, "
                    "for CPUs with VNNI or ARM only (on AVX2-only x86 its sums can saturate)")

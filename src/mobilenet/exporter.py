@@ -1,15 +1,15 @@
 """Export a trained model folder to one deployable file that checks itself.
 
-ONNX (opset 17, dynamic batch, class names and input preparation in metadata_props),
-optionally int8 by ONNX Runtime's static post-training quantization (QDQ), or
-TorchScript (the same metadata as an extra file). Every export runs the written file on
-random and real inputs and compares it with eager PyTorch before it is put in place.
+ONNX (opset 18 through torch.export, dynamic batch, class names and input preparation in
+metadata_props), optionally int8 by ONNX Runtime's static post-training quantization
+(QDQ); or an ExecuTorch program lowered to XNNPACK, optionally int8 by PT2E (pte.py).
+Every export runs the written file in its own runtime on random and real inputs and
+compares it with eager PyTorch before it is put in place.
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import tempfile
@@ -23,17 +23,17 @@ from torch import nn
 from .config import EVAL_BATCH_SIZE
 from .data import open_source
 from .errors import MobileNetError
-from .files import atomic_write_bytes
+from .files import atomic_write_bytes, atomic_write_json
 from .images import test_split_of
 from .metrics import evaluate_batches
 from .progress import bar
 from .run_folder import load_model
 from .runtime import open_session
 
-OPSET = 17
+OPSET = 18  # the oldest opset torch.export's ONNX exporter writes
 FP32_TOLERANCE = 1e-4
 INT8_MAX_DROP = 0.01  # at most 1 point of test accuracy
-INT8_MIN_SHRINK = 3.5
+INT8_MIN_SHRINK = 3.5  # what int8 files must save, at least (tests)
 # int8 weight range, by the CPUs the file must run on (name -> ONNX Runtime's reduce_range).
 # x86 CPUs without VNNI (AVX2, and AVX-512 without VNNI) multiply uint8 activations by int8
 # weights with VPMADDUBSW, which adds each pair of products into int16 and saturates. 7-bit
@@ -41,6 +41,7 @@ INT8_MIN_SHRINK = 3.5
 # exact on every CPU; ONNX Runtime's quantization guide names reduce_range as the remedy.
 # Full 8-bit weights are exact only where int8 dot products do not saturate (VNNI, ARM).
 INT8_PRESETS = {"portable": True, "vnni": False}
+FORMATS = ("onnx", "executorch")
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:
@@ -84,18 +85,17 @@ def set_metadata(proto, metadata: dict[str, str]) -> None:
 
 
 def onnx_bytes(model: nn.Module, info: dict) -> bytes:
-    """The model as an ONNX file (opset 17, dynamic batch) with metadata_props."""
+    """The model as an ONNX file (opset 18, dynamic batch) with metadata_props, through
+    torch.export (the TorchScript-based exporter is deprecated from torch 2.14)."""
     import onnx
 
     spec = info["input"]
-    dummy = torch.zeros(1, spec["channels"], spec["resolution"], spec["resolution"])
-    buf = io.BytesIO()
-    with warnings.catch_warnings():  # the TorchScript-based exporter warns that it is the old one
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), buf, opset_version=OPSET, input_names=["images"],
-                          output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-                          dynamo=False)
-    proto = onnx.load_from_string(buf.getvalue())
+    dummy = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])  # 1 would be specialised
+    program = torch.onnx.export(model.eval(), (dummy,), input_names=["images"], output_names=["logits"],
+                                opset_version=OPSET, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                                dynamo=True, verbose=False)
+    program.optimize()  # constant folding: BatchNorm goes into the convs
+    proto = program.model_proto
     set_metadata(proto, _metadata(info))
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
@@ -126,14 +126,12 @@ def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Ten
     return (x[:count], y[:count]) if count else (x, y)
 
 
-def _test_accuracy(models: list[bytes], info: dict) -> tuple[list[float], int, float]:
-    """Top-1 of each ONNX model on the whole test split, and the share of images on which
-    the last model gives the first one's top-1."""
-    sessions = [open_session(m) for m in models]
+def _test_accuracy(runs: list, info: dict) -> tuple[list[float], int, float]:
+    """Top-1 of each model (a function: float32 batch -> logits, numpy) on the whole test
+    split, and the share of images on which the last model gives the first one's top-1."""
     source = _source(info)
     batches = ((x.numpy(), y, bad) for x, y, bad in source.test_batches(EVAL_BATCH_SIZE))
-    found = evaluate_batches([lambda x, s=s: s.run(None, {"images": x})[0] for s in sessions], batches,
-                             len(info["classes"]), total=source.num_test, desc="int8: test accuracy",
+    found = evaluate_batches(runs, batches, len(info["classes"]), total=source.num_test, desc="int8: test accuracy",
                              confusion=False)
     seen = found["metrics"][0].images
     if not seen:
@@ -141,78 +139,141 @@ def _test_accuracy(models: list[bytes], info: dict) -> tuple[list[float], int, f
     return [m.top1 for m in found["metrics"]], seen, found["agreement"]
 
 
-def _run_onnx(data: bytes, x: np.ndarray) -> np.ndarray:
+def _onnx_runner(data: bytes):
     session = open_session(data)
     n = EVAL_BATCH_SIZE
-    return np.concatenate([session.run(None, {"images": x[i:i + n]})[0] for i in range(0, len(x), n)])
+    return lambda x: np.concatenate([session.run(None, {"images": x[i:i + n]})[0] for i in range(0, len(x), n)])
 
 
-def _check(name: str, ours, eager, real: bool, tolerance: float | None) -> dict:
-    diff = float(np.abs(ours - eager).max())
-    same_top1 = bool((ours.argmax(1) == eager.argmax(1)).all()) if real else None
-    if tolerance is not None and (diff > tolerance or same_top1 is False):
-        raise MobileNetError(f"the exported {name} disagrees with PyTorch on {'real' if real else 'random'} inputs "
-                             f"(largest difference {diff:.2e}, top-1 identical: {same_top1}); nothing was written")
-    return {"max_abs_diff": diff, "same_top1": same_top1}
+def _check(name: str, run, checks: dict, tolerance: float = FP32_TOLERANCE) -> dict:
+    """The written file's outputs against eager PyTorch's on random and real inputs: a
+    MobileNetError (and nothing written) past `tolerance` or with another top-1."""
+    report = {"real": {"max_abs_diff": None, "same_top1": None}}
+    for kind, (x, eager) in checks.items():
+        ours = run(x)
+        diff = float(np.abs(ours - eager).max())
+        same_top1 = bool((ours.argmax(1) == eager.argmax(1)).all()) if kind == "real" else None
+        if diff > tolerance or same_top1 is False:
+            raise MobileNetError(f"the exported {name} disagrees with PyTorch on {kind} inputs (largest difference "
+                                 f"{diff:.2e}, top-1 identical: {same_top1}); nothing was written")
+        report[kind] = {"max_abs_diff": diff, "same_top1": same_top1}
+    return report
 
 
-def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibration_images: int = 300,
-           check_images: int = 512, log=print, int8_preset: str = "portable") -> dict:
-    """Export `model_dir` to `output` (default model_dir/model[.int8].onnx or model.pt),
-    verify it, and return a report. Raises MobileNetError when the check fails; nothing is
-    written then. `int8_preset` is a key of INT8_PRESETS."""
-    if fmt not in ("onnx", "torchscript"):
-        raise MobileNetError(f"--format must be onnx or torchscript, got {fmt!r}")
-    if int8 and fmt != "onnx":
-        raise MobileNetError("--int8 needs --format onnx (ONNX Runtime quantizes it)")
-    if int8_preset not in INT8_PRESETS:
-        raise MobileNetError(f"--int8-preset must be one of {', '.join(INT8_PRESETS)}, got {int8_preset!r}")
-    model, info = load_model(model_dir)
-    default = {"onnx": "model.int8.onnx" if int8 else "model.onnx", "torchscript": "model.pt"}[fmt]
-    output = Path(output) if output else Path(model_dir) / default
+def _checks(model: nn.Module, info: dict, count: int, int8: bool, log) -> dict:
+    """{"random": (x, eager logits), "real": (x, eager logits)} as numpy; no "real" when the
+    model's data set is not here (e.g. a model converted from timm), unless int8 needs it."""
+    spec = info["input"]
+    inputs = {"random": torch.randn(4, spec["channels"], spec["resolution"], spec["resolution"])}
+    try:
+        inputs["real"] = _real_inputs(info, count)[0]
+    except MobileNetError as e:
+        if int8:  # calibration needs real images
+            raise
+        log(f"note: {e}; checking on random inputs only")
+    with torch.inference_mode():
+        return {kind: (x.numpy(), model(x).numpy()) for kind, x in inputs.items()}
+
+
+def _output(model_dir, output, fmt: str, int8: bool) -> Path:
+    suffix = {"onnx": ".onnx", "executorch": ".pte"}[fmt]
+    output = Path(output) if output else Path(model_dir) / f"model{'.int8' if int8 else ''}{suffix}"
     if not output.parent.is_dir():
         raise MobileNetError(f"--output {output}: folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK):
         raise MobileNetError(f"--output {output}: folder {output.parent} is not writable")
-    spec = info["input"]
-    random_x = torch.randn(4, spec["channels"], spec["resolution"], spec["resolution"])
-    try:
-        real_x, _ = _real_inputs(info, check_images)
-    except MobileNetError as e:
-        if int8:  # calibration needs real images
-            raise
-        real_x = None  # e.g. a model converted from timm: its data set is not here
-        log(f"note: {e}; checking on random inputs only")
-    with torch.inference_mode():
-        eager_random = model(random_x).numpy()
-        eager_real = model(real_x).numpy() if real_x is not None else None
-    report = {"format": fmt, "int8": int8, "output": str(output), "real": {"max_abs_diff": None, "same_top1": None}}
+    return output
 
-    if fmt == "torchscript":
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; it still works
-            traced = torch.jit.trace(model, random_x[:1])
-            buf = io.BytesIO()
-            torch.jit.save(traced, buf, _extra_files={"config.json": json.dumps(_metadata(info))})
-            data = buf.getvalue()
-            loaded = torch.jit.load(io.BytesIO(data))
-            report["random"] = _check(fmt, loaded(random_x).numpy(), eager_random, False, FP32_TOLERANCE)
-            if real_x is not None:
-                report["real"] = _check(fmt, loaded(real_x).numpy(), eager_real, True, FP32_TOLERANCE)
+
+def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibration_images: int = 300,
+           check_images: int = 512, log=print, int8_preset: str = "portable") -> dict:
+    """Export `model_dir` to `output` (default model_dir/model[.int8].onnx or .pte), verify
+    it in its own runtime, and return a report. Raises MobileNetError when the check fails;
+    nothing is written then. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
+    ExecuTorch program's metadata goes to pte.sidecar(output)."""
+    if fmt not in FORMATS:
+        raise MobileNetError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if int8_preset not in INT8_PRESETS:
+        raise MobileNetError(f"--int8-preset must be one of {', '.join(INT8_PRESETS)}, got {int8_preset!r}")
+    if fmt == "executorch":
+        from .pte import _require
+
+        _require()
+    model, info = load_model(model_dir)
+    output = _output(model_dir, output, fmt, int8)
+    checks = _checks(model, info, check_images, int8, log)
+    if fmt == "executorch":
+        data, report = _executorch(model, info, checks, int8, calibration_images, log)
+        from .pte import sidecar
+
+        atomic_write_json(sidecar(output), _sidecar(info, int8))  # first: a .pte is never without it
     else:
-        fp32 = onnx_bytes(model, info)
-        report["random"] = _check("ONNX", _run_onnx(fp32, random_x.numpy()), eager_random, False, FP32_TOLERANCE)
-        if real_x is not None:
-            report["real"] = _check("ONNX", _run_onnx(fp32, real_x.numpy()), eager_real, True, FP32_TOLERANCE)
-        data = fp32
-        if int8:
-            data, quant = _quantize(fp32, info, calibration_images, log, int8_preset)
-            report.update(quant)
-            report["fp32_bytes"], report["random"]["int8_max_abs_diff"] = len(fp32), float(
-                np.abs(_run_onnx(data, random_x.numpy()) - eager_random).max())
+        data, report = _onnx(model, info, checks, int8, calibration_images, log, int8_preset)
     atomic_write_bytes(output, data)
-    report["bytes"] = len(data)
-    return report
+    return {"format": fmt, "int8": int8, "output": str(output), **report, "bytes": len(data)}
+
+
+def _onnx(model, info, checks, int8, calibration_images, log, preset) -> tuple[bytes, dict]:
+    fp32 = onnx_bytes(model, info)
+    report = _check("ONNX", _onnx_runner(fp32), checks)
+    if not int8:
+        return fp32, report
+    calibration = _calibration(info, calibration_images)
+    data = quantize_onnx(fp32, calibration, _metadata(info), preset)
+    report.update(_compare_int8(_onnx_runner(fp32), _onnx_runner(data), len(fp32), len(data), info, log))
+    report.update(int8_preset=preset, calibration_images=len(calibration), fp32_bytes=len(fp32))
+    report["random"]["int8_max_abs_diff"] = float(np.abs(_onnx_runner(data)(checks["random"][0])
+                                                         - checks["random"][1]).max())
+    return data, report
+
+
+def _executorch(model, info, checks, int8, calibration_images, log) -> tuple[bytes, dict]:
+    """A .pte lowered to XNNPACK, checked in ExecuTorch's runtime; int8: PT2E quantization,
+    refused when it loses more than INT8_MAX_DROP of test accuracy."""
+    from .pte import PteModel, pte_bytes, pte_int8_bytes
+
+    spec = info["input"]
+    example = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])
+    fp32 = pte_bytes(model, example)
+    meta = _sidecar(info, False)
+    report = _check("ExecuTorch program", PteModel(fp32, meta).logits, checks)
+    if not int8:
+        return fp32, report
+    calibration = _calibration(info, calibration_images)
+    data = pte_int8_bytes(model, example, torch.from_numpy(calibration))
+    report.update(_compare_int8(PteModel(fp32, meta).logits, PteModel(data, meta).logits, len(fp32), len(data),
+                                info, log))
+    if round(report["accuracy_fp32"] - report["accuracy_int8"], 9) > INT8_MAX_DROP:
+        raise MobileNetError(f"the int8 program loses {100 * (report['accuracy_fp32'] - report['accuracy_int8']):.2f} "
+                             f"points of test accuracy, more than {100 * INT8_MAX_DROP:.0f}; nothing was written. "
+                             "Calibrate on more images (--calibration), or ship the float32 program")
+    report.update(calibration_images=len(calibration), fp32_bytes=len(fp32))
+    return data, report
+
+
+def _sidecar(info: dict, int8: bool) -> dict:
+    return {"classes": info["classes"], "input": info["input"], "model": info["model"].to_dict(),
+            "data": info.get("data") or {}, "producer": "mobilenet", "int8": int8}
+
+
+def _calibration(info: dict, count: int) -> np.ndarray:
+    if count < 1:
+        raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
+    return _real_inputs(info, count, split="train")[0].numpy()
+
+
+def _compare_int8(fp32_run, int8_run, fp32_bytes: int, int8_bytes: int, info: dict, log) -> dict:
+    """Test accuracy of float32 and int8 side by side, logged and returned."""
+    (before, after), images, agreement = _test_accuracy([fp32_run, int8_run], info)
+    shrink = fp32_bytes / int8_bytes
+    log(f"int8: test accuracy {100 * before:.2f}% -> {100 * after:.2f}% ({100 * (after - before):+.2f} points) "
+        f"on {images} images; {fp32_bytes / 1e6:.2f} MB -> {int8_bytes / 1e6:.2f} MB ({shrink:.1f}x smaller); "
+        f"same top-1 as float32 on {100 * agreement:.2f}%")
+    if round(before - after, 9) > INT8_MAX_DROP:
+        log(f"warning: int8 loses {100 * (before - after):.2f} points, more than {100 * INT8_MAX_DROP:.0f}; "
+            "calibrate on more images (--calibration), or ship the fp32 file for this model")
+    return {"accuracy_fp32": before, "accuracy_int8": after, "top1_agreement": agreement, "shrink": shrink,
+            "test_images": images}
 
 
 def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str] | None = None,
@@ -242,22 +303,3 @@ def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str]
         proto = onnx.load(str(dst))
     set_metadata(proto, {**(metadata or {}), "int8": preset})
     return proto.SerializeToString()
-
-
-def _quantize(fp32: bytes, info: dict, count: int, log, preset: str) -> tuple[bytes, dict]:
-    """quantize_onnx calibrated on `count` training images, with test accuracy before and after."""
-    if count < 1:
-        raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
-    calib_x, _ = _real_inputs(info, count, split="train")
-    int8 = quantize_onnx(fp32, calib_x.numpy(), _metadata(info), preset)
-    (before, after), images, agreement = _test_accuracy([fp32, int8], info)
-    shrink = len(fp32) / len(int8)
-    log(f"int8: test accuracy {100 * before:.2f}% -> {100 * after:.2f}% ({100 * (after - before):+.2f} points) "
-        f"on {images} images; {len(fp32) / 1e6:.2f} MB -> {len(int8) / 1e6:.2f} MB ({shrink:.1f}x smaller); "
-        f"calibrated on {len(calib_x)} training images; same top-1 as float32 on {100 * agreement:.2f}%")
-    if round(before - after, 9) > INT8_MAX_DROP:
-        log(f"warning: int8 loses {100 * (before - after):.2f} points, more than {100 * INT8_MAX_DROP:.0f}; "
-            "calibrate on more images (--calibration), or ship the fp32 file for this model")
-    return int8, {"accuracy_fp32": before, "accuracy_int8": after, "top1_agreement": agreement, "shrink": shrink,
-                  "int8_preset": preset,
-                  "calibration_images": len(calib_x), "test_images": images}

@@ -2,6 +2,7 @@
 
     p = Predictor("runs/fashion-mnist-…")                       # a run folder, torch
     p = Predictor("model.onnx", runtime="onnxruntime")           # an exported file, no torch
+    p = Predictor("model.pte", runtime="executorch")             # ExecuTorch's runtime
     records, failed = p.predict(["a.jpg", "photos/", pil_image, array], top_k=3)
 
 Images go through in chunks of CHUNK_SIZE (decode, prepare, run, record, drop), so ten
@@ -21,14 +22,14 @@ from .errors import MobileNetError
 from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files
 
 CHUNK_SIZE = 64  # images decoded, prepared and run at a time
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "executorch")  # the ones that predict; bench times config.RUNTIMES
 
 
 class Predictor:
     """A model loaded once: `.predict(images, top_k)` -> (records, failed).
 
-    `model` is a run folder (config.json + model.safetensors) for runtime "torch", or an
-    .onnx file made by `mobilenet export` for runtime "onnxruntime" (CPU only).
+    `model` is a run folder (config.json + model.safetensors) for runtime "torch", or a file
+    made by `mobilenet export`: .onnx for "onnxruntime", .pte for "executorch" (CPU only).
     `.classes` are the class names, `.spec` the input preparation (config.json's "input")."""
 
     def __init__(self, model, runtime: str = "torch", device: str = "cpu"):
@@ -38,7 +39,7 @@ class Predictor:
         if runtime == "torch":
             self._load_torch(model, device)
         else:
-            self._load_onnx(model, device)
+            self._load_file(model, device)
 
     def _load_torch(self, model_dir, device) -> None:
         import torch
@@ -57,13 +58,13 @@ class Predictor:
             raise MobileNetError(f"--device {device}: not usable here ({detail}); use --device cpu") from None
         self.classes, self.spec = info["classes"], info["input"]
 
-    def _load_onnx(self, path, device) -> None:
-        from .runtime import OnnxModel
+    def _load_file(self, path, device) -> None:
+        from .runtime import open_file
 
         if str(device) != "cpu":
-            raise MobileNetError(f"--runtime onnxruntime runs on the CPU only, got --device {device}")
+            raise MobileNetError(f"--runtime {self.runtime} runs on the CPU only, got --device {device}")
         self.device = "cpu"
-        self.model = OnnxModel(path)
+        self.model = open_file(path, self.runtime)
         self.classes, self.spec = self.model.classes, self.model.spec
 
     def predict(self, images, top_k: int = 5) -> tuple[list[dict], list[dict]]:
@@ -87,7 +88,7 @@ class Predictor:
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
         """(N, C, R, R) float32 -> (N, classes) softmax probabilities, numpy."""
-        if self.runtime == "onnxruntime":
+        if self.runtime != "torch":
             return _softmax(self.model.logits(batch))
         import torch
 

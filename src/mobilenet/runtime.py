@@ -1,5 +1,6 @@
 """Running an exported .onnx model with ONNX Runtime, numpy and Pillow only: no torch.
-(Prediction, on either runtime, is predictor.Predictor's.)
+Evaluation of an exported file (.onnx here, .pte through pte.py) is here too; prediction,
+on any runtime, is predictor.Predictor's.
 
 The file carries what it needs in its metadata (class names, input preparation), so a
 deployed model is one file. Nothing here may import torch: a test checks sys.modules.
@@ -93,13 +94,23 @@ def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE
         yield (np.stack(arrays) if arrays else None), np.asarray(labels, np.int64), bad
 
 
-def evaluate_onnx(model_path, data: str | None = None, out=None) -> dict:
-    """As evaluation.evaluate, through ONNX Runtime: metrics.json and confusion_matrix.png
-    go into `out` (default: the .onnx file's folder)."""
+def open_file(path, runtime: str):
+    """An exported file in its runtime: OnnxModel (onnxruntime) or pte.PteModel (executorch),
+    each with .classes, .spec, .data and .logits(batch)."""
+    if runtime == "executorch":
+        from .pte import PteModel  # torch comes with it: ExecuTorch's runtime takes torch tensors
+
+        return PteModel(path)
+    return OnnxModel(path)
+
+
+def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = None, out=None) -> dict:
+    """As evaluation.evaluate, for an exported file in its runtime (open_file):
+    metrics.json and confusion_matrix.png go into `out` (default: the file's folder)."""
     from .files import atomic_write_json, make_dir
     from .plots import plot_confusion
 
-    model = OnnxModel(model_path)
+    model = open_file(model_path, runtime)
     data = data or model.data.get("name") or "fashion-mnist"
     found = evaluate_batches([model.logits], _test_batches(model, data), len(model.classes))
     metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"])

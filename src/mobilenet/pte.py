@@ -1,0 +1,146 @@
+"""ExecuTorch: lower a model to one .pte program (XNNPACK delegate, float32 or int8) and
+run .pte files with ExecuTorch's own runtime.
+
+The .pte holds the network; its class names and input preparation travel beside it in
+`<file>.pte.json` (config.json's "classes", "input", "model" and "data"), which PteModel reads. Needs the
+`executorch` extra: pip install 'mobilenet[executorch]'.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import MobileNetError
+from .images import check_metadata
+from .progress import bar
+
+MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
+CALIBRATION_BATCH = 32
+
+
+def sidecar(path) -> Path:
+    """Where a .pte's metadata lives: model.pte -> model.pte.json."""
+    return Path(str(path) + ".json")
+
+
+def _require():
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        raise MobileNetError("ExecuTorch is not installed; pip install 'mobilenet[executorch]' "
+                             "(or pip install executorch)") from None
+
+
+def _export(model: nn.Module, example: torch.Tensor):
+    # Traced at the bound: ExecuTorch plans the input's memory from the example's size, and a
+    # smaller example would cap the batch there (2 gave a bound of 15, in executorch 1.5.1).
+    example = example.new_zeros(MAX_BATCH, *example.shape[1:])
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
+def _lower(program) -> bytes:
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def pte_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    """The model as a float32 .pte program, every layer delegated to XNNPACK."""
+    _require()
+    return _lower(_export(model.eval(), example))
+
+
+def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> bytes:
+    """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric int8,
+    per-channel weights; activation ranges observed on `calibration`), then lowered."""
+    _require()
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer, get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    observed = prepare_pt2e(_export(model.eval(), example).module(), quantizer)
+    with torch.no_grad():
+        for chunk in bar(calibration.split(CALIBRATION_BATCH), desc="int8: calibration"):
+            observed(chunk)
+    return _lower(_export(convert_pt2e(observed), example))
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """ExecuTorch's C++ logs CPU probing lines on stderr when a program loads; a user's
+    terminal gets one line per problem, from us."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class PteModel:
+    """An exported .pte: `.classes`, `.spec` (input preparation), `.data`, `.logits(batch)`.
+
+    `source` is a .pte path (its metadata read from sidecar(path)) or the program's bytes
+    with `metadata` given (the sidecar's dict)."""
+
+    def __init__(self, source, metadata: dict | None = None):
+        _require()
+        name = "the program" if isinstance(source, bytes) else str(source)
+        data = source if isinstance(source, bytes) else _read(Path(source))
+        meta = metadata if metadata is not None else _read_sidecar(Path(source))
+        try:
+            self.classes, self.spec, self.data = meta["classes"], meta["input"], meta.get("data") or {}
+            check_metadata(self.classes, self.spec, self.data)
+        except KeyError as e:
+            raise MobileNetError(f"{sidecar(name)} has no {e}; export the model again with `mobilenet export`") from None
+        except (ValueError, TypeError) as e:
+            raise MobileNetError(f"{sidecar(name)} does not describe the network ({e}); export it again") from None
+        self._data = data  # the runtime reads the program from these bytes for as long as it runs
+        try:
+            with _quiet_stderr():  # also torchao's import-time log line
+                from executorch.runtime import Runtime
+
+                self._program = Runtime.get().load_program(data)
+                self.method = self._program.load_method("forward")
+        except Exception as e:  # noqa: BLE001 - the runtime raises its own types for a bad program
+            detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({detail}); "
+                                 "export it again with `mobilenet export --format executorch`") from None
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        return np.concatenate([self.method.execute([chunk])[0].numpy() for chunk in x.split(MAX_BATCH)])
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise MobileNetError(f"--model {path}: no such file; give a .pte file made by "
+                             "`mobilenet export --format executorch`")
+    return path.read_bytes()
+
+
+def _read_sidecar(path: Path) -> dict:
+    meta = sidecar(path)
+    try:
+        found = json.loads(meta.read_text())
+    except FileNotFoundError:
+        raise MobileNetError(f"{meta} is missing: it holds the class names and input preparation that travel "
+                             f"with {path.name}; export the model again") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise MobileNetError(f"{meta} is not readable JSON ({str(e)[:120]}); export the model again") from None
+    if not isinstance(found, dict):
+        raise MobileNetError(f"{meta} is not a JSON object; export the model again")
+    return found
