@@ -36,7 +36,8 @@ def test_version(capsys):
     ["train", "--resume"], ["train", "--epochs", "0"], ["evaluate", "--model", "m", "--data", "/nonexistent"],
     ["bench", "--model", "m", "--width", "0.5"], ["export", "--model", "m", "--int8-preset", "avx9"],
     ["export", "--model", "m", "--int8-preset", "vnni"], ["train", "--lr", "1000"], ["train", "--ema", "1"],
-    ["train", "--patience", "3"],
+    ["train", "--patience", "3"], ["export", "--model", "m", "--format", "executorch", "--int8", "--int8-preset", "vnni"],
+    ["export", "--model", "m", "--format", "torchscript"], ["train", "--ema", "-0.5"],
 ])
 def test_bad_arguments_exit_2_and_leave_no_folder(args, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True, cwd=tmp_path)

@@ -142,6 +142,8 @@ def _cmd_export(args) -> int:
 
     if args.int8_preset and not args.int8:
         raise BadArgument("--int8-preset goes with --int8; add --int8, or drop --int8-preset")
+    if args.int8_preset and args.format != "onnx":
+        raise BadArgument("--int8-preset is for ONNX files; ExecuTorch's XNNPACK quantizer has one scheme")
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout holds the JSON alone
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
                int8_preset=args.int8_preset or "portable", log=log)

@@ -63,10 +63,11 @@ def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.T
     """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric int8,
     per-channel weights; activation ranges observed on `calibration`), then lowered."""
     _require()
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    with _quiet_stderr():  # torchao logs a torch deprecation line as it is imported
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer, get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     observed = prepare_pt2e(_export(model.eval(), example).module(), quantizer)
