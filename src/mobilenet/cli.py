@@ -11,12 +11,12 @@ import sys
 
 from . import __version__, progress
 from . import config as M
-from .errors import BadArgument, MobileNetError
+from .errors import BadArgument, MobileNetError, printable
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, no usage dump
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {printable(message)}\n")  # a shell glob may bring hostile names
 
 
 def _number(name: str):
@@ -103,13 +103,14 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
-    print(f"{m['data']}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
+    print(f"{printable(m['data'])}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
           f"loss {m['loss']:.4f}")
-    width = max(len(c) for c in m["per_class"])
-    for name, acc in m["per_class"].items():
+    names = {printable(c): acc for c, acc in m["per_class"].items()}  # class names come from the model's files
+    width = max(len(c) for c in names)
+    for name, acc in names.items():
         print(f"  {name:<{width}}  {100 * acc:6.2f}%")
     where = args.out or (args.model if args.runtime == "torch" else os.path.dirname(args.model) or ".")
-    print(f"wrote metrics.json and confusion_matrix.png to {where}")
+    print(f"wrote metrics.json and confusion_matrix.png to {printable(where)}")
     return 0
 
 
@@ -118,14 +119,14 @@ def _cmd_predict(args) -> int:
 
     results, failed = Predictor(args.model, runtime=args.runtime).predict(args.images, top_k=args.top_k)
     for f in failed:
-        print(f"mobilenet predict: error: {f['image']}: {f['reason']}", file=sys.stderr)
+        print(printable(f"mobilenet predict: error: {f['image']}: {f['reason']}"), file=sys.stderr)
     if args.json:
         print(json.dumps({"predictions": results, "failed": failed}, indent=2))
     else:
         for r in results:
-            print(r["image"])
+            print(printable(r["image"]))
             for p in r["predictions"]:
-                print(f"  {100 * p['probability']:6.2f}%  {p['class']}")
+                print(f"  {100 * p['probability']:6.2f}%  {printable(p['class'])}")
     return 1 if failed else 0
 
 
@@ -133,7 +134,7 @@ def _cmd_samples(args) -> int:
     from .data import write_samples
 
     for path in write_samples(args.out, args.count):
-        print(path)
+        print(printable(path))
     return 0
 
 
@@ -144,7 +145,10 @@ def _cmd_export(args) -> int:
         raise BadArgument("--int8-preset goes with --int8; add --int8, or drop --int8-preset")
     if args.int8_preset and args.format != "onnx":
         raise BadArgument("--int8-preset is for ONNX files; ExecuTorch's XNNPACK quantizer has one scheme")
-    log = (lambda line: print(line, file=sys.stderr)) if args.json else print  # stdout holds the JSON alone
+
+    def log(line):  # stdout holds the JSON alone
+        print(printable(line), file=sys.stderr if args.json else sys.stdout)
+
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
                int8_preset=args.int8_preset or "portable", log=log)
     if args.json:
@@ -154,14 +158,14 @@ def _cmd_export(args) -> int:
     print(f"{args.format} float32 checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} "
           "on random inputs" + (f", {real:.2e} on real test images (top-1 identical: {r['real']['same_top1']})"
                                 if real is not None else ""))
-    print(f"wrote {r['output']} ({r['bytes'] / 1e6:.2f} MB)")
+    print(f"wrote {printable(r['output'])} ({r['bytes'] / 1e6:.2f} MB)")
     return 0
 
 
 def _cmd_convert(args) -> int:
     from .weights import convert_timm
 
-    print(f"wrote {convert_timm(args.from_timm, args.output, args.resolution or 224)}")
+    print(f"wrote {printable(convert_timm(args.from_timm, args.output, args.resolution or 224))}")
     return 0
 
 
@@ -395,8 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
         return 141  # 128 + SIGPIPE, what a shell reports for a tool that a closed pipe stopped
     except (MobileNetError, ValueError) as e:
-        print(f"mobilenet {args.command}: error: {e}", file=sys.stderr)
+        print(f"mobilenet {args.command}: error: {printable(e)}", file=sys.stderr)
         return getattr(e, "exit_code", 1)
+    except MemoryError:  # numpy's or Python's; whatever asked for it, the answer is the same
+        print(f"mobilenet {args.command}: error: out of memory; use a smaller model, batch or image set",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
         return 130

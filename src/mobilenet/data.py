@@ -301,6 +301,7 @@ class FolderSource:
                  val_split: float | None = None):
         found = folder_splits(root, test_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
+        self.skipped = found["skipped"]  # links out of the folder and names that are no regular file
         # absolute, so that evaluate finds the data from any working directory
         self.name, self.resolution, self.seed, self.in_channels = str(Path(root).resolve()), resolution, seed, channels
         self.mean, self.std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))

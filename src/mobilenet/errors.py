@@ -1,4 +1,7 @@
-"""The one exception the CLI turns into a single line instead of a traceback."""
+"""The one exception the CLI turns into a single line instead of a traceback, and the
+escaping of whatever is printed or logged."""
+
+import unicodedata
 
 
 class MobileNetError(Exception):
@@ -20,3 +23,22 @@ class BadArgument(MobileNetError):
     """Arguments that cannot go together, found after argparse: exit 2, as argparse does."""
 
     exit_code = 2
+
+
+def _control(c: str) -> bool:
+    # Cc (ESC, newline, ...), Cf (bidi overrides) and the Unicode line separators
+    return unicodedata.category(c) in ("Cc", "Cf") or c in "\u2028\u2029"
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds a character that a terminal or a log would act on."""
+    return any(_control(c) for c in text)
+
+
+def printable(text) -> str:
+    """`text` with its control characters escaped (ESC -> \\x1b, newline -> \\n): names
+    from files we did not write can neither drive a terminal nor forge a line of a log."""
+    text = str(text)
+    if not has_control(text):
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if _control(c) else c for c in text)

@@ -6,6 +6,7 @@ half-written one.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -62,6 +63,32 @@ def remove_unfinished(folder, names) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def open_append(path, what: str = "--out"):
+    """`path` opened for appending text, never through a symbolic link (O_NOFOLLOW): a
+    link planted in a shared folder cannot make us write into a file it points at."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise MobileNetError(_refusal(path, e, what)) from None
+    return os.fdopen(fd, "a", encoding="utf-8")
+
+
+def open_lock_file(path, what: str = "--out") -> int:
+    """A lock file's descriptor, opened (and made) without following a link."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise MobileNetError(_refusal(Path(path), e, what)) from None
+
+
+def _refusal(path: Path, e: OSError, what: str) -> str:
+    if e.errno == errno.ELOOP:  # O_NOFOLLOW met a link
+        return (f"{what} {path.parent}: {path.name} is a symbolic link; a run folder's files must be its own "
+                "(remove the link, or choose another folder)")
+    return f"{what} {path.parent}: cannot write {path.name} ({e.strerror}); choose a writable folder"
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -7,7 +7,9 @@ image is decoded and prepared the same way on both paths.
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import stat
 import warnings
 import zlib
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import MAX_RESOLUTION, MIN_RESOLUTION
-from .errors import MobileNetError
+from .errors import MobileNetError, has_control, printable
 from .progress import bar
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
@@ -23,17 +25,30 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 
+MAX_IDX_BYTES = 2**30  # Fashion-MNIST's training images are 47 MB
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip or raw), as in the MNIST family: magic, dims, then uint8 data."""
+    """An IDX file (gzip or raw), as in the MNIST family: magic, dims, then uint8 data.
+    Only the bytes its header states are read, and at most MAX_IDX_BYTES: a small .gz
+    may expand to gigabytes."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
-        magic, ndim = int.from_bytes(data[:4], "big"), data[3]
-        if magic >> 8 != 0x08:  # 0x08 = unsigned byte
-            raise ValueError("bad magic number")
-        dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+            head = f.read(4)
+            if len(head) < 4 or int.from_bytes(head, "big") >> 8 != 0x08:  # 0x08 = unsigned byte
+                raise ValueError("bad magic number")
+            raw = f.read(4 * head[3])
+            if len(raw) < 4 * head[3]:
+                raise ValueError("truncated header")
+            dims = [int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4)]
+            size = math.prod(dims)
+            if size > MAX_IDX_BYTES:
+                raise ValueError(f"its header states {size:,} bytes, beyond the {MAX_IDX_BYTES:,} read")
+            data = f.read(size + 1)  # one more, to see whether there is more
+        if len(data) != size:
+            raise ValueError("truncated" if len(data) < size else "more data than its header states")
+        return np.frombuffer(data, dtype=np.uint8).reshape(dims)
     except (OSError, ValueError, EOFError, IndexError, zlib.error) as e:
         raise MobileNetError(f"{path} is not a readable IDX file ({e}); reinstall dataset-fashion-mnist") from None
 
@@ -70,6 +85,7 @@ def fashion_mnist_dir() -> Path:
     return raw
 
 
+MAX_RESIZE = 2  # resize and image_size at most this × the resolution (torchvision's test resize is 256/224)
 MAX_ASPECT = 100  # a 1×50,000 image would resize to 256×12,800,000 (3 GB)
 
 
@@ -95,10 +111,10 @@ def load_image(path, channels: int = 3):
     from PIL import Image, ImageOps
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _open_regular(path) as f:
             warnings.simplefilter("ignore")  # PIL's notes on odd files: the file decodes, or we say why not
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(f) as im:
                 w, h = im.size
                 if max(w, h) > MAX_ASPECT * min(w, h):  # its resize to 256 on the short side would be huge
                     raise MobileNetError(f"{path}: {w}×{h} pixels, an aspect ratio beyond {MAX_ASPECT}:1; "
@@ -110,28 +126,70 @@ def load_image(path, channels: int = 3):
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, MemoryError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if isinstance(e, Image.UnidentifiedImageError):  # its message names our file object
+            reason = "not an image format that Pillow reads"
         raise MobileNetError(f"{path}: not a readable image ({reason})") from None
 
 
-def scan_folder(root: Path) -> tuple[list[str], list[tuple[str, int]]]:
+def _open_regular(path):
+    """`path` opened for reading if it is a regular file: a FIFO named x.png would block
+    a read forever, and a device never ends. O_NONBLOCK keeps the open itself from waiting."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ValueError("not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int]], int]:
     """ImageFolder's convention without torch: class = sub-folder (sorted), images found
-    recursively by extension. Returns (classes, [(path, class index)])."""
+    recursively by extension. Links are followed while they stay inside `inside` (default
+    root); links that leave it, and image names that are no regular file (a FIFO would
+    block a read forever), are skipped. Returns (classes, [(path, class index)], skipped)."""
     root = Path(root)
-    classes = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    inside = os.path.realpath(inside or root)
+    names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    classes = [n for n in names if _within(os.path.realpath(root / n), inside)]
+    skipped = len(names) - len(classes)
+    named = next((c for c in classes if has_control(c)), None)
+    if named is not None:
+        raise MobileNetError(f"{root}: the class folder {printable(named)} has control "
+                             "characters in its name; rename it")
     samples = []
     with bar(desc=f"scanning {root}", unit=" images") as shown:
         for index, name in enumerate(classes):
             found, seen = [], {os.path.realpath(root / name)}
             for folder, subfolders, files in os.walk(root / name, followlinks=True):
-                # links are followed, but each real folder once: a link loop ends here
+                # links are followed, but each real folder once (a link loop ends here) and never out of `inside`
                 real = {d: os.path.realpath(os.path.join(folder, d)) for d in subfolders}
-                subfolders[:] = [d for d in subfolders if real[d] not in seen]
+                outside = {d for d in subfolders if not _within(real[d], inside)}
+                skipped += len(outside)
+                subfolders[:] = [d for d in subfolders if d not in outside and real[d] not in seen]
                 seen.update(real.values())
-                images = [(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+                candidates = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+                images = [(folder, f) for f in candidates if _regular_inside(os.path.join(folder, f), inside)]
+                skipped += len(candidates) - len(images)
                 found += images
                 shown.update(len(images))
             samples += [(os.path.join(folder, f), index) for folder, f in sorted(found)]
-    return classes, samples
+    return classes, samples, skipped
+
+
+def _within(real: str, inside: str) -> bool:
+    return real == inside or real.startswith(inside.rstrip(os.sep) + os.sep)
+
+
+def _regular_inside(path: str, inside: str) -> bool:
+    """A regular file, or a link to one that stays inside `inside`."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            if not _within(os.path.realpath(path), inside):
+                return False
+            st = os.stat(path)
+    except OSError:  # a dangling link, or gone since the listing
+        return False
+    return stat.S_ISREG(st.st_mode)
 
 
 def stratified_split(samples, fraction: float, seed: int, option: str = "--test-split"):
@@ -160,13 +218,14 @@ def folder_splits(root, test_split: float = 0.2, seed: int = 0) -> dict:
                              "or 'fashion-mnist'")
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
-        classes, train = scan_folder(root / "train")
-        test_classes, test = scan_folder(test_dir)
+        classes, train, skipped = scan_folder(root / "train", root)
+        test_classes, test, skipped_test = scan_folder(test_dir, root)
+        skipped += skipped_test
         if test_classes != classes:
             raise MobileNetError(f"{root / 'train'} and {test_dir} have different class folders")
         split = {"train": str(root / "train"), "test": str(test_dir)}
     else:
-        classes, samples = scan_folder(root)
+        classes, samples, skipped = scan_folder(root)
         if not classes:
             raise MobileNetError(f"{root} has no class folders; put each class's images in a sub-folder")
         train, test = stratified_split(samples, test_split, seed)
@@ -178,7 +237,7 @@ def folder_splits(root, test_split: float = 0.2, seed: int = 0) -> dict:
         raise MobileNetError(f"{root} has images of {len(used)} class; a classifier needs at least two")
     if not test:
         raise MobileNetError(f"{root} leaves no test images: give each class at least two images, or a val/ folder")
-    return {"classes": classes, "train": train, "test": test, "split": split}
+    return {"classes": classes, "train": train, "test": test, "split": split, "skipped": skipped}
 
 
 def _bilinear_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
@@ -222,7 +281,7 @@ def prepare(image, spec: dict) -> np.ndarray:
     image = image.resize((new_short, new_long) if w <= h else (new_long, new_short), Image.BILINEAR)
     w, h = image.size
     top, left = int(round((h - r) / 2.0)), int(round((w - r) / 2.0))
-    x = _chw(image)[:, top:top + r, left:left + r]
+    x = _chw(image.crop((left, top, left + r, top + r)))  # cropped in uint8: float for r×r pixels only
     return ((x / np.float32(255) - mean) / std).astype(np.float32)
 
 
@@ -234,6 +293,9 @@ def check_metadata(classes, spec, data, num_classes=None, channels=None, resolut
 
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         raise ValueError("'classes' must be a list of class names")
+    named = next((c for c in classes if has_control(c)), None)
+    if named is not None:  # they are printed and drawn: no escape codes, no forged lines
+        raise ValueError(f"class name {printable(named)} has control characters")
     if num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"'classes' names {len(classes)} classes, the model has {num_classes}")
     if not isinstance(spec, dict):
@@ -253,11 +315,12 @@ def check_metadata(classes, spec, data, num_classes=None, channels=None, resolut
             raise ValueError(f"input {key} must be a list of {c} numbers, got {v!r}")
     if not all(x > 0 for x in spec["std"]):
         raise ValueError("input std must be positive")
+    most = MAX_RESIZE * r  # the image is resized to this before the crop: memory follows it
     if spec.get("image_size") is not None:
-        if not whole(spec["image_size"], 1, MAX_RESOLUTION):
-            raise ValueError(f"input image_size is {spec['image_size']!r}; use 1 to {MAX_RESOLUTION}")
-    elif not whole(spec.get("resize"), r, MAX_RESOLUTION):
-        raise ValueError(f"input needs image_size, or resize from {r} to {MAX_RESOLUTION} "
+        if not whole(spec["image_size"], 1, most):
+            raise ValueError(f"input image_size is {spec['image_size']!r}; use 1 to {most} ({MAX_RESIZE} × resolution)")
+    elif not whole(spec.get("resize"), r, most):
+        raise ValueError(f"input needs image_size, or resize from {r} to {most} ({MAX_RESIZE} × resolution) "
                          f"(got {spec.get('resize')!r})")
     if data is not None and not (isinstance(data, dict) and isinstance(data.get("name", ""), str)):
         raise ValueError("'data' must be an object naming the data set")

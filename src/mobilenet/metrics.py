@@ -12,6 +12,9 @@ from .errors import MobileNetError
 from .progress import bar
 
 
+MAX_CONFUSION_CLASSES = 10_000  # an int64 classes × classes matrix: 800 MB
+
+
 class EvaluationStopped(Exception):
     """`stop()` asked the loop to end before the next batch (a signal during training)."""
 
@@ -21,6 +24,10 @@ class Metrics:
     asked: it grows with classes²) the confusion matrix."""
 
     def __init__(self, num_classes: int, confusion: bool = True):
+        if confusion and num_classes > MAX_CONFUSION_CLASSES:
+            raise MobileNetError(f"a confusion matrix of {num_classes:,} classes would take "
+                                 f"{8 * num_classes ** 2 / 1e9:,.1f} GB; evaluation takes at most "
+                                 f"{MAX_CONFUSION_CLASSES:,} classes")
         self.num_classes = num_classes
         self.confusion = np.zeros((num_classes, num_classes), np.int64) if confusion else None
         self.images = self.correct = self.top5_hits = 0

@@ -46,8 +46,9 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(confusion, cmap="Blues")
     if n <= 30:
-        ax.set_xticks(range(n), classes, rotation=90)
-        ax.set_yticks(range(n), classes)
+        # parse_math off: a class name with $ in it is a name, not mathtext (which may not even parse)
+        ax.set_xticks(range(n), classes, rotation=90, parse_math=False)
+        ax.set_yticks(range(n), classes, parse_math=False)
         top = confusion.max() or 1
         for i in range(n):
             for j in range(n):

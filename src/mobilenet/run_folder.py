@@ -14,14 +14,15 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from .config import FASHION_MNIST
-from .errors import MobileNetError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .config import FASHION_MNIST, TABLE1, channels
+from .errors import MobileNetError, printable
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file
 from .images import check_metadata
 from .model import MobileNetConfig, MobileNetV1
 
@@ -79,6 +80,7 @@ def load_checkpoint(path: Path) -> dict:
     """checkpoint.pt read with weights_only=True and checked: one clear error if it is not ours."""
     if not path.exists():
         raise MobileNetError(f"--resume: {path} not found; start a new run without --resume")
+    check_archive(path, "--resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except Exception as e:
@@ -96,31 +98,66 @@ def load_checkpoint(path: Path) -> dict:
 def checkpoint_launch(out: Path) -> str | None:
     """The torchrun launch that wrote out's checkpoint (distributed.launch()), if any."""
     try:
+        check_archive(out / "checkpoint.pt", "--out")
         return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True).get("launch")
     except Exception:  # noqa: BLE001 - no readable checkpoint: nothing to resume automatically
         return None
 
 
-def lock(out: Path):
+class _Lock:
+    """A held run-folder lock: the lockf lock on .lock and this process's claim on the folder."""
+
+    def __init__(self, fd: int, key: tuple[int, int]):
+        self.fd, self.key = fd, key
+
+    def close(self) -> None:
+        if self.fd is not None:
+            _HELD.discard(self.key)
+            os.close(self.fd)  # releases the lockf lock
+            self.fd = None
+
+
+# Folders (device, inode) this process holds: lockf locks are per process, so a second
+# lock() in the same process would succeed and its close would release the first.
+_HELD: set[tuple[int, int]] = set()
+
+
+def lock(out: Path) -> _Lock | None:
     """Hold out/.lock for the whole run: a second `mobilenet train` on the same folder is
-    refused. The kernel releases the lock when the process ends, even by kill -9, so a
-    killed run never blocks the next one. A POSIX record lock (lockf), not flock: forked
-    DataLoader workers do not inherit it, so they cannot hold it after a kill -9."""
+    refused, from another process or this one. The kernel releases the lock when the
+    process ends, even by kill -9, so a killed run never blocks the next one. A POSIX record
+    lock (lockf), not flock: forked DataLoader workers do not inherit it, so they cannot
+    hold it after a kill -9. .lock is opened without following a link."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock, as before
         return None
+    st = os.stat(out)
+    key = (st.st_dev, st.st_ino)
+    if key in _HELD:
+        raise MobileNetError(f"{out} is in use by another run in this process; wait for it, or choose another --out")
+    fd = open_lock_file(out / ".lock")
     try:
-        handle = open(out / ".lock", "a+")
-    except OSError as e:
-        raise MobileNetError(f"--out {out}: cannot write there ({e.strerror}); choose a writable folder") from None
-    try:
-        fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        handle.close()
+        os.close(fd)
         raise MobileNetError(f"{out} is in use by another `mobilenet train`; wait for it, stop it, "
                              "or choose another --out") from None
-    return handle
+    _HELD.add(key)
+    return _Lock(fd, key)
+
+
+def refuse_links(out: Path) -> None:
+    """One clear error if a file or sub-folder of the run folder (or of its tensorboard/) is
+    a symbolic link: we write only into files of our own."""
+    for folder in (out, out / "tensorboard"):  # out itself may be a link: the user named it
+        if folder != out and not folder.is_dir():
+            continue  # no tensorboard/ yet (a link to one was refused as an entry of out)
+        with os.scandir(folder) as entries:
+            link = next((e for e in entries if e.is_symlink()), None)
+        if link is not None:
+            raise MobileNetError(f"--out {out}: {printable(Path(link.path).relative_to(out))} is a symbolic link; "
+                                 "a run folder's files must be its own (remove the link, or choose another --out)")
 
 
 def read_config(model_dir) -> dict:
@@ -135,8 +172,8 @@ def read_config(model_dir) -> dict:
         check_metadata(info["classes"], info["input"], info.get("data"), m.num_classes, m.in_channels, m.resolution)
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; a model folder holds config.json and model.safetensors") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        detail = f"missing {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
+        detail = f"missing {e}" if isinstance(e, KeyError) else (str(e).splitlines() or [type(e).__name__])[0]
         raise MobileNetError(f"{path} is not a valid model config ({detail}); retrain or re-export the model") from None
     return info
 
@@ -147,9 +184,10 @@ def load_model(model_dir) -> tuple[MobileNetV1, dict]:
     from safetensors.torch import load_file
 
     info = read_config(model_dir)
-    model = MobileNetV1.from_config(info["model"])
     path = Path(model_dir) / "model.safetensors"
     try:
+        _check_shapes(path, info["model"])  # before the model is built: config.json alone allocates nothing
+        model = MobileNetV1.from_config(info["model"])
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
     except FileNotFoundError:
@@ -159,3 +197,33 @@ def load_model(model_dir) -> tuple[MobileNetV1, dict]:
         raise MobileNetError(f"{path} does not hold this model's weights ({detail})") from None
     # channels_last, as in training: about 2× faster on CPU for the same results.
     return model.eval().to(memory_format=torch.channels_last), info
+
+
+def _check_shapes(path: Path, config: MobileNetConfig) -> None:
+    """ValueError unless the first conv and the classifier in the safetensors header have
+    the shapes config.json implies; only the header is read."""
+    from safetensors import safe_open
+
+    expected = {"features.conv1.0.weight": [channels(TABLE1[0][2], config.width_mult), config.in_channels, 3, 3],
+                "classifier.weight": [config.num_classes, channels(TABLE1[-1][2], config.width_mult)]}
+    with safe_open(str(path), "pt") as f:
+        for name, shape in expected.items():
+            got = f.get_slice(name).get_shape() if name in f.keys() else None
+            if got != shape:
+                raise ValueError(f"{name} is {got}, config.json asks for {shape}")
+
+
+def check_archive(path: Path, what: str) -> None:
+    """Refuse a torch zip archive with compressed entries before torch.load reads it:
+    torch.save stores every entry as it is, and a deflated one may expand far beyond the
+    file (2 MB to 512 MiB). Other files are left to torch.load."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            packed = next((i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED), None)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return
+    if packed is not None:
+        raise MobileNetError(f"{what} {path}: {printable(packed)} is compressed, which torch.save never does, "
+                             "so the file was not written by torch; give a checkpoint saved by torch")

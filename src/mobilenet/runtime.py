@@ -57,10 +57,18 @@ class OnnxModel:
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             detail = str(e).splitlines()[0][:160]
             raise MobileNetError(f"{path} is not a loadable ONNX model ({detail}); re-export it") from None
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_name, self.path = self.session.get_inputs()[0].name, path
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        try:
+            z = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's own types: a failed allocation, a bad graph
+            detail = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            raise MobileNetError(f"{self.path}: ONNX Runtime failed on {len(batch)} images ({detail})") from None
+        if z.ndim != 2 or z.shape[1] != len(self.classes):  # each score must name a class
+            raise MobileNetError(f"{self.path} gives {z.shape[1:]} scores per image for {len(self.classes)} classes; "
+                                 "re-export it")
+        return z
 
 
 def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE):

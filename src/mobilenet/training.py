@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
@@ -23,16 +24,16 @@ import torch.nn.functional as F
 from .config import EVAL_BATCH_SIZE, check_number
 from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source, random_erasing
 from .distributed import Dist, Signals, launch
-from .errors import BadArgument, Interrupted, MobileNetError
+from .errors import BadArgument, Interrupted, MobileNetError, printable
 from .evaluation import torch_logits
-from .files import make_dir, remove_unfinished
+from .files import make_dir, open_append, remove_unfinished
 from .metrics import EvaluationStopped, Metrics, evaluate_batches
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_curves
 from .progress import bar as progress_bar, show as show_progress
 from .run_folder import (
-    RUN_FILES, checkpoint_launch, default_out, load_checkpoint, lock, resume_hint, save_checkpoint, save_model,
-    write_config, write_history,
+    RUN_FILES, checkpoint_launch, default_out, load_checkpoint, lock, refuse_links, resume_hint, save_checkpoint,
+    save_model, write_config, write_history,
 )
 
 # Defaults chosen by measurement; the README's "Choosing the defaults" has the numbers.
@@ -148,6 +149,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     if not resume:
         cfg.validate()  # before any folder is made: a bad argument leaves nothing behind
     out = Path(cfg.out) if cfg.out else default_out(cfg.data)
+    log = _escaped(log)
     dist = Dist(cfg.device)
     if not dist.main:
         show_progress(False)  # one process speaks for the run
@@ -165,6 +167,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
     held = None
     try:
         held = lock(out) if dist.main else None  # the other ranks share rank 0's folder
+        if dist.main:
+            refuse_links(out)  # before anything in it is read or written
         if held and remove_unfinished(out, RUN_FILES):  # the lock makes us the folder's only writer
             log(f"removed the unfinished temporary files of an interrupted run in {out}")
         return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
@@ -176,6 +180,11 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         if held:
             held.close()
         dist.close()
+
+
+def _escaped(log):
+    """`log` with control characters escaped: paths and class names come from folders we did not make."""
+    return lambda line: log(printable(line))
 
 
 @dataclass
@@ -245,6 +254,9 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
             args["test_split"] = args.pop("val_split", 0.2)
         args = {**OLD_DEFAULTS, **args}  # runs from before these options had them off
         saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
+        if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (_build)
+            raise MobileNetError(f"--resume: the checkpoint's data folder {saved.data!r} is not an absolute path, "
+                                 "so this run was not written by `mobilenet train`; start a new run in another --out")
         if saved.data != FASHION_MNIST and not Path(saved.data).is_dir():
             raise MobileNetError(f"--resume: the run's data folder {saved.data} is gone; put it back to continue")
         saved.epochs = cfg.epochs or saved.epochs  # a resumed run may be extended
@@ -271,7 +283,10 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
         from .weights import load_init
         init_state, activation = load_init(cfg.init)
         cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
+    if getattr(source, "skipped", 0):
+        log(f"skipped {source.skipped} entries of {source.name}: links that leave it, or no regular file")
     model = _model(cfg, source, resolution, init_state, log)
+    _check_batch_memory(cfg.batch_size, model.config, source.num_train // dist.world, device)
     # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
     model = model.to(device, memory_format=torch.channels_last)
     net = model
@@ -299,6 +314,23 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
     run.args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
     run.args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
     return run
+
+
+ACTIVATION_BYTES = 8  # per element of every layer's output: autograd keeps the conv's and the (in-place) ReLU's
+
+
+def _check_batch_memory(batch_size: int, model_config: MobileNetConfig, images: int, device: torch.device) -> None:
+    """One clear line for a batch whose activations (Table 1's shapes, the least a step
+    keeps for its backward pass) exceed the machine's memory, before anything is allocated."""
+    if device.type != "cpu" or not hasattr(os, "sysconf"):
+        return  # a GPU's limit is met in _step
+    from .cost import layer_costs
+
+    per_image = ACTIVATION_BYTES * sum(math.prod(layer.output_shape) for layer in layer_costs(model_config))
+    need, have = per_image * min(batch_size, images), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise MobileNetError(f"--batch-size {batch_size}: one step needs at least {need / 1e9:,.0f} GB here, the machine "
+                             f"has {have / 1e9:,.0f} GB; use --batch-size {max(2, int(have / 2 / per_image))} or less")
 
 
 def _ema_with_warmup(decay: float):
@@ -362,10 +394,7 @@ def _open_outputs(run: _Run) -> None:
     if not (run.out / "config.json").exists():
         write_config(run.out, run.model.config, run.info)
     run.tb = _tensorboard(run.out)
-    try:
-        run.train_log = open(run.out / "train.log", "a", encoding="utf-8")
-    except OSError as e:
-        raise MobileNetError(f"--out {run.out}: cannot write train.log ({e.strerror}); choose a writable folder") from None
+    run.train_log = open_append(run.out / "train.log")  # never through a link
 
 
 def _close_outputs(run: _Run) -> None:
@@ -376,7 +405,9 @@ def _close_outputs(run: _Run) -> None:
 
 
 def _note(run: _Run, line: str, err: bool = False) -> None:
-    """A line for the user (stdout, or stderr for skipped files) and for train.log."""
+    """A line for the user (stdout, or stderr for skipped files) and for train.log; a file
+    name with a newline in it cannot add a line of its own."""
+    line = printable(line)
     (print(line, file=sys.stderr) if err else run.log(line))
     if run.train_log:
         try:
@@ -459,7 +490,7 @@ def _step(run: _Run, epoch: int, step: int, batch) -> tuple[float, int, int]:
                                                                                           dist.rank)))
     x = x.to(run.device, non_blocking=True, memory_format=torch.channels_last)
     y = batch.labels.to(run.device, non_blocking=True)
-    with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
+    with _out_of_memory(run), torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
         logits = run.net(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=run.cfg.label_smoothing)
     diverged = not torch.isfinite(loss)
@@ -470,12 +501,26 @@ def _step(run: _Run, epoch: int, step: int, batch) -> tuple[float, int, int]:
         raise TrainingStopped(f"loss became {value} at epoch {epoch + 1}, step {step + 1}: training diverged; "
                               f"lower --lr (it was {run.lr:g}). The last good checkpoint is in {run.out}")
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
+    with _out_of_memory(run):
+        run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
     if run.ema is not None:
         run.ema.update_parameters(run.model)
     return loss.item() * len(y), int((logits.argmax(1) == y).sum().item()), len(y)
+
+
+@contextmanager
+def _out_of_memory(run: _Run):
+    """A failed allocation in a step is one line naming --batch-size (torch.OutOfMemoryError
+    on a GPU; on the CPU a RuntimeError from the allocator)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+            raise
+        raise MobileNetError(f"out of memory in a step of --batch-size {run.cfg.batch_size} on {run.device.type}; "
+                             "use a smaller --batch-size") from None
 
 
 def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict:

@@ -14,6 +14,7 @@ import torch
 from .errors import MobileNetError
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
+from .run_folder import check_archive
 
 TIMM_PREFIX = "timm:"
 
@@ -28,7 +29,10 @@ def read_weight_file(path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             return load_file(str(path))
+        check_archive(path, "--init")
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except MobileNetError:
+        raise
     except Exception as e:  # safetensors, pickle and zip errors all mean the same to the user
         raise MobileNetError(f"{path} is not a readable weights file ({type(e).__name__}); "
                              "give a .safetensors file or a torch checkpoint of tensors") from None
@@ -64,7 +68,7 @@ def load_init(source: str) -> tuple[dict[str, torch.Tensor], str | None]:
         return state, "relu6"
     try:
         activation = json.loads(Path(source).with_name("config.json").read_text())["model"]["activation"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         activation = None
     return state, activation
 
