@@ -196,9 +196,9 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
     if int8_preset not in INT8_PRESETS:
         raise MobileNetError(f"--int8-preset must be one of {', '.join(INT8_PRESETS)}, got {int8_preset!r}")
     if fmt == "executorch":
-        from .pte import _require
+        from .pte import require_executorch
 
-        _require()
+        require_executorch()
     model, info = load_model(model_dir)
     output = _output(model_dir, output, fmt, int8)
     checks = _checks(model, info, check_images, int8, log)

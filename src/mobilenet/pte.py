@@ -30,7 +30,7 @@ def sidecar(path) -> Path:
     return Path(str(path) + ".json")
 
 
-def _require():
+def require_executorch():
     try:
         import executorch  # noqa: F401
     except ImportError:
@@ -55,14 +55,14 @@ def _lower(program) -> bytes:
 
 def pte_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
     """The model as a float32 .pte program, every layer delegated to XNNPACK."""
-    _require()
+    require_executorch()
     return _lower(_export(model.eval(), example))
 
 
 def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> bytes:
     """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric int8,
     per-channel weights; activation ranges observed on `calibration`), then lowered."""
-    _require()
+    require_executorch()
     with _quiet_stderr():  # torchao logs a torch deprecation line as it is imported
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer, get_symmetric_quantization_config,
@@ -98,7 +98,7 @@ class PteModel:
     with `metadata` given (the sidecar's dict)."""
 
     def __init__(self, source, metadata: dict | None = None):
-        _require()
+        require_executorch()
         name = "the program" if isinstance(source, bytes) else str(source)
         data = source if isinstance(source, bytes) else _read(Path(source))
         meta = metadata if metadata is not None else _read_sidecar(Path(source))
