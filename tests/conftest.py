@@ -127,3 +127,13 @@ def small_run(tmp_path_factory):
         del os.environ["MOBILENET_FASHION_MNIST"]
     else:
         os.environ["MOBILENET_FASHION_MNIST"] = old
+
+
+@pytest.fixture(scope="module")
+def onnx_file(small_run, tmp_path_factory):
+    """small_run's model exported to ONNX, for the tests that run an .onnx file."""
+    from mobilenet.exporter import export
+
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    export(small_run[0], "onnx", output=path, log=lambda _: None)
+    return path

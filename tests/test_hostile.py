@@ -286,15 +286,6 @@ def test_a_fifo_named_like_an_image_does_not_hang_predict(small_run, tmp_path):
 
 # --- never a traceback ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def onnx_file(small_run, tmp_path_factory):
-    from mobilenet.exporter import export
-
-    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    export(small_run[0], "onnx", output=path, log=lambda _: None)
-    return path
-
-
 def test_an_onnx_file_with_more_outputs_than_class_names(small_run, onnx_file, tmp_path):
     import onnx
 

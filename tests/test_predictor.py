@@ -36,14 +36,6 @@ def torch_predictor(small_run):
     return Predictor(small_run[0])
 
 
-@pytest.fixture(scope="module")
-def onnx_file(small_run, tmp_path_factory):
-    from mobilenet.exporter import export
-    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    export(small_run[0], "onnx", output=path, log=lambda _: None)
-    return path
-
-
 def check_record(record, classes, k):
     probs = [p["probability"] for p in record["predictions"]]
     assert len(probs) == k
