@@ -211,3 +211,19 @@ def test_int8_with_nothing_to_calibrate_on(tmp_path):
     assert cli("export", "--model", str(tmp_path / "run"), "--output", str(tmp_path / "m.onnx")).returncode == 0
     r = cli("evaluate", "--runtime", "onnxruntime", "--model", str(tmp_path / "m.onnx"), "--data", "fashion-mnist")
     assert r.returncode == 1 and "not Fashion-MNIST's" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.fault
+def test_a_program_wider_than_its_class_list_is_refused():
+    pytest.importorskip("executorch")
+    from mobilenet.config import MobileNetConfig
+    from mobilenet.errors import MobileNetError
+    from mobilenet.model import MobileNetV1
+    from mobilenet.pte import PteModel, pte_bytes
+
+    model = MobileNetV1.from_config(MobileNetConfig(num_classes=12, width_mult=0.25, resolution=32, in_channels=1))
+    meta = {"classes": [str(i) for i in range(10)],
+            "input": {"channels": 1, "resolution": 32, "mean": [0.0], "std": [1.0], "image_size": 32}}
+    program = PteModel(pte_bytes(model, torch.zeros(2, 1, 32, 32)), meta)
+    with pytest.raises(MobileNetError, match="scores per image for 10 classes"):
+        program.logits(np.zeros((2, 1, 32, 32), np.float32))

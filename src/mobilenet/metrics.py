@@ -15,6 +15,14 @@ from .progress import bar
 MAX_CONFUSION_CLASSES = 10_000  # an int64 classes × classes matrix: 800 MB
 
 
+def check_scores(scores, num_classes: int, name) -> None:
+    """An exported file's output must be one score per class per image: a file whose output
+    is wider than its class list is someone else's, and its scores would name no class."""
+    if scores.ndim != 2 or scores.shape[1] != num_classes:
+        raise MobileNetError(f"{name} gives {tuple(scores.shape[1:])} scores per image for {num_classes} classes; "
+                             "re-export it")
+
+
 class EvaluationStopped(Exception):
     """`stop()` asked the loop to end before the next batch (a signal during training)."""
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from .errors import MobileNetError
 from .images import check_metadata
+from .metrics import check_scores
 from .progress import bar
 
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
@@ -99,7 +100,7 @@ class PteModel:
 
     def __init__(self, source, metadata: dict | None = None):
         require_executorch()
-        name = "the program" if isinstance(source, bytes) else str(source)
+        self.name = name = "the program" if isinstance(source, bytes) else str(source)
         data = source if isinstance(source, bytes) else _read(Path(source))
         meta = metadata if metadata is not None else _read_sidecar(Path(source))
         try:
@@ -123,7 +124,9 @@ class PteModel:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        return np.concatenate([self.method.execute([chunk])[0].numpy() for chunk in x.split(MAX_BATCH)])
+        z = np.concatenate([self.method.execute([chunk])[0].numpy() for chunk in x.split(MAX_BATCH)])
+        check_scores(z, len(self.classes), self.name)
+        return z
 
 
 def _read(path: Path) -> bytes:

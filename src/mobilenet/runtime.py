@@ -19,7 +19,7 @@ from .images import (
     bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx,
     test_split_of,
 )
-from .metrics import evaluate_batches
+from .metrics import check_scores, evaluate_batches
 
 
 def open_session(model, threads: int | None = None):
@@ -65,9 +65,7 @@ class OnnxModel:
         except Exception as e:  # noqa: BLE001 - ONNX Runtime's own types: a failed allocation, a bad graph
             detail = (str(e).splitlines() or [type(e).__name__])[0][:160]
             raise MobileNetError(f"{self.path}: ONNX Runtime failed on {len(batch)} images ({detail})") from None
-        if z.ndim != 2 or z.shape[1] != len(self.classes):  # each score must name a class
-            raise MobileNetError(f"{self.path} gives {z.shape[1:]} scores per image for {len(self.classes)} classes; "
-                                 "re-export it")
+        check_scores(z, len(self.classes), self.path)
         return z
 
 
