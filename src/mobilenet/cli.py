@@ -217,7 +217,7 @@ def _workers(p) -> None:
 
 
 def _runtime(p) -> None:
-    p.add_argument("--runtime", choices=["torch", "onnxruntime", "executorch"], default="torch",
+    p.add_argument("--runtime", choices=M.PREDICT_RUNTIMES, default="torch",
                    help="torch (default); onnxruntime: --model is an exported .onnx file (torch not needed); "
                    "executorch: --model is an exported .pte file")
 
@@ -311,7 +311,7 @@ def _add_predict(sub) -> None:
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="one deployable file (ONNX or ExecuTorch, float32 or int8) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
-    p.add_argument("--format", choices=["onnx", "executorch"], default="onnx",
+    p.add_argument("--format", choices=M.EXPORT_FORMATS, default="onnx",
                    help="onnx (default), or executorch: a .pte for XNNPACK, with its metadata in FILE.json")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantization (ONNX: ONNX Runtime's QDQ; executorch: PT2E with the XNNPACK "

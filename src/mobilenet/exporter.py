@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import EVAL_BATCH_SIZE
+from .config import EVAL_BATCH_SIZE, EXPORT_FORMATS
 from .data import open_source
 from .errors import MobileNetError
 from .files import atomic_write_bytes, atomic_write_json
@@ -41,7 +41,6 @@ INT8_MIN_SHRINK = 3.5  # what int8 files must save, at least (tests)
 # exact on every CPU; ONNX Runtime's quantization guide names reduce_range as the remedy.
 # Full 8-bit weights are exact only where int8 dot products do not saturate (VNNI, ARM).
 INT8_PRESETS = {"portable": True, "vnni": False}
-FORMATS = ("onnx", "executorch")
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:
@@ -191,8 +190,8 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
     it in its own runtime, and return a report. Raises MobileNetError when the check fails;
     nothing is written then. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
     ExecuTorch program's metadata goes to pte.sidecar(output)."""
-    if fmt not in FORMATS:
-        raise MobileNetError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise MobileNetError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if int8_preset not in INT8_PRESETS:
         raise MobileNetError(f"--int8-preset must be one of {', '.join(INT8_PRESETS)}, got {int8_preset!r}")
     if fmt == "executorch":

@@ -18,11 +18,11 @@ from itertools import islice
 
 import numpy as np
 
+from .config import PREDICT_RUNTIMES
 from .errors import MobileNetError
 from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files
 
 CHUNK_SIZE = 64  # images decoded, prepared and run at a time
-RUNTIMES = ("torch", "onnxruntime", "executorch")  # the ones that predict; bench times config.RUNTIMES
 
 
 class Predictor:
@@ -33,8 +33,8 @@ class Predictor:
     `.classes` are the class names, `.spec` the input preparation (config.json's "input")."""
 
     def __init__(self, model, runtime: str = "torch", device: str = "cpu"):
-        if runtime not in RUNTIMES:
-            raise MobileNetError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+        if runtime not in PREDICT_RUNTIMES:
+            raise MobileNetError(f"--runtime must be one of {', '.join(PREDICT_RUNTIMES)}, got {runtime!r}")
         self.runtime = runtime
         if runtime == "torch":
             self._load_torch(model, device)
