@@ -95,6 +95,9 @@ def test_a_file_name_cannot_add_a_line_to_train_log(tmp_path, capsys):
     assert any("x\\ntouch PWNED\\n.png" in line for line in log)
     assert "x\\ntouch PWNED\\n.png" in capsys.readouterr().err
     assert any("skipped 2 entries" in line for line in lines), lines
+    from mobilenet.evaluation import evaluate
+
+    assert evaluate(out)["skipped"] == 2  # said by evaluate too
 
 
 def test_a_resume_whose_data_path_is_relative_is_refused(small_run, tmp_path):
@@ -277,6 +280,19 @@ def test_scans_skip_links_out_of_the_folder_and_what_is_no_regular_file(tmp_path
     os.mkfifo(root / "dog" / "pipe.png")                     # a read would block forever
     classes, samples, skipped = scan_folder(root)
     assert (classes, samples) == before[:2] and skipped == 4
+
+
+def test_predict_on_a_folder_skips_links_out_of_it_and_says_so(small_run, tmp_path):
+    from mobilenet.predictor import Predictor
+
+    folder = make_image_folder(tmp_path / "images", per_class=1, corrupt=False)
+    outside = make_image_folder(tmp_path / "elsewhere", per_class=1, corrupt=False)
+    (folder / "cat" / "passwd.png").symlink_to(outside / "dog" / "0.jpg")
+    os.mkfifo(folder / "dog" / "pipe.png")
+    results, failed = Predictor(small_run[0]).predict([folder])
+    assert len(results) == 3  # one image per class
+    assert sorted(os.path.basename(f["image"]) for f in failed) == ["passwd.png", "pipe.png"]
+    assert all("skipped" in f["reason"] for f in failed)
 
 
 def test_a_fifo_named_like_an_image_does_not_hang_predict(small_run, tmp_path):

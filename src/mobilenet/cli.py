@@ -109,6 +109,9 @@ def _cmd_evaluate(args) -> int:
     width = max(len(c) for c in names)
     for name, acc in names.items():
         print(f"  {name:<{width}}  {100 * acc:6.2f}%")
+    if m["bad_files"] or m["skipped"]:
+        print(f"left out: {len(m['bad_files'])} files that did not decode, {m['skipped']} entries skipped "
+              "(links that leave the folder, or no regular file)")
     where = args.out or (args.model if args.runtime == "torch" else os.path.dirname(args.model) or ".")
     print(f"wrote metrics.json and confusion_matrix.png to {printable(where)}")
     return 0
@@ -203,7 +206,10 @@ def _cmd_bench(args) -> int:
     else:
         config = M.MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
         result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:  # its notes quote runtimes' messages and the CPU's name: escaped line by line
+        print("\n".join(printable(line) for line in format_table(result).splitlines()))
     return 0
 
 

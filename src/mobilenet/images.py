@@ -167,7 +167,7 @@ def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int
                 subfolders[:] = [d for d in subfolders if d not in outside and real[d] not in seen]
                 seen.update(real.values())
                 candidates = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-                images = [(folder, f) for f in candidates if _regular_inside(os.path.join(folder, f), inside)]
+                images = [(folder, f) for f in candidates if regular_inside(os.path.join(folder, f), inside)]
                 skipped += len(candidates) - len(images)
                 found += images
                 shown.update(len(images))
@@ -179,7 +179,7 @@ def _within(real: str, inside: str) -> bool:
     return real == inside or real.startswith(inside.rstrip(os.sep) + os.sep)
 
 
-def _regular_inside(path: str, inside: str) -> bool:
+def regular_inside(path: str, inside: str) -> bool:
     """A regular file, or a link to one that stays inside `inside`."""
     try:
         st = os.lstat(path)

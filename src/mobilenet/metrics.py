@@ -75,14 +75,15 @@ class Metrics:
         self.loss_sum = float(values[3])
         return self
 
-    def report(self, classes: list[str], data: str, bad_files=()) -> dict:
-        """metrics.json's content (needs the confusion matrix)."""
+    def report(self, classes: list[str], data: str, bad_files=(), skipped: int = 0) -> dict:
+        """metrics.json's content (needs the confusion matrix); `skipped` counts the folder's
+        entries left out unread (links that leave it, names that are no regular file)."""
         if not self.images:
             raise MobileNetError(f"the test split of {data} has no readable images")
         per_class = self.confusion.diagonal() / np.maximum(self.confusion.sum(1), 1)
         return {"data": data, "images": self.images, "top1": self.top1, "top5": self.top5_hits / self.images,
                 "loss": self.loss, "per_class": dict(zip(classes, map(float, per_class))),
-                "confusion_matrix": self.confusion.tolist(), "bad_files": list(bad_files)}
+                "confusion_matrix": self.confusion.tolist(), "bad_files": list(bad_files), "skipped": skipped}
 
 
 def evaluate_batches(models: list[Callable], batches: Iterable, num_classes: int, total: int | None = None,

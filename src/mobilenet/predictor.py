@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import PREDICT_RUNTIMES
 from .errors import MobileNetError
-from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files
+from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files, regular_inside
 
 CHUNK_SIZE = 64  # images decoded, prepared and run at a time
 
@@ -146,21 +146,24 @@ def _sources(items: list):
             found = _folder_images(os.fspath(item))
             if not found:  # said, not silently skipped
                 yield os.fspath(item), MobileNetError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-            yield from ((path, path) for path in found)
+            yield from found
         else:
             path = os.fspath(item)
             yield path, path
 
 
-def _folder_images(folder: str) -> list[str]:
-    """A folder's image files (by IMAGE_EXTENSIONS), recursively, sorted; hidden files and
-    folders skipped. Links to folders are not followed, so a link loop cannot trap us."""
-    found = []
+def _folder_images(folder: str) -> list[tuple[str, str | MobileNetError]]:
+    """A folder's image files (by IMAGE_EXTENSIONS), recursively, sorted, each as (path,
+    path); hidden files and folders skipped. Links to folders are not followed, so a link
+    loop cannot trap us; a file link that leaves the folder, or a name that is no regular
+    file (a FIFO would block forever), comes with a MobileNetError saying so."""
+    inside, found = os.path.realpath(folder), []
     for parent, subfolders, files in os.walk(folder):
         subfolders[:] = [d for d in subfolders if not d.startswith(".")]
         found += [os.path.join(parent, f) for f in files
                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-    return sorted(found)
+    return [(path, path if regular_inside(path, inside) else
+             MobileNetError("skipped: a link that leaves the folder, or no regular file")) for path in sorted(found)]
 
 
 def _chunks(iterable, size: int):

@@ -69,8 +69,9 @@ class OnnxModel:
         return z
 
 
-def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE):
-    """(images float32, labels, bad files) of the test split, prepared without torch."""
+def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVAL_BATCH_SIZE):
+    """(images float32, labels, bad files) of the test split, prepared without torch; a
+    folder's count of skipped entries goes into seen["skipped"]."""
     spec = model.spec
     if data == FASHION_MNIST:
         if model.classes != FASHION_CLASSES:
@@ -88,7 +89,7 @@ def _test_batches(model: OnnxModel, data: str, batch_size: int = EVAL_BATCH_SIZE
     found = folder_splits(data, test_split_of(model.data), model.data.get("seed", 0))
     if found["classes"] != model.classes:
         raise MobileNetError(f"{data} has other class folders than the model; evaluate on the model's data")
-    test = found["test"]
+    seen["skipped"], test = found["skipped"], found["test"]
     for i in range(0, len(test), batch_size):
         arrays, labels, bad = [], [], []
         for path, label in test[i:i + batch_size]:
@@ -118,8 +119,9 @@ def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = N
 
     model = open_file(model_path, runtime)
     data = data or model.data.get("name") or "fashion-mnist"
-    found = evaluate_batches([model.logits], _test_batches(model, data), len(model.classes))
-    metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"])
+    seen = {}
+    found = evaluate_batches([model.logits], _test_batches(model, data, seen), len(model.classes))
+    metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"], seen.get("skipped", 0))
     out = make_dir(out or Path(model_path).parent)
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], model.classes, out / "confusion_matrix.png")
