@@ -31,7 +31,9 @@ EPOCHS = ["--epochs", "3"]
 #   eval - K      SIGKILL before the K-th test batch of evaluation
 #   evalsig - K   SIGTERM before the K-th test batch of evaluation
 #   step - K      SIGKILL in the K-th training step, after backward, before the update
+#   sigstep - K   SIGTERM in the K-th training step, after backward, before the update
 #   slow - 0      every step takes 60 s longer (two signals land inside one step on any machine)
+#   trace - 0     no fault: prints "trained epoch E step S" after each training step
 FAULT = r"""
 import os, signal, sys, time
 kind, target, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -66,16 +68,24 @@ elif kind in ("eval", "evalsig"):
                 die() if kind == "eval" else os.kill(os.getpid(), signal.SIGTERM)
             yield batch
     TensorSource.test_batches = test_batches
-elif kind in ("step", "slow"):
+elif kind in ("step", "sigstep", "slow"):
     import torch
     real_step = torch.amp.GradScaler.step
     def step(self, *a, **kw):
         if kind == "slow":
             time.sleep(60.0)
         elif reached():
-            die()
+            die() if kind == "step" else os.kill(os.getpid(), signal.SIGTERM)
         return real_step(self, *a, **kw)
     torch.amp.GradScaler.step = step
+elif kind == "trace":
+    import mobilenet.training as training
+    real_train_step = training._step
+    def traced(run, epoch, step, batch):
+        done = real_train_step(run, epoch, step, batch)
+        print(f"trained epoch {epoch + 1} step {step + 1}", flush=True)
+        return done
+    training._step = traced
 
 from mobilenet.cli import main
 sys.exit(main(sys.argv[4:]))
@@ -196,16 +206,107 @@ def test_kill_9_inside_steps_evaluation_and_every_file_write(setup):
     finish_and_compare(out, env, reference)
 
 
+STEPS = 20  # training steps per epoch in `setup`: 640 images / 32
+
+
+def _saved_at(out: Path) -> tuple[int, int]:
+    """(epochs done, steps done in the next) of the run's checkpoint; (0, 0) before there is one."""
+    if not (out / "checkpoint.pt").exists():
+        return 0, 0
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    return state["epoch"], state["step"]
+
+
+def _resume_line(out: Path) -> str:
+    epoch, step = _saved_at(out)
+    return f"resuming {out} at epoch {epoch + 1}" + (f", step {step}" if step else "")
+
+
+def _trained(lines: list[str]) -> list[tuple[int, int]]:
+    """The (epoch, step) of each training step a traced run took, from its output."""
+    return [(int(x.split()[2]), int(x.split()[4])) for x in lines if x.startswith("trained epoch ")]
+
+
+def _left(epoch: int, step: int) -> list[tuple[int, int]]:
+    """The steps a run saved at (epoch, step) still has to take."""
+    every = [(e, s) for e in range(1, 4) for s in range(1, STEPS + 1)]
+    return every[epoch * STEPS + step:]
+
+
+def _first_line(lines: list[str]) -> str:
+    """The run's first line, after the note on the temporary files a killed writer left."""
+    return next(x for x in lines if not x.startswith("removed the unfinished temporary files"))
+
+
+def finish_traced(out: Path, env: dict, reference: Path) -> None:
+    """finish_and_compare, counting the steps: the run starts at its checkpoint's epoch and
+    step, says so first, and trains only what is left."""
+    expected, where = _left(*_saved_at(out)), _resume_line(out)
+    r = subprocess.run([sys.executable, "-c", FAULT, "trace", "-", "0", *_args(out)], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert _first_line(lines) == where, lines[:3]
+    assert _trained(lines) == expected
+    assert_whole(out)
+    assert_same_run(out, reference)
+
+
+def test_a_resumed_run_starts_at_its_checkpoint_and_trains_only_what_is_left(setup):
+    """kill -9 after epoch 1 of 3 loses nothing finished: the resumed run says it starts at
+    epoch 2 and takes 2 × 20 training steps, not 3 × 20. SIGTERM in epoch 2's 5th step: the
+    resumed run starts at step 6 and takes 15 + 20 steps. Both end equal to the reference."""
+    root, env, reference = setup
+    out = root / "after_epoch_1"
+    r = subprocess.run([sys.executable, "-c", FAULT, "write", "checkpoint.pt", "2", *_args(out)], env=env,
+                       capture_output=True, text=True)  # killed while epoch 2's checkpoint is written
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    assert _saved_at(out) == (1, 0)
+    finish_traced(out, env, reference)
+
+    out = root / "in_epoch_2"
+    r = subprocess.run([sys.executable, "-c", FAULT, "sigstep", "-", str(STEPS + 5), *_args(out)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 130 and "stopped by SIGTERM at epoch 2, step 5; saved" in r.stderr, r.stderr
+    assert _saved_at(out) == (1, 5)
+    finish_traced(out, env, reference)
+
+
 def test_kill_9_at_random_moments(setup):
+    """Four kill -9 at random moments, drawn in training steps rather than seconds so that
+    they land alike on a fast or a slow machine: each after a random step of the run (one
+    in each quarter of its 60 steps), plus up to half a second. Each kill loses at most the
+    epoch in progress: the checkpoint holds every epoch whose last step came before the
+    kill, and the next run says it resumes there."""
     root, env, reference = setup
     out, rng = root / "random", random.Random(6)
-    for _ in range(4):
-        proc = _start([sys.executable, "-m", "mobilenet", *_args(out)], env)
-        time.sleep(rng.uniform(0.0, 3.0))
+    marks = [rng.randint(14 * i + 1, 14 * i + 14) for i in range(4)]  # steps 1-56 of the run's 60
+    landed = []
+    for mark in marks:
+        start, where = _saved_at(out), _resume_line(out)
+        proc = _popen([sys.executable, "-c", FAULT, "trace", "-", "0", *_args(out)], env=env, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+        lines, seen = [], []
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            seen = _trained(lines)
+            if seen and (seen[-1][0] - 1) * STEPS + seen[-1][1] >= mark:
+                break
+        assert seen, proc.communicate()
+        time.sleep(rng.uniform(0.0, 0.5))
         proc.kill()
         proc.communicate()
         assert_whole(out)
-    finish_and_compare(out, env, reference)
+        if start != (0, 0):  # this run resumed where the last kill left the checkpoint
+            assert _first_line(lines) == where, lines[:3]
+        assert seen[0] == _left(*start)[0]
+        epoch, step = seen[-1]
+        done = (epoch - 1) * STEPS + step  # steps known to be taken when the kill came
+        landed.append(_saved_at(out))
+        assert landed[-1][0] >= (done - 1) // STEPS, (mark, done, landed)  # at most the epoch in progress lost
+    # so the kills cover a start from nothing and resumes from saved epochs
+    assert landed[0] == (0, 0) and landed[-1][0] >= 2, landed
+    finish_traced(out, env, reference)
 
 
 def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
