@@ -51,7 +51,12 @@ def test_table_3_single_layer():
     assert round(t3["separable"]["params"] / 1e6, 2) == 0.27
     assert t3["ratio"] == pytest.approx(1 / 512 + 1 / 9)
     assert 8 < t3["reduction"] < 9  # the seed's "1/8 to 1/9"
-    assert cost_report()["layer"] == t3
+    # worked by hand (paper §3): D_K·D_K·M·N·D_F·D_F, and D_K·D_K·M·D_F·D_F + M·N·D_F·D_F
+    # = 3·3·512·512·14·14, and 3·3·512·14·14 + 512·512·14·14; params 3·3·512·512, and 3·3·512 + 512·512
+    assert (t3["standard"]["mult_adds"], t3["separable"]["mult_adds"]) == (462_422_016, 52_283_392)
+    assert (t3["standard"]["params"], t3["separable"]["params"]) == (2_359_296, 266_752)
+    layer = cost_report()["layer"]  # the report's Table 3 is this layer's
+    assert (layer["standard"]["mult_adds"], layer["separable"]["mult_adds"]) == (462_422_016, 52_283_392)
 
 
 def _measure(model: torch.nn.Module, size: int, in_channels: int) -> dict[str, tuple[int, int]]:

@@ -77,15 +77,38 @@ def _int8_weights(path) -> list[np.ndarray]:
     return [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
 
 
+def _untrained_copy(small_run_dir, folder, width_mult: float):
+    """A model folder like small_run's (classes, input, data) holding an untrained network of
+    another width: its file size is what matters, not its accuracy."""
+    from mobilenet.model import MobileNetConfig, MobileNetV1
+    from mobilenet.run_folder import save_model
+
+    info = json.loads((small_run_dir / "config.json").read_text())
+    config = MobileNetConfig(**{**info.pop("model"), "width_mult": width_mult})
+    torch.manual_seed(0)
+    folder.mkdir()
+    save_model(MobileNetV1.from_config(config).eval(), folder, info)
+    return folder
+
+
 def test_int8_keeps_accuracy_and_shrinks(small_run, tmp_path):
+    """Accuracy on the trained α = 0.25 model; size on an untrained α = 1.0 one (3.2M
+    parameters, 12.9 MB in float32), where the file's fixed part is small enough that the
+    INT8_MIN_SHRINK bound holds without excuse."""
+    from mobilenet.exporter import INT8_MIN_SHRINK
+
     out, _ = small_run
     report = export(out, "onnx", int8=True, output=tmp_path / "q.onnx", log=lambda _: None)
     assert report["accuracy_fp32"] >= 0.9  # a model whose 1-point band means something
     assert round(report["accuracy_fp32"] - report["accuracy_int8"], 9) <= 0.01
     assert report["top1_agreement"] >= 0.98  # the same answers as float32, not just as many right ones
-    assert report["shrink"] >= 3.5 or report["fp32_bytes"] < 2e6  # tiny models carry fixed overhead
+    assert len(_int8_weights(tmp_path / "q.onnx")) >= 27  # every conv and the FC holds int8 weights
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
     assert {"classes", "input"} <= set(meta) and meta["int8"] == "portable"
+    big = _untrained_copy(out, tmp_path / "big", 1.0)
+    report = export(big, "onnx", int8=True, output=tmp_path / "big.onnx", calibration_images=32, log=lambda _: None)
+    assert report["fp32_bytes"] > 12e6 and report["bytes"] == (tmp_path / "big.onnx").stat().st_size
+    assert report["shrink"] >= INT8_MIN_SHRINK == 3.5, report["shrink"]
 
 
 def test_int8_default_is_exact_on_cpus_without_vnni(small_run, tmp_path):
@@ -189,6 +212,25 @@ def test_export_error_paths(small_run, tmp_path):
     assert r.returncode == 1 and "cut.onnx" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert data["bytes"] == (tmp_path / "m.onnx").stat().st_size
+
+
+@pytest.mark.fault
+def test_an_export_that_disagrees_with_pytorch_writes_nothing(small_run, tmp_path, monkeypatch):
+    """The self-check compares the written file with eager PyTorch: a file that computes
+    something else (here: the ONNX of another model of the same shape) is refused, and
+    nothing is left at --output, not even a temporary file."""
+    import mobilenet.exporter as exporter
+    from mobilenet.errors import MobileNetError
+
+    out, _ = small_run
+    other = _untrained_copy(out, tmp_path / "other", 0.25)
+    model, info = load_model(other)
+    wrong = exporter.onnx_bytes(model, info)
+    monkeypatch.setattr(exporter, "onnx_bytes", lambda *_: wrong)
+    (tmp_path / "dst").mkdir()
+    with pytest.raises(MobileNetError, match="disagrees with PyTorch on random inputs.*nothing was written"):
+        export(out, "onnx", output=tmp_path / "dst" / "m.onnx", log=lambda _: None)
+    assert list((tmp_path / "dst").iterdir()) == []
 
 
 @pytest.mark.fault

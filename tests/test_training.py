@@ -4,10 +4,12 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from mobilenet.data import open_source
 from mobilenet.errors import MobileNetError
 from mobilenet.evaluation import evaluate, predict
 from mobilenet.run_folder import HISTORY_FIELDS, load_model
@@ -50,7 +52,21 @@ def test_evaluate_and_predict(small_run, tmp_path):
     metrics = evaluate(out)
     assert metrics["images"] == 200 and 0 <= metrics["top1"] <= metrics["top5"] <= 1
     assert (out / "metrics.json").exists() and (out / "confusion_matrix.png").exists()
-    assert sum(map(sum, metrics["confusion_matrix"])) == 200
+    # the same weights give the training run's own figure for its last epoch (the EMA's: on by default)
+    assert abs(metrics["top1"] - float(history(out)[-1]["ema_test_acc"])) < 1e-6
+    # and every figure is what torch computes from the model's logits on its own
+    model, _ = load_model(out)
+    x, y = zip(*[(images, labels) for images, labels, _ in open_source("fashion-mnist", 32, 0).test_batches(64)])
+    with torch.inference_mode():
+        logits, y = model.eval()(torch.cat(x)), torch.cat(y)
+    confusion = torch.zeros(10, 10, dtype=torch.int64)
+    for true, predicted in zip(y.tolist(), logits.argmax(1).tolist()):
+        confusion[true, predicted] += 1  # a row per true class, a column per prediction
+    assert metrics["confusion_matrix"] == confusion.tolist()
+    assert metrics["top1"] == (logits.argmax(1) == y).double().mean().item()
+    assert metrics["top5"] == (logits.topk(5).indices == y[:, None]).any(1).double().mean().item()
+    assert list(metrics["per_class"].values()) == (confusion.diagonal() / confusion.sum(1)).tolist()
+    assert metrics["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), abs=1e-5)
     samples = cli("samples", "--out", str(tmp_path / "s"), "--count", "3", env={"MOBILENET_FASHION_MNIST": fake_fashion})
     assert samples.returncode == 0, samples.stderr
     images = sorted((tmp_path / "s").glob("*.png"))
@@ -67,6 +83,24 @@ def test_evaluate_and_predict(small_run, tmp_path):
     assert r.returncode == 1 and len(answer["predictions"]) == 3 and answer["failed"] == errors
     assert all(a["predictions"][0]["class"] == b["predictions"][0]["class"] for a, b in zip(answer["predictions"], results))
     assert r.stderr.count("\n") == 1 and "notes.png" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_metrics_against_figures_worked_by_hand():
+    """Three images of 7 classes. Image 1: label 0, ranked last (top-1 says 1, top-5 misses).
+    Image 2: label 1, ranked first. Image 3: label 4, ranked fifth (top-1 says 0, top-5 hits)."""
+    from mobilenet.metrics import Metrics
+
+    scores = np.array([[0, 6, 5, 4, 3, 2, 1], [0, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1]], np.float64)
+    metrics = Metrics(7)
+    metrics.add(scores, np.array([0, 1, 4]))
+    report = metrics.report([str(c) for c in range(7)], "by hand")
+    confusion = np.zeros((7, 7), int)
+    confusion[0, 1] = confusion[1, 1] = confusion[4, 0] = 1  # [true, predicted]
+    assert report["confusion_matrix"] == confusion.tolist()
+    assert (report["images"], report["top1"], report["top5"]) == (3, 1 / 3, 2 / 3)
+    assert report["per_class"] == {"0": 0.0, "1": 1.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 0.0, "6": 0.0}
+    log_softmax = scores - np.log(np.exp(scores).sum(1, keepdims=True))
+    assert report["loss"] == pytest.approx(-(log_softmax[0, 0] + log_softmax[1, 1] + log_softmax[2, 4]) / 3)
 
 
 @pytest.mark.fault
@@ -136,19 +170,19 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashi
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("args, words", [
-    (["train", "--data", "/nonexistent/folder"], ["/nonexistent/folder", "no such folder"]),
-    (["train", "--out", "{tmp}/nothing", "--resume"], ["checkpoint.pt", "not found"]),
-    (["train", "--resume"], ["--resume", "--out"]),
-    (["train", "--epochs", "0"], ["--epochs"]),
-    (["train", "--optimizer", "adam9"], ["--optimizer"]),
-    (["evaluate", "--model", "{tmp}"], ["config.json", "not found"]),
-    (["evaluate", "--model", "{tmp}/nope"], ["no such folder"]),
-    (["predict", "--model", "{tmp}", "x.png"], ["config.json"]),
+@pytest.mark.parametrize("args, words, status", [  # README: 2 for a bad argument (--data included), 1 otherwise
+    (["train", "--data", "/nonexistent/folder"], ["/nonexistent/folder", "no such folder"], 2),
+    (["train", "--out", "{tmp}/nothing", "--resume"], ["checkpoint.pt", "not found"], 1),
+    (["train", "--resume"], ["--resume", "--out"], 2),
+    (["train", "--epochs", "0"], ["--epochs"], 2),
+    (["train", "--optimizer", "adam9"], ["--optimizer"], 2),
+    (["evaluate", "--model", "{tmp}"], ["config.json", "not found"], 1),
+    (["evaluate", "--model", "{tmp}/nope"], ["no such folder"], 1),
+    (["predict", "--model", "{tmp}", "x.png"], ["config.json"], 1),
 ])
-def test_cli_errors_are_one_line(args, words, tmp_path):
+def test_cli_errors_are_one_line(args, words, status, tmp_path):
     r = cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
-    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    assert r.returncode == status and "Traceback" not in r.stderr, (r.returncode, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     for w in words:
         assert w in r.stderr
