@@ -81,8 +81,8 @@ elif kind in ("step", "sigstep", "slow"):
 elif kind == "trace":
     import mobilenet.training as training
     real_train_step = training._step
-    def traced(run, epoch, step, batch):
-        done = real_train_step(run, epoch, step, batch)
+    def traced(run, epoch, step, *args, **kw):
+        done = real_train_step(run, epoch, step, *args, **kw)
         print(f"trained epoch {epoch + 1} step {step + 1}", flush=True)
         return done
     training._step = traced

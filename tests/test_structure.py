@@ -64,3 +64,27 @@ def test_every_public_name_is_the_documented_object(small_run, tmp_path):
     records, failed = mobilenet.predict(out, [tmp_path / "confusion_matrix.png"], top_k=1)
     assert len(records) == 1 and not failed
     assert mobilenet.export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)["bytes"] > 0
+
+
+# The only sleeps in the suite, and why none of them is a wait for something to happen.
+SLEEPS = {
+    ("conftest.py", "wait_for"): "the poll between two looks at the event it waits for",
+    ("test_interrupts.py", "test_kill_9_at_random_moments"): "a random jitter after the step the kill waits for",
+    ("test_interrupts.py", "test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c"):
+        "two Ctrl-C 0.3 s apart, inside one step the test slows by 60 s",
+}
+
+
+def test_no_test_waits_a_fixed_time():
+    """README, Any CPU, any speed: tests wait for events (conftest.wait_for), never for a
+    fixed time that a slower machine would overrun. Every sleep in tests/ is in SLEEPS."""
+    found = set()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text())):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(function):
+                    called = node.func if isinstance(node, ast.Call) else None
+                    if (isinstance(called, ast.Attribute) and called.attr == "sleep"
+                            or isinstance(called, ast.Name) and called.id == "sleep"):
+                        found.add((path.name, function.name))
+    assert found == set(SLEEPS)
