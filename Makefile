@@ -7,7 +7,7 @@ MB     := $(VENV)/bin/mobilenet
 STAMP  := $(VENV)/.installed
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: install test demo clean
+.PHONY: install test mutants demo clean
 
 install: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml
 # Two workers: much of the suite waits on child processes, so two cores share it well.
 test: install
 	$(PY) -m pytest -q -n 2
+
+# Planted bugs, one at a time, against the tests that claim to catch them (benchmarks/mutants.py):
+# about 10 minutes on 2 cores, so not part of `make test`.
+mutants: install
+	$(PY) benchmarks/mutants.py
 
 # The main job, short: 6 epochs at 32×32 without augmentation (about 5 minutes on 2 CPU
 # cores; a short run learns faster without it), then evaluate and predict a few test

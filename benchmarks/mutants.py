@@ -1,0 +1,221 @@
+"""Planted bugs, one at a time, each against the tests that claim to catch it (issue 17).
+
+Each mutant is one literal replacement in one file, asserted to match exactly once, so the
+list cannot rot silently: when the code it plants into changes, this script stops and says
+which mutant no longer applies. For each mutant the script copies src/, tests/,
+pyproject.toml and README.md into a temporary folder, plants the bug there, and runs only
+the tests named for it, in that folder, with the copy's src/ first on PYTHONPATH (ahead of
+the venv's editable install, for `python -m mobilenet`, the `mobilenet` script and torchrun's
+workers alike; checked before anything runs). A mutant is killed when its tests fail
+(pytest's status 1); it survives when they pass; any other status is an error. First, all
+named tests must pass on the unplanted copy, or a kill would mean nothing.
+
+The list holds the six bugs of issue 17, the weak spots it names, and at least one bug
+against each promise of the README's "What is guaranteed". "Any CPU, any speed" is a promise
+about the tests themselves, so its bug is planted in tests/ (a fixed wait).
+
+Written here rather than with mutmut or cosmic-ray: those mutate every expression they find
+and run the suite for each (hours on 2 cores), while the question here is narrower, whether
+each promise's own test fails when that promise breaks; about 20 chosen bugs with their named
+tests run in about 10 minutes on 2 cores.
+
+    .venv/bin/python benchmarks/mutants.py [NAME ...]     # or: make mutants
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ["src", "tests", "pyproject.toml", "README.md"]
+
+
+@dataclass
+class Mutant:
+    name: str  # what breaks, in a few words
+    promise: str  # the issue's item or the README's guarantee it breaks
+    path: str  # relative to the repository
+    old: str
+    new: str
+    tests: list[str]  # pytest node ids, relative to the repository
+
+
+I = "tests/test_interrupts.py::"
+MUTANTS = [
+    # --- issue 17's six ----------------------------------------------------------------
+    Mutant("resume starts over", "issue 17.1; README Resume", "src/mobilenet/training.py",
+           "        _restore(run, state)\n",
+           "        _restore(run, state)\n        run = _build(cfg, out, dist, log, fresh=True)\n",
+           [I + "test_a_resumed_run_starts_at_its_checkpoint_and_trains_only_what_is_left"]),
+    Mutant("DDP never averages gradients", "issue 17.2", "src/mobilenet/training.py",
+           'net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" '
+           'else None)',
+           "net = model",
+           ["tests/test_distributed.py::test_two_processes_match_one"]),
+    Mutant("DDP counts every test image twice", "issue 17.2", "src/mobilenet/data.py",
+           "return torch.arange(rank, n, world)", "return torch.arange(0, n)",
+           ["tests/test_distributed.py::test_two_processes_match_one"]),
+    Mutant("int8 file is the float32 one", "issue 17.3", "src/mobilenet/exporter.py",
+           "proto = onnx.load(str(dst))", "proto = onnx.load(str(src))",
+           ["tests/test_export.py::test_int8_keeps_accuracy_and_shrinks"]),
+    Mutant("confusion matrix transposed", "issue 17.4", "src/mobilenet/metrics.py",
+           "np.add.at(self.confusion, (labels, top1), 1)", "np.add.at(self.confusion, (top1, labels), 1)",
+           ["tests/test_training.py::test_metrics_against_figures_worked_by_hand",
+            "tests/test_training.py::test_evaluate_and_predict"]),
+    Mutant("top-5 over all classes", "issue 17.4", "src/mobilenet/metrics.py",
+           "[:, :min(5, n)]", "[:, :n]",
+           ["tests/test_training.py::test_metrics_against_figures_worked_by_hand",
+            "tests/test_training.py::test_evaluate_and_predict"]),
+    Mutant("--init loads nothing", "issue 17.5", "src/mobilenet/training.py",
+           "model.load_state_dict(fit_state_dict(init_state, model), strict=False)",
+           "fit_state_dict(init_state, model)",
+           ["tests/test_weights.py::test_train_with_init_from_a_timm_checkpoint"]),
+    Mutant("checkpoint only at the run's end", "issue 17.6; README Resume", "src/mobilenet/training.py",
+           "    _checkpoint(run, epoch + 1, 0, None)\n",
+           "    if epoch + 1 == run.cfg.epochs:\n        _checkpoint(run, epoch + 1, 0, None)\n",
+           [I + "test_kill_9_at_random_moments"]),
+    # --- the weak spots issue 17 names ---------------------------------------------------
+    Mutant("export self-check off", "issue 17, also weak", "src/mobilenet/exporter.py",
+           "if diff > tolerance or same_top1 is False:", "if False:",
+           ["tests/test_export.py::test_an_export_that_disagrees_with_pytorch_writes_nothing"]),
+    Mutant("Table 3's separable params count a bias", "issue 17, also weak", "src/mobilenet/cost.py",
+           '"separable": {"mult_adds": sep, "params": sep_w},', '"separable": {"mult_adds": sep, "params": sep_w + c_out},',
+           ["tests/test_cost.py::test_table_3_single_layer"]),
+    # --- one or more per README guarantee ------------------------------------------------
+    Mutant("SIGTERM saves the step before its own", "README Resume", "src/mobilenet/training.py",
+           "_checkpoint(run, epoch, step + 1, ", "_checkpoint(run, epoch, step, ",
+           [I + "test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c"]),
+    Mutant("files written in place", "README Atomic files", "src/mobilenet/files.py",
+           'fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)',
+           "fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), str(path)",
+           [I + "test_kill_9_inside_steps_evaluation_and_every_file_write",
+            "tests/test_faults.py::test_a_full_disk_keeps_the_previous_checkpoint"]),
+    Mutant("no lock on the run folder", "README One trainer per folder", "src/mobilenet/run_folder.py",
+           "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fcntl.lockf(fd, fcntl.LOCK_UN)",
+           ["tests/test_faults.py::test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_not_block"]),
+    Mutant("model initialised from the clock", "README Determinism", "src/mobilenet/training.py",
+           "    torch.manual_seed(cfg.seed)\n    model = MobileNetV1", "    torch.seed()\n    model = MobileNetV1",
+           ["tests/test_faults.py::test_same_seed_same_run_other_seed_other_run[fashion-mnist]"]),
+    Mutant("folder augmentation seeded by the worker", "README Determinism", "src/mobilenet/data.py",
+           "torch.manual_seed(_mix(self.seed, ", "torch.manual_seed(os.getpid() + _mix(self.seed, ",
+           ["tests/test_faults.py::test_same_seed_same_run_other_seed_other_run[folder]"]),
+    Mutant("checkpoint unpickled", "README Safe loading", "src/mobilenet/run_folder.py",
+           'state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle',
+           'state = torch.load(path, map_location="cpu", weights_only=False)  # never unpickle',
+           ["tests/test_faults.py::test_hostile_model_folders"]),
+    Mutant("a 50,000:1 strip is resized", "README Bad files and arguments", "src/mobilenet/images.py",
+           "if max(w, h) > MAX_ASPECT * min(w, h):", "if False:",
+           ["tests/test_faults.py::test_an_extreme_aspect_ratio_is_refused_before_it_is_resized"]),
+    Mutant("a bad argument exits 1", "README Bad files and arguments", "src/mobilenet/errors.py",
+           "    exit_code = 2\n", "    exit_code = 1\n",
+           ["tests/test_training.py::test_cli_errors_are_one_line"]),
+    Mutant("int8 weights use the full ±127", "README int8 on every CPU", "src/mobilenet/exporter.py",
+           'INT8_PRESETS = {"portable": True, "vnni": False}', 'INT8_PRESETS = {"portable": False, "vnni": False}',
+           ["tests/test_export.py::test_int8_default_is_exact_on_cpus_without_vnni"]),
+    Mutant("a test waits a fixed time", "README Any CPU, any speed", "tests/test_training.py",
+           '    wait_for(lambda: (killed / "checkpoint.pt").exists(), proc)\n',
+           '    __import__("time").sleep(5)  # the checkpoint should be there by then\n',
+           ["tests/test_structure.py::test_no_test_waits_a_fixed_time"]),
+    Mutant("train.log followed through a link", "README Hostile folders", "src/mobilenet/files.py",
+           "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC",
+           "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC",
+           ["tests/test_hostile.py::test_appends_and_the_lock_never_follow_a_link"]),
+]
+
+
+def copy_tree(into: Path) -> None:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, into / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(source, into / name)
+
+
+def environment(copy: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(copy / "src"), os.environ.get("PYTHONPATH", "")]),
+            "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def check_resolution(copy: Path) -> None:
+    """The copy's package, not the editable install, is what every way of starting it imports."""
+    env = environment(copy)
+    probe = "import mobilenet, sys; sys.stdout.write(mobilenet.__file__)"
+    found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert found.startswith(str(copy / "src")), f"python imports {found}, not the copy"
+    script = Path(sys.executable).with_name("mobilenet")
+    if script.exists():  # the console script: a planted syntax error must reach it
+        (copy / "src" / "mobilenet" / "__init__.py").write_text(
+            (ROOT / "src" / "mobilenet" / "__init__.py").read_text() + "\nraise SystemExit('the copy')\n")
+        r = subprocess.run([str(script), "--version"], env=env, capture_output=True, text=True)
+        shutil.copy2(ROOT / "src" / "mobilenet" / "__init__.py", copy / "src" / "mobilenet" / "__init__.py")
+        assert "the copy" in r.stderr, f"the mobilenet script does not import the copy: {r.stderr[-300:]}"
+
+
+def plant(copy: Path, mutant: Mutant) -> None:
+    path = copy / mutant.path
+    text = path.read_text()
+    count = text.count(mutant.old)
+    if count != 1:
+        raise SystemExit(f"mutant {mutant.name!r}: {mutant.old!r} is in {mutant.path} {count} times, not once; "
+                         "update the list")
+    path.write_text(text.replace(mutant.old, mutant.new))
+
+
+def run_tests(copy: Path, tests: list[str], stop_early: bool = True) -> tuple[int, str]:
+    """pytest's status and its output (the summary line last)."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(["-x"] if stop_early else []),
+                        *tests], cwd=copy, env=environment(copy), capture_output=True, text=True)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def last_line(output: str) -> str:
+    return output.splitlines()[-1] if output else ""
+
+
+def main(names: list[str]) -> int:
+    chosen = [m for m in MUTANTS if not names or m.name in names]
+    if names and len(chosen) != len(names):
+        raise SystemExit(f"unknown mutants: {sorted(set(names) - {m.name for m in MUTANTS})}")
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mutants-") as tmp:
+        base = Path(tmp) / "base"
+        copy_tree(base)
+        check_resolution(base)
+        for mutant in chosen:  # every mutant applies, before any test runs
+            plant(base, mutant)
+            shutil.rmtree(base)
+            copy_tree(base)
+        tests = list(dict.fromkeys(t for m in chosen for t in m.tests))
+        status, output = run_tests(base, tests, stop_early=False)
+        print(f"baseline: {len(tests)} tests on the unplanted copy: {last_line(output)}", flush=True)
+        if status != 0:
+            print(output[-5000:])
+            print("the named tests fail without any planted bug; fix that first")
+            return 1
+        results = []
+        for i, mutant in enumerate(chosen):
+            copy = Path(tmp) / f"m{i}"
+            copy_tree(copy)
+            plant(copy, mutant)
+            start = time.perf_counter()
+            status, output = run_tests(copy, mutant.tests)
+            verdict = {0: "SURVIVED", 1: "killed"}.get(status, f"ERROR (pytest status {status})")
+            results.append(verdict)
+            print(f"{verdict:9} {mutant.name} [{mutant.promise}; {mutant.path}] {time.perf_counter() - start:.0f}s: {last_line(output)}",
+                  flush=True)
+            shutil.rmtree(copy)
+    killed = results.count("killed")
+    print(f"{killed} of {len(results)} mutants killed in {time.perf_counter() - began:.0f}s")
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
