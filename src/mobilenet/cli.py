@@ -86,7 +86,7 @@ def _cmd_train(args) -> int:
         weight_decay=args.weight_decay, init=args.init, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out,
         ema=args.ema, random_erasing=args.random_erasing, label_smoothing=args.label_smoothing,
         limit=args.limit, test_split=args.test_split, val_split=args.val_split, patience=args.patience,
-        strict=args.strict, workers=args.workers, device=args.device)
+        strict=args.strict, workers=args.workers, device=args.device, compile=args.compile)
     train(cfg, resume=args.resume, progress=sys.stderr.isatty())
     return 0
 
@@ -288,6 +288,9 @@ def _add_train(sub) -> None:
     _workers(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto (default) takes a GPU when there is one")
+    p.add_argument("--compile", choices=["off", "on", "graphs"], default="off",
+                   help="torch.compile the training and evaluation steps: on, or graphs (with CUDA graphs, "
+                        "mode reduce-overhead); the first epoch waits for the compiler (default off)")
     p.set_defaults(func=_cmd_train)
 
 

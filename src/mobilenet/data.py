@@ -12,6 +12,7 @@ import io
 import math
 import os
 import signal
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .images import (
 
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
 AUGMENTATIONS = ("flip-shift", "flip", "none")  # for training; evaluation never augments
+PREFETCH = 4  # batches each DataLoader worker prepares ahead (benchmarks/train_throughput.py --folder)
 
 
 def _mix(*numbers: int) -> int:
@@ -65,10 +67,19 @@ class Batch:
         return iter((self.images, self.labels, self.bad_files))
 
 
+def generator(device: torch.device, *numbers: int) -> torch.Generator:
+    """A generator on `device` seeded by _mix(*numbers): batches held on a GPU are
+    augmented there, from the same (seed, epoch, step) as on the CPU."""
+    return torch.Generator(device=device).manual_seed(_mix(*numbers))
+
+
 def normalize_resize(x: torch.Tensor, mean, std, resolution: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> normalised float at resolution×resolution (bilinear)."""
+    """uint8 (N, C, H, W) -> normalised float at resolution×resolution (bilinear), on x's
+    device. mean and std: sequences, or float32 tensors there (made once: a tensor made from
+    a list on a GPU is a blocking copy)."""
     x = x.float().div_(255)
-    x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    mean, std = (torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in (mean, std))
+    x = (x - mean) / std
     if x.shape[-1] != resolution or x.shape[-2] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     return x
@@ -80,15 +91,16 @@ def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> tor
     n, c, h, w = x.shape
     if pad < 0:  # no augmentation at all
         return x
-    flip = torch.rand(n, generator=generator) < 0.5
+    on = {"device": x.device}
+    flip = torch.rand(n, generator=generator, **on) < 0.5
     x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
     if pad:
         padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        rows = (dy.view(n, 1) + torch.arange(h)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, **on)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, **on)
+        rows = (dy.view(n, 1) + torch.arange(h, **on)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
         padded = padded.gather(2, rows)
-        cols = (dx.view(n, 1) + torch.arange(w)).view(n, 1, 1, w).expand(n, c, h, w)
+        cols = (dx.view(n, 1) + torch.arange(w, **on)).view(n, 1, 1, w).expand(n, c, h, w)
         x = padded.gather(3, cols)
     return x
 
@@ -96,24 +108,29 @@ def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> tor
 def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Random erasing (Zhong et al., 2017) as tensor ops on a normalised batch: with
     probability p an image gets one rectangle of 2-33% of its area, aspect ratio 0.3-3.3,
-    filled with noise."""
+    filled with noise. On x's device, with a generator there."""
     n, c, h, w = x.shape
-    area = torch.empty(n).uniform_(0.02, 0.33, generator=generator) * h * w
-    aspect = torch.empty(n).uniform_(math.log(0.3), math.log(3.3), generator=generator).exp()
+    on = {"device": x.device}
+    area = torch.empty(n, **on).uniform_(0.02, 0.33, generator=generator) * h * w
+    aspect = torch.empty(n, **on).uniform_(math.log(0.3), math.log(3.3), generator=generator).exp()
     eh = (area * aspect).sqrt().round().clamp(1, h)
     ew = (area / aspect).sqrt().round().clamp(1, w)
-    y0 = (torch.rand(n, generator=generator) * (h - eh + 1)).floor()
-    x0 = (torch.rand(n, generator=generator) * (w - ew + 1)).floor()
-    rows, cols = torch.arange(h).view(1, h), torch.arange(w).view(1, w)
+    y0 = (torch.rand(n, generator=generator, **on) * (h - eh + 1)).floor()
+    x0 = (torch.rand(n, generator=generator, **on) * (w - ew + 1)).floor()
+    rows, cols = torch.arange(h, **on).view(1, h), torch.arange(w, **on).view(1, w)
     inside = (((rows >= y0[:, None]) & (rows < (y0 + eh)[:, None]))[:, :, None]
               & ((cols >= x0[:, None]) & (cols < (x0 + ew)[:, None]))[:, None, :])
-    chosen = torch.rand(n, generator=generator) < p
+    chosen = torch.rand(n, generator=generator, **on) < p
     mask = (inside & chosen.view(n, 1, 1)).unsqueeze(1)  # (n, 1, h, w)
-    return torch.where(mask, torch.randn(x.shape, generator=generator, dtype=x.dtype), x)
+    return torch.where(mask, torch.randn(x.shape, generator=generator, dtype=x.dtype, **on), x)
 
 
 class TensorSource:
-    """A data set held in memory as uint8 tensors (Fashion-MNIST): no per-image Python."""
+    """A data set held in memory as uint8 tensors (Fashion-MNIST): no per-image Python.
+    After .to(device) the images live there (a GPU's memory) and batches are sliced,
+    augmented and normalised there: a step waits on no copy from the host."""
+
+    same_batches_on_every_rank = True  # every rank's share has the same size; no file can fail
 
     def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None):
         # shift: pixels of random translation; 0 flips only, -1 does not augment
@@ -122,6 +139,7 @@ class TensorSource:
         self.name, self.classes, self.mean, self.std = name, classes, mean, std
         self.resolution, self.seed, self.shift = resolution, seed, shift
         self.in_channels = self.train_x.shape[1]
+        self._mean_std = tuple(torch.tensor(v, dtype=torch.float32) for v in (mean, std))
 
     @property
     def num_train(self) -> int:
@@ -131,19 +149,29 @@ class TensorSource:
     def num_test(self) -> int:
         return len(self.test_y)
 
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def to(self, device) -> "TensorSource":
+        """Images and labels moved to `device` (uint8: Fashion-MNIST is 55 MB there)."""
+        for name in ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name).to(device))
+        self._mean_std = tuple(t.to(device) for t in self._mean_std)
+        return self
+
     def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
         return _steps(self.num_train // world, batch_size)
 
     def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):
-        order = _epoch_order(self.num_train, self.seed, epoch, rank, world)
+        # the epoch's order is drawn on the host (as on the CPU) and copied once
+        order = _epoch_order(self.num_train, self.seed, epoch, rank, world).to(self.device)
         for step in range(start_step, self.steps_per_epoch(batch_size, world)):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            g = torch.Generator().manual_seed(_mix(self.seed, epoch, step, *([rank] if world > 1 else [])))
+            g = generator(self.device, self.seed, epoch, step, *([rank] if world > 1 else []))
             x = flip_and_shift(self.train_x[idx], self.shift, g)
-            x = normalize_resize(x, self.mean, self.std, self.resolution)
-            if torch.cuda.is_available():  # pinned, so the copy to the GPU overlaps the step
-                x = x.pin_memory()
-            yield Batch(x, self.train_y[idx])
+            yield Batch(normalize_resize(x, *self._mean_std, self.resolution), self.train_y[idx])
 
     @property
     def num_val(self) -> int:
@@ -156,10 +184,10 @@ class TensorSource:
         yield from self._plain_batches(self.val_x, self.val_y, batch_size, rank, world)
 
     def _plain_batches(self, images, labels, batch_size: int, rank: int, world: int):
-        share = _test_share(len(labels), rank, world)  # every image exactly once across the ranks
+        share = _test_share(len(labels), rank, world).to(self.device)  # every image exactly once across the ranks
         for i in range(0, len(share), batch_size):
             idx = share[i:i + batch_size]
-            yield Batch(normalize_resize(images[idx], self.mean, self.std, self.resolution), labels[idx])
+            yield Batch(normalize_resize(images[idx], *self._mean_std, self.resolution), labels[idx])
 
     def input_spec(self) -> dict:
         """What predict and export need to prepare an image like the test images."""
@@ -225,22 +253,24 @@ def _validation(samples: list, fraction: float | None, seed: int) -> tuple[list,
 # --- any folder of images -----------------------------------------------------------
 
 class _ImageFiles(torch.utils.data.Dataset):
-    """(path, label) samples -> (tensor | None, label, error | None). Augmentation is
-    seeded by (seed, epoch, index), so it does not depend on workers or on resuming."""
+    """(epoch, index) -> (tensor | None, label, error | None) of the (path, label) samples.
+    Augmentation is seeded by (seed, epoch, index), so it does not depend on workers or on
+    resuming; the epoch comes with the index because persistent workers keep their own copy."""
 
     def __init__(self, samples, transform, channels, seed):
-        self.samples, self.transform, self.channels, self.seed, self.epoch = samples, transform, channels, seed, 0
+        self.samples, self.transform, self.channels, self.seed = samples, transform, channels, seed
 
     def __len__(self):
         return len(self.samples)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        epoch, i = key
         path, label = self.samples[i]
         try:
             image = load_image(path, self.channels)
         except MobileNetError as e:
             return None, label, str(e)
-        torch.manual_seed(_mix(self.seed, self.epoch, i))
+        torch.manual_seed(_mix(self.seed, epoch, i))
         return self.transform(image), label, None
 
 
@@ -253,13 +283,14 @@ def _collate(items):
 
 
 class _InOrder(torch.utils.data.Sampler):
-    """Exactly these indices, in this order (an epoch's shuffle, from its resume point)."""
+    """(epoch, index) for exactly these indices, in this order (an epoch's shuffle, from its
+    resume point); set anew before each pass, since a loader with persistent workers is reused."""
 
-    def __init__(self, order):
-        self.order = order
+    def __init__(self):
+        self.epoch, self.order = 0, torch.empty(0, dtype=torch.long)
 
     def __iter__(self):
-        return iter(self.order.tolist())
+        return ((self.epoch, i) for i in self.order.tolist())
 
     def __len__(self):
         return len(self.order)
@@ -293,8 +324,18 @@ def _start_workers(loader):
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _stop_workers(loaders: dict) -> None:
+    """Ends the persistent workers of these DataLoaders (as the loader does when collected)."""
+    for loader in loaders.values():
+        if getattr(loader, "_iterator", None) is not None:
+            loader._iterator._shutdown_workers()
+            loader._iterator = None
+
+
 class FolderSource:
     """Images on disk, one sub-folder per class, read by a DataLoader with workers."""
+
+    same_batches_on_every_rank = False  # a file that does not decode shrinks its batch
 
     def __init__(self, root, resolution: int, seed: int, test_split: float = 0.2, limit: int | None = None,
                  workers: int | None = None, channels: int = 3, augment: str = "flip-shift",
@@ -314,6 +355,10 @@ class FolderSource:
         plain = folder_transforms(resolution, self.mean, self.std, False)
         self.test_set = _ImageFiles(test, plain, channels, seed)
         self.val_set = _ImageFiles(val, plain, channels, seed) if val else None
+        self._loaders = {}  # (split, batch size) -> DataLoader: its workers live from epoch to epoch
+        # Its workers ignore SIGTERM (_start_workers), so multiprocessing's exit handler, which
+        # terminates and then joins them, would wait forever for any still alive at exit.
+        weakref.finalize(self, _stop_workers, self._loaders)
 
     @property
     def num_train(self) -> int:
@@ -330,22 +375,30 @@ class FolderSource:
     def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
         return _steps(self.num_train // world, batch_size)
 
-    def _loader(self, dataset, order, batch_size):
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=_InOrder(order), num_workers=self.workers,
-            collate_fn=_collate, pin_memory=torch.cuda.is_available())
+    def _batches(self, split: str, order, batch_size: int, epoch: int = 0):
+        """The batches of `split` in `order`, from a DataLoader kept for the run: persistent
+        workers (no fork per epoch) and, with a GPU, pinned batches for non-blocking copies."""
+        key = (split, batch_size)
+        if key not in self._loaders:
+            sampler, workers = _InOrder(), self.workers
+            self._loaders[key] = torch.utils.data.DataLoader(
+                getattr(self, split + "_set"), batch_size=batch_size, sampler=sampler, num_workers=workers,
+                collate_fn=_collate, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                prefetch_factor=PREFETCH if workers else None)
+        loader = self._loaders[key]
+        loader.sampler.epoch, loader.sampler.order = epoch, order
+        yield from _start_workers(loader)
 
     def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):
-        self.train_set.epoch = epoch
         order = _epoch_order(self.num_train, self.seed, epoch, rank, world)
         order = order[start_step * batch_size: self.steps_per_epoch(batch_size, world) * batch_size]
-        yield from _start_workers(self._loader(self.train_set, order, batch_size))
+        yield from self._batches("train", order, batch_size, epoch)
 
     def test_batches(self, batch_size: int, rank: int = 0, world: int = 1):
-        yield from _start_workers(self._loader(self.test_set, _test_share(self.num_test, rank, world), batch_size))
+        yield from self._batches("test", _test_share(self.num_test, rank, world), batch_size)
 
     def val_batches(self, batch_size: int, rank: int = 0, world: int = 1):
-        yield from _start_workers(self._loader(self.val_set, _test_share(self.num_val, rank, world), batch_size))
+        yield from self._batches("val", _test_share(self.num_val, rank, world), batch_size)
 
     def input_spec(self) -> dict:
         return crop_input_spec(self.in_channels, self.resolution, self.mean, self.std)

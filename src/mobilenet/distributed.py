@@ -57,6 +57,15 @@ class Dist:
             return list(values)
         return self.sum(*(values if self.main else [0.0] * len(values)))
 
+    def share_buffers(self, *modules: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm's running statistics) on every rank. Each rank's last
+        forward pass updated its own, so without this each would score its share of the test
+        images with statistics other than those of the model rank 0 saves."""
+        if self.world > 1:
+            for module in modules:
+                for buffer in module.buffers():
+                    torch.distributed.broadcast(buffer, 0)
+
     def close(self) -> None:
         if self.started:
             torch.distributed.destroy_process_group()

@@ -18,11 +18,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .config import EVAL_BATCH_SIZE, check_number
-from .data import AUGMENTATIONS, FASHION_MNIST, _mix, open_source, random_erasing
+from .data import AUGMENTATIONS, FASHION_MNIST, _mix, generator, open_source, random_erasing
 from .distributed import Dist, Signals, launch
 from .errors import BadArgument, Interrupted, MobileNetError, printable
 from .evaluation import torch_logits
@@ -41,6 +42,8 @@ FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 me
 FOLDER_RESOLUTION = 224  # the paper's input size
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 WARMUP_EPOCHS = 1
+COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # --compile: torch.compile's mode
+SYNC_EVERY = 50  # training steps between reads of the device's sums (progress bar, non-finite loss)
 FASHION_ERASING = 0.5  # --random-erasing's default on Fashion-MNIST; folders: 0 (benchmarks/recipe.py)
 OLD_DEFAULTS = {"ema": None, "random_erasing": 0.0}  # what checkpoints without these keys ran with
 
@@ -72,6 +75,7 @@ class TrainConfig:
     strict: bool = False  # a file that does not decode stops the run
     workers: int | None = None  # DataLoader workers for folders (None: up to 4)
     device: str = "auto"  # auto, cpu, cuda
+    compile: str = "off"  # off; on: torch.compile; graphs: torch.compile with CUDA graphs (mode reduce-overhead)
 
     def validate(self) -> None:
         # None: off, or the default for the data
@@ -90,6 +94,8 @@ class TrainConfig:
             raise BadArgument(f"--optimizer must be one of {', '.join(LR)}, got {self.optimizer!r}")
         if self.augment not in AUGMENTATIONS:
             raise BadArgument(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.compile not in COMPILE_MODES:
+            raise BadArgument(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise BadArgument(f"--device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -141,7 +147,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
 
     resume=True continues the run in cfg.out with the settings it was started with; only
     cfg.epochs and cfg.lr (when not None: to extend a run, or to calm one that diverged),
-    cfg.device and cfg.workers are taken from `cfg`.
+    cfg.device, cfg.workers and cfg.compile are taken from `cfg`.
     `log` receives the one-line messages; `progress` shows a tqdm bar per epoch.
     """
     if not cfg.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -203,6 +209,7 @@ class _Run:
     steps: int
     optimizer: torch.optim.Optimizer = None
     ema: torch.optim.swa_utils.AveragedModel | None = None  # --ema: the averaged weights
+    eval_models: list = field(default_factory=list)  # what evaluation runs: the model, then the EMA (compiled with --compile)
     scheduler: object = None
     scaler: torch.amp.GradScaler = None
     info: dict = field(default_factory=dict)  # config.json's classes, input, data
@@ -218,6 +225,8 @@ class _Run:
     train_log: object = None
     tb: object = None
     total_bad: int = 0
+    ema_updates: int = 0  # the EMA's count of updates, kept on the host (its n_averaged is the checkpoint's copy)
+    first_nonfinite: torch.Tensor | None = None  # on the device: the epoch's first step with a non-finite loss, or -1
 
 
 def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist: Dist) -> dict:
@@ -261,7 +270,7 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
             raise MobileNetError(f"--resume: the run's data folder {saved.data} is gone; put it back to continue")
         saved.epochs = cfg.epochs or saved.epochs  # a resumed run may be extended
         saved.lr = cfg.lr or saved.lr
-        saved.out, saved.device, saved.workers = str(out), cfg.device, cfg.workers
+        saved.out, saved.device, saved.workers, saved.compile = str(out), cfg.device, cfg.workers, cfg.compile
         cfg = saved
     elif dist.from_main(float((out / "checkpoint.pt").exists()))[0]:  # every rank refuses together
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
@@ -283,6 +292,8 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
         from .weights import load_init
         init_state, activation = load_init(cfg.init)
         cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
+    if hasattr(source, "to"):  # in memory: held on the device, batches made there
+        source.to(device)
     if getattr(source, "skipped", 0):
         log(f"skipped {source.skipped} entries of {source.name}: links that leave it, or no regular file")
     model = _model(cfg, source, resolution, init_state, log)
@@ -294,6 +305,8 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
         if device.type == "cuda":  # SyncBatchNorm runs on CUDA only
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile != "off":  # the step's forward and backward; run.model stays the module we save
+        net = torch.compile(net, mode=COMPILE_MODES[cfg.compile])
     # --batch-size is per process; the learning rate follows the global batch linearly (Goyal et al. 2017).
     lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size * dist.world / 128
     steps = source.steps_per_epoch(cfg.batch_size, dist.world)
@@ -308,6 +321,9 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
     if cfg.ema:  # BN's running statistics averaged too (use_buffers), so the EMA evaluates as it is
         run.ema = torch.optim.swa_utils.AveragedModel(
             model, multi_avg_fn=_ema_with_warmup(cfg.ema), use_buffers=True)
+    run.eval_models = [model] + ([run.ema.module] if run.ema is not None else [])
+    if cfg.compile != "off":
+        run.eval_models = [torch.compile(m, mode=COMPILE_MODES[cfg.compile]) for m in run.eval_models]
     run.scheduler = _schedule(run.optimizer, steps, cfg.epochs)
     run.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     run.info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
@@ -339,10 +355,29 @@ def _ema_with_warmup(decay: float):
     @torch.no_grad()
     def update(ema_params, params, n):
         if torch.is_floating_point(ema_params[0]):
-            torch._foreach_lerp_(ema_params, params, 1 - torch.clamp((1 + n) / (10 + n), max=decay))
+            f = np.float32  # rounded as float32 tensors, as the runs before 2026-11-28 (afternoon) computed it
+            torch._foreach_lerp_(ema_params, params, float(f(1) - min(f(1 + int(n)) / f(10 + int(n)), f(decay))))
         else:  # BN's num_batches_tracked: a count, not averaged
             torch._foreach_copy_(ema_params, params)
     return update
+
+
+@torch.no_grad()
+def _update_ema(run: _Run) -> None:
+    """AveragedModel.update_parameters, less its host sync: on a GPU it copies its count
+    n_averaged (a CPU tensor) to the device with a blocking copy every step. Here the count
+    is run.ema_updates on the host, and only the averaging runs on the device."""
+    averaged = [*run.ema.module.parameters(), *run.ema.module.buffers()]
+    current = [*run.model.parameters(), *run.model.buffers()]
+    if run.ema_updates == 0:
+        torch._foreach_copy_(averaged, current)
+    else:
+        for floating in (True, False):
+            pairs = [(a, c) for a, c in zip(averaged, current, strict=True) if torch.is_floating_point(a) == floating]
+            if pairs:
+                run.ema.multi_avg_fn(*map(list, zip(*pairs)), run.ema_updates)
+    run.ema_updates += 1
+    run.ema.n_averaged.fill_(run.ema_updates)  # what the checkpoint stores
 
 
 def _model(cfg: TrainConfig, source, resolution: int, init_state, log) -> MobileNetV1:
@@ -367,6 +402,7 @@ def _restore(run: _Run, state: dict) -> None:
             run.scaler.load_state_dict(state["scaler"])
         if run.ema is not None:
             run.ema.load_state_dict(state["ema"])
+            run.ema_updates = int(run.ema.n_averaged)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise MobileNetError(f"--resume: {run.out / 'checkpoint.pt'} does not fit this run "
                              f"({str(e).splitlines()[0][:160]}); start a new run in another --out folder") from None
@@ -439,12 +475,16 @@ def _start_line(run: _Run) -> str:
 
 def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) -> dict:
     """One pass over the training images from run.start_step; the epoch's summed loss,
-    correct, seen, bad files and seconds. A signal saves a partial checkpoint and stops."""
+    correct, seen, bad files and seconds. A signal saves a partial checkpoint and stops.
+    Loss and correct are summed on the device and read every SYNC_EVERY steps only: a
+    GPU is never made to wait for the host within a step."""
     cfg, dist = run.cfg, run.dist
     run.model.train()
     # (after a mid-epoch stop rank 0 holds the all-reduced sums, the others start at 0)
     zero = (0.0, 0, 0, 0, 0.0)
     loss_sum, correct, seen, bad, seconds = (run.partial or {}).get("sums", zero) if dist.main else zero
+    sums = torch.tensor([loss_sum, correct], dtype=torch.float64, device=run.device)
+    run.first_nonfinite = torch.tensor(-1, device=run.device)
     began = time.perf_counter() - seconds
     bar = progress_bar(total=run.steps, initial=run.start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        enabled=progress, mininterval=1.0)
@@ -455,59 +495,69 @@ def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) ->
                 raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
             _note(run, f"skipped {line}", err=True)
         bad += len(batch.bad_files)
-        done = _step(run, epoch, step, batch)
-        loss_sum, correct, seen = loss_sum + done[0], correct + done[1], seen + done[2]
+        seen += _step(run, epoch, step, batch, sums)
         run.scheduler.step()
-        elapsed = time.perf_counter() - began
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
-                        img_s=f"{seen / max(elapsed, 1e-9):.0f}", refresh=False)
+        if (step + 1) % SYNC_EVERY == 0:
+            _check_finite(run, epoch)
+            loss_sum, correct = sums.tolist()
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
+                            img_s=f"{seen / max(time.perf_counter() - began, 1e-9):.0f}", refresh=False)
         if signals.agreed(dist):
-            _checkpoint(run, epoch, step + 1, {"sums": tuple(dist.sum(loss_sum, correct, seen, bad)) + (elapsed,)})
+            _check_finite(run, epoch)  # a diverged model is never saved
+            partial = tuple(dist.sum(*sums.tolist(), seen, bad)) + (time.perf_counter() - began,)
+            _checkpoint(run, epoch, step + 1, {"sums": partial})
             raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
                               f"saved. {resume_hint(run.out)}")
     bar.close()
+    _check_finite(run, epoch)
     run.start_step, run.partial = 0, None
     train_seconds = time.perf_counter() - began
-    loss_sum, correct, seen, bad = dist.sum(loss_sum, correct, seen, bad)
+    loss_sum, correct, seen, bad = dist.sum(*sums.tolist(), seen, bad)
     return {"loss_sum": loss_sum, "correct": int(correct), "seen": int(seen), "bad": int(bad),
             "began": began, "train_seconds": train_seconds}
 
 
-def _step(run: _Run, epoch: int, step: int, batch) -> tuple[float, int, int]:
-    """One optimizer step on the batch; its summed loss, correct and images (zeros for a
-    batch too small for BatchNorm). A non-finite loss stops the run on every process."""
+def _step(run: _Run, epoch: int, step: int, batch, sums: torch.Tensor) -> int:
+    """One optimizer step on the batch; adds its summed loss and correct to `sums` (on the
+    device) and returns its count of images (0 for a batch too small for BatchNorm). A
+    non-finite loss is noted in run.first_nonfinite, for _check_finite."""
     dist = run.dist
     usable = len(batch.labels) >= 2  # BatchNorm needs two images
-    if dist.world > 1:  # every rank steps, or none: DDP's collectives must pair up
+    if dist.world > 1 and not run.source.same_batches_on_every_rank:  # DDP's collectives must pair up
         usable = dist.sum(float(usable))[0] == dist.world
     if not usable:
-        return 0.0, 0, 0
+        return 0
     torch.manual_seed(_mix(run.cfg.seed, epoch, step, 1))  # dropout, if any
-    x = batch.images
+    x = batch.images.to(run.device, non_blocking=True)
     if run.cfg.random_erasing:  # seeded by (seed, epoch, step, rank), as the flips and shifts
-        x = random_erasing(x, run.cfg.random_erasing, torch.Generator().manual_seed(_mix(run.cfg.seed, epoch, step, 2,
-                                                                                          dist.rank)))
-    x = x.to(run.device, non_blocking=True, memory_format=torch.channels_last)
+        x = random_erasing(x, run.cfg.random_erasing, generator(x.device, run.cfg.seed, epoch, step, 2, dist.rank))
+    x = x.contiguous(memory_format=torch.channels_last)
     y = batch.labels.to(run.device, non_blocking=True)
     with _out_of_memory(run), torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
         logits = run.net(x)
     loss = F.cross_entropy(logits.float(), y, label_smoothing=run.cfg.label_smoothing)
-    diverged = not torch.isfinite(loss)
-    if dist.world > 1:  # every rank stops together
-        diverged = dist.sum(float(diverged))[0] > 0
-    if diverged:
-        value = loss.item() if not torch.isfinite(loss) else "non-finite in another process"
-        raise TrainingStopped(f"loss became {value} at epoch {epoch + 1}, step {step + 1}: training diverged; "
-                              f"lower --lr (it was {run.lr:g}). The last good checkpoint is in {run.out}")
+    run.first_nonfinite = torch.where((run.first_nonfinite < 0) & ~torch.isfinite(loss), step, run.first_nonfinite)
     run.optimizer.zero_grad(set_to_none=True)
     with _out_of_memory(run):
         run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
     run.scaler.update()
     if run.ema is not None:
-        run.ema.update_parameters(run.model)
-    return loss.item() * len(y), int((logits.argmax(1) == y).sum().item()), len(y)
+        _update_ema(run)
+    sums += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
+    return len(y)
+
+
+def _check_finite(run: _Run, epoch: int) -> None:
+    """Stop, on every process together, if a step since the last check had a non-finite
+    loss (a host sync: called every SYNC_EVERY steps, before a checkpoint, at the epoch's end)."""
+    step = int(run.first_nonfinite)
+    elsewhere = run.dist.world > 1 and run.dist.sum(float(step >= 0))[0] > 0
+    if step >= 0 or elsewhere:
+        where = f"step {step + 1}" if step >= 0 else "a step of another process"
+        raise TrainingStopped(f"loss became nan or infinite at epoch {epoch + 1}, {where}: training diverged; "
+                              f"lower --lr (it was {run.lr:g}). The last good checkpoint is in {run.out}")
 
 
 @contextmanager
@@ -528,12 +578,14 @@ def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict
     takes a disjoint share and the sums are all-reduced, so every test image counts once. In
     a single process a signal stops it between two batches and saves the trained epoch."""
     dist, source = run.dist, run.source
-    models = [run.model] + ([run.ema.module] if run.ema is not None else [])
-    for model in models:
+    modules = [run.model] + ([run.ema.module] if run.ema is not None else [])
+    dist.share_buffers(*modules)  # _validate, after this, scores the same weights
+    for model in modules:
         model.eval()
     batches = source.test_batches(max(run.cfg.batch_size, EVAL_BATCH_SIZE), dist.rank, dist.world)
     try:
-        found = evaluate_batches([torch_logits(m, run.device, run.amp) for m in models], batches, len(source.classes),
+        found = evaluate_batches([torch_logits(m, run.device, run.amp) for m in run.eval_models], batches,
+                                 len(source.classes),
                                  stop=lambda: signals.received is not None and dist.world == 1, desc="test",
                                  confusion=False)
     except EvaluationStopped:  # --resume evaluates it
@@ -556,9 +608,8 @@ def _validate(run: _Run) -> dict:
     dist, source = run.dist, run.source
     if not source.num_val:
         return {"val_loss": "", "val_acc": ""}
-    model = run.ema.module if run.ema is not None else run.model
     batches = source.val_batches(max(run.cfg.batch_size, EVAL_BATCH_SIZE), dist.rank, dist.world)
-    found = evaluate_batches([torch_logits(model, run.device, run.amp)], batches, len(source.classes), desc="val",
+    found = evaluate_batches([torch_logits(run.eval_models[-1], run.device, run.amp)], batches, len(source.classes), desc="val",
                              confusion=False)
     metrics = Metrics(len(source.classes), False).from_list(dist.sum(*found["metrics"][0].to_list()))
     return {"val_loss": metrics.loss, "val_acc": metrics.top1}
