@@ -127,6 +127,21 @@ MUTANTS = [
            "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC",
            "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC",
            ["tests/test_hostile.py::test_appends_and_the_lock_never_follow_a_link"]),
+    # --- issue 13's GPU path (on the CPU) and issue 15's auto ------------------------------
+    Mutant("a step reads its loss on the host", "README On one GPU", "src/mobilenet/training.py",
+           "    run.optimizer.zero_grad(set_to_none=True)\n",
+           "    float(loss)\n    run.optimizer.zero_grad(set_to_none=True)\n",
+           ["tests/test_device_data.py::test_a_training_step_never_reads_a_tensor_on_the_host"]),
+    Mutant("persistent workers never learn the epoch", "README On one GPU", "src/mobilenet/data.py",
+           "return ((self.epoch, i) for i in self.order.tolist())", "return ((0, i) for i in self.order.tolist())",
+           ["tests/test_device_data.py::test_folder_workers_persist_and_still_augment_each_epoch_anew"]),
+    Mutant("DDP ranks evaluate with their own BN statistics", "README Scaling out", "src/mobilenet/training.py",
+           "    dist.share_buffers(*modules)", "    pass",
+           ["tests/test_distributed.py::test_two_processes_match_one"]),
+    Mutant("auto takes the strongest preset whatever it keeps", "README Train on your own images",
+           "src/mobilenet/augment.py", 'kept = [p for p in candidates if p == "none" or kept_share(clean, scores[p], '
+           'classes) >= KEEP]', "kept = list(candidates)",
+           ["tests/test_augment.py::test_auto_never_flips_arrows"]),
 ]
 
 

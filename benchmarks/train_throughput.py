@@ -126,17 +126,26 @@ def folders(args, device, tmp):
     batch = args.batch_size[0]
     for prefetch in args.prefetch:
         data_module.PREFETCH = prefetch
-        source = data_module.FolderSource(root, 224, seed=0, workers=args.workers)  # its 80% training part
+        source = data_module.FolderSource(root, 224, seed=0, workers=args.workers,  # its 80% training part
+                                          augment="crop-flip")
         result[f"ours_prefetch_{prefetch}"] = _timed_epochs(
             lambda e: (b.images for b in source.train_batches(e, batch)), device)
         del source
-    transform = data_module.folder_transforms(224, data_module.IMAGENET_MEAN, data_module.IMAGENET_STD, True)
+    transform = data_module.folder_transforms(224, data_module.IMAGENET_MEAN, data_module.IMAGENET_STD, "crop-flip")
     loader = torch.utils.data.DataLoader(ImageFolder(str(root), transform=transform), batch_size=batch, shuffle=True,
                                          num_workers=args.workers, pin_memory=device.type == "cuda")
     result["plain_imagefolder"] = _timed_epochs(lambda e: (x for x, _ in loader), device)
     for prefetch in args.prefetch:
         result[f"ratio_prefetch_{prefetch}"] = result[f"ours_prefetch_{prefetch}"] / result["plain_imagefolder"]
     return result
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def main():
@@ -153,8 +162,8 @@ def main():
     args = p.parse_args()
     device = torch.device(args.device)
 
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-              platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+              "threads": torch.get_num_threads(),
               "torch": torch.__version__, "timm": timm.__version__, "resolution": args.resolution}
     with tempfile.TemporaryDirectory() as tmp:
         if args.folder:

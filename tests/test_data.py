@@ -113,7 +113,7 @@ def test_numpy_preparation_matches_the_torch_test_pipeline(image_folder, tmp_pat
     theirs = normalize_resize(torch.from_numpy(pixels)[None, None], FASHION_MEAN, FASHION_STD, 32)[0]
     np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)
     spec = {"channels": 3, "resolution": 64, "resize": 73, "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-    transform = folder_transforms(64, spec["mean"], spec["std"], train=False)
+    transform = folder_transforms(64, spec["mean"], spec["std"])  # the test split's: no augmentation
     for path in sorted(image_folder.rglob("*.png"))[:3]:
         image = load_image(path, 3)
         np.testing.assert_allclose(prepare(image, spec), transform(image).numpy(), atol=1e-5)

@@ -11,6 +11,7 @@ import sys
 
 from . import __version__, progress
 from . import config as M
+from .augment import AUGMENTATIONS
 from .errors import BadArgument, MobileNetError, printable
 
 
@@ -258,8 +259,10 @@ def _add_train(sub) -> None:
                    help="L2 on conv and FC weights, not on depthwise filters or BN (default 5e-4)")
     p.add_argument("--init", help="start from weights: timm:mobilenetv1_100.ra4_e3600_r224_in1k (internet), "
                    "a timm checkpoint file, or a model.safetensors of ours (default none: from scratch)")
-    p.add_argument("--augment", choices=["flip-shift", "flip", "none"], default="flip-shift",
-                   help="training augmentation (default flip-shift; short runs learn faster with none)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default="auto",
+                   help="training augmentation: none, shift, flip-shift, crop, crop-flip (README has which for what), "
+                        "or auto (default): Fashion-MNIST's recipe (flip-shift), or for a folder a short trial on "
+                        "held-out training images; random erasing is --random-erasing")
     p.add_argument("--dropout", type=_number("dropout"), default=0.0,
                    help="dropout before the FC layer (default 0, as the paper)")
     p.add_argument("--ema", type=_number("ema"), default=0.999, metavar="DECAY",

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import FASHION_CLASSES, FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
+from .augment import AUGMENTATIONS, FASHION_PRESET, flips, folder_transforms, shift_pixels  # noqa: F401 - data.AUGMENTATIONS for callers
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
 from .images import (
@@ -29,7 +30,6 @@ from .images import (
 )
 
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
-AUGMENTATIONS = ("flip-shift", "flip", "none")  # for training; evaluation never augments
 PREFETCH = 4  # batches each DataLoader worker prepares ahead (benchmarks/train_throughput.py --folder)
 
 
@@ -85,15 +85,16 @@ def normalize_resize(x: torch.Tensor, mean, std, resolution: int) -> torch.Tenso
     return x
 
 
-def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """Batch augmentation as tensor ops: random horizontal flip, then a random shift of up
-    to `pad` pixels (zero padding, then a random crop back to size)."""
+def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """Batch augmentation as tensor ops: random horizontal flip (unless flip=False), then a
+    random shift of up to `pad` pixels (zero padding, then a random crop back to size)."""
     n, c, h, w = x.shape
     if pad < 0:  # no augmentation at all
         return x
     on = {"device": x.device}
-    flip = torch.rand(n, generator=generator, **on) < 0.5
-    x = torch.where(flip.view(n, 1, 1, 1), x.flip(-1), x)
+    if flip:
+        mirrored = torch.rand(n, generator=generator, **on) < 0.5
+        x = torch.where(mirrored.view(n, 1, 1, 1), x.flip(-1), x)
     if pad:
         padded = F.pad(x, (pad, pad, pad, pad))
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, **on)
@@ -132,9 +133,10 @@ class TensorSource:
 
     same_batches_on_every_rank = True  # every rank's share has the same size; no file can fail
 
-    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None):
-        # shift: pixels of random translation; 0 flips only, -1 does not augment
+    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None, flip=True):
+        # shift: pixels of random translation (0: none; -1: no augmentation at all); flip: random mirroring
         (self.train_x, self.train_y), (self.test_x, self.test_y) = train, test
+        self.flip = flip
         self.val_x, self.val_y = val or (None, None)
         self.name, self.classes, self.mean, self.std = name, classes, mean, std
         self.resolution, self.seed, self.shift = resolution, seed, shift
@@ -170,7 +172,7 @@ class TensorSource:
         for step in range(start_step, self.steps_per_epoch(batch_size, world)):
             idx = order[step * batch_size:(step + 1) * batch_size]
             g = generator(self.device, self.seed, epoch, step, *([rank] if world > 1 else []))
-            x = flip_and_shift(self.train_x[idx], self.shift, g)
+            x = flip_and_shift(self.train_x[idx], self.shift, g, self.flip)
             yield Batch(normalize_resize(x, *self._mean_std, self.resolution), self.train_y[idx])
 
     @property
@@ -237,9 +239,13 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment:
     if held:
         val = tuple(t[torch.tensor([i for i, _ in held])] for t in train)
         train = tuple(t[torch.tensor([i for i, _ in kept])] for t in train)
-    shift = {"flip-shift": 2, "flip": 0, "none": -1}[augment]
+    augment = FASHION_PRESET if augment == "auto" else augment
+    if augment.startswith("crop"):
+        raise MobileNetError(f"--augment {augment} is for image folders; Fashion-MNIST takes none, shift, flip or "
+                             "flip-shift (its recipe, and what auto gives it)")
+    shift = -1 if augment == "none" else shift_pixels(train[0].shape[-1]) if augment.endswith("shift") else 0
     return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed,
-                        shift, val)
+                        shift, val, flips(augment))
 
 
 def _validation(samples: list, fraction: float | None, seed: int) -> tuple[list, list]:
@@ -296,20 +302,6 @@ class _InOrder(torch.utils.data.Sampler):
         return len(self.order)
 
 
-def folder_transforms(resolution: int, mean, std, train: bool, augment: str = "flip-shift"):
-    """The paper's recipe at 224: light Inception-style crops and flips for training
-    (small models overfit less, §3.2); resize and centre crop for testing."""
-    from torchvision.transforms import v2
-
-    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    if train and augment == "flip-shift":
-        return v2.Compose([v2.RandomResizedCrop(resolution, scale=(0.25, 1.0), antialias=True),
-                           v2.RandomHorizontalFlip(), *tail])
-    flip = [v2.RandomHorizontalFlip()] if train and augment == "flip" else []
-    return v2.Compose([v2.Resize(round(resolution * 256 / 224), antialias=True),
-                       v2.CenterCrop(resolution), *flip, *tail])
-
-
 def _start_workers(loader):
     """iter(loader), with SIGINT and SIGTERM blocked in the workers it forks: a terminal's
     Ctrl-C or a job scheduler signals every process of the job, and a worker killed by it
@@ -350,15 +342,22 @@ class FolderSource:
             train = [train[i] for i in _subset(len(train), limit, seed).tolist()]
         train, val = _validation(train, val_split, seed)
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
-        self.train_set = _ImageFiles(train, folder_transforms(resolution, self.mean, self.std, True, augment), channels,
-                                     seed)
-        plain = folder_transforms(resolution, self.mean, self.std, False)
-        self.test_set = _ImageFiles(test, plain, channels, seed)
-        self.val_set = _ImageFiles(val, plain, channels, seed) if val else None
         self._loaders = {}  # (split, batch size) -> DataLoader: its workers live from epoch to epoch
         # Its workers ignore SIGTERM (_start_workers), so multiprocessing's exit handler, which
         # terminates and then joins them, would wait forever for any still alive at exit.
         weakref.finalize(self, _stop_workers, self._loaders)
+        self.train_set = _ImageFiles(train, None, channels, seed)
+        self.set_augment(augment)
+        plain = folder_transforms(resolution, self.mean, self.std)
+        self.test_set = _ImageFiles(test, plain, channels, seed)
+        self.val_set = _ImageFiles(val, plain, channels, seed) if val else None
+
+    def set_augment(self, preset: str) -> None:
+        """The training images' augmentation (augment.PRESETS; "auto" is decided by the trial)."""
+        self.train_set.transform = folder_transforms(self.resolution, self.mean, self.std,
+                                                     "none" if preset == "auto" else preset)
+        stale = {key: self._loaders.pop(key) for key in list(self._loaders) if key[0] == "train"}
+        _stop_workers(stale)  # their workers hold a copy of the old transform
 
     @property
     def num_train(self) -> int:
@@ -387,6 +386,20 @@ class FolderSource:
                 prefetch_factor=PREFETCH if workers else None)
         loader = self._loaders[key]
         loader.sampler.epoch, loader.sampler.order = epoch, order
+        yield from _start_workers(loader)
+
+    def sample_batches(self, samples, preset: str, batch_size: int, epoch: int = 0, shuffle: bool = False,
+                       workers: int | None = None):
+        """Batches of these (path, label) samples with `preset`'s augmentation, seeded by
+        (seed, epoch, index): --augment auto's trial. A loader of its own, not kept."""
+        dataset = _ImageFiles(samples, folder_transforms(self.resolution, self.mean, self.std, preset),
+                              self.in_channels, self.seed)
+        sampler = _InOrder()
+        sampler.epoch, sampler.order = epoch, (_epoch_order(len(samples), _mix(self.seed, 19), epoch, 0, 1) if shuffle
+                                               else torch.arange(len(samples)))
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                                             num_workers=self.workers if workers is None else workers,
+                                             collate_fn=_collate)
         yield from _start_workers(loader)
 
     def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):

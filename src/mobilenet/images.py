@@ -131,6 +131,17 @@ def load_image(path, channels: int = 3):
         raise MobileNetError(f"{path}: not a readable image ({reason})") from None
 
 
+def short_side(path) -> int | None:
+    """An image's shorter side from its header (nothing decoded); None if it does not open."""
+    from PIL import Image
+
+    try:
+        with _open_regular(path) as f, Image.open(f) as im:
+            return min(im.size)
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return None
+
+
 def _open_regular(path):
     """`path` opened for reading if it is a regular file: a FIFO named x.png would block
     a read forever, and a device never ends. O_NONBLOCK keeps the open itself from waiting."""

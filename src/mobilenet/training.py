@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import EVAL_BATCH_SIZE, check_number
-from .data import AUGMENTATIONS, FASHION_MNIST, _mix, generator, open_source, random_erasing
+from .augment import AUGMENTATIONS, FASHION_PRESET, PRESETS
+from .data import FASHION_MNIST, _mix, generator, open_source, random_erasing
 from .distributed import Dist, Signals, launch
 from .errors import BadArgument, Interrupted, MobileNetError, printable
 from .evaluation import torch_logits
@@ -43,6 +44,7 @@ FOLDER_RESOLUTION = 224  # the paper's input size
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 WARMUP_EPOCHS = 1
 COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # --compile: torch.compile's mode
+AUGMENT_GAP = 0.15  # training accuracy this far below validation (halfway) draws a warning
 SYNC_EVERY = 50  # training steps between reads of the device's sums (progress bar, non-finite loss)
 FASHION_ERASING = 0.5  # --random-erasing's default on Fashion-MNIST; folders: 0 (benchmarks/recipe.py)
 OLD_DEFAULTS = {"ema": None, "random_erasing": 0.0}  # what checkpoints without these keys ran with
@@ -60,7 +62,7 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9), rmsprop (the paper's), adamw
     weight_decay: float = 5e-4  # not on depthwise filters, BN or biases (paper §3.2); benchmarks/recipe.py
     init: str | None = None  # start from weights: timm:NAME, a timm checkpoint, or a model.safetensors
-    augment: str = "flip-shift"  # flip-shift (random flips, 2-pixel shifts or crops), flip, none
+    augment: str = "auto"  # a preset of augment.PRESETS (or flip); auto: Fashion-MNIST's recipe, or a folder's trial
     dropout: float = 0.0
     ema: float | None = 0.999  # decay of an EMA of the weights (BN buffers too); None or 0: no EMA
     random_erasing: float | None = None  # chance to erase a rectangle of a training image; None: by data
@@ -94,6 +96,9 @@ class TrainConfig:
             raise BadArgument(f"--optimizer must be one of {', '.join(LR)}, got {self.optimizer!r}")
         if self.augment not in AUGMENTATIONS:
             raise BadArgument(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.data == FASHION_MNIST and self.augment.startswith("crop"):
+            raise BadArgument(f"--augment {self.augment} is for image folders; Fashion-MNIST takes none, shift, "
+                              "flip or flip-shift (auto: its recipe, flip-shift)")
         if self.compile not in COMPILE_MODES:
             raise BadArgument(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -225,6 +230,7 @@ class _Run:
     train_log: object = None
     tb: object = None
     total_bad: int = 0
+    notes: list = field(default_factory=list)  # lines for the log and train.log from before train.log was open
     ema_updates: int = 0  # the EMA's count of updates, kept on the host (its n_averaged is the checkpoint's copy)
     first_nonfinite: torch.Tensor | None = None  # on the device: the epoch's first step with a non-finite loss, or -1
 
@@ -235,8 +241,12 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
     run = _build(cfg, out, dist, log, fresh=state is None)
     if state is not None:
         _restore(run, state)
+    elif cfg.augment == "auto":
+        _choose_augmentation(run)
     _open_outputs(run)
     try:
+        for line in run.notes:
+            _note(run, line)
         with Signals() as signals:  # from here a first signal means "save and stop"
             log(_start_line(run))
             for epoch in range(run.start_epoch, cfg.epochs):
@@ -262,6 +272,8 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
         if "test_split" not in args:  # runs before 2026-11-28 called the test hold-out val_split
             args["test_split"] = args.pop("val_split", 0.2)
         args = {**OLD_DEFAULTS, **args}  # runs from before these options had them off
+        if "compile" not in args and args["data"] != FASHION_MNIST and args.get("augment") == "flip-shift":
+            args["augment"] = "crop-flip"  # what a folder's flip-shift was before the presets
         saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
         if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (_build)
             raise MobileNetError(f"--resume: the checkpoint's data folder {saved.data!r} is not an absolute path, "
@@ -274,6 +286,8 @@ def _settings(cfg: TrainConfig, out: Path, resume: bool, dist: Dist) -> tuple[Tr
         cfg = saved
     elif dist.from_main(float((out / "checkpoint.pt").exists()))[0]:  # every rank refuses together
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
+    if cfg.augment == "auto" and cfg.data == FASHION_MNIST:  # a folder's is its trial's (_build)
+        cfg.augment = FASHION_PRESET
     if cfg.random_erasing is None:  # stored resolved, so a resume or a re-read config says what ran
         cfg.random_erasing = FASHION_ERASING if cfg.data == FASHION_MNIST else 0.0
     cfg.ema = cfg.ema or None
@@ -326,7 +340,8 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
         run.eval_models = [torch.compile(m, mode=COMPILE_MODES[cfg.compile]) for m in run.eval_models]
     run.scheduler = _schedule(run.optimizer, steps, cfg.epochs)
     run.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    run.info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance()}
+    run.info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance(),
+                "augment": {"preset": cfg.augment}}
     run.args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
     run.args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
     return run
@@ -415,8 +430,34 @@ def _restore(run: _Run, state: dict) -> None:
     run.best_val, run.since_best = state.get("best_val", -1.0), state.get("since_best", 0)
     run.kept_epoch = state.get("kept_epoch", len(run.history))
     run.start_epoch, run.start_step, run.partial = state["epoch"], state["step"], state.get("partial")
+    run.info["augment"] = state.get("augment") or run.info["augment"]  # with the trial's figures
     torch.set_rng_state(state["rng"])
     run.log(f"resuming {run.out} at epoch {run.start_epoch + 1}" + (f", step {run.start_step}" if run.start_step else ""))
+
+
+def _choose_augmentation(run: _Run) -> None:
+    """--augment auto on a folder: rank 0's trial (trial.py) picks the preset for every rank;
+    the choice and its figures go to the log, config.json and the checkpoint."""
+    from .trial import run_trial
+
+    cfg, dist = run.cfg, run.dist
+    record = (run_trial(run.source, run.model.config, run.lr, cfg.batch_size, run.steps * cfg.epochs, run.device,
+                        run.amp) if dist.main else {"preset": "none"})  # the other ranks take rank 0's
+    preset = PRESETS[int(dist.from_main(float(PRESETS.index(record["preset"])))[0])]
+    cfg.augment = run.args["augment"] = preset  # --resume and a re-run take this
+    run.source.set_augment(preset)
+    run.info["augment"] = record
+    run.notes.append(_choice_line(record))  # for the log and train.log, once it is open
+
+
+def _choice_line(record: dict) -> str:
+    if record["chosen_by"] == "fallback":
+        return f"--augment auto: {record['preset']}, the mildest preset: {record['reason']}"
+    trial = record["trial"]
+    kept = ", ".join(f"{p} {100 * share:.0f}%" for p, share in trial["kept"].items())
+    return (f"--augment auto: {record['preset']}, by a trial of {trial['steps']} steps on {trial['train_images']} "
+            f"training images ({trial['seconds']:.1f}s), judged on {trial['val_images']} validation images: "
+            f"{100 * trial['val_accuracy']['none']:.1f}% as they are; accuracy above chance kept by {kept}")
 
 
 def _open_outputs(run: _Run) -> None:
@@ -461,7 +502,7 @@ def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
             "ema": run.ema.state_dict() if run.ema is not None else None,
             "epoch": epoch, "step": step, "partial": partial, "history": run.history, "best_acc": run.best_acc,
             "best_val": run.best_val, "since_best": run.since_best, "kept_epoch": run.kept_epoch,
-            "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch()})
+            "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(), "augment": run.info["augment"]})
 
 
 def _start_line(run: _Run) -> str:
@@ -648,6 +689,8 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
         write_history(run.history, run.out)
         plot_curves(run.history, run.out)
     _checkpoint(run, epoch + 1, 0, None)
+    if row["epoch"] == math.ceil(run.cfg.epochs / 2):
+        _warn_if_augmentation_hurts(run, row)
     if run.tb:  # after the commit: a resumed run never logs an epoch twice
         for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
             run.tb.add_scalar(key, row[key], row["epoch"])
@@ -658,6 +701,18 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
                + (f"  ema test loss {row['ema_test_loss']:.4f} acc {100 * row['ema_test_acc']:.2f}%" if run.ema else "")
                + (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%" if row["val_acc"] != "" else "")
                + (f"  {bad} files skipped" if bad else ""))
+
+
+def _warn_if_augmentation_hurts(run: _Run, row: dict) -> None:
+    """Halfway through, one line when the augmented training batches score far below the
+    images as they are (validation images, or the test images when there are none): the
+    symptom of a preset that hides what the label depends on. Only said: nothing is chosen."""
+    name, reference = ("validation", row["val_acc"]) if row["val_acc"] != "" else ("test", row["test_acc"])
+    if reference - row["train_acc"] > AUGMENT_GAP:
+        milder = [p for p in PRESETS[:PRESETS.index(run.cfg.augment)]] if run.cfg.augment in PRESETS else ["none"]
+        _note(run, f"warning: halfway, training accuracy on augmented batches is {100 * row['train_acc']:.1f}% against "
+                   f"{100 * reference:.1f}% on {name} images: --augment {run.cfg.augment} may be hiding what the "
+                   f"classes depend on; try a milder one ({', '.join(reversed(milder)) or 'none'})", err=True)
 
 
 def _summary(run: _Run) -> dict:
