@@ -133,7 +133,7 @@ MUTANTS = [
            "    float(loss)\n    run.optimizer.zero_grad(set_to_none=True)\n",
            ["tests/test_device_data.py::test_a_training_step_never_reads_a_tensor_on_the_host"]),
     Mutant("persistent workers never learn the epoch", "README On one GPU", "src/mobilenet/data.py",
-           "return ((self.epoch, i) for i in self.order.tolist())", "return ((0, i) for i in self.order.tolist())",
+           "return ((epoch, i) for i in self.order.tolist())", "return ((0, i) for i in self.order.tolist())",
            ["tests/test_device_data.py::test_folder_workers_persist_and_still_augment_each_epoch_anew"]),
     Mutant("DDP ranks evaluate with their own BN statistics", "README Scaling out", "src/mobilenet/training.py",
            "    dist.share_buffers(*modules)", "    pass",

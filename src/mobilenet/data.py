@@ -296,7 +296,8 @@ class _InOrder(torch.utils.data.Sampler):
         self.epoch, self.order = 0, torch.empty(0, dtype=torch.long)
 
     def __iter__(self):
-        return ((self.epoch, i) for i in self.order.tolist())
+        epoch = self.epoch  # taken now: the next pass may set its own while this one's last batches load
+        return ((epoch, i) for i in self.order.tolist())
 
     def __len__(self):
         return len(self.order)

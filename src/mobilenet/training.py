@@ -452,7 +452,7 @@ def _choose_augmentation(run: _Run) -> None:
 
 def _choice_line(record: dict) -> str:
     if record["chosen_by"] == "fallback":
-        return f"--augment auto: {record['preset']}, the mildest preset: {record['reason']}"
+        return f"--augment auto: {record['preset']}, the mild preset for these images: {record['reason']}"
     trial = record["trial"]
     kept = ", ".join(f"{p} {100 * share:.0f}%" for p, share in trial["kept"].items())
     return (f"--augment auto: {record['preset']}, by a trial of {trial['steps']} steps on {trial['train_images']} "
@@ -650,8 +650,8 @@ def _validate(run: _Run) -> dict:
     if not source.num_val:
         return {"val_loss": "", "val_acc": ""}
     batches = source.val_batches(max(run.cfg.batch_size, EVAL_BATCH_SIZE), dist.rank, dist.world)
-    found = evaluate_batches([torch_logits(run.eval_models[-1], run.device, run.amp)], batches, len(source.classes), desc="val",
-                             confusion=False)
+    found = evaluate_batches([torch_logits(run.eval_models[-1], run.device, run.amp)], batches, len(source.classes),
+                             desc="val", confusion=False)
     metrics = Metrics(len(source.classes), False).from_list(dist.sum(*found["metrics"][0].to_list()))
     return {"val_loss": metrics.loss, "val_acc": metrics.top1}
 
@@ -689,7 +689,7 @@ def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
         write_history(run.history, run.out)
         plot_curves(run.history, run.out)
     _checkpoint(run, epoch + 1, 0, None)
-    if row["epoch"] == math.ceil(run.cfg.epochs / 2):
+    if row["epoch"] == math.ceil(run.cfg.epochs / 2) and run.dist.main:
         _warn_if_augmentation_hurts(run, row)
     if run.tb:  # after the commit: a resumed run never logs an epoch twice
         for key in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
