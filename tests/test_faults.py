@@ -63,7 +63,8 @@ def test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_no
                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: (out / "checkpoint.pt").exists(), first)
-        second = cli("train", *TINY, "--out", str(out), "--resume", env=env)
+        # --epochs 1: refused by the lock, it never trains; without one it would end at once, not run on
+        second = cli("train", *TINY, "--out", str(out), "--resume", "--epochs", "1", env=env)
         assert second.returncode == 1 and "in use" in second.stderr and "Traceback" not in second.stderr
     finally:
         first.kill()
