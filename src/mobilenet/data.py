@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import FASHION_CLASSES, FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
-from .augment import AUGMENTATIONS, FASHION_PRESET, flips, folder_transforms, shift_pixels  # noqa: F401 - data.AUGMENTATIONS for callers
+from .augment import AUGMENTATIONS  # noqa: F401 - data.AUGMENTATIONS for callers
+from .augment import FASHION_PRESET, flips, folder_transforms, shift_pixels
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
 from .images import (

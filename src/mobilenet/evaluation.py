@@ -41,8 +41,7 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = EVA
                              "evaluate on data with the same class folders")
     found = evaluate_batches([torch_logits(model)], source.test_batches(batch_size), len(info["classes"]),
                              total=source.num_test)
-    metrics = found["metrics"][0].report(info["classes"], str(data), found["bad_files"],
-                                               getattr(source, "skipped", 0))
+    metrics = found["metrics"][0].report(info["classes"], str(data), found["bad_files"], getattr(source, "skipped", 0))
     out = make_dir(out or model_dir)
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], info["classes"], out / "confusion_matrix.png")

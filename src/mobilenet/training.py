@@ -214,7 +214,7 @@ class _Run:
     steps: int
     optimizer: torch.optim.Optimizer = None
     ema: torch.optim.swa_utils.AveragedModel | None = None  # --ema: the averaged weights
-    eval_models: list = field(default_factory=list)  # what evaluation runs: the model, then the EMA (compiled with --compile)
+    eval_models: list = field(default_factory=list)  # evaluation's: the model, then the EMA (compiled with --compile)
     scheduler: object = None
     scaler: torch.amp.GradScaler = None
     info: dict = field(default_factory=dict)  # config.json's classes, input, data
@@ -502,7 +502,8 @@ def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
             "ema": run.ema.state_dict() if run.ema is not None else None,
             "epoch": epoch, "step": step, "partial": partial, "history": run.history, "best_acc": run.best_acc,
             "best_val": run.best_val, "since_best": run.since_best, "kept_epoch": run.kept_epoch,
-            "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(), "augment": run.info["augment"]})
+            "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(),
+            "augment": run.info["augment"]})
 
 
 def _start_line(run: _Run) -> str:

@@ -44,7 +44,7 @@ def run_trial(source, model_config, lr: float, batch_size: int, run_steps: int, 
                "kept": {p: kept_share(clean, accuracy[p], len(source.classes)) for p in PRESETS[1:]},
                "seconds": time.perf_counter() - began}
     if clean < chance + 0.3 * (1 - chance):
-        record = _fallback(side, f"the trial model learned too little to judge ({100 * clean:.1f}% on validation images)")
+        record = _fallback(side, f"the trial model learned too little to judge ({100 * clean:.1f}% on held-out images)")
         return {**record, "trial": figures}
     return {"preset": choose(accuracy, clean, len(source.classes), family(side)), "chosen_by": "trial",
             "trial": figures}
