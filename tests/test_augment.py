@@ -128,3 +128,15 @@ def test_the_warning_is_looked_for_halfway_once(fake_fashion, tmp_path, monkeypa
     train(TrainConfig(epochs=3, limit=64, width_mult=0.25, resolution=32, batch_size=32, out=str(tmp_path / "run")),
           log=lambda _: None)
     assert seen == [2]
+
+
+def test_the_trial_is_bounded_on_big_folders():
+    """12% of a run's steps up to 500; at most 2,000 held-out images, every class kept."""
+    from types import SimpleNamespace
+
+    assert augment.trial_steps(1000) == 120 and augment.trial_steps(10**6) == augment.MAX_TRIAL_STEPS == 500
+    samples = [(f"{i}.jpg", i % 4) for i in range(40_000)]
+    source = SimpleNamespace(train_set=SimpleNamespace(samples=samples), val_set=None, seed=0)
+    train_part, val = trial._trial_split(source)
+    assert len(val) == trial.MAX_VAL and {label for _, label in val} == {0, 1, 2, 3}
+    assert not set(train_part) & set(val)

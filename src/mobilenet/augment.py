@@ -32,6 +32,7 @@ PHOTO_SIDE = 128  # a folder whose median short side is this or more holds photo
 FASHION_PRESET = "flip-shift"  # Fashion-MNIST's recipe, what auto gives it (README, "The full run")
 SHIFT = 1 / 14  # of the side: 2 pixels of Fashion-MNIST's 28
 KEEP = 0.75  # of the trial model's accuracy above chance that a preset must keep on validation images
+MAX_TRIAL_STEPS = 500  # a long run's trial need not grow with it
 TRIAL_SHARE = 0.12  # of the run's training steps that the trial model trains (evaluating it costs about 2% more)
 
 
@@ -106,4 +107,5 @@ def choose(scores: dict[str, float], clean: float, classes: int, candidates: tup
 
 
 def trial_steps(run_steps: int) -> int:
-    return max(1, math.ceil(TRIAL_SHARE * run_steps))
+    """TRIAL_SHARE of the run's steps, at most MAX_TRIAL_STEPS: enough to judge what a preset keeps."""
+    return max(1, min(MAX_TRIAL_STEPS, math.ceil(TRIAL_SHARE * run_steps)))

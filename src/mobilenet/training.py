@@ -456,7 +456,7 @@ def _choice_line(record: dict) -> str:
     trial = record["trial"]
     kept = ", ".join(f"{p} {100 * share:.0f}%" for p, share in trial["kept"].items())
     return (f"--augment auto: {record['preset']}, by a trial of {trial['steps']} steps on {trial['train_images']} "
-            f"training images ({trial['seconds']:.1f}s), judged on {trial['val_images']} validation images: "
+            f"training images ({trial['seconds']:.1f}s), judged on {trial['val_images']} held-out training images: "
             f"{100 * trial['val_accuracy']['none']:.1f}% as they are; accuracy above chance kept by {kept}")
 
 

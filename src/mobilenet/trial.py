@@ -17,6 +17,7 @@ from .metrics import evaluate_batches
 from .model import MobileNetV1
 
 VAL_SHARE = 0.15  # of the training images held out for the trial when there is no --val-split
+MAX_VAL = 2000  # held-out images the trial scores each preset on, at most
 MIN_VAL_PER_CLASS = 3
 BN_BATCHES = 8  # batches of training images that recount BatchNorm's statistics after the trial
 PASSES = 1  # augmented passes over the validation images per preset
@@ -65,10 +66,14 @@ def _trial_split(source) -> tuple[list, list]:
     """The user's validation split when there is one; else VAL_SHARE of the training images."""
     train = source.train_set.samples
     if source.val_set is not None:
-        return train, source.val_set.samples
-    if len(train) < 2:
+        val = source.val_set.samples
+    elif len(train) < 2:
         return train, []
-    return stratified_split(train, VAL_SHARE, _mix(source.seed, 17), option="--augment auto")
+    else:
+        train, val = stratified_split(train, VAL_SHARE, _mix(source.seed, 17), option="--augment auto")
+    if len(val) > MAX_VAL:  # a big folder's trial is scored on a stratified subset
+        val = stratified_split(val, MAX_VAL / len(val), _mix(source.seed, 23), option="--augment auto")[1]
+    return train, val
 
 
 def _train_trial_model(source, samples, model_config, lr, batch_size, steps, preset, workers, device,
