@@ -137,6 +137,17 @@ def test_paths_and_messages_reach_the_terminal_escaped(small_run, tmp_path):
               "gone\\x1b[2J")
 
 
+def test_the_bench_table_reaches_the_terminal_escaped(monkeypatch, capsys):
+    """Its notes quote runtimes' own messages (and the CPU's name), which we do not write."""
+    from mobilenet import benchmark, cli as cli_module
+
+    monkeypatch.setattr(benchmark, "bench", lambda *a, **k: {})
+    monkeypatch.setattr(benchmark, "format_table", lambda result: f"runtime  note\nonnx  failed: {ESC}]0;owned{chr(7)}")
+    assert cli_module.main(["bench", "--width", "0.25", "--resolution", "32"]) == 0
+    out = capsys.readouterr().out
+    assert ESC not in out and "\\x1b]0;owned\\x07" in out and out.count("\n") == 2, out
+
+
 def test_plots_draw_class_names_literally(tmp_path):
     from mobilenet.plots import plot_confusion
 
