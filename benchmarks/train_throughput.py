@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from mobilenet import data as data_module
+from mobilenet.config import COMPILE_MODES
 from mobilenet.training import TrainConfig, train
 
 
@@ -154,7 +155,7 @@ def main():
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--batch-size", type=int, nargs="+", default=[64])
     p.add_argument("--images", type=int, default=6400, help="images in each timed epoch")
-    p.add_argument("--compile", nargs="+", default=["off"], choices=["off", "on", "graphs"])
+    p.add_argument("--compile", nargs="+", default=["off"], choices=list(COMPILE_MODES))
     p.add_argument("--full-run", action="store_true", help="also time the default 50-epoch run")
     p.add_argument("--folder", type=int, help="time the data side on this many JPEGs at 224×224 instead")
     p.add_argument("--workers", type=int, default=2)

@@ -291,7 +291,7 @@ def _add_train(sub) -> None:
     _workers(p)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto (default) takes a GPU when there is one")
-    p.add_argument("--compile", choices=["off", "on", "graphs"], default="off",
+    p.add_argument("--compile", choices=list(M.COMPILE_MODES), default="off",
                    help="torch.compile the training and evaluation steps: on, or graphs (with CUDA graphs, "
                         "mode reduce-overhead); the first epoch waits for the compiler (default off)")
     p.set_defaults(func=_cmd_train)

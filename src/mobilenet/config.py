@@ -45,6 +45,7 @@ EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or check
 RUNTIMES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8", "timm")
 PREDICT_RUNTIMES = ("torch", "onnxruntime", "executorch")  # what predict and evaluate run a model with
 EXPORT_FORMATS = ("onnx", "executorch")
+COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # train --compile: torch.compile's mode
 
 MIN_WIDTH, MAX_WIDTH = 1 / 32, 4.0  # α below 1/32 leaves the first layer with no channel
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096  # 32 = the body's total stride

@@ -318,6 +318,21 @@ def _start_workers(loader):
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _loader(dataset, batch_size: int, workers: int, kept: bool):
+    """A DataLoader over `dataset` in the order of an _InOrder sampler (set per pass by
+    _set_pass). kept: one for the whole run, with persistent workers and, with a GPU,
+    pinned batches for non-blocking copies."""
+    extra = dict(pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                 prefetch_factor=PREFETCH if workers else None) if kept else {}
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=_InOrder(), num_workers=workers,
+                                       collate_fn=_collate, **extra)
+
+
+def _set_pass(loader, epoch: int, order):
+    loader.sampler.epoch, loader.sampler.order = epoch, order
+    return loader
+
+
 def _stop_workers(loaders: dict) -> None:
     """Ends the persistent workers of these DataLoaders (as the loader does when collected)."""
     for loader in loaders.values():
@@ -377,18 +392,11 @@ class FolderSource:
         return _steps(self.num_train // world, batch_size)
 
     def _batches(self, split: str, order, batch_size: int, epoch: int = 0):
-        """The batches of `split` in `order`, from a DataLoader kept for the run: persistent
-        workers (no fork per epoch) and, with a GPU, pinned batches for non-blocking copies."""
+        """The batches of `split` in `order`, from a DataLoader kept for the run (_loader)."""
         key = (split, batch_size)
         if key not in self._loaders:
-            sampler, workers = _InOrder(), self.workers
-            self._loaders[key] = torch.utils.data.DataLoader(
-                getattr(self, split + "_set"), batch_size=batch_size, sampler=sampler, num_workers=workers,
-                collate_fn=_collate, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                prefetch_factor=PREFETCH if workers else None)
-        loader = self._loaders[key]
-        loader.sampler.epoch, loader.sampler.order = epoch, order
-        yield from _start_workers(loader)
+            self._loaders[key] = _loader(getattr(self, split + "_set"), batch_size, self.workers, kept=True)
+        yield from _start_workers(_set_pass(self._loaders[key], epoch, order))
 
     def sample_batches(self, samples, preset: str, batch_size: int, epoch: int = 0, shuffle: bool = False,
                        workers: int | None = None):
@@ -396,13 +404,9 @@ class FolderSource:
         (seed, epoch, index): --augment auto's trial. A loader of its own, not kept."""
         dataset = _ImageFiles(samples, folder_transforms(self.resolution, self.mean, self.std, preset),
                               self.in_channels, self.seed)
-        sampler = _InOrder()
-        sampler.epoch, sampler.order = epoch, (_epoch_order(len(samples), _mix(self.seed, 19), epoch, 0, 1) if shuffle
-                                               else torch.arange(len(samples)))
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                                             num_workers=self.workers if workers is None else workers,
-                                             collate_fn=_collate)
-        yield from _start_workers(loader)
+        order = _epoch_order(len(samples), _mix(self.seed, 19), epoch, 0, 1) if shuffle else torch.arange(len(samples))
+        loader = _loader(dataset, batch_size, self.workers if workers is None else workers, kept=False)
+        yield from _start_workers(_set_pass(loader, epoch, order))
 
     def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):
         order = _epoch_order(self.num_train, self.seed, epoch, rank, world)

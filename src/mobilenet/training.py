@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import EVAL_BATCH_SIZE, check_number
+from .config import COMPILE_MODES, EVAL_BATCH_SIZE, check_number
 from .augment import AUGMENTATIONS, FASHION_PRESET, PRESETS
 from .data import FASHION_MNIST, _mix, generator, open_source, random_erasing
 from .distributed import Dist, Signals, launch
@@ -43,7 +43,6 @@ FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 me
 FOLDER_RESOLUTION = 224  # the paper's input size
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 WARMUP_EPOCHS = 1
-COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # --compile: torch.compile's mode
 AUGMENT_GAP = 0.15  # training accuracy this far below validation (halfway) draws a warning
 SYNC_EVERY = 50  # training steps between reads of the device's sums (progress bar, non-finite loss)
 FASHION_ERASING = 0.5  # --random-erasing's default on Fashion-MNIST; folders: 0 (benchmarks/recipe.py)
@@ -710,7 +709,7 @@ def _warn_if_augmentation_hurts(run: _Run, row: dict) -> None:
     symptom of a preset that hides what the label depends on. Only said: nothing is chosen."""
     name, reference = ("validation", row["val_acc"]) if row["val_acc"] != "" else ("test", row["test_acc"])
     if reference - row["train_acc"] > AUGMENT_GAP:
-        milder = [p for p in PRESETS[:PRESETS.index(run.cfg.augment)]] if run.cfg.augment in PRESETS else ["none"]
+        milder = PRESETS[:PRESETS.index(run.cfg.augment)] if run.cfg.augment in PRESETS else ("none",)
         _note(run, f"warning: halfway, training accuracy on augmented batches is {100 * row['train_acc']:.1f}% against "
                    f"{100 * reference:.1f}% on {name} images: --augment {run.cfg.augment} may be hiding what the "
                    f"classes depend on; try a milder one ({', '.join(reversed(milder)) or 'none'})", err=True)
