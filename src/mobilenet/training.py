@@ -32,7 +32,7 @@ from .files import make_dir, open_append, remove_unfinished
 from .metrics import EvaluationStopped, Metrics, evaluate_batches
 from .model import MobileNetConfig, MobileNetV1
 from .plots import plot_curves
-from .progress import bar as progress_bar, show as show_progress
+from .progress import Heartbeat, bar as progress_bar, show as show_progress
 from .run_folder import (
     RUN_FILES, checkpoint_launch, default_out, load_checkpoint, lock, refuse_links, resume_hint, save_checkpoint,
     save_model, write_config, write_history,
@@ -527,8 +527,9 @@ def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) ->
     sums = torch.tensor([loss_sum, correct], dtype=torch.float64, device=run.device)
     run.first_nonfinite = torch.tensor(-1, device=run.device)
     began = time.perf_counter() - seconds
-    bar = progress_bar(total=run.steps, initial=run.start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       enabled=progress, mininterval=1.0)
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    bar = progress_bar(total=run.steps, initial=run.start_step, desc=desc, enabled=progress, mininterval=1.0)
+    heartbeat = Heartbeat(run.log, desc, run.steps, run.start_step, enabled=not progress)
     batches = run.source.train_batches(epoch, cfg.batch_size, run.start_step, dist.rank, dist.world)
     for step, batch in enumerate(batches, run.start_step):
         for line in batch.bad_files:
@@ -536,9 +537,11 @@ def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) ->
                 raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
             _note(run, f"skipped {line}", err=True)
         bad += len(batch.bad_files)
-        seen += _step(run, epoch, step, batch, sums)
+        images = _step(run, epoch, step, batch, sums)
+        seen += images
         run.scheduler.step()
         bar.update(1)
+        heartbeat.update(step + 1, images * dist.world)
         if (step + 1) % SYNC_EVERY == 0:
             _check_finite(run, epoch)
             loss_sum, correct = sums.tolist()
