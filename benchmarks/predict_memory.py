@@ -15,7 +15,6 @@ the model to ONNX first.
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -24,6 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from mobilenet.benchmark import cpu_name
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -87,12 +88,6 @@ def measure(model: str, runtime: str, device: str, folder: Path) -> dict:
     return {**json.loads(out), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main():

@@ -21,7 +21,6 @@ ratio measured in the same run means anything.
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from mobilenet import data as data_module
+from mobilenet.benchmark import cpu_name
 from mobilenet.config import COMPILE_MODES
 from mobilenet.training import TrainConfig, train
 
@@ -141,12 +141,6 @@ def folders(args, device, tmp):
     return result
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main():
@@ -163,7 +157,7 @@ def main():
     args = p.parse_args()
     device = torch.device(args.device)
 
-    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
               "threads": torch.get_num_threads(),
               "torch": torch.__version__, "timm": timm.__version__, "resolution": args.resolution}
     with tempfile.TemporaryDirectory() as tmp:

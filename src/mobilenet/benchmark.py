@@ -205,7 +205,7 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     shown.close()
     return {
         "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
-        "machine": {"cpu": _cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
                     "executorch": _version("executorch"), "timm": _version("timm"), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
@@ -221,7 +221,7 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
