@@ -85,9 +85,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/demo-recipe")
     p.add_argument("--fresh", action="store_true", help="retrain finished candidates too")
     args = p.parse_args()
-    names = args.candidates.split(",")
-    if "today" not in names:
-        names.insert(0, "today")
+    names = [n for n in args.candidates.split(",") if n != "today"] + ["today"]  # the reference, always
     print(f"# {cpu_name()} ({' '.join(cpu_features())}), {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}", flush=True)
     results = [run_candidate(name, Path(args.out), args.fresh) for name in names]

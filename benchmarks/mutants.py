@@ -3,7 +3,7 @@
 Each mutant is one literal replacement in one file, asserted to match exactly once, so the
 list cannot rot silently: when the code it plants into changes, this script stops and says
 which mutant no longer applies. For each mutant the script copies src/, tests/,
-pyproject.toml and README.md into a temporary folder, plants the bug there, and runs only
+pyproject.toml, README.md and docs/ into a temporary folder, plants the bug there, and runs only
 the tests named for it, in that folder, with the copy's src/ first on PYTHONPATH (ahead of
 the venv's editable install, for `python -m mobilenet`, the `mobilenet` script and torchrun's
 workers alike; checked before anything runs). A mutant is killed when its tests fail
@@ -11,7 +11,7 @@ workers alike; checked before anything runs). A mutant is killed when its tests 
 named tests must pass on the unplanted copy, or a kill would mean nothing.
 
 The list holds the six bugs of issue 17, the weak spots it names, and at least one bug
-against each promise of the README's "What is guaranteed". "Any CPU, any speed" is a promise
+against each promise of docs/guarantees.md. "Any CPU, any speed" is a promise
 about the tests themselves, so its bug is planted in tests/ (a fixed wait).
 
 Written here rather than with mutmut or cosmic-ray: those mutate every expression they find
@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ["src", "tests", "pyproject.toml", "README.md"]
+COPIED = ["src", "tests", "pyproject.toml", "README.md", "docs"]
 
 
 @dataclass
 class Mutant:
     name: str  # what breaks, in a few words
-    promise: str  # the issue's item or the README's guarantee it breaks
+    promise: str  # the issue's item or the guarantee (docs/guarantees.md) it breaks
     path: str  # relative to the repository
     old: str
     new: str
@@ -50,7 +50,7 @@ class Mutant:
 I = "tests/test_interrupts.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
-    Mutant("resume starts over", "issue 17.1; README Resume", "src/mobilenet/training.py",
+    Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training.py",
            "        _restore(run, state)\n",
            "        _restore(run, state)\n        run = _build(cfg, out, dist, log, fresh=True)\n",
            [I + "test_a_resumed_run_starts_at_its_checkpoint_and_trains_only_what_is_left"]),
@@ -77,7 +77,7 @@ MUTANTS = [
            "model.load_state_dict(fit_state_dict(init_state, model), strict=False)",
            "fit_state_dict(init_state, model)",
            ["tests/test_weights.py::test_train_with_init_from_a_timm_checkpoint"]),
-    Mutant("checkpoint only at the run's end", "issue 17.6; README Resume", "src/mobilenet/training.py",
+    Mutant("checkpoint only at the run's end", "issue 17.6; docs/guarantees.md Resume", "src/mobilenet/training.py",
            "    _checkpoint(run, epoch + 1, 0, None)\n",
            "    if epoch + 1 == run.cfg.epochs:\n        _checkpoint(run, epoch + 1, 0, None)\n",
            [I + "test_kill_9_at_random_moments"]),
@@ -88,57 +88,57 @@ MUTANTS = [
     Mutant("Table 3's separable params count a bias", "issue 17, also weak", "src/mobilenet/cost.py",
            '"separable": {"mult_adds": sep, "params": sep_w},', '"separable": {"mult_adds": sep, "params": sep_w + c_out},',
            ["tests/test_cost.py::test_table_3_single_layer"]),
-    # --- one or more per README guarantee ------------------------------------------------
-    Mutant("SIGTERM saves the step before its own", "README Resume", "src/mobilenet/training.py",
+    # --- one or more per guarantee -----------------------------------------------------
+    Mutant("SIGTERM saves the step before its own", "docs/guarantees.md Resume", "src/mobilenet/training.py",
            "_checkpoint(run, epoch, step + 1, ", "_checkpoint(run, epoch, step, ",
            [I + "test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c"]),
-    Mutant("files written in place", "README Atomic files", "src/mobilenet/files.py",
+    Mutant("files written in place", "docs/guarantees.md Atomic files", "src/mobilenet/files.py",
            'fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)',
            "fd, tmp = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), str(path)",
            [I + "test_kill_9_inside_steps_evaluation_and_every_file_write",
             "tests/test_faults.py::test_a_full_disk_keeps_the_previous_checkpoint"]),
-    Mutant("no lock on the run folder", "README One trainer per folder", "src/mobilenet/run_folder.py",
+    Mutant("no lock on the run folder", "docs/guarantees.md One trainer per folder", "src/mobilenet/run_folder.py",
            "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fcntl.lockf(fd, fcntl.LOCK_UN)",
            ["tests/test_faults.py::test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_not_block"]),
-    Mutant("model initialised from the clock", "README Determinism", "src/mobilenet/training.py",
+    Mutant("model initialised from the clock", "docs/guarantees.md Determinism", "src/mobilenet/training.py",
            "    torch.manual_seed(cfg.seed)\n    model = MobileNetV1", "    torch.seed()\n    model = MobileNetV1",
            ["tests/test_faults.py::test_same_seed_same_run_other_seed_other_run[fashion-mnist]"]),
-    Mutant("folder augmentation seeded by the worker", "README Determinism", "src/mobilenet/data.py",
+    Mutant("folder augmentation seeded by the worker", "docs/guarantees.md Determinism", "src/mobilenet/data.py",
            "torch.manual_seed(_mix(self.seed, ", "torch.manual_seed(os.getpid() + _mix(self.seed, ",
            ["tests/test_faults.py::test_same_seed_same_run_other_seed_other_run[folder]"]),
-    Mutant("checkpoint unpickled", "README Safe loading", "src/mobilenet/run_folder.py",
+    Mutant("checkpoint unpickled", "docs/guarantees.md Safe loading", "src/mobilenet/run_folder.py",
            'state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle',
            'state = torch.load(path, map_location="cpu", weights_only=False)  # never unpickle',
            ["tests/test_faults.py::test_hostile_model_folders"]),
-    Mutant("a 50,000:1 strip is resized", "README Bad files and arguments", "src/mobilenet/images.py",
+    Mutant("a 50,000:1 strip is resized", "docs/guarantees.md Bad files and arguments", "src/mobilenet/images.py",
            "if max(w, h) > MAX_ASPECT * min(w, h):", "if False:",
            ["tests/test_faults.py::test_an_extreme_aspect_ratio_is_refused_before_it_is_resized"]),
-    Mutant("a bad argument exits 1", "README Bad files and arguments", "src/mobilenet/errors.py",
+    Mutant("a bad argument exits 1", "docs/guarantees.md Bad files and arguments", "src/mobilenet/errors.py",
            "    exit_code = 2\n", "    exit_code = 1\n",
            ["tests/test_training.py::test_cli_errors_are_one_line"]),
-    Mutant("int8 weights use the full ±127", "README int8 on every CPU", "src/mobilenet/exporter.py",
+    Mutant("int8 weights use the full ±127", "docs/guarantees.md int8 on every CPU", "src/mobilenet/exporter.py",
            'INT8_PRESETS = {"portable": True, "vnni": False}', 'INT8_PRESETS = {"portable": False, "vnni": False}',
            ["tests/test_export.py::test_int8_default_is_exact_on_cpus_without_vnni"]),
-    Mutant("a test waits a fixed time", "README Any CPU, any speed", "tests/test_training.py",
+    Mutant("a test waits a fixed time", "docs/guarantees.md Any CPU, any speed", "tests/test_training.py",
            '    wait_for(lambda: (killed / "checkpoint.pt").exists(), proc)\n',
            '    __import__("time").sleep(5)  # the checkpoint should be there by then\n',
            ["tests/test_structure.py::test_no_test_waits_a_fixed_time"]),
-    Mutant("train.log followed through a link", "README Hostile folders", "src/mobilenet/files.py",
+    Mutant("train.log followed through a link", "docs/guarantees.md Hostile folders", "src/mobilenet/files.py",
            "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC",
            "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC",
            ["tests/test_hostile.py::test_appends_and_the_lock_never_follow_a_link"]),
     # --- issue 13's GPU path (on the CPU) and issue 15's auto ------------------------------
-    Mutant("a step reads its loss on the host", "README On one GPU", "src/mobilenet/training.py",
+    Mutant("a step reads its loss on the host", "docs/guarantees.md On one GPU", "src/mobilenet/training.py",
            "    run.optimizer.zero_grad(set_to_none=True)\n",
            "    float(loss)\n    run.optimizer.zero_grad(set_to_none=True)\n",
            ["tests/test_device_data.py::test_a_training_step_never_reads_a_tensor_on_the_host"]),
-    Mutant("persistent workers never learn the epoch", "README On one GPU", "src/mobilenet/data.py",
+    Mutant("persistent workers never learn the epoch", "docs/guarantees.md On one GPU", "src/mobilenet/data.py",
            "return ((epoch, i) for i in self.order.tolist())", "return ((0, i) for i in self.order.tolist())",
            ["tests/test_device_data.py::test_folder_workers_persist_and_still_augment_each_epoch_anew"]),
-    Mutant("DDP ranks evaluate with their own BN statistics", "README Scaling out", "src/mobilenet/training.py",
+    Mutant("DDP ranks evaluate with their own BN statistics", "docs/guarantees.md Scaling out", "src/mobilenet/training.py",
            "    dist.share_buffers(*modules)", "    pass",
            ["tests/test_distributed.py::test_two_processes_match_one"]),
-    Mutant("auto takes the strongest preset whatever it keeps", "README Train on your own images",
+    Mutant("auto takes the strongest preset whatever it keeps", "docs/guarantees.md Augmentation auto",
            "src/mobilenet/augment.py", 'kept = [p for p in candidates if p == "none" or kept_share(clean, scores[p], '
            'classes) >= KEEP]', "kept = list(candidates)",
            ["tests/test_augment.py::test_auto_never_flips_arrows"]),

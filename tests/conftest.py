@@ -129,7 +129,7 @@ def small_run(tmp_path_factory):
         os.environ["MOBILENET_FASHION_MNIST"] = old
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def onnx_file(small_run, tmp_path_factory):
     """small_run's model exported to ONNX, for the tests that run an .onnx file."""
     from mobilenet.exporter import export

@@ -21,13 +21,17 @@ from .images import (
 )
 from .metrics import check_scores, evaluate_batches
 
+ORT_FATAL = 4  # ONNX Runtime's log quotes a file's node and tensor names raw; only fatal lines pass
+
 
 def open_session(model, threads: int | None = None):
     """An ONNX Runtime session on the CPU for a file path or the bytes of a model: the one
     place a session is made."""
     import onnxruntime as ort
 
+    ort.set_default_logger_severity(ORT_FATAL)  # the log made while the file loads
     options = ort.SessionOptions()
+    options.log_severity_level = ORT_FATAL  # the session's own, while it runs
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,

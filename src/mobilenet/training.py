@@ -38,8 +38,8 @@ from .run_folder import (
     save_model, write_config, write_history,
 )
 
-# Defaults chosen by measurement; the README's "Choosing the defaults" has the numbers.
-FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (README)
+# Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
+FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (docs/results.md)
 FOLDER_RESOLUTION = 224  # the paper's input size
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 WARMUP_EPOCHS = 1
