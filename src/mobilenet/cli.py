@@ -260,8 +260,8 @@ def _add_train(sub) -> None:
     p.add_argument("--init", help="start from weights: timm:mobilenetv1_100.ra4_e3600_r224_in1k (internet), "
                    "a timm checkpoint file, or a model.safetensors of ours (default none: from scratch)")
     p.add_argument("--augment", choices=AUGMENTATIONS, default="auto",
-                   help="training augmentation: none, shift, flip-shift, crop, crop-flip (docs/training.md has which for what), "
-                        "or auto (default): Fashion-MNIST's recipe (flip-shift), or for a folder a short trial on "
+                   help="training augmentation: none, shift, flip-shift, crop, crop-flip (docs/training.md has which "
+                        "for what), or auto (default): Fashion-MNIST's recipe (flip-shift), or for a folder a short trial on "
                         "held-out training images; random erasing is --random-erasing")
     p.add_argument("--dropout", type=_number("dropout"), default=0.0,
                    help="dropout before the FC layer (default 0, as the paper)")

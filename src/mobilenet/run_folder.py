@@ -3,8 +3,8 @@ and checkpoint, the lock, and loading a model folder back. Every other module re
 writes a run folder through here.
 
 A run folder holds: history.csv, total_acc.png, total_test_loss.png (the seed's two
-figures), model.safetensors (the last epoch's, or the best on validation) + config.json, checkpoint.pt (resume
-state, loaded only with weights_only=True), train.log, and TensorBoard scalars when
+figures), model.safetensors (the last epoch's, or the best on validation) + config.json,
+checkpoint.pt (resume state, loaded only with weights_only=True), train.log, and TensorBoard scalars when
 tensorboard is installed. All but the appended train.log and TensorBoard's own event
 files are written atomically (files.py).
 """
