@@ -17,12 +17,13 @@ $(STAMP): pyproject.toml
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
 		echo "note: could not install dataset-fashion-mnist; training will try to download Fashion-MNIST"; fi
-	@# uv when it is on PATH (about 4× faster than pip: docs/results.md), else pip; uv follows pip's configured constraints.
+	@# uv when it is on PATH (faster than pip: docs/results.md), else pip; uv follows pip's configured constraints.
+	@# --compile-bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
 	@if command -v uv >/dev/null 2>&1; then \
 		echo "installing with uv"; \
 		uv venv --quiet --seed --allow-existing --python $(PYTHON) $(VENV) && \
 		UV_CONSTRAINT="$$($(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[a-z:.]*constraint='\(.*\)'$$/\1/p" | head -1)" \
-			VIRTUAL_ENV=$(VENV) uv pip install --quiet -e '.[test]'; \
+			VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -e '.[test]'; \
 	else \
 		$(PYTHON) -m venv $(VENV) && \
 		$(PY) -m pip install --quiet --upgrade pip && \
@@ -45,7 +46,7 @@ mutants: install
 # random erasing, EMA of the weights, weight decay 5e-4).
 demo: install
 	rm -rf runs/demo
-	$(MB) train --epochs 6 --resolution 32 --augment none --random-erasing 0 --ema 0 --out runs/demo
+	$(MB) train --width 0.5 --batch-size 512 --epochs 4 --resolution 32 --augment none --random-erasing 0 --ema 0 --out runs/demo
 	$(MB) evaluate --model runs/demo
 	$(MB) samples --out runs/demo/samples --count 4
 	$(MB) predict --model runs/demo --top-k 3 runs/demo/samples/*.png
