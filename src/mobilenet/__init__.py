@@ -9,7 +9,7 @@ _EXPORTS = {
     "TABLE1": "config", "MobileNetConfig": "config", "get_config": "config", "list_models": "config",
     "MobileNetV1": "model", "create_model": "model", "mobilenet_v1": "model",
     "cost_report": "cost", "layer_costs": "cost",
-    "TrainConfig": "training", "train": "training",
+    "TrainConfig": "train_config", "train": "training",
     "load_model": "run_folder", "evaluate": "evaluation", "predict": "evaluation", "Predictor": "predictor",
     "export": "exporter",
 }

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import COMPILE_MODES, EVAL_BATCH_SIZE, check_number
-from .augment import AUGMENTATIONS, FASHION_PRESET, PRESETS
+from .config import COMPILE_MODES, EVAL_BATCH_SIZE
+from .augment import FASHION_PRESET, PRESETS
 from .data import FASHION_MNIST, _mix, generator, open_source, random_erasing
 from .distributed import Dist, Signals, launch
-from .errors import BadArgument, Interrupted, MobileNetError, printable
+from .errors import Interrupted, MobileNetError, printable
 from .evaluation import torch_logits
 from .files import make_dir, open_append, remove_unfinished
 from .metrics import EvaluationStopped, Metrics, evaluate_batches
@@ -37,76 +37,16 @@ from .run_folder import (
     RUN_FILES, checkpoint_launch, default_out, load_checkpoint, lock, refuse_links, resume_hint, save_checkpoint,
     save_model, write_config, write_history,
 )
+from .train_config import LR, TrainConfig
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
 FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (docs/results.md)
 FOLDER_RESOLUTION = 224  # the paper's input size
-LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 WARMUP_EPOCHS = 1
 AUGMENT_GAP = 0.15  # training accuracy this far below validation (halfway) draws a warning
 SYNC_EVERY = 50  # training steps between reads of the device's sums (progress bar, non-finite loss)
 FASHION_ERASING = 0.5  # --random-erasing's default on Fashion-MNIST; folders: 0 (benchmarks/recipe.py)
 OLD_DEFAULTS = {"ema": None, "random_erasing": 0.0}  # what checkpoints without these keys ran with
-
-
-
-@dataclass
-class TrainConfig:
-    data: str = FASHION_MNIST  # 'fashion-mnist' or a folder, one sub-folder per class
-    epochs: int = 50  # the seed's budget
-    width_mult: float = 1.0  # α
-    resolution: int | None = None  # ρ; None: FASHION_RESOLUTION or FOLDER_RESOLUTION
-    batch_size: int = 64
-    lr: float | None = None  # None: LR[optimizer] × batch_size / 128
-    optimizer: str = "sgd"  # sgd (Nesterov momentum 0.9), rmsprop (the paper's), adamw
-    weight_decay: float = 5e-4  # not on depthwise filters, BN or biases (paper §3.2); benchmarks/recipe.py
-    init: str | None = None  # start from weights: timm:NAME, a timm checkpoint, or a model.safetensors
-    augment: str = "auto"  # a preset of augment.PRESETS (or flip); auto: Fashion-MNIST's recipe, or a folder's trial
-    dropout: float = 0.0
-    ema: float | None = 0.999  # decay of an EMA of the weights (BN buffers too); None or 0: no EMA
-    random_erasing: float | None = None  # chance to erase a rectangle of a training image; None: by data
-    label_smoothing: float = 0.0  # of the training loss (the test loss is plain cross-entropy)
-    activation: str = "relu"
-    seed: int = 0
-    out: str | None = None  # None: runs/<dataset>-<timestamp>
-    limit: int | None = None  # train on only this many images
-    test_split: float = 0.2  # held out of a folder without train/ and val/ (or test/) as its test split
-    val_split: float | None = None  # held out of the training images to choose the best epoch on; None: none
-    patience: int | None = None  # with val_split: stop after this many epochs without a better val accuracy
-    strict: bool = False  # a file that does not decode stops the run
-    workers: int | None = None  # DataLoader workers for folders (None: up to 4)
-    device: str = "auto"  # auto, cpu, cuda
-    compile: str = "off"  # off; on: torch.compile; graphs: torch.compile with CUDA graphs (mode reduce-overhead)
-
-    def validate(self) -> None:
-        # None: off, or the default for the data
-        optional = ("limit", "lr", "workers", "resolution", "ema", "val_split", "patience", "random_erasing")
-        for name in ("epochs", "batch_size", "seed", "weight_decay", "dropout", "test_split", "width", "random_erasing",
-                     "label_smoothing", *optional):
-            value = getattr(self, "width_mult" if name == "width" else name)
-            if not (value is None and name in optional):
-                try:
-                    check_number(name, value, "--" + name.replace("_", "-"), exact=True)
-                except ValueError as e:
-                    raise BadArgument(str(e)) from None
-        if self.patience and not self.val_split:
-            raise BadArgument("--patience needs --val-split: early stopping looks at the validation images only")
-        if self.optimizer not in LR:
-            raise BadArgument(f"--optimizer must be one of {', '.join(LR)}, got {self.optimizer!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise BadArgument(f"--augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.data == FASHION_MNIST and self.augment.startswith("crop"):
-            raise BadArgument(f"--augment {self.augment} is for image folders; Fashion-MNIST takes none, shift, "
-                              "flip or flip-shift (auto: its recipe, flip-shift)")
-        if self.compile not in COMPILE_MODES:
-            raise BadArgument(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise BadArgument(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise MobileNetError("--device cuda: no CUDA device is available here; use --device cpu")
-        if self.data != FASHION_MNIST and not Path(self.data).is_dir():
-            raise BadArgument(f"--data {self.data}: no such folder; give a folder with one sub-folder per class, "
-                                 "or 'fashion-mnist'")
 
 
 class TrainingStopped(MobileNetError):
