@@ -75,6 +75,40 @@ def test_every_option_says_its_default(command, capsys):
         assert "default" in text, f"mobilenet {command} {option}: {text}"
 
 
+def test_train_options_are_the_train_config_fields():
+    """Each TrainConfig field but activation is a train option: its flag, its choices (the
+    values validate() allows), its limits (config.LIMITS) and, parsed from `train` alone, its
+    default. The one exception is --epochs: omitted, it is None, which --resume reads as the
+    run's own and a new run turns into the field's default."""
+    from dataclasses import fields
+
+    from mobilenet.augment import AUGMENTATIONS
+    from mobilenet.cli import _train_config, build_parser, subcommand_options
+    from mobilenet.config import COMPILE_MODES, LIMITS
+    from mobilenet.train_config import LR, TrainConfig
+
+    options = {o["option"]: o for o in subcommand_options()["train"]}
+    flags = {f.name: f.metadata.get("flag") for f in fields(TrainConfig)}
+    assert {name for name, flag in flags.items() if not flag} == {"activation"}  # --init's weights may set it
+    assert set(options) == {*filter(None, flags.values()), "--resume"}
+    parser, plain = build_parser(), build_parser().parse_args(["train"])
+    for f in fields(TrainConfig):
+        if flags[f.name]:
+            assert getattr(plain, f.name) == (None if f.name == "epochs" else f.default), f.name
+            assert options[flags[f.name]]["choices"] == list(f.metadata["choices"] or ()), f.name
+    allowed = {"--optimizer": list(LR), "--augment": list(AUGMENTATIONS), "--device": ["auto", "cpu", "cuda"],
+               "--compile": list(COMPILE_MODES)}
+    assert {flag: o["choices"] for flag, o in options.items() if o["choices"]} == allowed
+    for f in fields(TrainConfig):
+        if f.metadata.get("limit"):
+            high, kind = LIMITS[f.metadata["limit"]][1:]
+            assert getattr(parser.parse_args(["train", flags[f.name], str(high)]), f.name) == high
+            with pytest.raises(SystemExit):
+                parser.parse_args(["train", flags[f.name], str(kind(2 * high))])
+    assert _train_config(plain) == TrainConfig()
+    assert _train_config(parser.parse_args(["train", "--resume", "--out", "run"])).epochs is None
+
+
 def test_json_models_evaluate_export(small_run, tmp_path, capsys):
     out, _ = small_run
     assert main(["models", "--json"]) == 0

@@ -8,11 +8,12 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import Field
 
 from . import __version__, progress
 from . import config as M
-from .augment import AUGMENTATIONS
 from .errors import BadArgument, MobileNetError, printable
+from .train_config import TrainConfig, cli_fields
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,19 +78,21 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from .training import TrainConfig, train
+    from .training import train
 
     if args.resume and not args.out:
         raise BadArgument("--resume needs --out DIR, the folder of the run to continue")
-    cfg = TrainConfig(
-        data=args.data, epochs=args.epochs if args.resume else (args.epochs or 50), width_mult=args.width,
-        resolution=args.resolution, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        weight_decay=args.weight_decay, init=args.init, augment=args.augment, dropout=args.dropout, seed=args.seed, out=args.out,
-        ema=args.ema, random_erasing=args.random_erasing, label_smoothing=args.label_smoothing,
-        limit=args.limit, test_split=args.test_split, val_split=args.val_split, patience=args.patience,
-        strict=args.strict, workers=args.workers, device=args.device, compile=args.compile)
-    train(cfg, resume=args.resume, progress=sys.stderr.isatty())
+    train(_train_config(args), resume=args.resume, progress=sys.stderr.isatty())
     return 0
+
+
+def _train_config(args) -> TrainConfig:
+    """train's arguments as a TrainConfig, field by field. An omitted --epochs parses as None:
+    on --resume, None keeps the run's own (training._settings); a new run takes the field's default."""
+    given = {f.name: getattr(args, f.name) for f in cli_fields()}
+    if given["epochs"] is None and not args.resume:
+        del given["epochs"]
+    return TrainConfig(**given)
 
 
 def _cmd_evaluate(args) -> int:
@@ -218,9 +221,21 @@ def _json(p, what: str = "print one JSON object") -> None:
     p.add_argument("--json", action="store_true", help=f"{what} (default off: text)")
 
 
-def _workers(p) -> None:
-    p.add_argument("--workers", type=_number("workers"),
-                   help="DataLoader workers for image folders (default: up to 4, one per core)")
+def _option(p, f: Field) -> None:
+    """A TrainConfig field as an option: its flag, help, type, choices and default are the field's."""
+    m = f.metadata
+    if f.default is False:
+        p.add_argument(m["flag"], dest=f.name, action="store_true", help=m["help"])
+        return
+    kind = _data if m["folder"] else _number(m["flag"][2:]) if m["limit"] else None
+    # named after the flag, as argparse would without dest (the field's name: WIDTH_MULT for --width)
+    metavar = m["metavar"] or (None if m["choices"] else m["flag"][2:].replace("-", "_").upper())
+    p.add_argument(m["flag"], dest=f.name, type=kind, choices=m["choices"], metavar=metavar, default=f.default,
+                   help=m["help"])
+
+
+def _workers(p) -> None:  # evaluate's --workers is train's
+    _option(p, next(f for f in cli_fields() if f.name == "workers"))
 
 
 def _runtime(p) -> None:
@@ -244,57 +259,11 @@ def _add_cost(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train on Fashion-MNIST (default) or a folder of images")
-    p.add_argument("--data", type=_data, default="fashion-mnist",
-                   help="'fashion-mnist' (default) or a folder, one sub-folder per class")
-    p.add_argument("--epochs", type=_number("epochs"), help="default 50, the seed's budget")
-    p.add_argument("--width", type=WIDTH, default=1.0, help="width multiplier α (default 1.0)")
-    p.add_argument("--resolution", type=RESOLUTION, help="input size ρ (default 64 for Fashion-MNIST, 224 for folders)")
-    p.add_argument("--batch-size", type=_number("batch-size"), default=64,
-                   help="images per step, per process (default 64)")
-    p.add_argument("--lr", type=_number("lr"), help="peak learning rate (default: by optimizer, "
-                   "scaled with the batch size)")
-    p.add_argument("--optimizer", choices=["sgd", "rmsprop", "adamw"], default="sgd",
-                   help="sgd (default; Nesterov momentum 0.9), rmsprop as the paper, or adamw")
-    p.add_argument("--weight-decay", type=_number("weight-decay"), default=5e-4,
-                   help="L2 on conv and FC weights, not on depthwise filters or BN (default 5e-4)")
-    p.add_argument("--init", help="start from weights: timm:mobilenetv1_100.ra4_e3600_r224_in1k (internet), "
-                   "a timm checkpoint file, or a model.safetensors of ours (default none: from scratch)")
-    p.add_argument("--augment", choices=AUGMENTATIONS, default="auto",
-                   help="training augmentation: none, shift, flip-shift, crop, crop-flip (docs/training.md has which "
-                        "for what), or auto (default): Fashion-MNIST's recipe (flip-shift), or for a folder a short trial on "
-                        "held-out training images; random erasing is --random-erasing")
-    p.add_argument("--dropout", type=_number("dropout"), default=0.0,
-                   help="dropout before the FC layer (default 0, as the paper)")
-    p.add_argument("--ema", type=_number("ema"), default=0.999, metavar="DECAY",
-                   help="decay of an exponential moving average of the weights (BN statistics too); it is "
-                   "evaluated beside the weights and saved (default 0.999; 0 turns it off)")
-    p.add_argument("--random-erasing", type=_number("random-erasing"), metavar="P",
-                   help="erase a random rectangle (2-33%% of the image) with noise, with probability P "
-                   "(default 0.5 on Fashion-MNIST, 0 on folders)")
-    p.add_argument("--label-smoothing", type=_number("label-smoothing"), default=0.0,
-                   help="label smoothing of the training loss (default 0)")
-    p.add_argument("--seed", type=_number("seed"), default=0,
-                   help="seeds the weights, the shuffle and the augmentation (default 0)")
-    p.add_argument("--out", help="run folder (default runs/<dataset>-<timestamp>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out (default off: a new run)")
-    p.add_argument("--limit", type=_number("limit"),
-                   help="train on only N images (default: all)")
-    p.add_argument("--test-split", type=_number("test-split"), default=0.2,
-                   help="fraction held out as the test split of a folder without train/ and val/ (default 0.2)")
-    p.add_argument("--val-split", type=_number("val-split"), metavar="F",
-                   help="hold out F of the training images (seeded, stratified) and keep the epoch that does best "
-                   "on them (default off: keep the last epoch; the test split never chooses)")
-    p.add_argument("--patience", type=_number("patience"), metavar="N",
-                   help="with --val-split: stop after N epochs without a better validation accuracy (default off)")
-    p.add_argument("--strict", action="store_true",
-                   help="stop at a file that does not decode (default off: skip it and count it)")
-    _workers(p)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto (default) takes a GPU when there is one")
-    p.add_argument("--compile", choices=list(M.COMPILE_MODES), default="off",
-                   help="torch.compile the training and evaluation steps: on, or graphs (with CUDA graphs, "
-                        "mode reduce-overhead); the first epoch waits for the compiler (default off)")
-    p.set_defaults(func=_cmd_train)
+    for f in cli_fields():
+        _option(p, f)
+        if f.name == "out":  # beside the folder it continues; --resume is train()'s argument, not a field
+            p.add_argument("--resume", action="store_true", help="continue the run in --out (default off: a new run)")
+    p.set_defaults(func=_cmd_train, epochs=None)  # None: the default depends on --resume (_train_config)
 
 
 def _add_evaluate(sub) -> None:
