@@ -18,14 +18,19 @@ from PIL import Image
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import forked  # noqa: E402  (imports torch: after the thread count is set)
+
 # A network small enough to train in seconds on 2 cores.
 TINY = ["--width", "0.25", "--resolution", "32", "--batch-size", "32"]
 
 
-def cli(*args, env=None, **kw):
-    """The real `mobilenet` command in a child process."""
+def cli(*args, env=None, timeout=None, **kw):
+    """The real `mobilenet` command in a child process: forked from a server that imported
+    torch once (forked.py), or, with Popen's keywords (preexec_fn), a new interpreter."""
+    if not kw:
+        return forked.run(args, env=env, timeout=timeout)
     return subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, **kw)
+                          env={**os.environ, **(env or {})}, timeout=timeout, **kw)
 
 
 def history(run: Path, timing=False) -> list[dict]:

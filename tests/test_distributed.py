@@ -115,7 +115,7 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes(data, tmp_path):
     """torchrun --max-restarts: a worker killed mid-run brings the group down, torchrun
     starts it again, and the new group resumes from the last checkpoint."""
     out = tmp_path / "run"
-    cmd, env = torchrun("train", *TINY, "--epochs", "5", "--batch-size", "8", "--out", str(out), env=data, restarts=2)
+    cmd, env = torchrun("train", *TINY, "--epochs", "3", "--batch-size", "8", "--out", str(out), env=data, restarts=2)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: (out / "checkpoint.pt").exists(), proc)
@@ -128,4 +128,4 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes(data, tmp_path):
         proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
     assert "resuming" in stdout
-    assert [int(r["epoch"]) for r in rows(out)] == [1, 2, 3, 4, 5]
+    assert [int(r["epoch"]) for r in rows(out)] == [1, 2, 3]

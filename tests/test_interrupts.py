@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from mobilenet.run_folder import HISTORY_FIELDS, RUN_FILES
 
+import forked
 from conftest import HANG, TINY, history, make_fashion_like, make_image_folder, wait_for
 
 pytestmark = pytest.mark.fault  # counted in the README's fault-case total
@@ -100,8 +101,7 @@ def setup(tmp_path_factory):
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "MOBILENET_FASHION_MNIST": str(make_fashion_like(root / "f", n_train=640, n_test=600))}
     reference = root / "reference"
-    r = subprocess.run([sys.executable, "-m", "mobilenet", "train", *TINY, *EPOCHS, "--out", str(reference)],
-                       env=env, capture_output=True, text=True)
+    r = forked.run(["train", *TINY, *EPOCHS, "--out", str(reference)], env=env)
     assert r.returncode == 0, r.stderr
     return root, env, reference
 
@@ -166,7 +166,7 @@ def assert_whole(out: Path) -> None:
 
 def finish_and_compare(out: Path, env: dict, reference: Path) -> None:
     """Resume the run to its end with the plain CLI; it must equal the uninterrupted one."""
-    r = subprocess.run([sys.executable, "-m", "mobilenet", *_args(out)], env=env, capture_output=True, text=True)
+    r = forked.run(_args(out), env=env)
     assert r.returncode == 0, r.stderr
     assert_whole(out)
     assert_same_run(out, reference)
@@ -199,8 +199,7 @@ def test_kill_9_inside_steps_evaluation_and_every_file_write(setup):
     root, env, reference = setup
     out = root / "chain"
     for kind, target, k in CHAIN:
-        r = subprocess.run([sys.executable, "-c", FAULT, kind, target, str(k), *_args(out)], env=env,
-                           capture_output=True, text=True)
+        r = forked.run([kind, target, str(k), *_args(out)], env=env, code=FAULT)
         assert r.returncode == -signal.SIGKILL, (kind, target, k, r.returncode, r.stderr)  # the fault was reached
         assert_whole(out)
     finish_and_compare(out, env, reference)
@@ -242,8 +241,7 @@ def finish_traced(out: Path, env: dict, reference: Path) -> None:
     """finish_and_compare, counting the steps: the run starts at its checkpoint's epoch and
     step, says so first, and trains only what is left."""
     expected, where = _left(*_saved_at(out)), _resume_line(out)
-    r = subprocess.run([sys.executable, "-c", FAULT, "trace", "-", "0", *_args(out)], env=env, capture_output=True,
-                       text=True)
+    r = forked.run(["trace", "-", "0", *_args(out)], env=env, code=FAULT)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert _first_line(lines) == where, lines[:3]
@@ -258,15 +256,14 @@ def test_a_resumed_run_starts_at_its_checkpoint_and_trains_only_what_is_left(set
     resumed run starts at step 6 and takes 15 + 20 steps. Both end equal to the reference."""
     root, env, reference = setup
     out = root / "after_epoch_1"
-    r = subprocess.run([sys.executable, "-c", FAULT, "write", "checkpoint.pt", "2", *_args(out)], env=env,
-                       capture_output=True, text=True)  # killed while epoch 2's checkpoint is written
+    # killed while epoch 2's checkpoint is written
+    r = forked.run(["write", "checkpoint.pt", "2", *_args(out)], env=env, code=FAULT)
     assert r.returncode == -signal.SIGKILL, r.stderr
     assert _saved_at(out) == (1, 0)
     finish_traced(out, env, reference)
 
     out = root / "in_epoch_2"
-    r = subprocess.run([sys.executable, "-c", FAULT, "sigstep", "-", str(STEPS + 5), *_args(out)], env=env,
-                       capture_output=True, text=True)
+    r = forked.run(["sigstep", "-", str(STEPS + 5), *_args(out)], env=env, code=FAULT)
     assert r.returncode == 130 and "stopped by SIGTERM at epoch 2, step 5; saved" in r.stderr, r.stderr
     assert _saved_at(out) == (1, 5)
     finish_traced(out, env, reference)
@@ -313,8 +310,7 @@ def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     root, env, reference = setup
     out = root / "signals"
     # SIGTERM while epoch 1's files are written: the run stops once they are, exits 130
-    r = subprocess.run([sys.executable, "-c", FAULT, "sigwrite", "history.csv", "1", *_args(out)], env=env,
-                       capture_output=True, text=True)
+    r = forked.run(["sigwrite", "history.csv", "1", *_args(out)], env=env, code=FAULT)
     assert r.returncode == 130 and "stopped by SIGTERM after epoch 1; saved" in r.stderr, r.stderr
     assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
     assert_whole(out)
@@ -344,14 +340,35 @@ def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     assert_whole(out)
 
     # SIGTERM during evaluation: it stops before the next test batch and saves the trained epoch
-    r = subprocess.run([sys.executable, "-c", FAULT, "evalsig", "-", "2", *_args(out)], env=env,
-                       capture_output=True, text=True)
+    r = forked.run(["evalsig", "-", "2", *_args(out)], env=env, code=FAULT)
     assert r.returncode == 130 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert f"stopped by SIGTERM while evaluating epoch {state['epoch'] + 1}; saved" in r.stderr, r.stderr
     assert state["step"] == 20  # all of the epoch's training steps
     assert_whole(out)
 
+    finish_and_compare(out, env, reference)
+
+
+def test_kill_9_once_an_epoch_is_saved_then_one_ctrl_c_then_resume(setup):
+    """The plain CLI, signalled from outside: kill -9 once the first epoch is saved loses at
+    most the epoch in progress; one Ctrl-C mid-run saves after the current step; the resumed
+    run equals the uninterrupted one."""
+    root, env, reference = setup
+    out = root / "killed"
+    proc = _popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL)
+    wait_for(lambda: (out / "checkpoint.pt").exists(), proc)
+    proc.kill()
+    proc.communicate()
+    assert len(history(out)) < 3
+    proc = _popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)
+    wait_for(lambda: len(history(out)) >= 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=HANG)
+    if proc.returncode != 0:  # (the run may have finished before the signal landed)
+        assert proc.returncode == 130 and "saved" in err and "Traceback" not in err, err
     finish_and_compare(out, env, reference)
 
 
@@ -395,14 +412,13 @@ def test_resume_is_exact_with_every_regularizer_on(setup, tmp_path):
         return ["train", *TINY, *EPOCHS, *options, "--out", str(out), *again]
 
     reference = tmp_path / "reference"
-    r = subprocess.run([sys.executable, "-m", "mobilenet", *command(reference)], env=env, capture_output=True, text=True)
+    r = forked.run(command(reference), env=env)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "killed"
     for k in (7, 21):  # step 7 of epoch 1; then, resumed there, step 12 of epoch 2 (16 steps per epoch)
-        r = subprocess.run([sys.executable, "-c", FAULT, "step", "-", str(k), *command(out)], env=env,
-                           capture_output=True, text=True)
+        r = forked.run(["step", "-", str(k), *command(out)], env=env, code=FAULT)
         assert r.returncode == -signal.SIGKILL, r.stderr
-    r = subprocess.run([sys.executable, "-m", "mobilenet", *command(out)], env=env, capture_output=True, text=True)
+    r = forked.run(command(out), env=env)
     assert r.returncode == 0, r.stderr
     assert_same_run(out, reference)
     final, ref = (torch.load(p / "checkpoint.pt", weights_only=True)["ema"] for p in (out, reference))
