@@ -1,21 +1,21 @@
 """The demo's recipe: the fastest short run that still reaches 90%, chosen on validation.
 
     .venv/bin/python benchmarks/demo_recipe.py [--candidates today,a0.5-b256-e4,...] [--out runs/demo-recipe]
-        [--fresh]
+        [--fresh] [--seeds 3]
 
 Each candidate is a `mobilenet train` run on Fashion-MNIST at 32×32 without augmentation,
 with a seeded, stratified 10% of the training images held out for validation. The
 reference, `today`, is the demo's recipe before this script: α = 1, batch 64, 6 epochs.
 Candidates are judged on validation accuracy and on their training time against the
-reference's, measured in the same run of this script; the test figures are reported, never
-used to choose. Finished runs are read back, not retrained, unless --fresh. Prints a
-Markdown table, also written to --out/results.md.
+reference's, measured in the same run of this script. A candidate at 90% on validation is
+trained again at more seeds (--seeds in all) and must hold 90% at each. The test figures are
+reported, never used to choose. Finished runs are read back, not retrained, unless --fresh.
+Prints a Markdown table, also written to --out/results.md.
 """
 
 import argparse
 import csv
 import shutil
-import time
 from pathlib import Path
 
 import torch
@@ -23,7 +23,7 @@ import torch
 from mobilenet.benchmark import cpu_features, cpu_name
 from mobilenet.training import TrainConfig, train
 
-GOAL_ACC = 0.90  # the demo must still end at 90% or more
+GOAL_ACC = 0.90  # the demo must still end at 90% or more: on validation, at every seed
 GOAL_TIME = 0.25  # of the reference's training time
 COMMON = {"resolution": 32, "augment": "none", "random_erasing": 0.0, "ema": 0.0, "val_split": 0.1}
 CANDIDATES = {  # name: the options that differ from `mobilenet train`'s defaults, besides COMMON
@@ -34,24 +34,37 @@ CANDIDATES = {  # name: the options that differ from `mobilenet train`'s default
     "a0.75-b256-e3": {"width_mult": 0.75, "batch_size": 256, "epochs": 3},
     "a1-b256-e2": {"width_mult": 1.0, "batch_size": 256, "epochs": 2},
     "a0.5-b256-e6-half": {"width_mult": 0.5, "batch_size": 256, "epochs": 6, "limit": 30000},
+    "a0.5-b256-e2": {"width_mult": 0.5, "batch_size": 256, "epochs": 2},
+    "a0.5-b512-e4": {"width_mult": 0.5, "batch_size": 512, "epochs": 4},
+    "a0.25-b256-e4": {"width_mult": 0.25, "batch_size": 256, "epochs": 4},
+    "a0.5-b256-e4-part": {"width_mult": 0.5, "batch_size": 256, "epochs": 4, "limit": 36000},
+    "a0.5-b512-e5": {"width_mult": 0.5, "batch_size": 512, "epochs": 5},
+    "a0.5-b256-e5": {"width_mult": 0.5, "batch_size": 256, "epochs": 5},
+    "a0.75-b512-e3": {"width_mult": 0.75, "batch_size": 512, "epochs": 3},
+    "a0.5-b512-e5-ls": {"width_mult": 0.5, "batch_size": 512, "epochs": 5, "label_smoothing": 0.1},
 }
 
 
-def run_candidate(name: str, out: Path, fresh: bool) -> dict:
-    folder = out / name
+def run_candidate(name: str, out: Path, fresh: bool, seed: int = 0) -> dict:
+    folder = out / (name if seed == 0 else f"{name}-seed{seed}")
     if fresh:
         shutil.rmtree(folder, ignore_errors=True)
     options = CANDIDATES[name]
-    wall = None
     if len(_rows(folder)) < options["epochs"]:
         shutil.rmtree(folder, ignore_errors=True)  # a half-done run's time would not be one run's
-        began = time.perf_counter()
-        train(TrainConfig(out=str(folder), **COMMON, **options), log=lambda line: print(f"[{name}] {line}", flush=True))
-        wall = time.perf_counter() - began
+        train(TrainConfig(out=str(folder), seed=seed, **COMMON, **options),
+              log=lambda line: print(f"[{folder.name}] {line}", flush=True))
     last = _rows(folder)[-1]
     return {"name": name, "options": options, "val_acc": float(last["val_acc"]), "test_acc": float(last["test_acc"]),
-            "test_loss": float(last["test_loss"]), "seconds": sum(float(r["seconds"]) for r in _rows(folder)),
-            "wall": wall}
+            "test_loss": float(last["test_loss"]), "seconds": sum(float(r["seconds"]) for r in _rows(folder))}
+
+
+def add_seeds(results: list[dict], out: Path, fresh: bool, seeds: int) -> None:
+    """Seeds 1.. of each candidate at 90% on validation: a demo that trains on all images, in
+    another order, is one more draw, so a recipe must hold at every seed, not at one."""
+    for r in results:
+        if r["name"] != "today" and r["val_acc"] >= GOAL_ACC:
+            r["seed_vals"] = [run_candidate(r["name"], out, fresh, seed)["val_acc"] for seed in range(1, seeds)]
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -64,16 +77,18 @@ def _rows(folder: Path) -> list[dict]:
 
 def table(results: list[dict]) -> str:
     reference = next(r for r in results if r["name"] == "today")["seconds"]
-    lines = ["| candidate | options | val acc (chooses) | training time | of `today`'s | test acc | test loss |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| candidate | options | val acc (chooses) | val acc, other seeds | training time | of `today`'s | "
+             "test acc | test loss |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         options = " ".join(f"{k}={v}" for k, v in r["options"].items())
-        lines.append(f"| {r['name']} | {options} | {100 * r['val_acc']:.2f}% | {r['seconds']:.0f} s | "
+        seeds = ", ".join(f"{100 * v:.2f}%" for v in r.get("seed_vals", [])) or "-"
+        lines.append(f"| {r['name']} | {options} | {100 * r['val_acc']:.2f}% | {seeds} | {r['seconds']:.0f} s | "
                      f"{r['seconds'] / reference:.2f} | {100 * r['test_acc']:.2f}% | {r['test_loss']:.4f} |")
-    fit = [r for r in results if r["val_acc"] >= GOAL_ACC and r["seconds"] <= GOAL_TIME * reference]
-    keep = [r for r in results if r["val_acc"] >= GOAL_ACC]
+    keep = [r for r in results if min([r["val_acc"], *r.get("seed_vals", [])]) >= GOAL_ACC]
+    fit = [r for r in keep if r["seconds"] <= GOAL_TIME * reference]
     pick = min(fit or keep, key=lambda r: r["seconds"])
-    lines.append(f"\nchosen on validation: {pick['name']} ({100 * pick['val_acc']:.2f}% val, "
+    worst = min([pick["val_acc"], *pick.get("seed_vals", [])])
+    lines.append(f"\nchosen on validation: {pick['name']} (at least {100 * worst:.2f}% val at every seed, "
                  f"{pick['seconds'] / reference:.2f} of today's time"
                  + ("" if fit else f"; no candidate keeps {GOAL_ACC:.0%} within {GOAL_TIME} of the time") + ")")
     return "\n".join(lines)
@@ -84,11 +99,13 @@ def main() -> None:
     p.add_argument("--candidates", default=",".join(CANDIDATES))
     p.add_argument("--out", default="runs/demo-recipe")
     p.add_argument("--fresh", action="store_true", help="retrain finished candidates too")
+    p.add_argument("--seeds", type=int, default=3, help="seeds of each candidate at 90%% on validation")
     args = p.parse_args()
     names = [n for n in args.candidates.split(",") if n != "today"] + ["today"]  # the reference, always
     print(f"# {cpu_name()} ({' '.join(cpu_features())}), {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}", flush=True)
     results = [run_candidate(name, Path(args.out), args.fresh) for name in names]
+    add_seeds(results, Path(args.out), args.fresh, args.seeds)  # after `today`: their times are not compared
     text = table(results)
     print(text)
     (Path(args.out) / "results.md").write_text(text + "\n")
