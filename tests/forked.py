@@ -2,7 +2,7 @@
 imports: children fork from a server (multiprocessing's forkserver) that imported torch and
 the package once, before it ran anything. A child starts with the server's modules and
 nothing of the tests' state, takes its own environment, signals and exit status, and is
-killed like any process; it saves the 4 to 5 s that importing torch, torch._dynamo and
+killed like any process; it saves the 4 s or so that importing torch, torch._dynamo and
 matplotlib costs each `python -m mobilenet`. Tests that check the start of a real
 interpreter (imports, --help, torchrun) still start one."""
 
