@@ -28,7 +28,7 @@ from PIL import Image
 
 from mobilenet.augment import PRESETS
 from mobilenet.data import load_fashion_mnist
-from mobilenet.images import stratified_split
+from mobilenet.seeds import stratified_split
 from mobilenet.training import TrainConfig, train
 
 
@@ -40,7 +40,7 @@ def _write(root: Path, images, labels, names) -> None:
 
 
 def _split_folders(root: Path, images, labels, names, seed=0) -> Path:
-    train, test = stratified_split(list(zip(range(len(labels)), labels.tolist())), 0.2, seed)
+    train, test = stratified_split(list(zip(range(len(labels)), labels.tolist())), 0.2, seed, "test")
     for part, chosen in (("train", train), ("test", test)):
         idx = [i for i, _ in chosen]
         _write(root / part, images[idx], labels[idx], names)

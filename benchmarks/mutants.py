@@ -104,7 +104,7 @@ MUTANTS = [
            "    torch.manual_seed(cfg.seed)\n    model = MobileNetV1", "    torch.seed()\n    model = MobileNetV1",
            ["tests/test_faults.py::test_same_seed_same_run_other_seed_other_run[fashion-mnist]"]),
     Mutant("folder augmentation seeded by the worker", "docs/guarantees.md Determinism", "src/mobilenet/data.py",
-           "torch.manual_seed(_mix(self.seed, ", "torch.manual_seed(os.getpid() + _mix(self.seed, ",
+           "torch.manual_seed(mix(self.seed, ", "torch.manual_seed(os.getpid() + mix(self.seed, ",
            ["tests/test_faults.py::test_same_seed_same_run_other_seed_other_run[folder]"]),
     Mutant("checkpoint unpickled", "docs/guarantees.md Safe loading", "src/mobilenet/run_folder.py",
            'state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle',

@@ -146,3 +146,20 @@ def test_validation_split_is_seeded_stratified_and_apart_from_training(fake_fash
     val = {p for p, _ in folder.val_set.samples}
     assert val and not val & {p for p, _ in folder.train_set.samples}
     assert sum(len(b.labels) + len(b.bad_files) for b in folder.val_batches(4)) == folder.num_val
+
+
+def test_the_salts_mix_and_the_splits_never_change():
+    """A model folder's test split is found again from the seed it records, and a seed
+    repeats a past run: the salts, mix and each split's choice are pinned to the values
+    earlier runs were made with."""
+    from mobilenet import seeds
+
+    assert [seeds.DROPOUT, seeds.ERASING, seeds.LIMIT, seeds.VAL_SPLIT, seeds.TRIAL_MODEL, seeds.TRIAL_SPLIT,
+            seeds.TRIAL_ORDER, seeds.TRIAL_SUBSET] == [1, 2, 7, 11, 13, 17, 19, 23]
+    assert seeds.mix(0, 11) == 1903065514990152982 and seeds.mix(5, 1, 2, 1) == 1870278871894534704
+    samples = [(i, i % 3) for i in range(30)]
+    held = {part: [i for i, _ in seeds.stratified_split(samples, 0.2, 5, part)[1]] for part in seeds.SPLITS}
+    assert held == {"test": [21, 18, 19, 22, 8, 14], "val": [9, 0, 7, 19, 20, 14], "trial": [3, 6, 28, 10, 26, 23],
+                    "trial subset": [3, 18, 25, 16, 26, 5]}
+    with pytest.raises(MobileNetError, match="--val-split must be between 0 and 1"):
+        seeds.stratified_split(samples, 1.0, 5, "val")

@@ -11,9 +11,9 @@ import numpy as np
 import mobilenet
 
 # Bottom to top: a module may import only those before it.
-LAYERS = ["errors", "config", "augment", "train_config", "progress", "files", "plots", "images", "metrics", "pte",
-          "runtime", "cost", "model", "data", "run_folder", "predictor", "distributed", "evaluation", "trial", "weights",
-          "training", "exporter", "benchmark", "cli"]
+LAYERS = ["errors", "seeds", "config", "augment", "train_config", "progress", "files", "plots", "images", "metrics",
+          "pte", "runtime", "cost", "model", "data", "run_folder", "predictor", "distributed", "evaluation", "trial",
+          "weights", "training", "exporter", "benchmark", "cli"]
 PACKAGE = Path(mobilenet.__file__).parent
 
 

@@ -3,7 +3,7 @@ any folder of images (torchvision ImageFolder convention, read by a DataLoader).
 
 Both give the training loop the same thing: batches of normalised float images at the
 model's input size, and a list of files that did not decode. Randomness is a function of
-(seed, epoch, step or image index) only, so an interrupted run resumes exactly.
+(seed, epoch, step or image index) only (seeds.py), so an interrupted run resumes exactly.
 """
 
 from __future__ import annotations
@@ -27,19 +27,11 @@ from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
 from .images import (
     IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, fashion_files, fashion_mnist_dir, folder_splits, load_image, read_idx,
-    stratified_split,
 )
+from .seeds import LIMIT, TRIAL_ORDER, generator, mix, stratified_split
 
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
 PREFETCH = 4  # batches each DataLoader worker prepares ahead (benchmarks/train_throughput.py --folder)
-
-
-def _mix(*numbers: int) -> int:
-    """A 63-bit seed from several integers (stable across runs and processes)."""
-    h = 1469598103934665603
-    for n in numbers:
-        h = ((h ^ (n & 0xFFFFFFFFFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h & 0x7FFFFFFFFFFFFFFF
 
 
 # --- Fashion-MNIST ------------------------------------------------------------------
@@ -66,12 +58,6 @@ class Batch:
 
     def __iter__(self):  # images, labels, bad_files: what metrics.evaluate_batches reads
         return iter((self.images, self.labels, self.bad_files))
-
-
-def generator(device: torch.device, *numbers: int) -> torch.Generator:
-    """A generator on `device` seeded by _mix(*numbers): batches held on a GPU are
-    augmented there, from the same (seed, epoch, step) as on the CPU."""
-    return torch.Generator(device=device).manual_seed(_mix(*numbers))
 
 
 def normalize_resize(x: torch.Tensor, mean, std, resolution: int) -> torch.Tensor:
@@ -203,7 +189,7 @@ class TensorSource:
 
 def _subset(n: int, limit: int, seed: int) -> torch.Tensor:
     """--limit: a seeded choice of `limit` of the n training images."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, 7)))[:limit]
+    return torch.randperm(n, generator=generator("cpu", seed, LIMIT))[:limit]
 
 
 def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
@@ -211,9 +197,9 @@ def _epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.
     (seed, epoch). Several (torchrun): torch's DistributedSampler with set_epoch, each rank
     an equal, disjoint share (the remainder is dropped, so no image is seen twice)."""
     if world == 1:
-        return torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+        return torch.randperm(n, generator=generator("cpu", seed, epoch))
     sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=_mix(seed) % 2**31, drop_last=True)
+                                                  seed=mix(seed) % 2**31, drop_last=True)
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
 
@@ -254,7 +240,7 @@ def _validation(samples: list, fraction: float | None, seed: int) -> tuple[list,
     samples held out; all of them kept when fraction is None."""
     if not fraction:
         return samples, []
-    return stratified_split(samples, fraction, _mix(seed, 11), option="--val-split")
+    return stratified_split(samples, fraction, seed, "val")
 
 
 # --- any folder of images -----------------------------------------------------------
@@ -277,7 +263,7 @@ class _ImageFiles(torch.utils.data.Dataset):
             image = load_image(path, self.channels)
         except MobileNetError as e:
             return None, label, str(e)
-        torch.manual_seed(_mix(self.seed, epoch, i))
+        torch.manual_seed(mix(self.seed, epoch, i))
         return self.transform(image), label, None
 
 
@@ -404,7 +390,8 @@ class FolderSource:
         (seed, epoch, index): --augment auto's trial. A loader of its own, not kept."""
         dataset = _ImageFiles(samples, folder_transforms(self.resolution, self.mean, self.std, preset),
                               self.in_channels, self.seed)
-        order = _epoch_order(len(samples), _mix(self.seed, 19), epoch, 0, 1) if shuffle else torch.arange(len(samples))
+        order = (_epoch_order(len(samples), mix(self.seed, TRIAL_ORDER), epoch, 0, 1) if shuffle
+                 else torch.arange(len(samples)))
         loader = _loader(dataset, batch_size, self.workers if workers is None else workers, kept=False)
         yield from _start_workers(_set_pass(loader, epoch, order))
 

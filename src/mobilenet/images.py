@@ -19,6 +19,7 @@ import numpy as np
 from .config import MAX_RESOLUTION, MIN_RESOLUTION
 from .errors import MobileNetError, has_control, printable
 from .progress import bar
+from .seeds import stratified_split
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -203,23 +204,6 @@ def regular_inside(path: str, inside: str) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def stratified_split(samples, fraction: float, seed: int, option: str = "--test-split"):
-    """Hold out round(n × fraction) images of each class (at least one, never all),
-    chosen by a numpy RNG seeded with (seed, class), so every path finds the same split."""
-    if not 0 < fraction < 1:
-        raise MobileNetError(f"{option} must be between 0 and 1, got {fraction}")
-    by_class: dict[int, list] = {}
-    for s in samples:
-        by_class.setdefault(s[1], []).append(s)
-    train, test = [], []
-    for label, items in sorted(by_class.items()):
-        items = [items[i] for i in np.random.default_rng([seed, label]).permutation(len(items))]
-        n_test = min(len(items) - 1, max(1, int(len(items) * fraction + 0.5))) if len(items) > 1 else 0
-        test += items[:n_test]
-        train += items[n_test:]
-    return train, test
-
-
 def folder_splits(root, test_split: float = 0.2, seed: int = 0) -> dict:
     """A folder's classes and train/test samples: its train/ and val/ (or test/)
     sub-folders when it has them, otherwise a stratified hold-out."""
@@ -239,7 +223,7 @@ def folder_splits(root, test_split: float = 0.2, seed: int = 0) -> dict:
         classes, samples, skipped = scan_folder(root)
         if not classes:
             raise MobileNetError(f"{root} has no class folders; put each class's images in a sub-folder")
-        train, test = stratified_split(samples, test_split, seed)
+        train, test = stratified_split(samples, test_split, seed, "test")
         split = {"test_split": test_split, "seed": seed}
     used = {label for _, label in train}
     if not train:

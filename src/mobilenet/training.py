@@ -4,7 +4,8 @@ _end_epoch; _train reads as the table of contents of a run. The run folder's fil
 run_folder's; torchrun and signals are distributed's.
 
 Determinism: the shuffle of each epoch and the augmentation of each step are seeded by
-(seed, epoch, step), so a resumed run repeats an uninterrupted one exactly on CPU.
+(seed, epoch, step), so a resumed run repeats an uninterrupted one exactly on CPU; seeds.py
+lists every seed a run draws.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 
 from .config import COMPILE_MODES, EVAL_BATCH_SIZE
 from .augment import FASHION_PRESET, PRESETS
-from .data import FASHION_MNIST, _mix, generator, open_source, random_erasing
+from .data import FASHION_MNIST, open_source, random_erasing
 from .distributed import Dist, Signals, launch
 from .errors import Interrupted, MobileNetError, printable
 from .evaluation import torch_logits
@@ -37,6 +38,7 @@ from .run_folder import (
     RUN_FILES, checkpoint_launch, default_out, load_checkpoint, lock, refuse_links, resume_hint, save_checkpoint,
     save_model, write_config, write_history,
 )
+from .seeds import DROPOUT, ERASING, generator, mix
 from .train_config import LR, TrainConfig
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
@@ -512,10 +514,11 @@ def _step(run: _Run, epoch: int, step: int, batch, sums: torch.Tensor) -> int:
         usable = dist.sum(float(usable))[0] == dist.world
     if not usable:
         return 0
-    torch.manual_seed(_mix(run.cfg.seed, epoch, step, 1))  # dropout, if any
+    torch.manual_seed(mix(run.cfg.seed, epoch, step, DROPOUT))  # dropout, if any
     x = batch.images.to(run.device, non_blocking=True)
     if run.cfg.random_erasing:  # seeded by (seed, epoch, step, rank), as the flips and shifts
-        x = random_erasing(x, run.cfg.random_erasing, generator(x.device, run.cfg.seed, epoch, step, 2, dist.rank))
+        g = generator(x.device, run.cfg.seed, epoch, step, ERASING, dist.rank)
+        x = random_erasing(x, run.cfg.random_erasing, g)
     x = x.contiguous(memory_format=torch.channels_last)
     y = batch.labels.to(run.device, non_blocking=True)
     with _out_of_memory(run), torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):

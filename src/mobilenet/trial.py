@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from .augment import PHOTO_SIDE, PRESETS, choose, family, kept_share, mild, trial_steps
-from .data import _mix
 from .evaluation import torch_logits
-from .images import short_side, stratified_split
+from .images import short_side
 from .metrics import evaluate_batches
 from .model import MobileNetV1
+from .seeds import TRIAL_MODEL, mix, stratified_split
 
 VAL_SHARE = 0.15  # of the training images held out for the trial when there is no --val-split
 MAX_VAL = 2000  # held-out images the trial scores each preset on, at most
@@ -70,16 +70,16 @@ def _trial_split(source) -> tuple[list, list]:
     elif len(train) < 2:
         return train, []
     else:
-        train, val = stratified_split(train, VAL_SHARE, _mix(source.seed, 17), option="--augment auto")
+        train, val = stratified_split(train, VAL_SHARE, source.seed, "trial")
     if len(val) > MAX_VAL:  # a big folder's trial is scored on a stratified subset
-        val = stratified_split(val, MAX_VAL / len(val), _mix(source.seed, 23), option="--augment auto")[1]
+        val = stratified_split(val, MAX_VAL / len(val), source.seed, "trial subset")[1]
     return train, val
 
 
 def _train_trial_model(source, samples, model_config, lr, batch_size, steps, preset, workers, device,
                        amp) -> MobileNetV1:
     """A fresh model trained `steps` steps with `preset` (one-cycle learning rate)."""
-    torch.manual_seed(_mix(source.seed, 13))
+    torch.manual_seed(mix(source.seed, TRIAL_MODEL))
     model = MobileNetV1.from_config(model_config).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
