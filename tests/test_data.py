@@ -3,9 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet.data import (
-    DEBIAN_DIR, FASHION_CLASSES, FolderSource, fashion_files, flip_and_shift, load_fashion_mnist, load_image,
-)
+from mobilenet.augment import flip_and_shift, random_erasing
+from mobilenet.data import DEBIAN_DIR, FASHION_CLASSES, FolderSource, fashion_files, load_fashion_mnist, load_image
 from mobilenet.errors import MobileNetError
 
 
@@ -120,8 +119,6 @@ def test_numpy_preparation_matches_the_torch_test_pipeline(image_folder, tmp_pat
 
 
 def test_random_erasing_is_seeded_and_erases_what_it_says():
-    from mobilenet.data import random_erasing
-
     x = torch.zeros(2000, 1, 40, 40)
     erased = random_erasing(x, 0.5, torch.Generator().manual_seed(3))
     assert torch.equal(erased, random_erasing(x, 0.5, torch.Generator().manual_seed(3)))

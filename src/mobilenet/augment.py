@@ -1,5 +1,6 @@
-"""Training augmentation: presets named by what they do, their folder transforms, and
-`--augment auto`, which picks a preset for a folder of images on a validation split.
+"""Training augmentation: presets named by what they do, their folder transforms, the tensor
+ops that augment whole batches (Fashion-MNIST's flips and shifts, random erasing of any),
+and `--augment auto`, which picks a preset for a folder of images on a validation split.
 
     none        the image as it is tested (resized, centre-cropped)
     shift       random shifts of up to SHIFT of the side, zero-filled (28 pixels: 2)
@@ -24,6 +25,10 @@ gives late, so such a race would lean to `none`.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: no torch at import
+    import torch
 
 PRESETS = ("none", "shift", "flip-shift", "crop", "crop-flip")  # from mildest to strongest
 AUGMENTATIONS = (*PRESETS, "flip", "auto")  # flip: flips alone, as runs before the presets had it
@@ -82,6 +87,54 @@ def folder_transforms(resolution: int, mean, std, preset: str = "none"):
     if flips(preset):
         head.append(v2.RandomHorizontalFlip())
     return v2.Compose([*head, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+# --- whole batches as tensor ops, on the batch's device (torch imported here only) -------
+
+def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """Batch augmentation as tensor ops: random horizontal flip (unless flip=False), then a
+    random shift of up to `pad` pixels (zero padding, then a random crop back to size)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, w = x.shape
+    if pad < 0:  # no augmentation at all
+        return x
+    on = {"device": x.device}
+    if flip:
+        mirrored = torch.rand(n, generator=generator, **on) < 0.5
+        x = torch.where(mirrored.view(n, 1, 1, 1), x.flip(-1), x)
+    if pad:
+        padded = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, **on)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, **on)
+        rows = (dy.view(n, 1) + torch.arange(h, **on)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
+        padded = padded.gather(2, rows)
+        cols = (dx.view(n, 1) + torch.arange(w, **on)).view(n, 1, 1, w).expand(n, c, h, w)
+        x = padded.gather(3, cols)
+    return x
+
+
+def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Random erasing (Zhong et al., 2017) as tensor ops on a normalised batch: with
+    probability p an image gets one rectangle of 2-33% of its area, aspect ratio 0.3-3.3,
+    filled with noise. On x's device, with a generator there."""
+    import torch
+
+    n, c, h, w = x.shape
+    on = {"device": x.device}
+    area = torch.empty(n, **on).uniform_(0.02, 0.33, generator=generator) * h * w
+    aspect = torch.empty(n, **on).uniform_(math.log(0.3), math.log(3.3), generator=generator).exp()
+    eh = (area * aspect).sqrt().round().clamp(1, h)
+    ew = (area / aspect).sqrt().round().clamp(1, w)
+    y0 = (torch.rand(n, generator=generator, **on) * (h - eh + 1)).floor()
+    x0 = (torch.rand(n, generator=generator, **on) * (w - ew + 1)).floor()
+    rows, cols = torch.arange(h, **on).view(1, h), torch.arange(w, **on).view(1, w)
+    inside = (((rows >= y0[:, None]) & (rows < (y0 + eh)[:, None]))[:, :, None]
+              & ((cols >= x0[:, None]) & (cols < (x0 + ew)[:, None]))[:, None, :])
+    chosen = torch.rand(n, generator=generator, **on) < p
+    mask = (inside & chosen.view(n, 1, 1)).unsqueeze(1)  # (n, 1, h, w)
+    return torch.where(mask, torch.randn(x.shape, generator=generator, dtype=x.dtype, **on), x)
 
 
 def kept_share(clean: float, augmented: float, classes: int) -> float:

@@ -9,7 +9,6 @@ model's input size, and a list of files that did not decode. Randomness is a fun
 from __future__ import annotations
 
 import io
-import math
 import os
 import signal
 import weakref
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 
 from .config import FASHION_CLASSES, FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
 from .augment import AUGMENTATIONS  # noqa: F401 - data.AUGMENTATIONS for callers
-from .augment import FASHION_PRESET, flips, folder_transforms, shift_pixels
+from .augment import FASHION_PRESET, flip_and_shift, flips, folder_transforms, shift_pixels
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
 from .images import (
@@ -70,47 +69,6 @@ def normalize_resize(x: torch.Tensor, mean, std, resolution: int) -> torch.Tenso
     if x.shape[-1] != resolution or x.shape[-2] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
     return x
-
-
-def flip_and_shift(x: torch.Tensor, pad: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
-    """Batch augmentation as tensor ops: random horizontal flip (unless flip=False), then a
-    random shift of up to `pad` pixels (zero padding, then a random crop back to size)."""
-    n, c, h, w = x.shape
-    if pad < 0:  # no augmentation at all
-        return x
-    on = {"device": x.device}
-    if flip:
-        mirrored = torch.rand(n, generator=generator, **on) < 0.5
-        x = torch.where(mirrored.view(n, 1, 1, 1), x.flip(-1), x)
-    if pad:
-        padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, **on)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, **on)
-        rows = (dy.view(n, 1) + torch.arange(h, **on)).view(n, 1, h, 1).expand(n, c, h, w + 2 * pad)
-        padded = padded.gather(2, rows)
-        cols = (dx.view(n, 1) + torch.arange(w, **on)).view(n, 1, 1, w).expand(n, c, h, w)
-        x = padded.gather(3, cols)
-    return x
-
-
-def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Random erasing (Zhong et al., 2017) as tensor ops on a normalised batch: with
-    probability p an image gets one rectangle of 2-33% of its area, aspect ratio 0.3-3.3,
-    filled with noise. On x's device, with a generator there."""
-    n, c, h, w = x.shape
-    on = {"device": x.device}
-    area = torch.empty(n, **on).uniform_(0.02, 0.33, generator=generator) * h * w
-    aspect = torch.empty(n, **on).uniform_(math.log(0.3), math.log(3.3), generator=generator).exp()
-    eh = (area * aspect).sqrt().round().clamp(1, h)
-    ew = (area / aspect).sqrt().round().clamp(1, w)
-    y0 = (torch.rand(n, generator=generator, **on) * (h - eh + 1)).floor()
-    x0 = (torch.rand(n, generator=generator, **on) * (w - ew + 1)).floor()
-    rows, cols = torch.arange(h, **on).view(1, h), torch.arange(w, **on).view(1, w)
-    inside = (((rows >= y0[:, None]) & (rows < (y0 + eh)[:, None]))[:, :, None]
-              & ((cols >= x0[:, None]) & (cols < (x0 + ew)[:, None]))[:, None, :])
-    chosen = torch.rand(n, generator=generator, **on) < p
-    mask = (inside & chosen.view(n, 1, 1)).unsqueeze(1)  # (n, 1, h, w)
-    return torch.where(mask, torch.randn(x.shape, generator=generator, dtype=x.dtype, **on), x)
 
 
 class TensorSource:

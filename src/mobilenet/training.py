@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import COMPILE_MODES, EVAL_BATCH_SIZE
-from .augment import FASHION_PRESET, PRESETS
-from .data import FASHION_MNIST, open_source, random_erasing
+from .augment import FASHION_PRESET, PRESETS, random_erasing
+from .data import FASHION_MNIST, open_source
 from .distributed import Dist, Signals, launch
 from .errors import Interrupted, MobileNetError, printable
 from .evaluation import torch_logits
