@@ -163,8 +163,8 @@ def test_onnxruntime_path_imports_no_torch(small_run, onnx_file, tmp_path):
     assert "top-1" in r.stdout
     # and it agrees with the torch path
     ours = Predictor(tmp_path / "m.onnx", runtime="onnxruntime").predict([tmp_path / "a.png"])[0][0]["predictions"][0]
-    from mobilenet.evaluation import evaluate, predict
-    theirs = predict(out, [tmp_path / "a.png"])[0][0]["predictions"][0]
+    from mobilenet.evaluation import evaluate
+    theirs = Predictor(out).predict([tmp_path / "a.png"])[0][0]["predictions"][0]
     assert ours["class"] == theirs["class"] and abs(ours["probability"] - theirs["probability"]) < 1e-4
     assert evaluate_file(tmp_path / "m.onnx", out=tmp_path)["top1"] == pytest.approx(
         evaluate(out, out=tmp_path)["top1"], abs=0.006)

@@ -61,7 +61,7 @@ def test_every_public_name_is_the_documented_object(small_run, tmp_path):
     assert mobilenet.evaluate(out, out=tmp_path)["images"] == 200
     image = np.zeros((28, 28), np.uint8)
     assert mobilenet.Predictor(out).predict([image], top_k=2)[0][0]["image"] == 0
-    records, failed = mobilenet.predict(out, [tmp_path / "confusion_matrix.png"], top_k=1)
+    records, failed = mobilenet.Predictor(out).predict([tmp_path / "confusion_matrix.png"], top_k=1)
     assert len(records) == 1 and not failed
     assert mobilenet.export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)["bytes"] > 0
 

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from mobilenet.data import open_source
 from mobilenet.errors import MobileNetError
-from mobilenet.evaluation import evaluate, predict
+from mobilenet.evaluation import evaluate
+from mobilenet.predictor import Predictor
 from mobilenet.run_folder import HISTORY_FIELDS, load_model
 from mobilenet.training import TrainConfig, train
 
@@ -68,7 +69,7 @@ def test_evaluate_and_predict(small_run, tmp_path):
     assert samples.returncode == 0, samples.stderr
     images = sorted((tmp_path / "s").glob("*.png"))
     (tmp_path / "notes.png").write_text("not an image")
-    results, errors = predict(out, [*images, tmp_path / "notes.png"], top_k=3)
+    results, errors = Predictor(out).predict([*images, tmp_path / "notes.png"], top_k=3)
     assert [r["image"] for r in results] == [str(p) for p in images]
     assert len(errors) == 1 and errors[0]["image"] == str(tmp_path / "notes.png") and "not a readable image" in errors[0]["reason"]
     probs = [p["probability"] for p in results[0]["predictions"]]
@@ -133,7 +134,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashi
         train(TrainConfig(epochs=3, out=str(out), width_mult=0.25), resume=True, log=lambda _: None)
     monkeypatch.undo()
     assert (out / "checkpoint.pt").read_bytes() == before
-    results, errors = predict(out, [out / "total_acc.png"], top_k=1)  # the last good model still predicts
+    results, errors = Predictor(out).predict([out / "total_acc.png"], top_k=1)  # the last good model still predicts
     assert not errors and 0 < results[0]["predictions"][0]["probability"] <= 1
 
 

@@ -10,7 +10,7 @@ _EXPORTS = {
     "MobileNetV1": "model", "create_model": "model", "mobilenet_v1": "model",
     "cost_report": "cost", "layer_costs": "cost",
     "TrainConfig": "train_config", "train": "training",
-    "load_model": "run_folder", "evaluate": "evaluation", "predict": "evaluation", "Predictor": "predictor",
+    "load_model": "run_folder", "evaluate": "evaluation", "Predictor": "predictor",
     "export": "exporter",
 }
 __all__ = list(_EXPORTS)

@@ -1,5 +1,5 @@
-"""Evaluating a trained model folder on its test split, and prediction's public function.
-The loop itself is metrics.evaluate_batches; the folder is run_folder's."""
+"""Evaluating a trained model folder on its test split. The loop itself is
+metrics.evaluate_batches; the folder is run_folder's; predicting is predictor.Predictor's."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from .files import atomic_write_json, make_dir
 from .images import test_split_of
 from .metrics import evaluate_batches
 from .plots import plot_confusion
-from .predictor import Predictor
 from .run_folder import load_model
 
 
@@ -46,9 +45,3 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = EVA
     atomic_write_json(out / "metrics.json", metrics)
     plot_confusion(metrics["confusion_matrix"], info["classes"], out / "confusion_matrix.png")
     return metrics
-
-
-def predict(model_dir, images: list, top_k: int = 5) -> tuple[list[dict], list[dict]]:
-    """Class names with softmax probabilities for each image, and {"image", "reason"} for
-    each that does not decode: Predictor(model_dir).predict(images, top_k), in one call."""
-    return Predictor(model_dir).predict(images, top_k)
