@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+from .errors import BadArgument
+
 if TYPE_CHECKING:  # annotations only: no torch at import
     import torch
 
@@ -87,6 +89,13 @@ def folder_transforms(resolution: int, mean, std, preset: str = "none"):
     if flips(preset):
         head.append(v2.RandomHorizontalFlip())
     return v2.Compose([*head, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def check_fashion_preset(preset: str) -> None:
+    """Crops are for image folders: Fashion-MNIST's batches are shifted and flipped as tensors."""
+    if preset.startswith("crop"):
+        raise BadArgument(f"--augment {preset} is for image folders; Fashion-MNIST takes none, shift, flip or "
+                          "flip-shift (auto: its recipe, flip-shift)")
 
 
 # --- whole batches as tensor ops, on the batch's device (torch imported here only) -------

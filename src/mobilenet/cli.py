@@ -12,6 +12,7 @@ from dataclasses import Field
 
 from . import __version__, progress
 from . import config as M
+from .config import FASHION_MNIST, check_folder
 from .errors import BadArgument, MobileNetError, printable
 from .train_config import TrainConfig, cli_fields
 
@@ -42,10 +43,7 @@ WIDTH, RESOLUTION, NUM_CLASSES = _number("width"), _number("resolution"), _numbe
 
 
 def _data(text):
-    if text == "fashion-mnist" or os.path.isdir(text):
-        return text
-    raise argparse.ArgumentTypeError(f"{text!r}: no such folder; give 'fashion-mnist' or a folder with one sub-folder "
-                                     "per class")
+    return text if text == FASHION_MNIST else check_folder(text, argparse.ArgumentTypeError)
 
 
 _data.__name__ = "data"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 # Table 1 of the paper, one row per layer of the body (input 224×224×3).
@@ -101,6 +102,14 @@ def _check_number(name: str, value, low: float, high: float, kind=float) -> None
         raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number, got {value!r}")
     if not (math.isfinite(value) and low <= value <= high):
         raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+
+
+def check_folder(path, error: type[Exception]):
+    """`path` when it is a folder; else `error` (the parser, the training options and the
+    folder reader each raise their own kind) saying what --data takes."""
+    if not os.path.isdir(path):
+        raise error(f"{str(path)!r}: no such folder; give 'fashion-mnist' or a folder with one sub-folder per class")
+    return path
 
 
 @dataclass(frozen=True)

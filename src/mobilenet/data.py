@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .config import FASHION_CLASSES, FASHION_MNIST  # noqa: F401 - data.FASHION_MNIST for callers
 from .augment import AUGMENTATIONS  # noqa: F401 - data.AUGMENTATIONS for callers
-from .augment import FASHION_PRESET, flip_and_shift, flips, folder_transforms, shift_pixels
+from .augment import FASHION_PRESET, check_fashion_preset, flip_and_shift, flips, folder_transforms, shift_pixels
 from .errors import MobileNetError
 from .images import DEBIAN_DIR  # noqa: F401 - re-exported for callers of data
 from .images import (
@@ -185,9 +185,7 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment:
         val = tuple(t[torch.tensor([i for i, _ in held])] for t in train)
         train = tuple(t[torch.tensor([i for i, _ in kept])] for t in train)
     augment = FASHION_PRESET if augment == "auto" else augment
-    if augment.startswith("crop"):
-        raise MobileNetError(f"--augment {augment} is for image folders; Fashion-MNIST takes none, shift, flip or "
-                             "flip-shift (its recipe, and what auto gives it)")
+    check_fashion_preset(augment)
     shift = -1 if augment == "none" else shift_pixels(train[0].shape[-1]) if augment.endswith("shift") else 0
     return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed,
                         shift, val, flips(augment))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MAX_RESOLUTION, MIN_RESOLUTION
+from .config import MAX_RESOLUTION, MIN_RESOLUTION, check_folder
 from .errors import MobileNetError, has_control, printable
 from .progress import bar
 from .seeds import stratified_split
@@ -207,10 +207,7 @@ def regular_inside(path: str, inside: str) -> bool:
 def folder_splits(root, test_split: float = 0.2, seed: int = 0) -> dict:
     """A folder's classes and train/test samples: its train/ and val/ (or test/)
     sub-folders when it has them, otherwise a stratified hold-out."""
-    root = Path(root)
-    if not root.is_dir():
-        raise MobileNetError(f"--data {root}: no such folder; give a folder with one sub-folder per class, "
-                             "or 'fashion-mnist'")
+    root = check_folder(Path(root), MobileNetError)
     test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
     if (root / "train").is_dir() and test_dir is not None:
         classes, train, skipped = scan_folder(root / "train", root)

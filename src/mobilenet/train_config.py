@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 
-from .augment import AUGMENTATIONS
-from .config import COMPILE_MODES, FASHION_MNIST, check_number
+from .augment import AUGMENTATIONS, check_fashion_preset
+from .config import COMPILE_MODES, FASHION_MNIST, check_folder, check_number
 from .errors import BadArgument, MobileNetError
 
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
@@ -91,17 +91,15 @@ class TrainConfig:
                 raise BadArgument(f"{m['flag']} must be one of {', '.join(m['choices'])}, got {value!r}")
         if self.patience and not self.val_split:
             raise BadArgument("--patience needs --val-split: early stopping looks at the validation images only")
-        if self.data == FASHION_MNIST and self.augment.startswith("crop"):
-            raise BadArgument(f"--augment {self.augment} is for image folders; Fashion-MNIST takes none, shift, "
-                              "flip or flip-shift (auto: its recipe, flip-shift)")
+        if self.data == FASHION_MNIST:
+            check_fashion_preset(self.augment)
         if self.device == "cuda":
             import torch  # not at the top: the CLI's parser reads this module, and some commands run without torch
 
             if not torch.cuda.is_available():
                 raise MobileNetError("--device cuda: no CUDA device is available here; use --device cpu")
-        if self.data != FASHION_MNIST and not Path(self.data).is_dir():
-            raise BadArgument(f"--data {self.data}: no such folder; give a folder with one sub-folder per class, "
-                              "or 'fashion-mnist'")
+        if self.data != FASHION_MNIST:
+            check_folder(Path(self.data), BadArgument)
 
 
 def cli_fields() -> list[Field]:
