@@ -11,8 +11,10 @@ import sys
 from dataclasses import Field
 
 from . import __version__, progress
-from . import config as M
-from .config import FASHION_MNIST, check_folder
+from .config import (
+    EXPORT_FORMATS, FASHION_MNIST, LIMITS, PREDICT_RUNTIMES, RUNTIMES, MobileNetConfig, check_folder, get_config,
+    list_models,
+)
 from .errors import BadArgument, MobileNetError, printable
 from .train_config import TrainConfig, cli_fields
 
@@ -24,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _number(name: str):
     """An argparse type for the number config.LIMITS names (--batch-size: "batch_size")."""
-    low, high, kind = M.LIMITS[name.replace("-", "_")]
+    low, high, kind = LIMITS[name.replace("-", "_")]
 
     def parse(text):
         try:
@@ -50,20 +52,20 @@ _data.__name__ = "data"
 
 
 def _variant(text):
-    if text not in M.list_models():
-        raise argparse.ArgumentTypeError(f"unknown variant {text!r}; use one of {', '.join(M.list_models())}")
+    if text not in list_models():
+        raise argparse.ArgumentTypeError(f"unknown variant {text!r}; use one of {', '.join(list_models())}")
     return text
 
 
 def _cmd_cost(args) -> int:
     from .cost import cost_report, format_report
 
-    base = M.get_config(args.variant).to_dict() if args.variant else {}
+    base = get_config(args.variant).to_dict() if args.variant else {}
     for key, value in (("width_mult", args.width), ("resolution", args.resolution),
                        ("num_classes", args.num_classes)):
         if value is not None:
             base[key] = value
-    report = cost_report(M.MobileNetConfig(**base), full_conv=args.full_conv)
+    report = cost_report(MobileNetConfig(**base), full_conv=args.full_conv)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 
@@ -185,8 +187,6 @@ def _int_list(text):
 
 
 def _runtime_list(text):
-    from .config import RUNTIMES
-
     values = [v.strip() for v in text.split(",") if v.strip()]
     bad = [v for v in values if v not in RUNTIMES]
     if bad or not values:
@@ -206,7 +206,7 @@ def _cmd_bench(args) -> int:
         model, _ = load_model(args.model)
         result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
     else:
-        config = M.MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
+        config = MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
         result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -237,7 +237,7 @@ def _workers(p) -> None:  # evaluate's --workers is train's
 
 
 def _runtime(p) -> None:
-    p.add_argument("--runtime", choices=M.PREDICT_RUNTIMES, default="torch",
+    p.add_argument("--runtime", choices=PREDICT_RUNTIMES, default="torch",
                    help="torch (default); onnxruntime: --model is an exported .onnx file (torch not needed); "
                    "executorch: --model is an exported .pte file")
 
@@ -290,7 +290,7 @@ def _add_predict(sub) -> None:
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="one deployable file (ONNX or ExecuTorch, float32 or int8) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
-    p.add_argument("--format", choices=M.EXPORT_FORMATS, default="onnx",
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
                    help="onnx (default), or executorch: a .pte for XNNPACK, with its metadata in FILE.json")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantization (ONNX: ONNX Runtime's QDQ; executorch: PT2E with the XNNPACK "
@@ -312,8 +312,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--width", type=WIDTH, help="width multiplier α (default 1.0)")
     p.add_argument("--resolution", type=RESOLUTION, help="input size (default 224)")
     p.add_argument("--batch-size", type=_int_list, default=[1, 16], help="comma-separated (default 1,16)")
-    p.add_argument("--runtime", type=_runtime_list, default=list(M.RUNTIMES),
-                   help=f"comma-separated, any of {','.join(M.RUNTIMES)} (default all)")
+    p.add_argument("--runtime", type=_runtime_list, default=list(RUNTIMES),
+                   help=f"comma-separated, any of {','.join(RUNTIMES)} (default all)")
     p.add_argument("--seconds", type=_number("seconds"), default=1.0,
                    help="timing per runtime and batch size, at least 10 runs (default 1)")
     _json(p)
