@@ -58,9 +58,10 @@ def _child(argv: list[str], env: dict, out: str, err: str, code: str | None) -> 
         os.close(target)
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(write_through=True)  # as PYTHONUNBUFFERED: a killed child keeps what it printed
-    if code is not None:  # as `python -c code argv...`
+    if code is not None:  # as `python -c code argv...`, which ends when the code does
         sys.argv = ["-c", *argv]
         exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})
+        sys.exit(0)
     sys.argv = ["mobilenet", *argv]
     sys.exit(mobilenet.cli.main(argv))
 
