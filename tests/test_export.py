@@ -81,14 +81,16 @@ def _int8_weights(path) -> list[np.ndarray]:
 def _untrained_copy(small_run_dir, folder, width_mult: float):
     """A model folder like small_run's (classes, input, data) holding an untrained network of
     another width: its file size is what matters, not its accuracy."""
-    from mobilenet.model import MobileNetConfig, MobileNetV1
-    from mobilenet.run_folder import save_model
+    import dataclasses
 
-    info = json.loads((small_run_dir / "config.json").read_text())
-    config = MobileNetConfig(**{**info.pop("model"), "width_mult": width_mult})
+    from mobilenet.model import MobileNetV1
+    from mobilenet.run_folder import read_config, save_model
+
+    info = read_config(small_run_dir)
+    info.model = dataclasses.replace(info.model, width_mult=width_mult)
     torch.manual_seed(0)
     folder.mkdir()
-    save_model(MobileNetV1.from_config(config).eval(), folder, info)
+    save_model(MobileNetV1.from_config(info.model).eval(), folder, info)
     return folder
 
 
@@ -262,11 +264,12 @@ def test_a_program_wider_than_its_class_list_is_refused():
     from mobilenet.config import MobileNetConfig
     from mobilenet.errors import MobileNetError
     from mobilenet.model import MobileNetV1
+    from mobilenet.model_info import ModelInfo
     from mobilenet.pte import PteModel, pte_bytes
 
     model = MobileNetV1.from_config(MobileNetConfig(num_classes=12, width_mult=0.25, resolution=32, in_channels=1))
-    meta = {"classes": [str(i) for i in range(10)],
-            "input": {"channels": 1, "resolution": 32, "mean": [0.0], "std": [1.0], "image_size": 32}}
-    program = PteModel(pte_bytes(model, torch.zeros(2, 1, 32, 32)), meta)
+    info = ModelInfo([str(i) for i in range(10)],
+                     {"channels": 1, "resolution": 32, "mean": [0.0], "std": [1.0], "image_size": 32})
+    program = PteModel(pte_bytes(model, torch.zeros(2, 1, 32, 32)), info)
     with pytest.raises(MobileNetError, match="scores per image for 10 classes"):
         program.logits(np.zeros((2, 1, 32, 32), np.float32))

@@ -12,8 +12,8 @@ import mobilenet
 
 # Bottom to top: a module may import only those before it.
 LAYERS = ["errors", "seeds", "config", "augment", "train_config", "progress", "files", "plots", "images", "metrics",
-          "pte", "runtime", "cost", "model", "data", "run_folder", "predictor", "distributed", "evaluation", "trial",
-          "weights", "training", "exporter", "benchmark", "cli"]
+          "cost", "model", "data", "model_info", "pte", "runtime", "run_folder", "predictor", "distributed", "evaluation",
+          "trial", "weights", "training", "exporter", "benchmark", "cli"]
 PACKAGE = Path(mobilenet.__file__).parent
 
 
@@ -57,7 +57,7 @@ def test_every_public_name_is_the_documented_object(small_run, tmp_path):
     assert mobilenet.cost_report(config)["params"] > 0 and len(mobilenet.layer_costs(config)) == 29  # Table 1, pool, FC
     assert mobilenet.TrainConfig(epochs=1).epochs == 1 and callable(mobilenet.train)
     model, info = mobilenet.load_model(out)
-    assert info["classes"][0] == "T-shirt/top"
+    assert info.classes[0] == "T-shirt/top"
     assert mobilenet.evaluate(out, out=tmp_path)["images"] == 200
     image = np.zeros((28, 28), np.uint8)
     assert mobilenet.Predictor(out).predict([image], top_k=2)[0][0]["image"] == 0

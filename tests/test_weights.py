@@ -37,8 +37,8 @@ def test_convert_gives_equal_logits(timm_model, tmp_path, suffix):
     r = cli("convert", "--from-timm", str(path), "--output", str(tmp_path / "converted"))
     assert r.returncode == 0, r.stderr
     model, info = load_model(tmp_path / "converted")
-    assert info["model"].activation == "relu6" and len(info["classes"]) == 1000
-    assert info["classes"][0].startswith("tench")
+    assert info.model.activation == "relu6" and len(info.classes) == 1000
+    assert info.classes[0].startswith("tench")
     x = torch.randn(2, 3, 224, 224)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), timm_model(x), atol=1e-5, rtol=0)

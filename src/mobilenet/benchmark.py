@@ -25,6 +25,7 @@ from .progress import bar
 from .runtime import open_session
 from .config import RUNTIMES
 from .model import MobileNetConfig, MobileNetV1
+from .model_info import ModelInfo
 
 
 def _rss_mb() -> float | None:
@@ -115,11 +116,11 @@ def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.nda
     return quantize_onnx(data, calib) if name.endswith("int8") else data
 
 
-def _bench_info(model: MobileNetV1, x: torch.Tensor) -> dict:
+def _bench_info(model: MobileNetV1, x: torch.Tensor) -> ModelInfo:
     """A model folder's info for an untrained network: what the exporters and runtimes read."""
     spec = {"channels": x.shape[1], "resolution": x.shape[-1], "mean": [0.0] * x.shape[1], "std": [1.0] * x.shape[1],
             "image_size": x.shape[-1]}
-    return {"classes": [str(i) for i in range(model.config.num_classes)], "input": spec, "model": model.config}
+    return ModelInfo([str(i) for i in range(model.config.num_classes)], spec, model.config)
 
 
 def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
@@ -143,8 +144,7 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
     if name.startswith("executorch"):
         from .pte import PteModel
 
-        info = _bench_info(model, x)
-        program = PteModel(data, {**info, "model": info["model"].to_dict()})
+        program = PteModel(data, _bench_info(model, x))
         xn = x.numpy()
         return lambda: program.logits(xn)
     session = open_session(data, torch.get_num_threads())

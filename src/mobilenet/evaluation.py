@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from .config import EVAL_BATCH_SIZE, FASHION_MNIST
-from .data import open_source
-from .errors import MobileNetError
+from .config import EVAL_BATCH_SIZE
 from .files import atomic_write_json, make_dir
-from .images import test_split_of
 from .metrics import evaluate_batches
 from .plots import plot_confusion
 from .run_folder import load_model
@@ -31,17 +28,12 @@ def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = EVA
     """Top-1, top-5 and per-class accuracy on the test split of the model's data set (or
     `data`); writes metrics.json and confusion_matrix.png into `out` (default model_dir)."""
     model, info = load_model(model_dir)
-    provenance = info.get("data") or {}
-    data = data or provenance.get("name") or FASHION_MNIST
-    source = open_source(data, info["model"].resolution, provenance.get("seed", 0),
-                         test_split=test_split_of(provenance), workers=workers)
-    if source.classes != info["classes"]:
-        raise MobileNetError(f"{data} has classes {source.classes[:5]}..., the model {info['classes'][:5]}...; "
-                             "evaluate on data with the same class folders")
-    found = evaluate_batches([torch_logits(model)], source.test_batches(batch_size), len(info["classes"]),
+    data = data or info.data_name
+    source = info.open_data(data, workers)
+    found = evaluate_batches([torch_logits(model)], source.test_batches(batch_size), len(info.classes),
                              total=source.num_test)
-    metrics = found["metrics"][0].report(info["classes"], str(data), found["bad_files"], getattr(source, "skipped", 0))
+    metrics = found["metrics"][0].report(info.classes, str(data), found["bad_files"], getattr(source, "skipped", 0))
     out = make_dir(out or model_dir)
     atomic_write_json(out / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], info["classes"], out / "confusion_matrix.png")
+    plot_confusion(metrics["confusion_matrix"], info.classes, out / "confusion_matrix.png")
     return metrics

@@ -10,7 +10,6 @@ compares it with eager PyTorch before it is put in place.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import tempfile
 import warnings
@@ -21,11 +20,10 @@ import torch
 from torch import nn
 
 from .config import EVAL_BATCH_SIZE, EXPORT_FORMATS
-from .data import open_source
 from .errors import MobileNetError
 from .files import atomic_write_bytes, atomic_write_json
-from .images import test_split_of
 from .metrics import evaluate_batches
+from .model_info import ModelInfo
 from .progress import bar
 from .run_folder import load_model
 from .runtime import open_session
@@ -70,12 +68,6 @@ def fast_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
         return fused
 
 
-def _metadata(info: dict) -> dict[str, str]:
-    return {"classes": json.dumps(info["classes"]), "input": json.dumps(info["input"]),
-            "model": json.dumps(info["model"].to_dict()), "data": json.dumps(info.get("data") or {}),
-            "producer": "mobilenet"}
-
-
 def set_metadata(proto, metadata: dict[str, str]) -> None:
     del proto.metadata_props[:]
     for key, value in metadata.items():
@@ -83,32 +75,25 @@ def set_metadata(proto, metadata: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-def onnx_bytes(model: nn.Module, info: dict) -> bytes:
+def onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
     """The model as an ONNX file (opset 18, dynamic batch) with metadata_props, through
     torch.export (the TorchScript-based exporter is deprecated from torch 2.14)."""
     import onnx
 
-    spec = info["input"]
+    spec = info.input
     dummy = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])  # 1 would be specialised
     program = torch.onnx.export(model.eval(), (dummy,), input_names=["images"], output_names=["logits"],
                                 opset_version=OPSET, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                                 dynamo=True, verbose=False)
     program.optimize()  # constant folding: BatchNorm goes into the convs
     proto = program.model_proto
-    set_metadata(proto, _metadata(info))
+    set_metadata(proto, info.onnx_metadata())
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
 
-def _source(info: dict):
-    """The data set the model was trained on, as its config.json names it."""
-    data = info.get("data") or {}
-    return open_source(data.get("name", "fashion-mnist"), info["input"]["resolution"], data.get("seed", 0),
-                       test_split=test_split_of(data), workers=0)
-
-
-def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-    source = _source(info)
+def _real_inputs(info: ModelInfo, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    source = info.open_data(workers=0)
     xs, ys, seen = [], [], 0
     n = EVAL_BATCH_SIZE
     batches = source.test_batches(n) if split == "test" else source.train_batches(0, n)
@@ -125,12 +110,12 @@ def _real_inputs(info: dict, count: int, split: str = "test") -> tuple[torch.Ten
     return (x[:count], y[:count]) if count else (x, y)
 
 
-def _test_accuracy(runs: list, info: dict) -> tuple[list[float], int, float]:
+def _test_accuracy(runs: list, info: ModelInfo) -> tuple[list[float], int, float]:
     """Top-1 of each model (a function: float32 batch -> logits, numpy) on the whole test
     split, and the share of images on which the last model gives the first one's top-1."""
-    source = _source(info)
+    source = info.open_data(workers=0)
     batches = ((x.numpy(), y, bad) for x, y, bad in source.test_batches(EVAL_BATCH_SIZE))
-    found = evaluate_batches(runs, batches, len(info["classes"]), total=source.num_test, desc="int8: test accuracy",
+    found = evaluate_batches(runs, batches, len(info.classes), total=source.num_test, desc="int8: test accuracy",
                              confusion=False)
     seen = found["metrics"][0].images
     if not seen:
@@ -159,10 +144,10 @@ def _check(name: str, run, checks: dict, tolerance: float = FP32_TOLERANCE) -> d
     return report
 
 
-def _checks(model: nn.Module, info: dict, count: int, int8: bool, log) -> dict:
+def _checks(model: nn.Module, info: ModelInfo, count: int, int8: bool, log) -> dict:
     """{"random": (x, eager logits), "real": (x, eager logits)} as numpy; no "real" when the
     model's data set is not here (e.g. a model converted from timm), unless int8 needs it."""
-    spec = info["input"]
+    spec = info.input
     inputs = {"random": torch.randn(4, spec["channels"], spec["resolution"], spec["resolution"])}
     try:
         inputs["real"] = _real_inputs(info, count)[0]
@@ -205,7 +190,7 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
         data, report = _executorch(model, info, checks, int8, calibration_images, log)
         from .pte import sidecar
 
-        atomic_write_json(sidecar(output), _sidecar(info, int8))  # first: a .pte is never without it
+        atomic_write_json(sidecar(output), info.sidecar(int8))  # first: a .pte is never without it
     else:
         data, report = _onnx(model, info, checks, int8, calibration_images, log, int8_preset)
     atomic_write_bytes(output, data)
@@ -219,7 +204,7 @@ def _onnx(model, info, checks, int8, calibration_images, log, preset) -> tuple[b
     if not int8:
         return fp32, report
     calibration = _calibration(info, calibration_images)
-    data = quantize_onnx(fp32, calibration, _metadata(info), preset)
+    data = quantize_onnx(fp32, calibration, info.onnx_metadata(), preset)
     int8_run = _onnx_runner(data)
     report.update(_compare_int8(fp32_run, int8_run, len(fp32), len(data), info, log, refuse=False))
     report.update(int8_preset=preset, calibration_images=len(calibration), fp32_bytes=len(fp32))
@@ -232,33 +217,27 @@ def _executorch(model, info, checks, int8, calibration_images, log) -> tuple[byt
     refused when it loses more than INT8_MAX_DROP of test accuracy."""
     from .pte import PteModel, pte_bytes, pte_int8_bytes
 
-    spec = info["input"]
+    spec = info.input
     example = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])
     fp32 = pte_bytes(model, example)
-    meta = _sidecar(info, False)
-    fp32_run = PteModel(fp32, meta).logits
+    fp32_run = PteModel(fp32, info).logits
     report = _check("ExecuTorch program", fp32_run, checks)
     if not int8:
         return fp32, report
     calibration = _calibration(info, calibration_images)
     data = pte_int8_bytes(model, example, torch.from_numpy(calibration))
-    report.update(_compare_int8(fp32_run, PteModel(data, meta).logits, len(fp32), len(data), info, log, refuse=True))
+    report.update(_compare_int8(fp32_run, PteModel(data, info).logits, len(fp32), len(data), info, log, refuse=True))
     report.update(calibration_images=len(calibration), fp32_bytes=len(fp32))
     return data, report
 
 
-def _sidecar(info: dict, int8: bool) -> dict:
-    return {"classes": info["classes"], "input": info["input"], "model": info["model"].to_dict(),
-            "data": info.get("data") or {}, "producer": "mobilenet", "int8": int8}
-
-
-def _calibration(info: dict, count: int) -> np.ndarray:
+def _calibration(info: ModelInfo, count: int) -> np.ndarray:
     if count < 1:
         raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
     return _real_inputs(info, count, split="train")[0].numpy()
 
 
-def _compare_int8(fp32_run, int8_run, fp32_bytes: int, int8_bytes: int, info: dict, log, refuse: bool) -> dict:
+def _compare_int8(fp32_run, int8_run, fp32_bytes: int, int8_bytes: int, info: ModelInfo, log, refuse: bool) -> dict:
     """Test accuracy of float32 and int8 side by side, logged and returned. Losing more
     than INT8_MAX_DROP is a MobileNetError with `refuse` (nothing is written), else a warning."""
     (before, after), images, agreement = _test_accuracy([fp32_run, int8_run], info)

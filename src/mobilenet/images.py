@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MAX_RESOLUTION, MIN_RESOLUTION, check_folder
+from .config import check_folder
 from .errors import MobileNetError, has_control, printable
 from .progress import bar
 from .seeds import stratified_split
@@ -275,52 +275,6 @@ def prepare(image, spec: dict) -> np.ndarray:
     top, left = int(round((h - r) / 2.0)), int(round((w - r) / 2.0))
     x = _chw(image.crop((left, top, left + r, top + r)))  # cropped in uint8: float for r×r pixels only
     return ((x / np.float32(255) - mean) / std).astype(np.float32)
-
-
-def check_metadata(classes, spec, data, num_classes=None, channels=None, resolution=None) -> None:
-    """A model's classes, "input" and "data" (config.json, or an ONNX file's metadata),
-    checked against the network: ValueError says what is wrong, before any image is read."""
-    def whole(v, low, high):
-        return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
-
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        raise ValueError("'classes' must be a list of class names")
-    named = next((c for c in classes if has_control(c)), None)
-    if named is not None:  # they are printed and drawn: no escape codes, no forged lines
-        raise ValueError(f"class name {printable(named)} has control characters")
-    if num_classes is not None and len(classes) != num_classes:
-        raise ValueError(f"'classes' names {len(classes)} classes, the model has {num_classes}")
-    if not isinstance(spec, dict):
-        raise ValueError("'input' must be an object")
-    missing = [key for key in ("channels", "resolution", "mean", "std") if key not in spec]
-    if missing:
-        raise ValueError(f"'input' lacks {missing}")
-    c, r = spec["channels"], spec["resolution"]
-    if c not in (1, 3) or not whole(c, 1, 3) or (channels is not None and c != channels):
-        raise ValueError(f"input channels is {c!r}; the network takes {channels or '1 or 3'}")
-    if not whole(r, MIN_RESOLUTION, MAX_RESOLUTION) or (resolution is not None and r != resolution):
-        raise ValueError(f"input resolution is {r!r}; the network takes "
-                         f"{resolution or f'{MIN_RESOLUTION} to {MAX_RESOLUTION}'}")
-    for key in ("mean", "std"):
-        v = spec[key]
-        if not (isinstance(v, list) and len(v) == c and all(isinstance(x, (int, float)) and np.isfinite(x) for x in v)):
-            raise ValueError(f"input {key} must be a list of {c} numbers, got {v!r}")
-    if not all(x > 0 for x in spec["std"]):
-        raise ValueError("input std must be positive")
-    most = MAX_RESIZE * r  # the image is resized to this before the crop: memory follows it
-    if spec.get("image_size") is not None:
-        if not whole(spec["image_size"], 1, most):
-            raise ValueError(f"input image_size is {spec['image_size']!r}; use 1 to {most} ({MAX_RESIZE} × resolution)")
-    elif not whole(spec.get("resize"), r, most):
-        raise ValueError(f"input needs image_size, or resize from {r} to {most} ({MAX_RESIZE} × resolution) "
-                         f"(got {spec.get('resize')!r})")
-    if data is not None and not (isinstance(data, dict) and isinstance(data.get("name", ""), str)):
-        raise ValueError("'data' must be an object naming the data set")
-
-
-def test_split_of(provenance: dict) -> float:
-    """The test hold-out a model folder's data was split with (older folders call it val_split)."""
-    return provenance.get("test_split", provenance.get("val_split", 0.2))
 
 
 def crop_input_spec(channels: int, resolution: int, mean, std) -> dict:

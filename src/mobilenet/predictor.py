@@ -56,7 +56,7 @@ class Predictor:
         except (RuntimeError, AssertionError) as e:  # no such GPU, or torch built without it
             detail = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise MobileNetError(f"--device {device}: not usable here ({detail}); use --device cpu") from None
-        self.classes, self.spec = info["classes"], info["input"]
+        self.classes, self.spec = info.classes, info.input
 
     def _load_file(self, path, device) -> None:
         from .runtime import open_file

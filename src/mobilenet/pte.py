@@ -2,7 +2,7 @@
 run .pte files with ExecuTorch's own runtime.
 
 The .pte holds the network; its class names and input preparation travel beside it in
-`<file>.pte.json` (config.json's "classes", "input", "model" and "data"), which PteModel reads. Needs the
+`<file>.pte.json` (ModelInfo.sidecar: classes, input, model and data), which PteModel reads. Needs the
 `executorch` extra: pip install 'mobilenet[executorch]'.
 """
 
@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .errors import MobileNetError
-from .images import check_metadata
 from .metrics import check_scores
+from .model_info import ModelInfo
 from .progress import bar
 
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
@@ -93,23 +93,22 @@ def _quiet_stderr():
 
 
 class PteModel:
-    """An exported .pte: `.classes`, `.spec` (input preparation), `.data`, `.logits(batch)`.
+    """An exported .pte: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation), `.logits(batch)`.
 
     `source` is a .pte path (its metadata read from sidecar(path)) or the program's bytes
-    with `metadata` given (the sidecar's dict)."""
+    with `info` given."""
 
-    def __init__(self, source, metadata: dict | None = None):
+    def __init__(self, source, info: ModelInfo | None = None):
         require_executorch()
         self.name = name = "the program" if isinstance(source, bytes) else str(source)
         data = source if isinstance(source, bytes) else _read(Path(source))
-        meta = metadata if metadata is not None else _read_sidecar(Path(source))
         try:
-            self.classes, self.spec, self.data = meta["classes"], meta["input"], meta.get("data") or {}
-            check_metadata(self.classes, self.spec, self.data)
+            self.info = info or ModelInfo.from_json(_read_sidecar(Path(source)), fixed=(None, None))
         except KeyError as e:
             raise MobileNetError(f"{sidecar(name)} has no {e}; export the model again with `mobilenet export`") from None
         except (ValueError, TypeError) as e:
             raise MobileNetError(f"{sidecar(name)} does not describe the network ({e}); export it again") from None
+        self.classes, self.spec = self.info.classes, self.info.input
         self._data = data  # the runtime reads the program from these bytes for as long as it runs
         try:
             with _quiet_stderr():  # also torchao's import-time log line

@@ -23,8 +23,8 @@ import torch
 from .config import FASHION_MNIST, TABLE1, channels
 from .errors import MobileNetError, printable
 from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file
-from .images import check_metadata
 from .model import MobileNetConfig, MobileNetV1
+from .model_info import ModelInfo
 
 # What a run writes into its folder (atomically, see files.py).
 RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png")
@@ -55,18 +55,18 @@ def write_history(history: list[dict], out: Path) -> None:
     atomic_write_text(out / "history.csv", buf.getvalue())
 
 
-def save_model(model: MobileNetV1, out: Path, info: dict) -> None:
+def save_model(model: MobileNetV1, out: Path, info: ModelInfo) -> None:
     """model.safetensors + config.json: all that predict, evaluate and export need."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": "mobilenet-v1"}))
-    write_config(out, model.config, info)
+    write_config(out, info)
 
 
-def write_config(out: Path, model_config: MobileNetConfig, info: dict) -> None:
+def write_config(out: Path, info: ModelInfo) -> None:
     """config.json alone, at a run's start: the folder says what it holds before any weights."""
-    atomic_write_json(out / "config.json", {"model": model_config.to_dict(), **info})
+    atomic_write_json(out / "config.json", info.to_json())
 
 
 def save_checkpoint(out: Path, state: dict) -> None:
@@ -160,16 +160,13 @@ def refuse_links(out: Path) -> None:
                                  "a run folder's files must be its own (remove the link, or choose another --out)")
 
 
-def read_config(model_dir) -> dict:
+def read_config(model_dir) -> ModelInfo:
     """config.json of a model folder, checked: one clear error if missing or corrupt."""
     path = Path(model_dir) / "config.json"
     if not Path(model_dir).is_dir():
         raise MobileNetError(f"--model {model_dir}: no such folder; give a folder made by `mobilenet train`")
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-        info["model"] = MobileNetConfig.from_dict(info["model"])
-        m = info["model"]
-        check_metadata(info["classes"], info["input"], info.get("data"), m.num_classes, m.in_channels, m.resolution)
+        info = ModelInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; a model folder holds config.json and model.safetensors") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
@@ -178,16 +175,16 @@ def read_config(model_dir) -> dict:
     return info
 
 
-def load_model(model_dir) -> tuple[MobileNetV1, dict]:
-    """The model of a folder, in eval mode, and its config.json (model config parsed)."""
+def load_model(model_dir) -> tuple[MobileNetV1, ModelInfo]:
+    """The model of a folder, in eval mode, and what its config.json says."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     info = read_config(model_dir)
     path = Path(model_dir) / "model.safetensors"
     try:
-        _check_shapes(path, info["model"])  # before the model is built: config.json alone allocates nothing
-        model = MobileNetV1.from_config(info["model"])
+        _check_shapes(path, info.model)  # before the model is built: config.json alone allocates nothing
+        model = MobileNetV1.from_config(info.model)
         state = load_file(str(path))
         model.load_state_dict(state, strict=True)
     except FileNotFoundError:

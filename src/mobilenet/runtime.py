@@ -8,18 +8,15 @@ deployed model is one file. Nothing here may import torch: a test checks sys.mod
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .config import EVAL_BATCH_SIZE, FASHION_CLASSES, FASHION_MNIST
 from .errors import MobileNetError
-from .images import (
-    bilinear_resize, check_metadata, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx,
-    test_split_of,
-)
+from .images import bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
 from .metrics import check_scores, evaluate_batches
+from .model_info import ModelInfo
 
 ORT_FATAL = 4  # ONNX Runtime's log quotes a file's node and tensor names raw; only fatal lines pass
 
@@ -39,7 +36,7 @@ def open_session(model, threads: int | None = None):
 
 
 class OnnxModel:
-    """An exported MobileNet: `.classes`, `.spec` (input preparation), `.logits(batch)`."""
+    """An exported MobileNet: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation), `.logits(batch)`."""
 
     def __init__(self, path, threads: int | None = None):
         path = Path(path)
@@ -48,19 +45,16 @@ class OnnxModel:
         try:
             self.session = open_session(path, threads)
             meta = self.session.get_modelmeta().custom_metadata_map
-            self.classes = json.loads(meta["classes"])
-            self.spec = json.loads(meta["input"])
-            self.data = json.loads(meta.get("data", "{}")) or {}
             shape = self.session.get_inputs()[0].shape  # [batch, channels, height, width]; ints where fixed
-            fixed = [d if isinstance(d, int) else None for d in shape[1:3]]
-            check_metadata(self.classes, self.spec, self.data, None, *fixed)
+            self.info = ModelInfo.from_onnx_metadata(meta, tuple(d if isinstance(d, int) else None for d in shape[1:3]))
         except KeyError as e:
             raise MobileNetError(f"{path} has no {e} metadata; export it with `mobilenet export`") from None
-        except ValueError as e:  # also JSONDecodeError
+        except (ValueError, TypeError) as e:  # also JSONDecodeError
             raise MobileNetError(f"{path}: its metadata does not fit the network ({e}); re-export it") from None
         except Exception as e:  # onnxruntime raises its own exception types for a bad file
             detail = str(e).splitlines()[0][:160]
             raise MobileNetError(f"{path} is not a loadable ONNX model ({detail}); re-export it") from None
+        self.classes, self.spec = self.info.classes, self.info.input
         self.input_name, self.path = self.session.get_inputs()[0].name, path
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -90,7 +84,7 @@ def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVA
                 x = bilinear_resize(x, spec["resolution"])
             yield x, labels[i:i + batch_size].astype(np.int64), []
         return
-    found = folder_splits(data, test_split_of(model.data), model.data.get("seed", 0))
+    found = folder_splits(data, model.info.test_split, model.info.seed)
     if found["classes"] != model.classes:
         raise MobileNetError(f"{data} has other class folders than the model; evaluate on the model's data")
     seen["skipped"], test = found["skipped"], found["test"]
@@ -107,7 +101,7 @@ def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVA
 
 def open_file(path, runtime: str):
     """An exported file in its runtime: OnnxModel (onnxruntime) or pte.PteModel (executorch),
-    each with .classes, .spec, .data and .logits(batch)."""
+    each with .info, .classes, .spec and .logits(batch)."""
     if runtime == "executorch":
         from .pte import PteModel  # torch comes with it: ExecuTorch's runtime takes torch tensors
 
@@ -122,7 +116,7 @@ def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = N
     from .plots import plot_confusion
 
     model = open_file(model_path, runtime)
-    data = data or model.data.get("name") or "fashion-mnist"
+    data = data or model.info.data_name
     seen = {}
     found = evaluate_batches([model.logits], _test_batches(model, data, seen), len(model.classes))
     metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"], seen.get("skipped", 0))

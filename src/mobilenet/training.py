@@ -32,6 +32,7 @@ from .evaluation import torch_logits
 from .files import make_dir, open_append, remove_unfinished
 from .metrics import EvaluationStopped, Metrics, evaluate_batches
 from .model import MobileNetConfig, MobileNetV1
+from .model_info import ModelInfo
 from .plots import plot_curves
 from .progress import Heartbeat, bar as progress_bar, show as show_progress
 from .run_folder import (
@@ -158,7 +159,7 @@ class _Run:
     eval_models: list = field(default_factory=list)  # evaluation's: the model, then the EMA (compiled with --compile)
     scheduler: object = None
     scaler: torch.amp.GradScaler = None
-    info: dict = field(default_factory=dict)  # config.json's classes, input, data
+    info: ModelInfo = None  # what config.json says
     args: dict = field(default_factory=dict)  # the TrainConfig stored in the checkpoint
     history: list = field(default_factory=list)
     best_acc: float = -1.0
@@ -281,8 +282,7 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
         run.eval_models = [torch.compile(m, mode=COMPILE_MODES[cfg.compile]) for m in run.eval_models]
     run.scheduler = _schedule(run.optimizer, steps, cfg.epochs)
     run.scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    run.info = {"classes": source.classes, "input": source.input_spec(), "data": source.provenance(),
-                "augment": {"preset": cfg.augment}}
+    run.info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(), {"preset": cfg.augment})
     run.args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
     run.args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
     return run
@@ -371,7 +371,7 @@ def _restore(run: _Run, state: dict) -> None:
     run.best_val, run.since_best = state.get("best_val", -1.0), state.get("since_best", 0)
     run.kept_epoch = state.get("kept_epoch", len(run.history))
     run.start_epoch, run.start_step, run.partial = state["epoch"], state["step"], state.get("partial")
-    run.info["augment"] = state.get("augment") or run.info["augment"]  # with the trial's figures
+    run.info.augment = state.get("augment") or run.info.augment  # with the trial's figures
     torch.set_rng_state(state["rng"])
     run.log(f"resuming {run.out} at epoch {run.start_epoch + 1}" + (f", step {run.start_step}" if run.start_step else ""))
 
@@ -387,7 +387,7 @@ def _choose_augmentation(run: _Run) -> None:
     preset = PRESETS[int(dist.from_main(float(PRESETS.index(record["preset"])))[0])]
     cfg.augment = run.args["augment"] = preset  # --resume and a re-run take this
     run.source.set_augment(preset)
-    run.info["augment"] = record
+    run.info.augment = record
     run.notes.append(_choice_line(record))  # for the log and train.log, once it is open
 
 
@@ -410,7 +410,7 @@ def _open_outputs(run: _Run) -> None:
         write_history(run.history, run.out)
         plot_curves(run.history, run.out)
     if not (run.out / "config.json").exists():
-        write_config(run.out, run.model.config, run.info)
+        write_config(run.out, run.info)
     run.tb = _tensorboard(run.out)
     run.train_log = open_append(run.out / "train.log")  # never through a link
 
@@ -444,7 +444,7 @@ def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
             "epoch": epoch, "step": step, "partial": partial, "history": run.history, "best_acc": run.best_acc,
             "best_val": run.best_val, "since_best": run.since_best, "kept_epoch": run.kept_epoch,
             "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(),
-            "augment": run.info["augment"]})
+            "augment": run.info.augment})
 
 
 def _start_line(run: _Run) -> str:

@@ -6,7 +6,6 @@ Files are read with safetensors or torch.load(weights_only=True): never unpickle
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -14,7 +13,8 @@ import torch
 from .errors import MobileNetError
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
-from .run_folder import check_archive
+from .model_info import ModelInfo
+from .run_folder import check_archive, read_config, save_model
 
 TIMM_PREFIX = "timm:"
 
@@ -66,11 +66,10 @@ def load_init(source: str) -> tuple[dict[str, torch.Tensor], str | None]:
     state = read_weight_file(source)
     if is_timm(state):
         return state, "relu6"
-    try:
-        activation = json.loads(Path(source).with_name("config.json").read_text())["model"]["activation"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        activation = None
-    return state, activation
+    try:  # our own weights: their folder's config.json says the activation
+        return state, read_config(Path(source).parent).model.activation
+    except MobileNetError:
+        return state, None
 
 
 def fit_state_dict(state: dict, model: MobileNetV1) -> dict:
@@ -128,9 +127,7 @@ def convert_timm(file, output, resolution: int = 224) -> Path:
             classes = [str(c) for c in ImageNetInfo().label_descriptions()]
         except Exception:  # noqa: BLE001 - names are a nicety; numbered classes still work
             pass
-    from .run_folder import save_model
-
     output = make_dir(output, "--output")
     spec = crop_input_spec(config.in_channels, resolution, IMAGENET_MEAN, IMAGENET_STD)
-    save_model(model, output, {"classes": classes, "input": spec, "data": {"name": "imagenet", "source": str(file)}})
+    save_model(model, output, ModelInfo(classes, spec, config, {"name": "imagenet", "source": str(file)}))
     return output

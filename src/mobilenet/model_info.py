@@ -1,0 +1,146 @@
+"""What a model says about itself: its class names, how an image is prepared for it, its
+network, where its images came from and how they were augmented. One type for a model
+folder's config.json, an ONNX file's metadata_props and a .pte's sidecar, checked in one
+place (validate) before any image is read. No torch at import: the deployed path reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import FASHION_MNIST, MAX_RESOLUTION, MIN_RESOLUTION, MobileNetConfig
+from .errors import MobileNetError, has_control, printable
+from .images import MAX_RESIZE
+
+PRODUCER = "mobilenet"  # the producer key of an exported file's metadata
+
+
+@dataclass
+class ModelInfo:
+    """config.json's content. `input` is the preparation images.prepare follows: channels,
+    resolution, mean, std, and image_size (small images) or resize (shorter side, then a
+    centre crop). `data` is the provenance: the data set's name and a folder's split."""
+    classes: list[str]
+    input: dict
+    model: MobileNetConfig | None = None  # None: an exported file whose metadata lacks it
+    data: dict = field(default_factory=dict)
+    augment: dict | None = None  # a run's preset, with the trial's figures under --augment auto
+
+    @property
+    def data_name(self) -> str:
+        return self.data.get("name") or FASHION_MNIST
+
+    @property
+    def seed(self) -> int:
+        return self.data.get("seed", 0)
+
+    @property
+    def test_split(self) -> float:
+        """The test hold-out the data was split with (older folders call it val_split)."""
+        return self.data.get("test_split", self.data.get("val_split", 0.2))
+
+    def to_json(self) -> dict:
+        """config.json's object, in its order."""
+        found = {"model": self.model.to_dict(), "classes": self.classes, "input": self.input, "data": self.data}
+        return found if self.augment is None else {**found, "augment": self.augment}
+
+    @classmethod
+    def from_json(cls, found, fixed: tuple | None = None) -> "ModelInfo":
+        """config.json's object, validated (validate). An exported file's (a sidecar's)
+        gives `fixed`, and may lack the model. KeyError names a missing entry; ValueError
+        or TypeError says what does not fit."""
+        if not isinstance(found, dict):
+            raise ValueError("not a JSON object")
+        model = found["model"] if fixed is None else found.get("model")
+        data = found.get("data")
+        if data is not None and not (isinstance(data, dict) and isinstance(data.get("name", ""), str)):
+            raise ValueError("'data' must be an object naming the data set")
+        info = cls(found["classes"], found["input"], None if model is None else MobileNetConfig.from_dict(model),
+                   data or {}, found.get("augment"))
+        info.validate(fixed)
+        return info
+
+    def onnx_metadata(self) -> dict[str, str]:
+        """An ONNX file's metadata_props: one JSON text per key."""
+        found = {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data}
+        return {**{k: json.dumps(v) for k, v in found.items()}, "producer": PRODUCER}
+
+    @classmethod
+    def from_onnx_metadata(cls, meta: dict[str, str], fixed: tuple = (None, None)) -> "ModelInfo":
+        """KeyError for a missing classes or input entry; ValueError for a bad one."""
+        found = {k: json.loads(meta[k]) for k in ("classes", "input")}
+        found.update({k: json.loads(meta[k]) for k in ("model", "data") if k in meta})
+        return cls.from_json(found, fixed)
+
+    def sidecar(self, int8: bool) -> dict:
+        """A .pte's sidecar (pte.sidecar names the file)."""
+        return {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data,
+                "producer": PRODUCER, "int8": int8}
+
+    def validate(self, fixed: tuple | None = None) -> None:
+        """ValueError unless the classes and input fit the network: a folder's model config,
+        or for an exported file its graph, whose (channels, resolution) are `fixed` (None
+        where the graph leaves one free); the graph's outputs are checked as it runs."""
+        if fixed is None:
+            m = self.model
+            fixed = (m.in_channels, m.resolution)
+            _check_classes(self.classes, m.num_classes)
+        else:
+            _check_classes(self.classes, None)
+        _check_input(self.input, *fixed)
+
+    def open_data(self, data: str | None = None, workers: int | None = None):
+        """The data set the model was trained on (or `data`), split as it was: its test
+        split is the one the model was tested on. Needs torch (data.py)."""
+        from .data import open_source
+
+        name = data or self.data_name
+        source = open_source(name, self.input["resolution"], self.seed, test_split=self.test_split, workers=workers)
+        if source.classes != self.classes:
+            raise MobileNetError(f"{name} has classes {source.classes[:5]}..., the model {self.classes[:5]}...; "
+                                 "evaluate on data with the same class folders")
+        return source
+
+
+def _whole(v, low, high) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
+def _check_classes(classes, num_classes) -> None:
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ValueError("'classes' must be a list of class names")
+    named = next((c for c in classes if has_control(c)), None)
+    if named is not None:  # they are printed and drawn: no escape codes, no forged lines
+        raise ValueError(f"class name {printable(named)} has control characters")
+    if num_classes is not None and len(classes) != num_classes:
+        raise ValueError(f"'classes' names {len(classes)} classes, the model has {num_classes}")
+
+
+def _check_input(spec, channels, resolution) -> None:
+    if not isinstance(spec, dict):
+        raise ValueError("'input' must be an object")
+    missing = [key for key in ("channels", "resolution", "mean", "std") if key not in spec]
+    if missing:
+        raise ValueError(f"'input' lacks {missing}")
+    c, r = spec["channels"], spec["resolution"]
+    if c not in (1, 3) or not _whole(c, 1, 3) or (channels is not None and c != channels):
+        raise ValueError(f"input channels is {c!r}; the network takes {channels or '1 or 3'}")
+    if not _whole(r, MIN_RESOLUTION, MAX_RESOLUTION) or (resolution is not None and r != resolution):
+        raise ValueError(f"input resolution is {r!r}; the network takes "
+                         f"{resolution or f'{MIN_RESOLUTION} to {MAX_RESOLUTION}'}")
+    for key in ("mean", "std"):
+        v = spec[key]
+        if not (isinstance(v, list) and len(v) == c and all(isinstance(x, (int, float)) and np.isfinite(x) for x in v)):
+            raise ValueError(f"input {key} must be a list of {c} numbers, got {v!r}")
+    if not all(x > 0 for x in spec["std"]):
+        raise ValueError("input std must be positive")
+    most = MAX_RESIZE * r  # the image is resized to this before the crop: memory follows it
+    if spec.get("image_size") is not None:
+        if not _whole(spec["image_size"], 1, most):
+            raise ValueError(f"input image_size is {spec['image_size']!r}; use 1 to {most} ({MAX_RESIZE} × resolution)")
+    elif not _whole(spec.get("resize"), r, most):
+        raise ValueError(f"input needs image_size, or resize from {r} to {most} ({MAX_RESIZE} × resolution) "
+                         f"(got {spec.get('resize')!r})")
