@@ -48,6 +48,7 @@ class Mutant:
 
 
 I = "tests/test_interrupts.py::"
+T = "tests/test_trust.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training.py",
@@ -142,6 +143,19 @@ MUTANTS = [
            "src/mobilenet/augment.py", 'kept = [p for p in candidates if p == "none" or kept_share(clean, scores[p], '
            'classes) >= KEEP]', "kept = list(candidates)",
            ["tests/test_augment.py::test_auto_never_flips_arrows"]),
+    # --- a stranger's files ---------------------------------------------------------------
+    Mutant("the reader takes a device for a file", "docs/guarantees.md A stranger's files", "src/mobilenet/files.py",
+           "    if not stat.S_ISREG(os.fstat(fd).st_mode):\n", "    if False:\n",
+           [T + "test_a_config_linked_to_dev_zero_is_not_read"]),
+    Mutant("the reader reads past its limit", "docs/guarantees.md A stranger's files", "src/mobilenet/files.py",
+           "data = f.read(limit + 1)", "data = f.read()",
+           [T + "test_a_config_beyond_the_json_limit_is_refused_unread"]),
+    Mutant("the ONNX check lets a Loop through", "docs/guarantees.md A stranger's files", "src/mobilenet/onnx_check.py",
+           '"Flatten", "GlobalAveragePool"})', '"Flatten", "GlobalAveragePool", "Loop", "ConstantOfShape"})',
+           [T + "test_a_loop_is_refused_before_a_session", T + "test_constant_of_shape_is_refused_through_the_cli"]),
+    Mutant("the ONNX check counts no tensor bytes", "docs/guarantees.md A stranger's files", "src/mobilenet/onnx_check.py",
+           "    if total > limit:\n", "    if False:\n",
+           [T + "test_external_data_beyond_the_network_is_refused_unread"]),
 ]
 
 

@@ -103,7 +103,7 @@ def test_init_errors(tmp_path, fake_fashion):
             return (os.system, (f"touch {marker}",))
 
     torch.save({"state_dict": Evil()}, tmp_path / "evil.pth")
-    for source, words in ((str(tmp_path / "missing.pth"), "no such weights file"),
+    for source, words in ((str(tmp_path / "missing.pth"), "no such file"),
                           (str(tmp_path / "evil.pth"), "not a readable weights file")):
         r = cli("train", "--init", source, "--epochs", "1", "--resolution", "32", "--limit", "64",
                 "--out", str(tmp_path / "run"), env=env)

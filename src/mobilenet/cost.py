@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 from .config import KERNEL, TABLE1, MobileNetConfig, channels, get_config, layer_names, list_models
 
-__all__ = ["LayerCost", "layer_costs", "by_type", "separable_vs_standard", "cost_report", "format_report",
-           "models_table"]
+__all__ = ["LayerCost", "layer_costs", "by_type", "separable_vs_standard", "state_bytes", "cost_report",
+           "format_report", "models_table"]
 
 TYPES = ("conv", "depthwise", "pointwise", "fc")
 
@@ -101,6 +101,15 @@ def separable_vs_standard(h: int, w: int, c_in: int, c_out: int, k: int = 3) -> 
 
 def _totals(layers: list[LayerCost]) -> dict:
     return {"mult_adds": sum(r.mult_adds for r in layers), "params": sum(r.params for r in layers)}
+
+
+def state_bytes(config: MobileNetConfig) -> int:
+    """Bytes of the module's state dict in float32: its params, and each BN's running mean
+    and variance (two per channel, as its scale and shift) and int64 step count. What a
+    weights file of this config holds, less its header."""
+    convs = [r for r in layer_costs(config) if r.type not in ("pool", "fc")]
+    floats = sum(r.params for r in layer_costs(config)) + sum(r.params - r.weights for r in convs)
+    return 4 * floats + 8 * len(convs)
 
 
 def cost_report(config: MobileNetConfig | None = None, full_conv: bool = False) -> dict:

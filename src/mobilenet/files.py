@@ -10,10 +10,11 @@ import errno
 import io
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-from .errors import MobileNetError
+from .errors import MobileNetError, printable
 
 
 def make_dir(path, option: str = "--out") -> Path:
@@ -63,6 +64,44 @@ def remove_unfinished(folder, names) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+JSON_LIMIT = 8 << 20  # config.json, sidecars: a thousand class names fill about 40 kB
+
+
+class NotRegular(ValueError):
+    """A path that names a FIFO, a device or a folder where a file was expected."""
+
+
+def open_regular(path):
+    """`path` opened for reading if it is a regular file: a FIFO would block a read forever
+    and a device never ends. O_NONBLOCK keeps the open itself from waiting on a FIFO."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegular(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
+def read_regular(path, limit: int, what: str) -> bytes:
+    """The bytes of `path`, a regular file of at most `limit` bytes; one clear line
+    otherwise. Nothing past the limit is read. FileNotFoundError passes through, for the
+    caller to say what the file should have been."""
+    try:
+        f = open_regular(path)
+    except FileNotFoundError:
+        raise
+    except NotRegular:
+        raise MobileNetError(f"{what} {printable(path)}: not a regular file (a FIFO, a device or a folder); "
+                             "give the file itself") from None
+    except OSError as e:
+        raise MobileNetError(f"{what} {printable(path)}: cannot read it ({e.strerror})") from None
+    with f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise MobileNetError(f"{what} {printable(path)}: larger than the {limit:,} bytes such a file can hold "
+                             "here; give the file this toolkit wrote")
+    return data
 
 
 def open_append(path, what: str = "--out"):

@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import check_folder
 from .errors import MobileNetError, has_control, printable
+from .files import open_regular
 from .progress import bar
 from .seeds import stratified_split
 
@@ -112,7 +113,7 @@ def load_image(path, channels: int = 3):
     from PIL import Image, ImageOps
 
     try:
-        with warnings.catch_warnings(), _open_regular(path) as f:
+        with warnings.catch_warnings(), open_regular(path) as f:
             warnings.simplefilter("ignore")  # PIL's notes on odd files: the file decodes, or we say why not
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(f) as im:
@@ -137,20 +138,10 @@ def short_side(path) -> int | None:
     from PIL import Image
 
     try:
-        with _open_regular(path) as f, Image.open(f) as im:
+        with open_regular(path) as f, Image.open(f) as im:
             return min(im.size)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
         return None
-
-
-def _open_regular(path):
-    """`path` opened for reading if it is a regular file: a FIFO named x.png would block
-    a read forever, and a device never ends. O_NONBLOCK keeps the open itself from waiting."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ValueError("not a regular file")
-    return os.fdopen(fd, "rb")
 
 
 def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int]], int]:

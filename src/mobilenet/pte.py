@@ -17,13 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cost import state_bytes
 from .errors import MobileNetError
+from .files import JSON_LIMIT, read_regular
 from .metrics import check_scores
 from .model_info import ModelInfo
 from .progress import bar
 
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
 CALIBRATION_BATCH = 32
+PROGRAM_LIMIT = 1 << 30
 
 
 def sidecar(path) -> Path:
@@ -101,13 +104,13 @@ class PteModel:
     def __init__(self, source, info: ModelInfo | None = None):
         require_executorch()
         self.name = name = "the program" if isinstance(source, bytes) else str(source)
-        data = source if isinstance(source, bytes) else _read(Path(source))
         try:
             self.info = info or ModelInfo.from_json(_read_sidecar(Path(source)), fixed=(None, None))
         except KeyError as e:
             raise MobileNetError(f"{sidecar(name)} has no {e}; export the model again with `mobilenet export`") from None
         except (ValueError, TypeError) as e:
             raise MobileNetError(f"{sidecar(name)} does not describe the network ({e}); export it again") from None
+        data = source if isinstance(source, bytes) else _read(Path(source), self.info)
         self.classes, self.spec = self.info.classes, self.info.input
         self._data = data  # the runtime reads the program from these bytes for as long as it runs
         try:
@@ -128,17 +131,27 @@ class PteModel:
         return z
 
 
-def _read(path: Path) -> bytes:
-    if not path.is_file():
-        raise MobileNetError(f"--model {path}: no such file; give a .pte file made by "
-                             "`mobilenet export --format executorch`")
-    return path.read_bytes()
+def _read(path: Path, info: ModelInfo) -> bytes:
+    # The program holds the weights once, BN folded in; twice that, and a fixed bound for a
+    # sidecar that does not say its network.
+    limit = 2 * state_bytes(info.model) + (16 << 20) if info.model else PROGRAM_LIMIT
+    try:
+        return read_regular(path, limit, "--model")
+    except FileNotFoundError:
+        raise _missing(path) from None
+
+
+def _missing(path: Path) -> MobileNetError:
+    return MobileNetError(f"--model {path}: no such file; give a .pte file made by "
+                          "`mobilenet export --format executorch`")
 
 
 def _read_sidecar(path: Path) -> dict:
     meta = sidecar(path)
+    if not path.exists():  # the program's absence first: the sidecar's would mislead
+        raise _missing(path)
     try:
-        found = json.loads(meta.read_text())
+        found = json.loads(read_regular(meta, JSON_LIMIT, "--model"))
     except FileNotFoundError:
         raise MobileNetError(f"{meta} is missing: it holds the class names and input preparation that travel "
                              f"with {path.name}; export the model again") from None

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from .config import FASHION_MNIST, TABLE1, channels
+from .cost import state_bytes
 from .errors import MobileNetError, printable
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file
+from .files import JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_regular
 from .model import MobileNetConfig, MobileNetV1
 from .model_info import ModelInfo
 
@@ -31,6 +32,15 @@ RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv",
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
                   "images_per_s", "bad_files", "ema_test_loss", "ema_test_acc",  # empty without --ema
                   "val_loss", "val_acc"]  # the kept model's on the validation images; empty without --val-split
+# A checkpoint holds the model, its EMA, two optimizer moments and the history: 4 GiB is
+# about 250 M parameters, beyond any MobileNet V1 a run here would train.
+CHECKPOINT_LIMIT = 4 << 30
+HEADER_LIMIT = 1 << 20  # a safetensors header of MobileNet's 140 tensors takes about 20 kB
+
+
+def weights_limit(config: MobileNetConfig) -> int:
+    """The most bytes a weights file of `config` may take: its float32 tensors and a header."""
+    return state_bytes(config) + HEADER_LIMIT
 
 
 def default_out(data: str) -> Path:
@@ -78,11 +88,13 @@ def save_checkpoint(out: Path, state: dict) -> None:
 
 def load_checkpoint(path: Path) -> dict:
     """checkpoint.pt read with weights_only=True and checked: one clear error if it is not ours."""
-    if not path.exists():
-        raise MobileNetError(f"--resume: {path} not found; start a new run without --resume")
-    check_archive(path, "--resume")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
+        data = read_regular(path, CHECKPOINT_LIMIT, "--resume")
+    except FileNotFoundError:
+        raise MobileNetError(f"--resume: {path} not found; start a new run without --resume") from None
+    check_archive(data, path, "--resume")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)  # never unpickle arbitrary objects
     except Exception as e:
         raise MobileNetError(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}); "
                              "start a new run in another --out folder") from None
@@ -98,8 +110,9 @@ def load_checkpoint(path: Path) -> dict:
 def checkpoint_launch(out: Path) -> str | None:
     """The torchrun launch that wrote out's checkpoint (distributed.launch()), if any."""
     try:
-        check_archive(out / "checkpoint.pt", "--out")
-        return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=True).get("launch")
+        data = read_regular(out / "checkpoint.pt", CHECKPOINT_LIMIT, "--out")
+        check_archive(data, out / "checkpoint.pt", "--out")
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True).get("launch")
     except Exception:  # noqa: BLE001 - no readable checkpoint: nothing to resume automatically
         return None
 
@@ -166,7 +179,7 @@ def read_config(model_dir) -> ModelInfo:
     if not Path(model_dir).is_dir():
         raise MobileNetError(f"--model {model_dir}: no such folder; give a folder made by `mobilenet train`")
     try:
-        info = ModelInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+        info = ModelInfo.from_json(json.loads(read_regular(path, JSON_LIMIT, "--model").decode("utf-8")))
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; a model folder holds config.json and model.safetensors") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
@@ -178,14 +191,14 @@ def read_config(model_dir) -> ModelInfo:
 def load_model(model_dir) -> tuple[MobileNetV1, ModelInfo]:
     """The model of a folder, in eval mode, and what its config.json says."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     info = read_config(model_dir)
     path = Path(model_dir) / "model.safetensors"
     try:
-        _check_shapes(path, info.model)  # before the model is built: config.json alone allocates nothing
+        state = load(read_regular(path, weights_limit(info.model), "--model"))
+        _check_shapes(state, info.model)  # before the model is built: a config.json that lies allocates nothing
         model = MobileNetV1.from_config(info.model)
-        state = load_file(str(path))
         model.load_state_dict(state, strict=True)
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; train the model first or copy its weights there") from None
@@ -196,28 +209,25 @@ def load_model(model_dir) -> tuple[MobileNetV1, ModelInfo]:
     return model.eval().to(memory_format=torch.channels_last), info
 
 
-def _check_shapes(path: Path, config: MobileNetConfig) -> None:
-    """ValueError unless the first conv and the classifier in the safetensors header have
-    the shapes config.json implies; only the header is read."""
-    from safetensors import safe_open
-
+def _check_shapes(state: dict, config: MobileNetConfig) -> None:
+    """ValueError unless the first conv and the classifier of `state` have the shapes
+    config.json implies."""
     expected = {"features.conv1.0.weight": [channels(TABLE1[0][2], config.width_mult), config.in_channels, 3, 3],
                 "classifier.weight": [config.num_classes, channels(TABLE1[-1][2], config.width_mult)]}
-    with safe_open(str(path), "pt") as f:
-        for name, shape in expected.items():
-            got = f.get_slice(name).get_shape() if name in f.keys() else None
-            if got != shape:
-                raise ValueError(f"{name} is {got}, config.json asks for {shape}")
+    for name, shape in expected.items():
+        got = list(state[name].shape) if name in state else None
+        if got != shape:
+            raise ValueError(f"{name} is {got}, config.json asks for {shape}")
 
 
-def check_archive(path: Path, what: str) -> None:
-    """Refuse a torch zip archive with compressed entries before torch.load reads it:
-    torch.save stores every entry as it is, and a deflated one may expand far beyond the
-    file (2 MB to 512 MiB). Other files are left to torch.load."""
+def check_archive(data: bytes, path: Path, what: str) -> None:
+    """Refuse a torch zip archive (the bytes of `path`) with compressed entries before
+    torch.load reads it: torch.save stores every entry as it is, and a deflated one may
+    expand far beyond the file (2 MB to 512 MiB). Other files are left to torch.load."""
     import zipfile
 
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             packed = next((i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED), None)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         return

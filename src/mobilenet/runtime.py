@@ -14,9 +14,11 @@ import numpy as np
 
 from .config import EVAL_BATCH_SIZE, FASHION_CLASSES, FASHION_MNIST
 from .errors import MobileNetError
+from .files import read_regular
 from .images import bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
 from .metrics import check_scores, evaluate_batches
 from .model_info import ModelInfo
+from .onnx_check import FILE_LIMIT, check_onnx
 
 ORT_FATAL = 4  # ONNX Runtime's log quotes a file's node and tensor names raw; only fatal lines pass
 
@@ -31,8 +33,9 @@ def open_session(model, threads: int | None = None):
     options.log_severity_level = ORT_FATAL  # the session's own, while it runs
     if threads:
         options.intra_op_num_threads = threads
+    # enable_fallback=0: a failed session is one line of ours, not a retry announced on stdout
     return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
-                                providers=["CPUExecutionProvider"])
+                                providers=["CPUExecutionProvider"], enable_fallback=0)
 
 
 class OnnxModel:
@@ -40,10 +43,13 @@ class OnnxModel:
 
     def __init__(self, path, threads: int | None = None):
         path = Path(path)
-        if not path.is_file():
-            raise MobileNetError(f"--model {path}: no such file; give an .onnx file made by `mobilenet export`")
         try:
-            self.session = open_session(path, threads)
+            data = read_regular(path, FILE_LIMIT, "--model")
+        except FileNotFoundError:
+            raise MobileNetError(f"--model {path}: no such file; give an .onnx file made by `mobilenet export`") from None
+        external = check_onnx(data, path)
+        try:  # from the bytes checked, unless tensors live beside the file (ONNX Runtime finds those)
+            self.session = open_session(path if external else data, threads)
             meta = self.session.get_modelmeta().custom_metadata_map
             shape = self.session.get_inputs()[0].shape  # [batch, channels, height, width]; ints where fixed
             self.info = ModelInfo.from_onnx_metadata(meta, tuple(d if isinstance(d, int) else None for d in shape[1:3]))

@@ -6,31 +6,35 @@ Files are read with safetensors or torch.load(weights_only=True): never unpickle
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 
 from .errors import MobileNetError
+from .files import read_regular
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
 from .model_info import ModelInfo
-from .run_folder import check_archive, read_config, save_model
+from .run_folder import CHECKPOINT_LIMIT, check_archive, read_config, save_model
 
 TIMM_PREFIX = "timm:"
 
 
-def read_weight_file(path) -> dict[str, torch.Tensor]:
+def read_weight_file(path, what: str = "--init") -> dict[str, torch.Tensor]:
     """A state dict from a .safetensors file or a torch checkpoint (weights only); a
     checkpoint's own wrapping ("state_dict", "model", "state_dict_ema") is unwrapped."""
     path = Path(path)
-    if not path.is_file():
-        raise MobileNetError(f"{path}: no such weights file; give a .safetensors or .pth file, or timm:NAME")
+    try:
+        data = read_regular(path, CHECKPOINT_LIMIT, what)
+    except FileNotFoundError:
+        raise MobileNetError(f"{what} {path}: no such file; give a .safetensors or .pth file, or timm:NAME") from None
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        check_archive(path, "--init")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            from safetensors.torch import load
+            return load(data)
+        check_archive(data, path, what)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except MobileNetError:
         raise
     except Exception as e:  # safetensors, pickle and zip errors all mean the same to the user
@@ -111,7 +115,7 @@ def convert_timm(file, output, resolution: int = 224) -> Path:
     + config.json) from a timm mobilenetv1 state dict, ready for predict and export."""
     from .files import make_dir
 
-    state = read_weight_file(file)
+    state = read_weight_file(file, "--from-timm")
     if not is_timm(state):
         raise MobileNetError(f"{file} is not a timm mobilenetv1 state dict (no conv_stem.weight)")
     try:

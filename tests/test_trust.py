@@ -1,0 +1,214 @@
+"""A stranger's files: a FIFO, a device or an oversized file where the toolkit expects one of
+its own gets one line and no hang; an .onnx file outside MobileNet V1's ops or sizes is
+refused before ONNX Runtime runs it."""
+
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from PIL import Image
+
+from conftest import TINY, cli
+from mobilenet.errors import MobileNetError
+
+pytestmark = pytest.mark.fault
+WAIT = 120  # seconds: a refusal takes one or two; a blocked read never ends
+
+
+def _one_line(r, words):
+    assert r.returncode != 0 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def _folder(small_run, tmp_path):
+    return shutil.copytree(small_run[0], tmp_path / "run", symlinks=True)
+
+
+def _image(tmp_path):
+    Image.new("L", (28, 28), 128).save(tmp_path / "x.png")
+    return str(tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_a_fifo_in_a_model_folder_is_one_line(small_run, tmp_path, name):
+    folder = _folder(small_run, tmp_path)
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    r = cli("predict", "--model", str(folder), _image(tmp_path), timeout=WAIT)
+    _one_line(r, f"{name}: not a regular file")
+
+
+def test_a_config_linked_to_dev_zero_is_not_read(small_run, tmp_path):
+    folder = _folder(small_run, tmp_path)
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to("/dev/zero")
+    r = cli("evaluate", "--model", str(folder), timeout=WAIT)
+    _one_line(r, "config.json: not a regular file")
+
+
+def test_a_config_beyond_the_json_limit_is_refused_unread(small_run, tmp_path, monkeypatch):
+    from mobilenet import files
+    from mobilenet.run_folder import read_config
+
+    folder = _folder(small_run, tmp_path)
+    monkeypatch.setattr(files, "open_regular", _counting(files.open_regular, read := []))
+    with open(folder / "config.json", "r+b") as f:
+        f.truncate(4 * files.JSON_LIMIT)  # sparse: no disk used
+    with pytest.raises(MobileNetError, match="larger than the 8,388,608 bytes"):
+        read_config(folder)
+    assert read == [files.JSON_LIMIT + 1]  # the limit and one byte more, never the whole file
+
+
+def _counting(open_regular, sizes):
+    def opened(path):
+        f = open_regular(path)
+        read = f.read
+
+        def counted(n=-1):
+            data = read(n)
+            sizes.append(len(data))
+            return data
+        f.read = counted
+        return f
+    return opened
+
+
+def test_a_fifo_checkpoint_with_resume_is_one_line(small_run, tmp_path, fake_fashion):
+    folder = _folder(small_run, tmp_path)
+    (folder / "checkpoint.pt").unlink()
+    os.mkfifo(folder / "checkpoint.pt")
+    r = cli("train", *TINY, "--epochs", "4", "--out", str(folder), "--resume",
+            env={"MOBILENET_FASHION_MNIST": str(fake_fashion)}, timeout=WAIT)
+    _one_line(r, "checkpoint.pt: not a regular file")
+
+
+def test_init_names_a_fifo_and_a_fifo_config_beside_the_weights(small_run, tmp_path):
+    from mobilenet.weights import load_init, read_weight_file
+
+    os.mkfifo(tmp_path / "w.safetensors")
+    with pytest.raises(MobileNetError, match="--init .*w.safetensors: not a regular file"):
+        read_weight_file(tmp_path / "w.safetensors")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(small_run[0] / "model.safetensors", other)
+    os.mkfifo(other / "config.json")
+    state, activation = load_init(str(other / "model.safetensors"))  # returns: the FIFO is not read
+    assert activation is None and "classifier.weight" in state
+
+
+def test_a_fifo_sidecar_is_one_line(tmp_path):
+    (tmp_path / "m.pte").write_bytes(b"not a program")
+    os.mkfifo(tmp_path / "m.pte.json")
+    r = cli("predict", "--model", str(tmp_path / "m.pte"), "--runtime", "executorch", _image(tmp_path),
+            timeout=WAIT)
+    _one_line(r, "m.pte.json: not a regular file")
+
+
+# --- ONNX files outside the network --------------------------------------------------------
+
+def _appended(onnx_file, path, node, *initializers):
+    """onnx_file with `node` fed by its logits (its first input named "logits") and its
+    first output made the graph's output, saved at `path`."""
+    proto = onnx.load(str(onnx_file))
+    graph = proto.graph
+    node.input[:] = [graph.output[0].name if i == "logits" else i for i in node.input]
+    graph.node.append(node)
+    graph.initializer.extend(initializers)
+    graph.output[0].name = node.output[0]
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_our_own_fp32_file_passes_the_check(onnx_file):
+    from mobilenet.onnx_check import check_onnx
+
+    assert check_onnx(onnx_file.read_bytes(), onnx_file) is False
+
+
+def test_a_loop_is_refused_before_a_session(onnx_file, tmp_path, monkeypatch):
+    from mobilenet import runtime
+
+    def values(*names):
+        return [helper.make_tensor_value_info(n, t, None) for n, t in names]
+    body = helper.make_graph([helper.make_node("Identity", ["cond"], ["cond_out"]),
+                              helper.make_node("Identity", ["c"], ["c_out"])], "body",
+                             values(("i", TensorProto.INT64), ("cond", TensorProto.BOOL), ("c", TensorProto.FLOAT)),
+                             values(("cond_out", TensorProto.BOOL), ("c_out", TensorProto.FLOAT)))
+    loop = helper.make_node("Loop", ["trip", "", "logits"], ["looped"], body=body)  # 2^62 turns
+    path = _appended(onnx_file, tmp_path / "loop.onnx", loop, helper.make_tensor("trip", TensorProto.INT64, [], [1 << 62]))
+    monkeypatch.setattr(runtime, "open_session", _no_session)
+    with pytest.raises(MobileNetError, match="uses the op Loop, which MobileNet V1 does not"):
+        runtime.OnnxModel(path)
+
+
+def _no_session(*args, **kw):
+    raise AssertionError("a session was made for a file the check should refuse")
+
+
+def test_constant_of_shape_is_refused_through_the_cli(onnx_file, tmp_path):
+    shape = helper.make_tensor("shape", TensorProto.INT64, [1], [1 << 30])  # 4 GB of floats at run time
+    path = _appended(onnx_file, tmp_path / "big.onnx", helper.make_node("ConstantOfShape", ["shape"], ["big"]), shape)
+    r = cli("predict", "--model", str(path), "--runtime", "onnxruntime", _image(tmp_path), timeout=WAIT)
+    _one_line(r, "uses the op ConstantOfShape")
+
+
+def test_huge_pads_are_refused(onnx_file, tmp_path, monkeypatch):
+    from mobilenet import runtime
+
+    proto = onnx.load(str(onnx_file))
+    conv = next(n for n in proto.graph.node if n.op_type == "Conv")
+    pads = next(a for a in conv.attribute if a.name == "pads")
+    pads.ints[:] = [100_000] * 4  # a 10^10-pixel feature map
+    onnx.save(proto, str(tmp_path / "pads.onnx"))
+    monkeypatch.setattr(runtime, "open_session", _no_session)
+    with pytest.raises(MobileNetError, match="pads more than 2"):
+        runtime.OnnxModel(tmp_path / "pads.onnx")
+
+
+def test_external_data_beyond_the_network_is_refused_unread(onnx_file, tmp_path, monkeypatch):
+    from mobilenet import runtime
+
+    proto = onnx.load(str(onnx_file))
+    big = TensorProto(name="unused", data_type=TensorProto.FLOAT, dims=[1 << 29])  # 2 GiB declared
+    big.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "w.bin"), ("offset", "0"), ("length", str(4 << 29))):
+        big.external_data.add(key=key, value=value)
+    proto.graph.initializer.append(big)
+    onnx.save(proto, str(tmp_path / "ext.onnx"))
+    with open(tmp_path / "w.bin", "wb") as f:
+        f.truncate(4 << 29)  # sparse
+    monkeypatch.setattr(runtime, "open_session", _no_session)
+    with pytest.raises(MobileNetError, match="declares 2,1.* bytes of tensors, more than the"):
+        runtime.OnnxModel(tmp_path / "ext.onnx")
+
+
+def test_small_external_data_is_still_accepted(onnx_file, tmp_path):
+    from mobilenet.runtime import OnnxModel
+
+    proto = onnx.load(str(onnx_file))
+    onnx.save(proto, str(tmp_path / "split.onnx"), save_as_external_data=True, location="split.bin")
+    assert (tmp_path / "split.bin").stat().st_size > 100_000  # the weights left the file
+    ours, split = OnnxModel(onnx_file), OnnxModel(tmp_path / "split.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 1, 32, 32), dtype=np.float32)
+    np.testing.assert_array_equal(ours.logits(x), split.logits(x))
+
+
+def test_onnx_runtime_never_falls_back_onto_stdout(onnx_file, monkeypatch, capsys):
+    """ONNX Runtime's Python layer prints "EP Error … Falling back" with print() when a session
+    or a run fails and fallback is on: it would land in `--json` output."""
+    import onnxruntime as ort
+
+    from mobilenet.runtime import open_session
+
+    session = open_session(onnx_file.read_bytes())
+    assert session._enable_fallback is False  # the only switch ONNX Runtime offers for it
+
+    def failing(*args, **kw):
+        raise RuntimeError("planted")
+    monkeypatch.setattr(ort.InferenceSession, "_create_inference_session", failing)
+    with pytest.raises(RuntimeError, match="planted"):
+        open_session(onnx_file.read_bytes())
+    assert capsys.readouterr().out == ""
