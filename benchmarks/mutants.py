@@ -156,6 +156,13 @@ MUTANTS = [
     Mutant("the ONNX check counts no tensor bytes", "docs/guarantees.md A stranger's files", "src/mobilenet/onnx_check.py",
            "    if total > limit:\n", "    if False:\n",
            [T + "test_external_data_beyond_the_network_is_refused_unread"]),
+    Mutant("a .pte is loaded unprobed", "docs/guarantees.md A stranger's files", "src/mobilenet/pte.py",
+           "    sizes = probe(data, path)\n",
+           '    sizes = [1, info.input["channels"], info.input["resolution"], info.input["resolution"]]\n',
+           [T + "test_a_program_that_crashes_the_runtime_is_one_line"]),
+    Mutant("the sidecar's SHA-256 is not compared", "docs/guarantees.md A stranger's files", "src/mobilenet/pte.py",
+           'if found.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):', "if False:",
+           [T + "test_a_program_its_sidecar_does_not_describe_is_refused"]),
 ]
 
 

@@ -62,11 +62,14 @@ def test_executorch_round_trip_and_int8(small_run, tmp_path):
     assert json.loads((tmp_path / "q.pte.json").read_text())["int8"] is True
     metrics = evaluate_file(tmp_path / "q.pte", "executorch", out=tmp_path)
     assert metrics["top1"] == pytest.approx(q["accuracy_int8"], abs=1e-9)
-    # a truncated program, and one without its sidecar: one line each, no traceback
-    (tmp_path / "cut.pte").write_bytes((tmp_path / "m.pte").read_bytes()[:5000])
-    (tmp_path / "cut.pte.json").write_text((tmp_path / "m.pte.json").read_text())
+    # a truncated program (with its sidecar's SHA-256, and with a sidecar of older exports,
+    # which had none), and one without its sidecar: one line each, no traceback
+    for name in ("cut", "old"):
+        (tmp_path / f"{name}.pte").write_bytes((tmp_path / "m.pte").read_bytes()[:5000])
+        (tmp_path / f"{name}.pte.json").write_text(json.dumps({**meta, "sha256": None} if name == "old" else meta))
     (tmp_path / "alone.pte").write_bytes((tmp_path / "m.pte").read_bytes())
-    for name, says in (("cut.pte", "not a loadable ExecuTorch program"), ("alone.pte", "alone.pte.json is missing")):
+    for name, says in (("cut.pte", "SHA-256 differs"), ("old.pte", "not a loadable ExecuTorch program"),
+                       ("alone.pte", "alone.pte.json is missing")):
         with pytest.raises(MobileNetError, match=says):  # the CLI makes it one line (test_cli); no process here
             Predictor(tmp_path / name, runtime="executorch").predict([tmp_path / "grey.png"])
 

@@ -52,7 +52,7 @@ if kind in ("write", "sigwrite"):
     real_fsync = os.fsync
     def fsync(fd):
         name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
-        if name.startswith(f".{target}.") and name.endswith(".tmp") and reached():
+        if name.startswith(f".mobilenet-{target}.") and name.endswith(".tmp") and reached():
             if kind == "sigwrite":
                 os.kill(os.getpid(), signal.SIGTERM)
             else:

@@ -12,8 +12,8 @@ import mobilenet
 
 # Bottom to top: a module may import only those before it.
 LAYERS = ["errors", "seeds", "config", "augment", "train_config", "progress", "files", "plots", "images", "metrics",
-          "cost", "model", "data", "model_info", "onnx_check", "pte", "runtime", "run_folder", "predictor", "distributed", "evaluation",
-          "trial", "weights", "training", "exporter", "benchmark", "cli"]
+          "cost", "model", "data", "model_info", "onnx_check", "pte", "runtime", "run_folder", "ownership", "predictor",
+          "distributed", "evaluation", "trial", "weights", "training", "exporter", "benchmark", "cli"]
 PACKAGE = Path(mobilenet.__file__).parent
 
 

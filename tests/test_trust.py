@@ -138,7 +138,8 @@ def test_a_loop_is_refused_before_a_session(onnx_file, tmp_path, monkeypatch):
                              values(("i", TensorProto.INT64), ("cond", TensorProto.BOOL), ("c", TensorProto.FLOAT)),
                              values(("cond_out", TensorProto.BOOL), ("c_out", TensorProto.FLOAT)))
     loop = helper.make_node("Loop", ["trip", "", "logits"], ["looped"], body=body)  # 2^62 turns
-    path = _appended(onnx_file, tmp_path / "loop.onnx", loop, helper.make_tensor("trip", TensorProto.INT64, [], [1 << 62]))
+    trip = helper.make_tensor("trip", TensorProto.INT64, [], [1 << 62])
+    path = _appended(onnx_file, tmp_path / "loop.onnx", loop, trip)
     monkeypatch.setattr(runtime, "open_session", _no_session)
     with pytest.raises(MobileNetError, match="uses the op Loop, which MobileNet V1 does not"):
         runtime.OnnxModel(path)
@@ -212,3 +213,134 @@ def test_onnx_runtime_never_falls_back_onto_stdout(onnx_file, monkeypatch, capsy
     with pytest.raises(RuntimeError, match="planted"):
         open_session(onnx_file.read_bytes())
     assert capsys.readouterr().out == ""
+
+
+# --- ExecuTorch programs and their sidecars ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_pte(tmp_path_factory):
+    """A seeded 3-class program and its sidecar; the same bytes on every run with the same
+    torch and executorch, so a byte flipped in it does the same thing every time."""
+    pytest.importorskip("executorch")
+    import hashlib
+    import json
+
+    import torch
+
+    from mobilenet.images import crop_input_spec
+    from mobilenet.model import MobileNetConfig, MobileNetV1
+    from mobilenet.model_info import ModelInfo
+    from mobilenet.pte import pte_bytes
+
+    torch.manual_seed(0)
+    config = MobileNetConfig(num_classes=3, width_mult=0.25, resolution=32, in_channels=1)
+    data = pte_bytes(MobileNetV1.from_config(config).eval(), torch.zeros(1, 1, 32, 32))
+    info = ModelInfo(["a", "b", "c"], crop_input_spec(1, 32, [0.5], [0.5]), config, {"name": "x"})
+    path = tmp_path_factory.mktemp("pte") / "tiny.pte"
+    path.write_bytes(data)
+    path.with_suffix(".pte.json").write_text(json.dumps(info.sidecar(False, hashlib.sha256(data).hexdigest())))
+    return path
+
+
+def _program(tiny_pte, tmp_path, flip=None, sidecar=lambda meta: None, rehash=True):
+    """A copy of tiny_pte with the byte at `flip` inverted and its sidecar changed; with
+    rehash, the sidecar's SHA-256 follows the new bytes, as a forger's would."""
+    import hashlib
+    import json
+
+    data = bytearray(tiny_pte.read_bytes())
+    if flip is not None:
+        data[flip(bytes(data))] ^= 0xFF
+    meta = json.loads(tiny_pte.with_suffix(".pte.json").read_text())
+    if rehash:
+        meta["sha256"] = hashlib.sha256(data).hexdigest()
+    sidecar(meta)
+    path = tmp_path / "m.pte"
+    path.write_bytes(bytes(data))
+    path.with_suffix(".pte.json").write_text(json.dumps(meta))
+    return path
+
+
+def _in_xnnpack_graph(data: bytes) -> int:
+    # 384 bytes into the XNNPACK blob ("XH00" header): a string of its graph, which the
+    # runtime's error path decodes as UTF-8 and aborts on (SIGABRT, executorch 1.5.1)
+    return data.find(b"XH00") + 384
+
+
+def test_a_program_that_crashes_the_runtime_is_one_line(tiny_pte, tmp_path):
+    path = _program(tiny_pte, tmp_path, flip=_in_xnnpack_graph)
+    r = cli("predict", "--model", str(path), "--runtime", "executorch", _image(tmp_path), timeout=WAIT)
+    _one_line(r, "m.pte crashed ExecuTorch's runtime while loading (SIGABRT")
+
+
+def test_a_program_its_sidecar_does_not_describe_is_refused(tiny_pte, tmp_path):
+    from mobilenet.pte import PteModel
+
+    path = _program(tiny_pte, tmp_path, flip=lambda data: len(data) - 100, rehash=False)
+    with pytest.raises(MobileNetError, match="not the program m.pte.json describes"):
+        PteModel(path)
+
+
+@pytest.mark.parametrize("key, value", [("resolution", 64), ("channels", 3)])
+def test_the_sidecar_input_is_checked_against_the_program(tiny_pte, tmp_path, key, value):
+    from mobilenet.pte import PteModel
+
+    def change(meta):
+        meta["input"][key] = value
+        meta["input"].update(mean=[0.5] * meta["input"]["channels"], std=[0.5] * meta["input"]["channels"],
+                             resize=meta["input"]["resolution"] * 8 // 7)
+    path = _program(tiny_pte, tmp_path, sidecar=change)
+    with pytest.raises(MobileNetError, match=r"prepares images as .*, the program takes \(1, 32, 32\)"):
+        PteModel(path)
+
+
+def test_our_own_program_loads_after_its_probe(tiny_pte):
+    from mobilenet.pte import PteModel
+
+    model = PteModel(tiny_pte)
+    assert model.logits(np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 3)
+
+
+# --- the user's files ----------------------------------------------------------------------
+
+def test_cleanup_removes_only_our_own_temporary_files(tmp_path):
+    from mobilenet.files import atomic_write_text, remove_unfinished
+
+    theirs = [".config.json.backup.tmp", ".checkpoint.pt.old.tmp", ".mobilenet-config.json.mine.tmp"]
+    for name in theirs:
+        (tmp_path / name).write_text("the user's")
+    (tmp_path / ".mobilenet-checkpoint.pt.k3j_9x2a.tmp").write_text("a killed writer's")
+    atomic_write_text(tmp_path / "config.json", "{}")
+    assert remove_unfinished(tmp_path, ["config.json", "checkpoint.pt"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs + ["config.json"])
+
+
+def test_export_refuses_to_replace_files_it_did_not_write(small_run, tmp_path):
+    (tmp_path / "theirs.onnx").write_bytes(b"the user's own model")
+    (tmp_path / "notes").write_text("the user's notes")
+    (tmp_path / "notes.json").write_text('{"todo": "the user\'s"}')
+    for extra in (["--output", str(tmp_path / "theirs.onnx")],
+                  ["--format", "executorch", "--output", str(tmp_path / "notes")]):
+        r = cli("export", "--model", str(small_run[0]), *extra)
+        assert r.returncode == 2, r.stderr
+        _one_line(r, "was not written by mobilenet, and would be replaced")
+    assert (tmp_path / "theirs.onnx").read_bytes() == b"the user's own model"
+    assert (tmp_path / "notes").read_text() == "the user's notes" and "todo" in (tmp_path / "notes.json").read_text()
+    r = cli("export", "--model", str(small_run[0]), "--output", str(tmp_path / "theirs.onnx"), "--force")
+    assert r.returncode == 0, r.stderr
+    r = cli("export", "--model", str(small_run[0]), "--output", str(tmp_path / "theirs.onnx"))  # ours now
+    assert r.returncode == 0, r.stderr
+
+
+def test_convert_refuses_a_trained_run_and_the_users_files(small_run, tmp_path):
+    trained = _folder(small_run, tmp_path)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.json").write_text('{"my": "settings"}')
+    for folder, says in ((trained, "holds a trained run (checkpoint.pt)"), (theirs, "config.json was not written")):
+        r = cli("convert", "--from-timm", str(tmp_path / "w.pth"), "--output", str(folder))
+        assert r.returncode == 2, r.stderr
+        _one_line(r, says)
+    assert (theirs / "config.json").read_text() == '{"my": "settings"}'
+    r = cli("convert", "--from-timm", str(tmp_path / "w.pth"), "--output", str(theirs), "--force")
+    _one_line(r, "w.pth: no such file")  # --force goes on, to the weights that are not there

@@ -157,7 +157,7 @@ def _cmd_export(args) -> int:
         print(printable(line), file=sys.stderr if args.json else sys.stdout)
 
     r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
-               int8_preset=args.int8_preset or "portable", log=log)
+               int8_preset=args.int8_preset or "portable", log=log, force=args.force)
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
@@ -172,7 +172,7 @@ def _cmd_export(args) -> int:
 def _cmd_convert(args) -> int:
     from .weights import convert_timm
 
-    print(f"wrote {printable(convert_timm(args.from_timm, args.output, args.resolution or 224))}")
+    print(f"wrote {printable(convert_timm(args.from_timm, args.output, args.resolution or 224, args.force))}")
     return 0
 
 
@@ -287,6 +287,10 @@ def _add_predict(sub) -> None:
     p.set_defaults(func=_cmd_predict)
 
 
+def _force(p, what: str) -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} (default: refuse, exit 2)")
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="one deployable file (ONNX or ExecuTorch, float32 or int8) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
@@ -301,6 +305,7 @@ def _add_export(sub) -> None:
     p.add_argument("--calibration", type=_number("calibration"), default=300,
                    help="training images to calibrate int8 on (default 300)")
     p.add_argument("--output", help="file to write (default: in --model)")
+    _force(p, "a file (or its .json) that mobilenet did not write")
     _json(p, "print the export's report as one JSON object")
     p.set_defaults(func=_cmd_export)
 
@@ -325,6 +330,7 @@ def _add_convert(sub) -> None:
     p.add_argument("--from-timm", required=True, metavar="FILE", help="timm weights (.safetensors or .pth)")
     p.add_argument("--output", required=True, metavar="DIR")
     p.add_argument("--resolution", type=RESOLUTION, help="input size stored in the config (default 224)")
+    _force(p, "a model.safetensors or config.json that mobilenet did not write, or a trained run's model")
     p.set_defaults(func=_cmd_convert)
 
 

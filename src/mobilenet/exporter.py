@@ -10,6 +10,7 @@ compares it with eager PyTorch before it is put in place.
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import tempfile
 import warnings
@@ -24,7 +25,9 @@ from .errors import MobileNetError
 from .files import atomic_write_bytes, atomic_write_json
 from .metrics import evaluate_batches
 from .model_info import ModelInfo
+from .ownership import refuse_foreign
 from .progress import bar
+from .pte import sidecar
 from .run_folder import load_model
 from .runtime import open_session
 
@@ -170,10 +173,11 @@ def _output(model_dir, output, fmt: str, int8: bool) -> Path:
 
 
 def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibration_images: int = 300,
-           check_images: int = 512, log=print, int8_preset: str = "portable") -> dict:
+           check_images: int = 512, log=print, int8_preset: str = "portable", force: bool = False) -> dict:
     """Export `model_dir` to `output` (default model_dir/model[.int8].onnx or .pte), verify
     it in its own runtime, and return a report. Raises MobileNetError when the check fails;
-    nothing is written then. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
+    nothing is written then. A file there that this toolkit did not write is replaced only
+    with `force`. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
     ExecuTorch program's metadata goes to pte.sidecar(output)."""
     if fmt not in EXPORT_FORMATS:
         raise MobileNetError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
@@ -185,15 +189,15 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
         require_executorch()
     model, info = load_model(model_dir)
     output = _output(model_dir, output, fmt, int8)
+    refuse_foreign([output, *([sidecar(output)] if fmt == "executorch" else [])], "--output", force)
     checks = _checks(model, info, check_images, int8, log)
     if fmt == "executorch":
         data, report = _executorch(model, info, checks, int8, calibration_images, log)
-        from .pte import sidecar
-
-        atomic_write_json(sidecar(output), info.sidecar(int8))  # first: a .pte is never without it
     else:
         data, report = _onnx(model, info, checks, int8, calibration_images, log, int8_preset)
     atomic_write_bytes(output, data)
+    if fmt == "executorch":  # after its program: a sidecar never describes a program that was not kept
+        atomic_write_json(sidecar(output), info.sidecar(int8, hashlib.sha256(data).hexdigest()))
     return {"format": fmt, "int8": int8, "output": str(output), **report, "bytes": len(data)}
 
 

@@ -30,7 +30,7 @@ def make_dir(path, option: str = "--out") -> Path:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise MobileNetError(f"cannot write {path}: {e.strerror}; choose a writable folder") from None
     try:
@@ -60,12 +60,13 @@ def remove_unfinished(folder, names) -> int:
     the caller must be the folder's only writer of those names. Returns how many."""
     removed = 0
     for name in names:
-        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+        for tmp in Path(folder).glob(f"{TEMP_PREFIX}{name}.????????.tmp"):  # mkstemp's 8 random characters
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
 
 
+TEMP_PREFIX = ".mobilenet-"  # temporary files: no file of the user's (".config.json.backup.tmp") has our shape
 JSON_LIMIT = 8 << 20  # config.json, sidecars: a thousand class names fill about 40 kB
 
 

@@ -16,6 +16,7 @@ from .errors import MobileNetError, has_control, printable
 from .images import MAX_RESIZE
 
 PRODUCER = "mobilenet"  # the producer key of an exported file's metadata
+SAFETENSORS_FORMAT = "mobilenet-v1"  # the format key of a model.safetensors header's metadata
 
 
 @dataclass
@@ -75,10 +76,10 @@ class ModelInfo:
         found.update({k: json.loads(meta[k]) for k in ("model", "data") if k in meta})
         return cls.from_json(found, fixed)
 
-    def sidecar(self, int8: bool) -> dict:
-        """A .pte's sidecar (pte.sidecar names the file)."""
+    def sidecar(self, int8: bool, sha256: str) -> dict:
+        """A .pte's sidecar (pte.sidecar names the file), with the SHA-256 of its program."""
         return {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data,
-                "producer": PRODUCER, "int8": int8}
+                "producer": PRODUCER, "int8": int8, "sha256": sha256}
 
     def validate(self, fixed: tuple | None = None) -> None:
         """ValueError unless the classes and input fit the network: a folder's model config,

@@ -9,8 +9,12 @@ The .pte holds the network; its class names and input preparation travel beside 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,7 @@ import torch
 from torch import nn
 
 from .cost import state_bytes
-from .errors import MobileNetError
+from .errors import MobileNetError, printable
 from .files import JSON_LIMIT, read_regular
 from .metrics import check_scores
 from .model_info import ModelInfo
@@ -27,6 +31,7 @@ from .progress import bar
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
 CALIBRATION_BATCH = 32
 PROGRAM_LIMIT = 1 << 30
+PROBE_SECONDS = 300  # loading a program takes seconds; one that takes longer is refused, not waited on
 
 
 def sidecar(path) -> Path:
@@ -98,19 +103,14 @@ def _quiet_stderr():
 class PteModel:
     """An exported .pte: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation), `.logits(batch)`.
 
-    `source` is a .pte path (its metadata read from sidecar(path)) or the program's bytes
-    with `info` given."""
+    `source` is a .pte path (its metadata read from sidecar(path); the program checked
+    against it and probed in a child process first) or the bytes of a program this process
+    has just lowered, with `info` given."""
 
     def __init__(self, source, info: ModelInfo | None = None):
         require_executorch()
         self.name = name = "the program" if isinstance(source, bytes) else str(source)
-        try:
-            self.info = info or ModelInfo.from_json(_read_sidecar(Path(source)), fixed=(None, None))
-        except KeyError as e:
-            raise MobileNetError(f"{sidecar(name)} has no {e}; export the model again with `mobilenet export`") from None
-        except (ValueError, TypeError) as e:
-            raise MobileNetError(f"{sidecar(name)} does not describe the network ({e}); export it again") from None
-        data = source if isinstance(source, bytes) else _read(Path(source), self.info)
+        data, self.info = (source, info) if isinstance(source, bytes) else _open_file(Path(source))
         self.classes, self.spec = self.info.classes, self.info.input
         self._data = data  # the runtime reads the program from these bytes for as long as it runs
         try:
@@ -120,15 +120,84 @@ class PteModel:
                 self._program = Runtime.get().load_program(data)
                 self.method = self._program.load_method("forward")
         except Exception as e:  # noqa: BLE001 - the runtime raises its own types for a bad program
-            detail = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-            raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({detail}); "
+            raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({_detail(e)}); "
                                  "export it again with `mobilenet export --format executorch`") from None
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        z = np.concatenate([self.method.execute([chunk])[0].numpy() for chunk in x.split(MAX_BATCH)])
+        try:
+            z = np.concatenate([self.method.execute([chunk])[0].numpy() for chunk in x.split(MAX_BATCH)])
+        except Exception as e:  # noqa: BLE001 - the runtime's own types
+            raise MobileNetError(f"{self.name}: ExecuTorch's runtime failed on {len(batch)} images "
+                                 f"({_detail(e)})") from None
         check_scores(z, len(self.classes), self.name)
         return z
+
+
+def _detail(e: Exception) -> str:
+    return printable((str(e).splitlines() or [type(e).__name__])[0][:160])
+
+
+def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
+    """A .pte's bytes and metadata, checked: the sidecar names the program's SHA-256, and the
+    program, probed in a child, takes the input the sidecar prepares."""
+    found = _read_sidecar(path)
+    meta = sidecar(path)
+    try:
+        info = ModelInfo.from_json(found, fixed=(None, None))
+    except KeyError as e:
+        raise MobileNetError(f"{meta} has no {e}; export the model again with `mobilenet export`") from None
+    except (ValueError, TypeError) as e:
+        raise MobileNetError(f"{meta} does not describe the network ({e}); export it again") from None
+    data = _read(path, info)
+    if found.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
+        raise MobileNetError(f"{path} is not the program {meta.name} describes (its SHA-256 differs): "
+                             "the file was changed or damaged; export it again")
+    sizes = probe(data, path)
+    wanted = (info.input["channels"], info.input["resolution"], info.input["resolution"])
+    if tuple(sizes[1:]) != wanted:
+        raise MobileNetError(f"{meta} prepares images as {wanted}, the program takes {tuple(sizes[1:])}; "
+                             "export the model again")
+    return data, info
+
+
+def probe(data: bytes, name) -> list[int]:
+    """The input sizes of the program `data`, loaded and run once on zeros in a child process:
+    a program that aborts or segfaults ExecuTorch's runtime (some damaged ones do, in XNNPACK)
+    ends the child, not this process, and becomes one line."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
+                                                                     os.environ.get("PYTHONPATH")]))}
+    try:
+        r = subprocess.run([sys.executable, "-c", "from mobilenet.pte import _probe_child; _probe_child()"],
+                           input=data, capture_output=True, timeout=PROBE_SECONDS, env=env)
+    except subprocess.TimeoutExpired:
+        raise MobileNetError(f"{name}: ExecuTorch's runtime did not load it in {PROBE_SECONDS} s: not a program "
+                             "this toolkit wrote, or damaged; export it again") from None
+    last = printable((r.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1].strip()[:200])
+    if r.returncode < 0:
+        words = ": ".join(filter(None, [signal.Signals(-r.returncode).name, last]))
+        raise MobileNetError(f"{name} crashed ExecuTorch's runtime while loading ({words}): not a program this "
+                             "toolkit wrote, or damaged; export it again")
+    if r.returncode != 0:
+        raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({last}); "
+                             "export it again with `mobilenet export --format executorch`")
+    return json.loads(r.stdout)
+
+
+def _probe_child() -> None:
+    """probe's child: the program from stdin, its input sizes on stdout, one line on stderr
+    if it does not load (the runtime's own lines, if it crashes, stay above that)."""
+    data = sys.stdin.buffer.read()
+    try:
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(data).load_method("forward")
+        sizes = list(method.metadata.input_tensor_meta(0).sizes())
+        method.execute([torch.zeros(1, *sizes[1:])])
+    except Exception as e:  # noqa: BLE001 - reported to the parent as one line
+        sys.stderr.write(_detail(e) + "\n")
+        sys.exit(1)
+    print(json.dumps(sizes))
 
 
 def _read(path: Path, info: ModelInfo) -> bytes:

@@ -25,7 +25,7 @@ from .cost import state_bytes
 from .errors import MobileNetError, printable
 from .files import JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_regular
 from .model import MobileNetConfig, MobileNetV1
-from .model_info import ModelInfo
+from .model_info import SAFETENSORS_FORMAT, ModelInfo
 
 # What a run writes into its folder (atomically, see files.py).
 RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png")
@@ -70,7 +70,7 @@ def save_model(model: MobileNetV1, out: Path, info: ModelInfo) -> None:
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": "mobilenet-v1"}))
+    atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": SAFETENSORS_FORMAT}))
     write_config(out, info)
 
 

@@ -46,7 +46,8 @@ class OnnxModel:
         try:
             data = read_regular(path, FILE_LIMIT, "--model")
         except FileNotFoundError:
-            raise MobileNetError(f"--model {path}: no such file; give an .onnx file made by `mobilenet export`") from None
+            raise MobileNetError(f"--model {path}: no such file; give an .onnx file made by `mobilenet export`") \
+                from None
         external = check_onnx(data, path)
         try:  # from the bytes checked, unless tensors live beside the file (ONNX Runtime finds those)
             self.session = open_session(path if external else data, threads)

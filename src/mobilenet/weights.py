@@ -11,11 +11,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import MobileNetError
+from .errors import BadArgument, MobileNetError, printable
 from .files import read_regular
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
 from .model_info import ModelInfo
+from .ownership import refuse_foreign
 from .run_folder import CHECKPOINT_LIMIT, check_archive, read_config, save_model
 
 TIMM_PREFIX = "timm:"
@@ -110,11 +111,17 @@ def fit_state_dict(state: dict, model: MobileNetV1) -> dict:
     return {k: v for k, v in state.items() if k in target}
 
 
-def convert_timm(file, output, resolution: int = 224) -> Path:
+def convert_timm(file, output, resolution: int = 224, force: bool = False) -> Path:
     """`mobilenet convert --from-timm FILE --output DIR`: a model folder (model.safetensors
-    + config.json) from a timm mobilenetv1 state dict, ready for predict and export."""
+    + config.json) from a timm mobilenetv1 state dict, ready for predict and export. Files
+    there that this toolkit did not write, or a trained run's, are replaced only with `force`."""
     from .files import make_dir
 
+    output = Path(output)
+    if not force and (output / "checkpoint.pt").exists():
+        raise BadArgument(f"--output {printable(output)} holds a trained run (checkpoint.pt), whose model this would "
+                          "replace; choose another --output, or add --force")
+    refuse_foreign([output / "model.safetensors", output / "config.json"], "--output", force)
     state = read_weight_file(file, "--from-timm")
     if not is_timm(state):
         raise MobileNetError(f"{file} is not a timm mobilenetv1 state dict (no conv_stem.weight)")
