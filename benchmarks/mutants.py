@@ -163,6 +163,9 @@ MUTANTS = [
     Mutant("the sidecar's SHA-256 is not compared", "docs/guarantees.md A stranger's files", "src/mobilenet/pte.py",
            'if found.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):', "if False:",
            [T + "test_a_program_its_sidecar_does_not_describe_is_refused"]),
+    Mutant("export replaces a file of the user's", "docs/guarantees.md A stranger's files", "src/mobilenet/ownership.py",
+           "        if not force and not ours(path):\n", "        if False:\n",
+           [T + "test_export_refuses_to_replace_files_it_did_not_write"]),
 ]
 
 

@@ -344,3 +344,61 @@ def test_convert_refuses_a_trained_run_and_the_users_files(small_run, tmp_path):
     assert (theirs / "config.json").read_text() == '{"my": "settings"}'
     r = cli("convert", "--from-timm", str(tmp_path / "w.pth"), "--output", str(theirs), "--force")
     _one_line(r, "w.pth: no such file")  # --force goes on, to the weights that are not there
+
+
+# --- the smaller ones ----------------------------------------------------------------------
+
+def test_non_finite_scores_are_one_line(small_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _folder(small_run, tmp_path)
+    state = load_file(folder / "model.safetensors")
+    state["classifier.bias"][0] = float("nan")
+    save_file(state, folder / "model.safetensors", metadata={"format": "mobilenet-v1"})
+    r = cli("predict", "--model", str(folder), "--json", _image(tmp_path), timeout=WAIT)
+    _one_line(r, "gives scores that are not finite (NaN or infinity)")
+    assert r.stdout == ""  # no NaN in the JSON, which strict parsers refuse
+    from mobilenet.metrics import check_scores
+    with pytest.raises(MobileNetError, match="not finite"):
+        check_scores(np.array([[0.0, np.inf]]), 2, "m.onnx")  # the exported files' path
+
+
+def test_images_pillow_cannot_convert_become_failed_records(small_run):
+    from mobilenet.predictor import Predictor
+
+    lab = Image.new("LAB", (28, 28))
+    closed = Image.new("L", (28, 28))
+    closed.close()
+    records, failed = Predictor(small_run[0]).predict([lab, closed, Image.new("L", (28, 28), 128)])
+    assert [r["image"] for r in records] == [2] and [f["image"] for f in failed] == [0, 1], failed
+    assert all("not an image this can read" in f["reason"] for f in failed)
+
+
+def test_a_size_scan_lets_no_pillow_warning_out(tmp_path, monkeypatch):
+    import warnings
+
+    from PIL import Image as PIL
+
+    from mobilenet.images import short_side
+
+    PIL.new("L", (12, 12)).save(tmp_path / "big.png")
+    monkeypatch.setattr(PIL, "MAX_IMAGE_PIXELS", 100)  # 144 pixels: past the warning's line, short of the error's
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert short_side(tmp_path / "big.png") == 12
+    assert not caught, [str(w.message) for w in caught]
+
+
+def test_class_names_that_differ_only_by_normalisation_are_refused(tmp_path):
+    import unicodedata
+
+    from mobilenet.images import crop_input_spec, scan_folder
+    from mobilenet.model_info import ModelInfo
+
+    for form in ("NFC", "NFD"):
+        (tmp_path / unicodedata.normalize(form, "café")).mkdir()
+    with pytest.raises(MobileNetError, match=r"class folders 'cafe\\u0301' and 'caf\\xe9' differ only"):
+        scan_folder(tmp_path)
+    with pytest.raises(ValueError, match="differ only by Unicode normalisation"):
+        ModelInfo.from_json({"classes": sorted(p.name for p in tmp_path.iterdir()),
+                             "input": crop_input_spec(3, 32, [0.5] * 3, [0.5] * 3)}, fixed=(None, None))

@@ -35,6 +35,17 @@ def has_control(text: str) -> bool:
     return any(_control(c) for c in text)
 
 
+def look_alike(names) -> tuple[str, str] | None:
+    """Two of `names` that differ only by Unicode normalisation ("café" composed and
+    decomposed): they print the same, so a class could not be told from the other."""
+    seen = {}
+    for name in names:
+        other = seen.setdefault(unicodedata.normalize("NFC", name), name)
+        if other != name:
+            return other, name
+    return None
+
+
 def printable(text) -> str:
     """`text` with its control characters escaped (ESC -> \\x1b, newline -> \\n): names
     from files we did not write can neither drive a terminal nor forge a line of a log."""

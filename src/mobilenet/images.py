@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import check_folder
-from .errors import MobileNetError, has_control, printable
+from .errors import MobileNetError, has_control, look_alike, printable
 from .files import open_regular
 from .progress import bar
 from .seeds import stratified_split
@@ -138,8 +138,10 @@ def short_side(path) -> int | None:
     from PIL import Image
 
     try:
-        with open_regular(path) as f, Image.open(f) as im:
-            return min(im.size)
+        with warnings.catch_warnings(), open_regular(path) as f:
+            warnings.simplefilter("ignore")  # PIL's notes (a decompression bomb's among them): a size is all we read
+            with Image.open(f) as im:
+                return min(im.size)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
         return None
 
@@ -158,6 +160,10 @@ def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int
     if named is not None:
         raise MobileNetError(f"{root}: the class folder {printable(named)} has control "
                              "characters in its name; rename it")
+    pair = look_alike(classes)
+    if pair:
+        raise MobileNetError(f"{root}: the class folders {ascii(pair[0])} and {ascii(pair[1])} differ only in how "
+                             "their accents are encoded (Unicode normalisation), so they print the same; rename one")
     samples = []
     with bar(desc=f"scanning {root}", unit=" images") as shown:
         for index, name in enumerate(classes):

@@ -21,6 +21,14 @@ def check_scores(scores, num_classes: int, name) -> None:
     if scores.ndim != 2 or scores.shape[1] != num_classes:
         raise MobileNetError(f"{name} gives {tuple(scores.shape[1:])} scores per image for {num_classes} classes; "
                              "re-export it")
+    check_finite(scores, name)
+
+
+def check_finite(scores, name) -> None:
+    """NaN or infinite scores are damaged weights: no class to name, and not JSON."""
+    if not np.isfinite(scores).all():
+        raise MobileNetError(f"{name} gives scores that are not finite (NaN or infinity): its weights are damaged; "
+                             "retrain or re-export it")
 
 
 class EvaluationStopped(Exception):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import FASHION_MNIST, MAX_RESOLUTION, MIN_RESOLUTION, MobileNetConfig
-from .errors import MobileNetError, has_control, printable
+from .errors import MobileNetError, has_control, look_alike, printable
 from .images import MAX_RESIZE
 
 PRODUCER = "mobilenet"  # the producer key of an exported file's metadata
@@ -116,6 +116,9 @@ def _check_classes(classes, num_classes) -> None:
     named = next((c for c in classes if has_control(c)), None)
     if named is not None:  # they are printed and drawn: no escape codes, no forged lines
         raise ValueError(f"class name {printable(named)} has control characters")
+    pair = look_alike(classes)
+    if pair:
+        raise ValueError(f"class names {ascii(pair[0])} and {ascii(pair[1])} differ only by Unicode normalisation")
     if num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"'classes' names {len(classes)} classes, the model has {num_classes}")
 

@@ -19,8 +19,9 @@ from itertools import islice
 import numpy as np
 
 from .config import PREDICT_RUNTIMES
-from .errors import MobileNetError
+from .errors import MobileNetError, printable
 from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files, regular_inside
+from .metrics import check_finite
 
 CHUNK_SIZE = 64  # images decoded, prepared and run at a time
 
@@ -35,7 +36,7 @@ class Predictor:
     def __init__(self, model, runtime: str = "torch", device: str = "cpu"):
         if runtime not in PREDICT_RUNTIMES:
             raise MobileNetError(f"--runtime must be one of {', '.join(PREDICT_RUNTIMES)}, got {runtime!r}")
-        self.runtime = runtime
+        self.runtime, self.name = runtime, str(model)
         if runtime == "torch":
             self._load_torch(model, device)
         else:
@@ -94,13 +95,19 @@ class Predictor:
 
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last)
-            return self.model(x).float().softmax(1).cpu().numpy()
+            logits = self.model(x).float()
+        check_finite(logits.cpu().numpy(), self.name)
+        return logits.softmax(1).cpu().numpy()
 
     def _records(self, keys: list, probs: np.ndarray, k: int) -> list[dict]:
         top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [{"image": key, "predictions": [
             {"class": self.classes[i], "probability": float(row[i])} for i in order]}
             for key, row, order in zip(keys, probs, top)]
+
+
+def _first(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -191,6 +198,9 @@ def _prepare_chunk(chunk: list, spec: dict) -> tuple[np.ndarray | None, list, li
                 arrays.append(prepare(_to_model_mode(source, spec["channels"]), spec))
             except MobileNetError as e:
                 failed.append({"image": key, "reason": str(e)})
+                continue
+            except (OSError, ValueError, TypeError) as e:  # a mode Pillow cannot convert (LAB), a closed image
+                failed.append({"image": key, "reason": f"not an image this can read ({printable(_first(e))})"})
                 continue
         keys.append(key)
     return (np.stack(arrays) if arrays else None), keys, failed
