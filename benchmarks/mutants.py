@@ -51,8 +51,8 @@ I = "tests/test_interrupts.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training.py",
-           "        _restore(run, state)\n",
-           "        _restore(run, state)\n        run = _build(cfg, out, dist, log, fresh=True)\n",
+           "        _restore(run, checkpoint)\n",
+           "        _restore(run, checkpoint)\n        run = _build(cfg, out, dist, log, fresh=True)\n",
            [I + "test_a_resumed_run_starts_at_its_checkpoint_and_trains_only_what_is_left"]),
     Mutant("DDP never averages gradients", "issue 17.2", "src/mobilenet/training.py",
            'net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" '
@@ -128,14 +128,14 @@ MUTANTS = [
            "os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC",
            ["tests/test_hostile.py::test_appends_and_the_lock_never_follow_a_link"]),
     # --- issue 13's GPU path (on the CPU) and issue 15's auto ------------------------------
-    Mutant("a step reads its loss on the host", "docs/guarantees.md On one GPU", "src/mobilenet/training.py",
-           "    run.optimizer.zero_grad(set_to_none=True)\n",
-           "    float(loss)\n    run.optimizer.zero_grad(set_to_none=True)\n",
+    Mutant("a step reads its loss on the host", "docs/guarantees.md On one GPU", "src/mobilenet/step.py",
+           "    learner.optimizer.zero_grad(set_to_none=True)\n",
+           "    float(loss)\n    learner.optimizer.zero_grad(set_to_none=True)\n",
            ["tests/test_device_data.py::test_a_training_step_never_reads_a_tensor_on_the_host"]),
     Mutant("persistent workers never learn the epoch", "docs/guarantees.md On one GPU", "src/mobilenet/data.py",
            "return ((epoch, i) for i in self.order.tolist())", "return ((0, i) for i in self.order.tolist())",
            ["tests/test_device_data.py::test_folder_workers_persist_and_still_augment_each_epoch_anew"]),
-    Mutant("DDP ranks evaluate with their own BN statistics", "docs/guarantees.md Scaling out", "src/mobilenet/training.py",
+    Mutant("DDP ranks evaluate with their own BN statistics", "docs/guarantees.md Scaling out", "src/mobilenet/scoring.py",
            "    dist.share_buffers(*modules)", "    pass",
            ["tests/test_distributed.py::test_two_processes_match_one"]),
     Mutant("auto takes the strongest preset whatever it keeps", "docs/guarantees.md Augmentation auto",
