@@ -248,12 +248,11 @@ def _restore(run: _Run, checkpoint: dict) -> None:
         raise MobileNetError(f"--resume: {run.out / 'checkpoint.pt'} does not fit this run "
                              f"({str(e).splitlines()[0][:160]}); start a new run in another --out folder") from None
     set_peak(run.learner.scheduler, run.learner.optimizer, run.lr)
-    run.state = RunState.from_checkpoint(checkpoint)
+    state = run.state = RunState.from_checkpoint(checkpoint)
     run.info.augment = checkpoint.get("augment") or run.info.augment  # with the trial's figures
     torch.set_rng_state(checkpoint["rng"])
-    start = run.state
-    run.log.say(f"resuming {run.out} at epoch {start.start_epoch + 1}"
-                + (f", step {start.start_step}" if start.start_step else ""))
+    run.log.say(f"resuming {run.out} at epoch {state.start_epoch + 1}"
+                + (f", step {state.start_step}" if state.start_step else ""))
 
 
 def _choose_augmentation(run: _Run) -> str:
