@@ -51,7 +51,7 @@ def _colours(root, per_class=40, size=32, seed=0):
 def _trial(root):
     source = FolderSource(root, 32, seed=0, workers=0)
     config = MobileNetConfig(num_classes=len(source.classes), width_mult=0.25, resolution=32)
-    return trial.run_trial(source, config, **TRIAL)
+    return trial.run_trial(source, 0, config, **TRIAL)  # the source's seed
 
 
 def test_auto_never_flips_arrows(tmp_path):

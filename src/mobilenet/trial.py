@@ -88,11 +88,12 @@ def _trial_split(train: list, val: list | None, seed: int) -> tuple[list, list]:
 def _train_trial_model(source, samples, seed: int, model_config, lr, batch_size, steps, preset, workers, device,
                        amp) -> MobileNetV1:
     """A fresh model, initialised from `seed`, trained `steps` steps with `preset` (one-cycle
-    learning rate; no GradScaler)."""
+    learning rate)."""
     torch.manual_seed(seed)
     model = MobileNetV1.from_config(model_config).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    # The GradScaler off: the trial has always stepped without loss scaling, fp16 included.
     learner = Learner(model, model, optimizer, schedule, torch.amp.GradScaler("cuda", enabled=False), amp=amp)
     done, epoch = 0, 0
     while done < steps:
