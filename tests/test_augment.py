@@ -51,7 +51,7 @@ def _colours(root, per_class=40, size=32, seed=0):
 def _trial(root):
     source = FolderSource(root, 32, seed=0, workers=0)
     config = MobileNetConfig(num_classes=len(source.classes), width_mult=0.25, resolution=32)
-    return trial.run_trial(source, config, **TRIAL)
+    return trial.run_trial(source, 0, config, **TRIAL)  # the source's seed
 
 
 def test_auto_never_flips_arrows(tmp_path):
@@ -105,18 +105,17 @@ def test_crops_and_shifts_scale_with_the_image(side, smallest):
 
 def test_a_warning_when_augmented_batches_score_far_below_validation(capsys):
     """The digits run's symptom: 67% on its augmented training batches, 93% on held-out images."""
-    from types import SimpleNamespace
-
+    from mobilenet.run_log import RunLog
     from mobilenet.training import _warn_if_augmentation_hurts
 
-    run = SimpleNamespace(cfg=SimpleNamespace(augment="crop-flip"), train_log=None, log=print)
-    _warn_if_augmentation_hurts(run, {"train_acc": 0.67, "val_acc": 0.93, "test_acc": 0.5})
+    log = RunLog(print)
+    _warn_if_augmentation_hurts(log, "crop-flip", {"train_acc": 0.67, "val_acc": 0.93, "test_acc": 0.5})
     err = capsys.readouterr().err
     assert "warning: halfway" in err and "67.0% against 93.0% on validation" in err, err
     assert "try a milder one (crop, flip-shift, shift, none)" in err, err
-    _warn_if_augmentation_hurts(run, {"train_acc": 0.67, "val_acc": "", "test_acc": 0.93})  # no validation split
+    _warn_if_augmentation_hurts(log, "crop-flip", {"train_acc": 0.67, "val_acc": "", "test_acc": 0.93})  # no val split
     assert "93.0% on test images" in capsys.readouterr().err
-    _warn_if_augmentation_hurts(run, {"train_acc": 0.80, "val_acc": 0.93, "test_acc": 0.5})  # 13 points: fine
+    _warn_if_augmentation_hurts(log, "crop-flip", {"train_acc": 0.80, "val_acc": 0.93, "test_acc": 0.5})  # 13 points: fine
     assert capsys.readouterr().err == ""
 
 
@@ -124,7 +123,7 @@ def test_the_warning_is_looked_for_halfway_once(fake_fashion, tmp_path, monkeypa
     from mobilenet import training
 
     seen = []
-    monkeypatch.setattr(training, "_warn_if_augmentation_hurts", lambda run, row: seen.append(row["epoch"]))
+    monkeypatch.setattr(training, "_warn_if_augmentation_hurts", lambda log, preset, row: seen.append(row["epoch"]))
     train(TrainConfig(epochs=3, limit=64, width_mult=0.25, resolution=32, batch_size=32, out=str(tmp_path / "run")),
           log=lambda _: None)
     assert seen == [2]
@@ -132,11 +131,8 @@ def test_the_warning_is_looked_for_halfway_once(fake_fashion, tmp_path, monkeypa
 
 def test_the_trial_is_bounded_on_big_folders():
     """12% of a run's steps up to 500; at most 2,000 held-out images, every class kept."""
-    from types import SimpleNamespace
-
     assert augment.trial_steps(1000) == 120 and augment.trial_steps(10**6) == augment.MAX_TRIAL_STEPS == 500
     samples = [(f"{i}.jpg", i % 4) for i in range(40_000)]
-    source = SimpleNamespace(train_set=SimpleNamespace(samples=samples), val_set=None, seed=0)
-    train_part, val = trial._trial_split(source)
+    train_part, val = trial._trial_split(samples, None, seed=0)
     assert len(val) == trial.MAX_VAL and {label for _, label in val} == {0, 1, 2, 3}
     assert not set(train_part) & set(val)

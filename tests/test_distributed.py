@@ -44,15 +44,16 @@ def data(tmp_path):
 # saves its model's weights and the number of test images it counted into $PROBE/rankN.pt.
 PROBE = r"""
 import os, sys, torch
+import mobilenet.scoring as scoring
 import mobilenet.training as training
 counted = []
-real_evaluate = training.evaluate_batches
+real_evaluate = scoring.evaluate_batches
 def evaluate_batches(*args, **kw):
     found = real_evaluate(*args, **kw)
     if kw.get("desc") == "test":
         counted.append(found["metrics"][0].images)
     return found
-training.evaluate_batches = evaluate_batches
+scoring.evaluate_batches = evaluate_batches
 real_summary = training._summary
 def summary(run):
     torch.save({"model": run.model.state_dict(), "test_images": counted},

@@ -126,10 +126,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashi
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)
     before = (out / "checkpoint.pt").read_bytes()
-    import mobilenet.training
+    import mobilenet.step
 
-    real = mobilenet.training.F.cross_entropy
-    monkeypatch.setattr(mobilenet.training.F, "cross_entropy", lambda *a, **kw: real(*a, **kw) * float("nan"))
+    real = mobilenet.step.F.cross_entropy
+    monkeypatch.setattr(mobilenet.step.F, "cross_entropy", lambda *a, **kw: real(*a, **kw) * float("nan"))
     with pytest.raises(MobileNetError, match="diverged"):
         train(TrainConfig(epochs=3, out=str(out), width_mult=0.25), resume=True, log=lambda _: None)
     monkeypatch.undo()
@@ -197,9 +197,9 @@ def test_regularizers_change_training_and_the_ema_is_what_is_saved(fake_fashion,
 
 
 def test_the_ema_warms_up_so_a_short_run_is_not_stuck_near_its_start():
-    from mobilenet.training import _ema_with_warmup
+    from mobilenet.ema import ema_with_warmup
 
-    ema = torch.optim.swa_utils.AveragedModel(torch.nn.Linear(1, 1, bias=False), multi_avg_fn=_ema_with_warmup(0.999))
+    ema = torch.optim.swa_utils.AveragedModel(torch.nn.Linear(1, 1, bias=False), multi_avg_fn=ema_with_warmup(0.999))
     model = torch.nn.Linear(1, 1, bias=False)
     decays = []
     for step in range(1, 12001):

@@ -310,6 +310,7 @@ class FolderSource:
         plain = folder_transforms(resolution, self.mean, self.std)
         self.test_set = _ImageFiles(test, plain, channels, seed)
         self.val_set = _ImageFiles(val, plain, channels, seed) if val else None
+        self.samples = train, val or None  # (path, label) of the training and validation images: the trial's
 
     def set_augment(self, preset: str) -> None:
         """The training images' augmentation (augment.PRESETS; "auto" is decided by the trial)."""

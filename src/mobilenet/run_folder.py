@@ -107,6 +107,24 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+# What the checkpoints of runs from before these options ran with.
+OLD_DEFAULTS = {"ema": None, "random_erasing": 0.0}
+
+
+def upgrade_checkpoint(state: dict) -> dict:
+    """A checkpoint of an older run (load_checkpoint's) in today's form: its train_config
+    renamed and completed, and the fields added since as those runs had them."""
+    args = dict(state["train_config"])
+    if "test_split" not in args:  # runs before 2026-11-28 called the test hold-out val_split
+        args["test_split"] = args.pop("val_split", 0.2)
+    args = {**OLD_DEFAULTS, **args}  # runs from before these options had them off
+    if "compile" not in args and args["data"] != FASHION_MNIST and args.get("augment") == "flip-shift":
+        args["augment"] = "crop-flip"  # what a folder's flip-shift was before the presets
+    # before validation splits: no best validation accuracy, and the last epoch kept
+    return {"best_val": -1.0, "since_best": 0, "kept_epoch": len(state["history"]), "partial": None, **state,
+            "train_config": args}
+
+
 def checkpoint_launch(out: Path) -> str | None:
     """The torchrun launch that wrote out's checkpoint (distributed.launch()), if any."""
     try:

@@ -7,7 +7,6 @@ import time
 from itertools import islice
 
 import torch
-import torch.nn.functional as F
 
 from .augment import PHOTO_SIDE, PRESETS, choose, family, kept_share, mild, trial_steps
 from .evaluation import torch_logits
@@ -15,6 +14,7 @@ from .images import short_side
 from .metrics import evaluate_batches
 from .model import MobileNetV1
 from .seeds import TRIAL_MODEL, mix, stratified_split
+from .step import Learner, train_step
 
 VAL_SHARE = 0.15  # of the training images held out for the trial when there is no --val-split
 MAX_VAL = 2000  # held-out images the trial scores each preset on, at most
@@ -25,19 +25,20 @@ LR_FACTOR = 2  # the trial's peak learning rate, of the run's: one short cycle l
 SIZE_SAMPLE = 32  # training images whose headers give the folder's median short side
 
 
-def run_trial(source, model_config, lr: float, batch_size: int, run_steps: int, device, amp=None) -> dict:
-    """config.json's "augment" record for a folder trained with --augment auto:
-    {"preset", "chosen_by": "trial" or "fallback", "reason" or "trial": its figures}."""
+def run_trial(source, seed: int, model_config, lr: float, batch_size: int, run_steps: int, device, amp=None) -> dict:
+    """config.json's "augment" record for a folder trained with --augment auto (a FolderSource
+    of --seed `seed`): {"preset", "chosen_by": "trial" or "fallback", "reason" or "trial": its figures}."""
     began = time.perf_counter()
-    side = _median_short_side(source.train_set.samples)
-    train, val = _trial_split(source)
+    train, val = source.samples
+    side = _median_short_side(train)
+    train, val = _trial_split(train, val, seed)
     per_class = min((sum(1 for _, label in val if label == c) for c in range(len(source.classes))), default=0)
     if per_class < MIN_VAL_PER_CLASS:
         return _fallback(side, f"too few training images for a validation split ({MIN_VAL_PER_CLASS} of each class)")
     steps = trial_steps(run_steps)
-    workers = source.workers if side >= PHOTO_SIDE else 0  # small images decode faster than workers start
-    model = _train_trial_model(source, train, model_config, LR_FACTOR * lr, batch_size, steps, mild(side), workers,
-                               device, amp)
+    workers = None if side >= PHOTO_SIDE else 0  # the source's own; small images decode faster than workers start
+    model = _train_trial_model(source, train, mix(seed, TRIAL_MODEL), model_config, LR_FACTOR * lr, batch_size, steps,
+                               mild(side), workers, device, amp)
     accuracy = {p: _accuracy(source, model, val, p, batch_size, workers, device, amp) for p in PRESETS}
     clean, chance = accuracy["none"], 1 / len(source.classes)
     figures = {"short_side": side, "candidates": list(family(side)), "steps": steps, "train_images": len(train),
@@ -51,6 +52,17 @@ def run_trial(source, model_config, lr: float, batch_size: int, run_steps: int, 
             "trial": figures}
 
 
+def choice_line(record: dict) -> str:
+    """The log's line on the choice that `record` (run_trial's) says."""
+    if record["chosen_by"] == "fallback":
+        return f"--augment auto: {record['preset']}, the mild preset for these images: {record['reason']}"
+    trial = record["trial"]
+    kept = ", ".join(f"{p} {100 * share:.0f}%" for p, share in trial["kept"].items())
+    return (f"--augment auto: {record['preset']}, by a trial of {trial['steps']} steps on {trial['train_images']} "
+            f"training images ({trial['seconds']:.1f}s), judged on {trial['val_images']} held-out training images: "
+            f"{100 * trial['val_accuracy']['none']:.1f}% as they are; accuracy above chance kept by {kept}")
+
+
 def _fallback(side: float, reason: str) -> dict:
     return {"preset": mild(side), "chosen_by": "fallback", "reason": reason}
 
@@ -62,27 +74,27 @@ def _median_short_side(samples) -> float:
     return float(sides[len(sides) // 2]) if sides else 0.0
 
 
-def _trial_split(source) -> tuple[list, list]:
-    """The user's validation split when there is one; else VAL_SHARE of the training images."""
-    train = source.train_set.samples
-    if source.val_set is not None:
-        val = source.val_set.samples
-    elif len(train) < 2:
+def _trial_split(train: list, val: list | None, seed: int) -> tuple[list, list]:
+    """The user's validation split (`val`) when there is one; else VAL_SHARE of the training images."""
+    if val is None and len(train) < 2:
         return train, []
-    else:
-        train, val = stratified_split(train, VAL_SHARE, source.seed, "trial")
+    if val is None:
+        train, val = stratified_split(train, VAL_SHARE, seed, "trial")
     if len(val) > MAX_VAL:  # a big folder's trial is scored on a stratified subset
-        val = stratified_split(val, MAX_VAL / len(val), source.seed, "trial subset")[1]
+        val = stratified_split(val, MAX_VAL / len(val), seed, "trial subset")[1]
     return train, val
 
 
-def _train_trial_model(source, samples, model_config, lr, batch_size, steps, preset, workers, device,
+def _train_trial_model(source, samples, seed: int, model_config, lr, batch_size, steps, preset, workers, device,
                        amp) -> MobileNetV1:
-    """A fresh model trained `steps` steps with `preset` (one-cycle learning rate)."""
-    torch.manual_seed(mix(source.seed, TRIAL_MODEL))
+    """A fresh model, initialised from `seed`, trained `steps` steps with `preset` (one-cycle
+    learning rate)."""
+    torch.manual_seed(seed)
     model = MobileNetV1.from_config(model_config).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps)
+    # The GradScaler off: the trial has always stepped without loss scaling, fp16 included.
+    learner = Learner(model, model, optimizer, schedule, torch.amp.GradScaler("cuda", enabled=False), amp=amp)
     done, epoch = 0, 0
     while done < steps:
         for batch in source.sample_batches(samples, preset, batch_size, epoch, shuffle=True, workers=workers):
@@ -90,12 +102,7 @@ def _train_trial_model(source, samples, model_config, lr, batch_size, steps, pre
                 break
             if len(batch.labels) < 2:  # BatchNorm needs two
                 continue
-            x = batch.images.to(device, memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = F.cross_entropy(model(x).float(), batch.labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(learner, batch.images.to(device, memory_format=torch.channels_last), batch.labels.to(device))
             schedule.step()
             done += 1
         epoch += 1
