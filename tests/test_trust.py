@@ -402,3 +402,47 @@ def test_class_names_that_differ_only_by_normalisation_are_refused(tmp_path):
     with pytest.raises(ValueError, match="differ only by Unicode normalisation"):
         ModelInfo.from_json({"classes": sorted(p.name for p in tmp_path.iterdir()),
                              "input": crop_input_spec(3, 32, [0.5] * 3, [0.5] * 3)}, fixed=(None, None))
+
+
+# --- the data block ------------------------------------------------------------------------
+
+def _with_data(small_run, tmp_path, **data):
+    import json
+
+    folder = _folder(small_run, tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["data"].update(data)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize("key, value", [("test_split", "abc"), ("test_split", 1.5), ("seed", "x"), ("seed", -1)])
+def test_the_data_block_is_validated_with_the_metadata(small_run, tmp_path, key, value):
+    r = cli("evaluate", "--model", str(_with_data(small_run, tmp_path, **{key: value})), timeout=WAIT)
+    _one_line(r, f"data {key} is {value!r}")
+
+
+def _no_walk(*args, **kw):
+    raise AssertionError("the data folder was walked")
+
+
+@pytest.mark.parametrize("name, says", [("/", "not a data folder"), ("other", "has the class folders")])
+def test_where_the_data_block_points_is_checked_before_any_walk(tmp_path, monkeypatch, name, says):
+    from mobilenet import images
+    from mobilenet.images import crop_input_spec
+    from mobilenet.model_info import ModelInfo
+
+    for folder in ("cat", "dog"):
+        (tmp_path / "other" / folder).mkdir(parents=True)
+    info = ModelInfo(["a", "b"], crop_input_spec(3, 32, [0.5] * 3, [0.5] * 3),
+                     data={"name": name if name == "/" else str(tmp_path / name)})
+    monkeypatch.setattr(images, "scan_folder", _no_walk)
+    with pytest.raises(MobileNetError, match=says):
+        info.data_to_open()
+
+
+def test_a_colour_folder_named_for_a_grey_model_is_one_line(small_run, tmp_path, image_folder):
+    folder = _with_data(small_run, tmp_path, name=str(image_folder))
+    for command in (["evaluate", "--model", str(folder)], ["export", "--model", str(folder), "--int8"]):
+        r = cli(*command, timeout=WAIT)
+        _one_line(r, "the model takes grey images and folders are read in colour")

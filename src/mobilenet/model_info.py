@@ -7,7 +7,9 @@ place (validate) before any image is read. No torch at import: the deployed path
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -92,13 +94,37 @@ class ModelInfo:
         else:
             _check_classes(self.classes, None)
         _check_input(self.input, *fixed)
+        _check_data(self.data)
+
+    def data_to_open(self, data: str | None = None) -> str:
+        """`data` (the user's --data) or the provenance's name, checked before any image is
+        read: Fashion-MNIST for a grey model, or a folder (not the file system's root) for a
+        colour one, whose top-level class folders are the model's classes."""
+        name = data or self.data_name
+        grey = self.input["channels"] == 1
+        if (name == FASHION_MNIST) != grey:
+            why = "folders are read in colour, only Fashion-MNIST grey" if grey else "Fashion-MNIST is grey"
+            raise MobileNetError(f"{printable(name)}: the model takes {'grey' if grey else 'colour'} images and "
+                                 f"{why}; give --data with images like the model's")
+        if grey:
+            return name
+        root = Path(name)
+        if not root.is_dir() or root.resolve() == Path(root.resolve().anchor):
+            raise MobileNetError(f"{printable(name)}: not a data folder (no such folder, or the file system's root); "
+                                 "give --data, the folder the model was trained on")
+        top = root / "train" if (root / "train").is_dir() else root
+        found = sorted(e.name for e in os.scandir(top) if e.is_dir() and not e.name.startswith("."))
+        if found != sorted(self.classes):
+            raise MobileNetError(f"{printable(top)} has the class folders {printable(found[:5])}..., the model "
+                                 f"{printable(self.classes[:5])}...; evaluate on the model's data (--data)")
+        return name
 
     def open_data(self, data: str | None = None, workers: int | None = None):
         """The data set the model was trained on (or `data`), split as it was: its test
         split is the one the model was tested on. Needs torch (data.py)."""
         from .data import open_source
 
-        name = data or self.data_name
+        name = self.data_to_open(data)
         source = open_source(name, self.input["resolution"], self.seed, test_split=self.test_split, workers=workers)
         if source.classes != self.classes:
             raise MobileNetError(f"{name} has classes {source.classes[:5]}..., the model {self.classes[:5]}...; "
@@ -121,6 +147,15 @@ def _check_classes(classes, num_classes) -> None:
         raise ValueError(f"class names {ascii(pair[0])} and {ascii(pair[1])} differ only by Unicode normalisation")
     if num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"'classes' names {len(classes)} classes, the model has {num_classes}")
+
+
+def _check_data(data) -> None:
+    """The provenance's types: where it points is checked when it is opened (data_to_open)."""
+    split = data.get("test_split", data.get("val_split", 0.2))
+    if not (isinstance(split, (int, float)) and not isinstance(split, bool) and 0 < split < 1):
+        raise ValueError(f"data test_split is {split!r}; it is a fraction between 0 and 1")
+    if not _whole(data.get("seed", 0), 0, 2**63 - 1):
+        raise ValueError(f"data seed is {data.get('seed')!r}; it is a whole number from 0")
 
 
 def _check_input(spec, channels, resolution) -> None:

@@ -78,6 +78,7 @@ def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVA
     """(images float32, labels, bad files) of the test split, prepared without torch; a
     folder's count of skipped entries goes into seen["skipped"]."""
     spec = model.spec
+    data = model.info.data_to_open(data)
     if data == FASHION_MNIST:
         if model.classes != FASHION_CLASSES:
             raise MobileNetError("the model's classes are not Fashion-MNIST's; evaluate it on its own data (--data)")
