@@ -446,3 +446,28 @@ def test_a_colour_folder_named_for_a_grey_model_is_one_line(small_run, tmp_path,
     for command in (["evaluate", "--model", str(folder)], ["export", "--model", str(folder), "--int8"]):
         r = cli(*command, timeout=WAIT)
         _one_line(r, "the model takes grey images and folders are read in colour")
+
+
+def test_train_refuses_a_folder_of_the_users_files(tmp_path, fake_fashion):
+    theirs = tmp_path / "mine"
+    theirs.mkdir()
+    files = {"config.json": '{"my": "settings"}', "history.csv": "day,km\n1,5\n", "model.safetensors": "weights",
+             "total_acc.png": "a picture", ".config.json.backup.tmp": "a backup"}
+    for name, text in files.items():
+        (theirs / name).write_text(text)
+    env = {"MOBILENET_FASHION_MNIST": str(fake_fashion)}
+    r = cli("train", *TINY, "--epochs", "1", "--limit", "64", "--out", str(theirs), env=env, timeout=WAIT)
+    assert r.returncode == 2, r.stderr
+    _one_line(r, "was not written by mobilenet, and would be replaced")
+    assert {p.name: p.read_text() for p in theirs.iterdir()} == files  # not even a .lock
+    r = cli("train", *TINY, "--epochs", "1", "--limit", "64", "--out", str(theirs), "--force", env=env, timeout=WAIT)
+    assert r.returncode == 0, r.stderr
+    assert (theirs / ".config.json.backup.tmp").read_text() == "a backup"
+
+
+def test_init_is_read_before_the_run_makes_its_folder(tmp_path, fake_fashion):
+    os.mkfifo(tmp_path / "w.pth")
+    r = cli("train", *TINY, "--epochs", "1", "--init", str(tmp_path / "w.pth"), "--out", str(tmp_path / "run"),
+            env={"MOBILENET_FASHION_MNIST": str(fake_fashion)}, timeout=WAIT)
+    _one_line(r, "--init " + str(tmp_path / "w.pth") + ": not a regular file")
+    assert not (tmp_path / "run").exists()

@@ -88,8 +88,22 @@ def read_regular(path, limit: int, what: str) -> bytes:
     """The bytes of `path`, a regular file of at most `limit` bytes; one clear line
     otherwise. Nothing past the limit is read. FileNotFoundError passes through, for the
     caller to say what the file should have been."""
+    with _opened(path, what) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise MobileNetError(f"{what} {printable(path)}: larger than the {limit:,} bytes such a file can hold "
+                             "here; give the file this toolkit wrote")
+    return data
+
+
+def check_readable(path, what: str) -> None:
+    """read_regular's checks, without the read."""
+    _opened(path, what).close()
+
+
+def _opened(path, what: str):
     try:
-        f = open_regular(path)
+        return open_regular(path)
     except FileNotFoundError:
         raise
     except NotRegular:
@@ -97,12 +111,6 @@ def read_regular(path, limit: int, what: str) -> bytes:
                              "give the file itself") from None
     except OSError as e:
         raise MobileNetError(f"{what} {printable(path)}: cannot read it ({e.strerror})") from None
-    with f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise MobileNetError(f"{what} {printable(path)}: larger than the {limit:,} bytes such a file can hold "
-                             "here; give the file this toolkit wrote")
-    return data
 
 
 def open_append(path, what: str = "--out"):

@@ -62,6 +62,8 @@ class TrainConfig:
     activation: str = field(default="relu", metadata={"flag": None})  # no flag: --init's weights may set it
     seed: int = option(0, "--seed", "seeds the weights, the shuffle and the augmentation (default 0)", number=True)
     out: str | None = option(None, "--out", "run folder (default runs/<dataset>-<timestamp>)")
+    force: bool = option(False, "--force", "replace files in --out that mobilenet did not write (default off: "
+                         "refuse, exit 2)")
     limit: int | None = option(None, "--limit", "train on only N images (default: all)", number=True)
     test_split: float = option(0.2, "--test-split", "fraction held out as the test split of a folder without "
                                "train/ and val/ (default 0.2)", number=True)

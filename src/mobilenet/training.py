@@ -31,6 +31,7 @@ from .metrics import EvaluationStopped
 from .model import MobileNetConfig, MobileNetV1
 from .model_info import ModelInfo
 from .optim import make_optimizer, make_schedule, set_peak
+from .ownership import refuse_foreign
 from .plots import plot_curves
 from .progress import Heartbeat, bar as progress_bar, show as show_progress
 from .run_folder import (
@@ -44,6 +45,7 @@ from .seeds import DROPOUT, ERASING, generator, mix
 from .settings import run_settings
 from .step import Learner, check_batch_memory, out_of_memory, train_step
 from .train_config import LR, TrainConfig
+from .weights import check_init
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
 FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (docs/results.md)
@@ -86,6 +88,9 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         resume = bool(dist.from_main(float(resume or (restarted and launch() == checkpoint_launch(out))))[0])
         if resume and not (out / "checkpoint.pt").exists():
             raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
+        if not resume:  # before the folder is made: nothing is left behind
+            check_init(cfg.init)
+            refuse_foreign([out / name for name in RUN_FILES], "--out", cfg.force)
         make_dir(out)
     except BaseException:
         dist.close()

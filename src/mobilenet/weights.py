@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .errors import BadArgument, MobileNetError, printable
-from .files import read_regular
+from .files import check_readable, read_regular
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
 from .model_info import ModelInfo
@@ -29,7 +29,7 @@ def read_weight_file(path, what: str = "--init") -> dict[str, torch.Tensor]:
     try:
         data = read_regular(path, CHECKPOINT_LIMIT, what)
     except FileNotFoundError:
-        raise MobileNetError(f"{what} {path}: no such file; give a .safetensors or .pth file, or timm:NAME") from None
+        raise _no_such(path, what) from None
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load
@@ -48,6 +48,19 @@ def read_weight_file(path, what: str = "--init") -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise MobileNetError(f"{path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def check_init(source: str | None) -> None:
+    """One line, before a run makes its folder, if --init names a file that cannot be read."""
+    if source and not source.startswith(TIMM_PREFIX):
+        try:
+            check_readable(source, "--init")
+        except FileNotFoundError:
+            raise _no_such(source, "--init") from None
+
+
+def _no_such(path, what: str) -> MobileNetError:
+    return MobileNetError(f"{what} {path}: no such file; give a .safetensors or .pth file, or timm:NAME")
 
 
 def is_timm(state: dict) -> bool:
