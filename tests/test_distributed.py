@@ -1,6 +1,7 @@
 """torchrun on CPU: two processes over gloo on loopback, against one process."""
 
 import csv
+import json
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from mobilenet.augment import PRESETS
 from mobilenet.evaluation import evaluate
 
 from conftest import HANG, wait_for
@@ -130,3 +132,18 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes(data, tmp_path):
     assert proc.returncode == 0, stderr[-3000:]
     assert "resuming" in stdout
     assert [int(r["epoch"]) for r in rows(out)] == [1, 2, 3]
+
+
+def test_augment_auto_on_a_folder_under_two_processes(tmp_path):
+    """Rank 0's trial chooses for both; only rank 0 tells the choice (the other has no
+    figures to tell)."""
+    from conftest import make_image_folder
+
+    images = make_image_folder(tmp_path / "images", per_class=8, corrupt=False)
+    out = tmp_path / "ddp"
+    cmd, env = torchrun("train", "--data", str(images), "--width", "0.25", "--resolution", "32", "--epochs", "1",
+                        "--batch-size", "4", "--workers", "0", "--augment", "auto", "--out", str(out), env={})
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG)
+    assert r.returncode == 0, r.stderr[-3000:]
+    record = json.loads((out / "config.json").read_text())["augment"]
+    assert record["chosen_by"] in ("trial", "fallback") and record["preset"] in PRESETS

@@ -273,7 +273,7 @@ def _choose_augmentation(run: _Run) -> str:
     cfg.augment = run.args["augment"] = preset  # --resume and a re-run take this
     run.source.set_augment(preset)
     run.info.augment = record
-    return choice_line(record)
+    return choice_line(record) if dist.main else ""  # the others hold no trial's figures to tell
 
 
 def _open_outputs(out: Path, history: list, info: ModelInfo, log: RunLog) -> None:
