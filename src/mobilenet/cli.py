@@ -88,7 +88,7 @@ def _cmd_train(args) -> int:
 
 def _train_config(args) -> TrainConfig:
     """train's arguments as a TrainConfig, field by field. An omitted --epochs parses as None:
-    on --resume, None keeps the run's own (training._settings); a new run takes the field's default."""
+    on --resume, None keeps the run's own (settings.run_settings); a new run takes the field's default."""
     given = {f.name: getattr(args, f.name) for f in cli_fields()}
     if given["epochs"] is None and not args.resume:
         del given["epochs"]
