@@ -107,3 +107,24 @@ def test_json_report_shape():
     first = report["layers"][0]
     assert first["name"] == "conv1" and first["input_shape"] == (160, 160, 3)
     assert first["output_shape"] == (80, 80, 16)
+
+
+@pytest.mark.parametrize("alpha, rho, channels", [(1.0, 224, 3), (0.25, 33, 1)])
+def test_peak_activations_are_the_largest_layer_input_and_output(alpha, rho, channels):
+    """Against the real module: the largest input + output of any conv, pool or FC at batch 1."""
+    from mobilenet.cost import peak_activation_bytes
+
+    cfg = MobileNetConfig(num_classes=10, width_mult=alpha, resolution=rho, in_channels=channels)
+    model = MobileNetV1.from_config(cfg).eval()
+    sizes = []
+
+    def hook(module, inputs, output):
+        sizes.append(4 * (inputs[0].numel() + output.numel()))
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.AdaptiveAvgPool2d))]
+    with torch.no_grad():
+        model(torch.randn(1, channels, rho, rho))
+    for h in handles:
+        h.remove()
+    assert len(sizes) == 29 and peak_activation_bytes(layer_costs(cfg)) == max(sizes)
+    assert cost_report(cfg)["peak_activation_bytes"] == max(sizes)

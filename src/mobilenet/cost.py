@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 from .config import KERNEL, TABLE1, MobileNetConfig, channels, get_config, layer_names, list_models
 
-__all__ = ["LayerCost", "layer_costs", "by_type", "separable_vs_standard", "state_bytes", "cost_report",
-           "format_report", "models_table"]
+__all__ = ["LayerCost", "layer_costs", "by_type", "separable_vs_standard", "peak_activation_bytes", "state_bytes",
+           "cost_report", "format_report", "models_table"]
 
 TYPES = ("conv", "depthwise", "pointwise", "fc")
 
@@ -103,6 +103,12 @@ def _totals(layers: list[LayerCost]) -> dict:
     return {"mult_adds": sum(r.mult_adds for r in layers), "params": sum(r.params for r in layers)}
 
 
+def peak_activation_bytes(layers: list[LayerCost]) -> int:
+    """The largest input plus output of any layer at batch 1, in float32: the working memory
+    a device needs to run the network one layer at a time (a microcontroller's RAM)."""
+    return 4 * max(math.prod(r.input_shape) + math.prod(r.output_shape) for r in layers)
+
+
 def state_bytes(config: MobileNetConfig) -> int:
     """Bytes of the module's state dict in float32: its params, and each BN's running mean
     and variance (two per channel, as its scale and shift) and int64 step count. What a
@@ -125,6 +131,7 @@ def cost_report(config: MobileNetConfig | None = None, full_conv: bool = False) 
         "config": cfg.to_dict(),
         "full_conv": full_conv,
         **_totals(layers),
+        "peak_activation_bytes": peak_activation_bytes(layers),
         "layers": [asdict(r) for r in layers],
         "by_type": by_type(layers),
         "network": {"separable": separable, "standard": standard,
@@ -176,7 +183,8 @@ def format_report(report: dict) -> str:
                  f"{_x(report['layers'][-1]['output_shape']):<13}")
     lines += ["-" * len(head),
               f"{'':>3}  {'total':<72} {report['params']:>11,} {report['mult_adds']:>14,}",
-              f"     = {_m(report['mult_adds'])} mult-adds, {_m(report['params'])} parameters", "",
+              f"     = {_m(report['mult_adds'])} mult-adds, {_m(report['params'])} parameters, "
+              f"{report['peak_activation_bytes'] / 2**20:,.2f} MiB peak activations (batch 1, float32)", "",
               "Table 2: resources per layer type (conv and FC weights, as the paper counts)",
               f"  {'type':<16} {'mult-adds':>10} {'parameters':>11}"]
     for t in ("pointwise", "depthwise", "conv", "fc"):

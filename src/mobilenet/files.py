@@ -16,6 +16,9 @@ from pathlib import Path
 
 from .errors import MobileNetError, printable
 
+TEMP_PREFIX = ".mobilenet-"  # temporary files: no file of the user's (".config.json.backup.tmp") has our shape
+JSON_LIMIT = 8 << 20  # config.json, sidecars: a thousand class names fill about 40 kB
+
 
 def make_dir(path, option: str = "--out") -> Path:
     """mkdir -p, with one clear line (naming the option that gave the path) if it fails."""
@@ -64,10 +67,6 @@ def remove_unfinished(folder, names) -> int:
             tmp.unlink(missing_ok=True)
             removed += 1
     return removed
-
-
-TEMP_PREFIX = ".mobilenet-"  # temporary files: no file of the user's (".config.json.backup.tmp") has our shape
-JSON_LIMIT = 8 << 20  # config.json, sidecars: a thousand class names fill about 40 kB
 
 
 class NotRegular(ValueError):

@@ -30,7 +30,7 @@ from .progress import bar
 
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
 CALIBRATION_BATCH = 32
-PROGRAM_LIMIT = 1 << 30
+PROGRAM_LIMIT = 1 << 30  # a program whose sidecar names no network
 PROBE_SECONDS = 300  # loading a program takes seconds; one that takes longer is refused, not waited on
 
 
