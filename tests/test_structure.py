@@ -12,7 +12,7 @@ import mobilenet
 
 # Bottom to top: a module may import only those before it.
 LAYERS = ["errors", "seeds", "config", "augment", "train_config", "progress", "files", "run_log", "run_state", "plots",
-          "images", "metrics", "cost", "model", "ema", "optim", "step", "data", "model_info", "onnx_check", "pte",
+          "images", "metrics", "cost", "model", "activation_maps", "ema", "optim", "step", "data", "model_info", "onnx_check", "pte",
           "runtime", "run_folder", "ownership", "settings", "predictor", "distributed", "evaluation", "scoring", "trial",
           "weights", "training", "exporter", "benchmark", "cli"]
 PACKAGE = Path(mobilenet.__file__).parent

@@ -11,7 +11,7 @@ _EXPORTS = {
     "cost_report": "cost", "layer_costs": "cost",
     "TrainConfig": "train_config", "train": "training",
     "load_model": "run_folder", "evaluate": "evaluation", "Predictor": "predictor",
-    "export": "exporter", "ModelInfo": "model_info",
+    "export": "exporter", "ModelInfo": "model_info", "cam": "activation_maps",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"
