@@ -11,11 +11,11 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from conftest import TINY, cli
+from conftest import HANG, TINY, cli
 from mobilenet.errors import MobileNetError
 
 pytestmark = pytest.mark.fault
-WAIT = 120  # seconds: a refusal takes one or two; a blocked read never ends
+WAIT = HANG  # a refusal takes seconds, a blocked read forever: the bound only ends a hang
 
 
 def _one_line(r, words):
