@@ -97,6 +97,12 @@ def test_metrics_against_figures_worked_by_hand():
     assert report["confusion_matrix"] == confusion.tolist()
     assert (report["images"], report["top1"], report["top5"]) == (3, 1 / 3, 2 / 3)
     assert report["per_class"] == {"0": 0.0, "1": 1.0, "2": 0.0, "3": 0.0, "4": 0.0, "5": 0.0, "6": 0.0}
+    # class 1: its one image found (recall 1) among the two predicted 1 (precision 1/2), F1 = 2/3;
+    # class 0 predicted once, wrongly; class 4 never predicted; the rest have no images
+    by_class = report["per_class_scores"]
+    assert by_class["1"] == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3), "support": 1}
+    zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+    assert by_class["0"] == by_class["4"] == {**zero, "support": 1} and by_class["2"] == {**zero, "support": 0}
     log_softmax = scores - np.log(np.exp(scores).sum(1, keepdims=True))
     assert report["loss"] == pytest.approx(-(log_softmax[0, 0] + log_softmax[1, 1] + log_softmax[2, 4]) / 3)
 

@@ -91,7 +91,20 @@ class Metrics:
         per_class = self.confusion.diagonal() / np.maximum(self.confusion.sum(1), 1)
         return {"data": data, "images": self.images, "top1": self.top1, "top5": self.top5_hits / self.images,
                 "loss": self.loss, "per_class": dict(zip(classes, map(float, per_class))),
+                "per_class_scores": dict(zip(classes, class_scores(self.confusion))),
                 "confusion_matrix": self.confusion.tolist(), "bad_files": list(bad_files), "skipped": skipped}
+
+
+def class_scores(confusion: np.ndarray) -> list[dict]:
+    """Each class's precision, recall, F1 and support from a [true, predicted] confusion
+    matrix; a score whose count is 0 is 0, as scikit-learn's zero_division=0 gives it."""
+    hits = confusion.diagonal().astype(np.float64)
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    precision, recall = hits / np.maximum(predicted, 1), hits / np.maximum(support, 1)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    return [{"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for p, r, f, s in zip(precision, recall, f1, support)]
 
 
 def evaluate_batches(models: list[Callable], batches: Iterable, num_classes: int, total: int | None = None,
