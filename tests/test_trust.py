@@ -426,7 +426,7 @@ def _no_walk(*args, **kw):
     raise AssertionError("the data folder was walked")
 
 
-@pytest.mark.parametrize("name, says", [("/", "not a data folder"), ("other", "has the class folders")])
+@pytest.mark.parametrize("name, says", [("/", "not a data folder"), ("other", "has no class folder 'a', 'b'")])
 def test_where_the_data_block_points_is_checked_before_any_walk(tmp_path, monkeypatch, name, says):
     from mobilenet import images
     from mobilenet.images import crop_input_spec

@@ -113,10 +113,10 @@ class ModelInfo:
             raise MobileNetError(f"{printable(name)}: not a data folder (no such folder, or the file system's root); "
                                  "give --data, the folder the model was trained on")
         top = root / "train" if (root / "train").is_dir() else root
-        found = sorted(e.name for e in os.scandir(top) if e.is_dir() and not e.name.startswith("."))
-        if found != sorted(self.classes):
-            raise MobileNetError(f"{printable(top)} has the class folders {printable(found[:5])}..., the model "
-                                 f"{printable(self.classes[:5])}...; evaluate on the model's data (--data)")
+        missing = sorted(set(self.classes) - {e.name for e in os.scandir(top) if e.is_dir()})
+        if missing:  # extra folders (a link that leaves it, lost+found) are for the scan to judge
+            raise MobileNetError(f"{printable(top)} has no class folder {printable(missing[:3])[1:-1]} of the "
+                                 f"model's {len(self.classes)}; evaluate on the model's data (--data)")
         return name
 
     def open_data(self, data: str | None = None, workers: int | None = None):
