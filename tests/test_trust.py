@@ -262,8 +262,8 @@ def _program(tiny_pte, tmp_path, flip=None, sidecar=lambda meta: None, rehash=Tr
 
 
 def _in_xnnpack_graph(data: bytes) -> int:
-    # 384 bytes into the XNNPACK blob ("XH00" header): a string of its graph, which the
-    # runtime's error path decodes as UTF-8 and aborts on (SIGABRT, executorch 1.5.1)
+    # 384 bytes into the XNNPACK blob ("XH00" header), inside its graph: inverted, it makes the
+    # runtime abort every time (SIGABRT, "what(): UnicodeDecodeError", executorch 1.5.1)
     return data.find(b"XH00") + 384
 
 
