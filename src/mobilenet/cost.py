@@ -113,8 +113,9 @@ def state_bytes(config: MobileNetConfig) -> int:
     """Bytes of the module's state dict in float32: its params, and each BN's running mean
     and variance (two per channel, as its scale and shift) and int64 step count. What a
     weights file of this config holds, less its header."""
-    convs = [r for r in layer_costs(config) if r.type not in ("pool", "fc")]
-    floats = sum(r.params for r in layer_costs(config)) + sum(r.params - r.weights for r in convs)
+    layers = layer_costs(config)
+    convs = [r for r in layers if r.type not in ("pool", "fc")]
+    floats = sum(r.params for r in layers) + sum(r.params - r.weights for r in convs)
     return 4 * floats + 8 * len(convs)
 
 

@@ -88,10 +88,10 @@ class Metrics:
         entries left out unread (links that leave it, names that are no regular file)."""
         if not self.images:
             raise MobileNetError(f"the test split of {data} has no readable images")
-        per_class = self.confusion.diagonal() / np.maximum(self.confusion.sum(1), 1)
+        scores = class_scores(self.confusion)
         return {"data": data, "images": self.images, "top1": self.top1, "top5": self.top5_hits / self.images,
-                "loss": self.loss, "per_class": dict(zip(classes, map(float, per_class))),
-                "per_class_scores": dict(zip(classes, class_scores(self.confusion))),
+                "loss": self.loss, "per_class": {c: s["recall"] for c, s in zip(classes, scores)},
+                "per_class_scores": dict(zip(classes, scores)),
                 "confusion_matrix": self.confusion.tolist(), "bad_files": list(bad_files), "skipped": skipped}
 
 

@@ -45,7 +45,7 @@ from .seeds import DROPOUT, ERASING, generator, mix
 from .settings import run_settings
 from .step import Learner, check_batch_memory, out_of_memory, train_step
 from .train_config import LR, TrainConfig
-from .weights import check_init
+from .weights import check_init, fit_state_dict, load_init
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
 FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (docs/results.md)
@@ -186,7 +186,6 @@ def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
                          cfg.val_split)
     init_state = None
     if cfg.init and fresh:
-        from .weights import load_init
         init_state, activation = load_init(cfg.init)
         cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
     if hasattr(source, "to"):  # in memory: held on the device, batches made there
@@ -239,7 +238,6 @@ def _model(cfg: TrainConfig, source, resolution: int, init_state, log) -> Mobile
     torch.manual_seed(cfg.seed)
     model = MobileNetV1.from_config(model_cfg)
     if init_state is not None:
-        from .weights import fit_state_dict
         model.load_state_dict(fit_state_dict(init_state, model), strict=False)  # the classifier may stay fresh
         log(f"initialised from {cfg.init} (activation {cfg.activation})")
     return model
