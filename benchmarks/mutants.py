@@ -49,6 +49,7 @@ class Mutant:
 
 I = "tests/test_interrupts.py::"
 T = "tests/test_trust.py::"
+S = "tests/test_sweep.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training.py",
@@ -166,6 +167,19 @@ MUTANTS = [
     Mutant("export replaces a file of the user's", "docs/guarantees.md A stranger's files", "src/mobilenet/ownership.py",
            "        if not force and not ours(path):\n", "        if False:\n",
            [T + "test_export_refuses_to_replace_files_it_did_not_write"]),
+    # --- mobilenet sweep ---------------------------------------------------------------
+    Mutant("the sweep picks on the test split", "sweep: the test split never chooses", "src/mobilenet/sweep.py",
+           'key=lambda r: (-r["val_acc"], r["mult_adds"])', 'key=lambda r: (-r["test_acc"], r["mult_adds"])',
+           [S + "test_the_pick_looks_at_validation_accuracy_only"]),
+    Mutant("the sweep retrains finished points", "sweep: resumable as a whole", "src/mobilenet/sweep.py",
+           "todo = [p for p in mine if _record(out, p) is None]", "todo = list(mine)",
+           [S + "test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left"]),
+    Mutant("the sweep restarts an unfinished point", "sweep: resumable as a whole", "src/mobilenet/sweep.py",
+           'resume = (folder / "checkpoint.pt").is_file()', "resume = False",
+           [S + "test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left"]),
+    Mutant("a shard takes the wrong points", "sweep: shards and collect equal one run", "src/mobilenet/sweep.py",
+           "mine = points(plan)[cfg.shard[0]::cfg.shard[1]]", "mine = points(plan)[cfg.shard[0]::cfg.shard[1]][:1]",
+           [S + "test_shards_then_collect_equal_one_run"]),
 ]
 
 

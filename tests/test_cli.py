@@ -21,7 +21,8 @@ from mobilenet.cli import main
 from conftest import cli
 
 SUBCOMMANDS = ["cost", "models", "train", "evaluate", "predict", "export", "bench", "convert", "samples"]
-REQUIRED = {"evaluate": ["--model"], "predict": ["--model"], "export": ["--model"], "convert": ["--from-timm", "--output"]}
+REQUIRED = {"evaluate": ["--model"], "predict": ["--model"], "export": ["--model"], "convert": ["--from-timm", "--output"],
+            "sweep": ["--out", "--collect"]}
 
 
 def test_version(capsys):

@@ -21,6 +21,7 @@ GUARD = {
     "predict": ["--model", "{tmp}/no-model", "{tmp}/no-image.png"],
     "export": ["--model", "{tmp}/no-model"],
     "bench": ["--model", "{tmp}/no-model"],
+    "sweep": ["--data", "{tmp}/no-data", "--out", "{tmp}/sweep"],
     "convert": ["--from-timm", "{tmp}/no-weights.pth", "--output", "{tmp}/converted"],
     "cost": [],
     "models": [],

@@ -219,17 +219,18 @@ def _json(p, what: str = "print one JSON object") -> None:
     p.add_argument("--json", action="store_true", help=f"{what} (default off: text)")
 
 
-def _option(p, f: Field) -> None:
-    """A TrainConfig field as an option: its flag, help, type, choices and default are the field's."""
-    m = f.metadata
+def _option(p, f: Field, **given) -> None:
+    """A TrainConfig field as an option: its flag, help, type, choices and default are the
+    field's, unless `given` (default=, help=) says otherwise."""
+    m = {**f.metadata, "help": given.get("help", f.metadata["help"])}
     if f.default is False:
         p.add_argument(m["flag"], dest=f.name, action="store_true", help=m["help"])
         return
     kind = _data if m["folder"] else _number(m["flag"][2:]) if m["limit"] else None
     # named after the flag, as argparse would without dest (the field's name: WIDTH_MULT for --width)
     metavar = m["metavar"] or (None if m["choices"] else m["flag"][2:].replace("-", "_").upper())
-    p.add_argument(m["flag"], dest=f.name, type=kind, choices=m["choices"], metavar=metavar, default=f.default,
-                   help=m["help"])
+    p.add_argument(m["flag"], dest=f.name, type=kind, choices=m["choices"], metavar=metavar,
+                   default=given.get("default", f.default), help=m["help"])
 
 
 def _workers(p) -> None:  # evaluate's --workers is train's
@@ -325,6 +326,82 @@ def _add_bench(sub) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
+def _list(name: str):
+    """An argparse type: a comma-separated list of LIMITS[name] numbers (--widths 1,0.5)."""
+    one = _number(name)
+
+    def parse(text):
+        values = tuple(one(v.strip()) for v in text.split(",") if v.strip())
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 1,0.5")
+        return values
+    parse.__name__ = f"{name} list"
+    return parse
+
+
+def _shard(text):
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use I/N, e.g. 0/4 (I from 0 to N-1)") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"{text!r}: I must be from 0 to N-1, e.g. 0/4")
+    return index, count
+
+
+SWEEP_TRAIN_OPTIONS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment", "dropout", "ema",
+                       "random_erasing", "label_smoothing", "seed", "limit", "test_split", "val_split", "patience",
+                       "workers", "device", "compile")
+
+
+VAL_SPLIT = {"default": 0.1, "help": "hold out F of each point's training images (seeded, stratified): each point "
+             "keeps its best epoch on them, and the pick looks at them only (default 0.1)"}
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import SweepConfig, sweep
+
+    train = TrainConfig(**{name: getattr(args, name) for name in SWEEP_TRAIN_OPTIONS})
+    sweep(SweepConfig(out=args.out or args.collect, train=train, widths=args.widths, resolutions=args.resolutions,
+                      runtimes=tuple(args.runtime), int8=args.int8, seconds=args.seconds, budget_ms=args.budget_ms,
+                      budget_mb=args.budget_mb, export=args.export, jobs=args.jobs, shard=args.shard,
+                      collect=bool(args.collect)))
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    from .sweep import SWEEP_RUNTIMES, WIDTHS
+
+    p = sub.add_parser("sweep", help="train a width × resolution grid (the paper's Figures 4-5) and pick the best "
+                       "model within a latency or size budget")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="DIR", help="the sweep's folder: one run folder per point, sweep.csv, "
+                       "sweep.json, the pictures and best; the same command again goes on where it stopped")
+    where.add_argument("--collect", metavar="DIR", help="only merge the points in DIR (every shard's) into the "
+                       "table, the pictures and the pick")
+    p.add_argument("--widths", type=_list("width"), default=WIDTHS, help="α values (default 1,0.75,0.5,0.25)")
+    p.add_argument("--resolutions", type=_list("resolution"), help="ρ values (default 64,48,40,32 for "
+                   "Fashion-MNIST, 224,192,160,128 for a folder)")
+    for f in cli_fields():
+        if f.name in SWEEP_TRAIN_OPTIONS:
+            _option(p, f, **(VAL_SPLIT if f.name == "val_split" else {}))
+    p.add_argument("--runtime", type=_runtime_list, default=["onnxruntime"], help="comma-separated runtimes to "
+                   f"time at batch 1, any of {','.join(SWEEP_RUNTIMES)}; the first is the budget's (default onnxruntime)")
+    p.add_argument("--int8", action="store_true", help="also export each point to int8 ONNX and record its test "
+                   "accuracy and size (default off)")
+    p.add_argument("--seconds", type=_number("seconds"), default=1.0, help="timing per runtime (default 1)")
+    p.add_argument("--budget-ms", type=_number("budget-ms"), metavar="X", help="pick within X ms at batch 1 on the "
+                   "first --runtime (default: no limit)")
+    p.add_argument("--budget-mb", type=_number("budget-mb"), metavar="Y", help="pick within Y MB of that runtime's "
+                   "file (default: no limit)")
+    p.add_argument("--export", choices=EXPORT_FORMATS, help="export the pick (int8 with --int8; default: none)")
+    p.add_argument("--jobs", type=_number("jobs"), default=1, help="points trained at once (default 1; on several "
+                   "GPUs, one point per GPU in turn)")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="train every N-th point from the "
+                   "I-th (I from 0), for a job array; then --collect (default 0/1: all)")
+    p.set_defaults(func=_cmd_sweep)
+
+
 def _add_convert(sub) -> None:
     p = sub.add_parser("convert", help="a model folder from a timm mobilenetv1 state dict")
     p.add_argument("--from-timm", required=True, metavar="FILE", help="timm weights (.safetensors or .pth)")
@@ -357,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_export(sub)
     _add_bench(sub)
+    _add_sweep(sub)
     _add_convert(sub)
     _add_samples(sub)
     _add_models(sub)

@@ -82,7 +82,8 @@ LIMITS = {
     "patience": (1, 100_000, int), "workers": (0, 64, int),
     "top_k": (1, 10**6, int), "calibration": (1, 100_000, int), "count": (1, 10_000, int),
     "seconds": (0.01, 3600.0, float), "ema": (0.0, 0.99999, float), "random_erasing": (0.0, 1.0, float),
-    "label_smoothing": (0.0, 0.5, float),
+    "label_smoothing": (0.0, 0.5, float), "jobs": (1, 64, int), "budget_ms": (1e-3, 1e6, float),
+    "budget_mb": (1e-3, 1e6, float),
 }
 
 

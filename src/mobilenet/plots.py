@@ -57,3 +57,44 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test split)")
     atomic_savefig(path, fig)
     plt.close(fig)
+
+
+def pareto_front(rows: list[dict], cost) -> list[dict]:
+    """The rows that no other row beats on both `cost(row)` (lower) and validation accuracy
+    (higher), cheapest first."""
+    front, best = [], -1.0
+    for r in sorted(rows, key=lambda r: (cost(r), -r["val_acc"])):
+        if r["val_acc"] > best:
+            front.append(r)
+            best = r["val_acc"]
+    return front
+
+
+def plot_tradeoff(rows: list[dict], runtime: str, out: Path) -> None:
+    """A sweep's pictures, validation accuracy against: mult-adds on a log axis, one line
+    per α (the paper's Figure 4); parameters, one line per ρ (Figure 5); and `runtime`'s
+    batch-1 latency, with the Pareto front."""
+    plt = _pyplot()
+    acc = lambda r: 100 * r["val_acc"]  # noqa: E731
+    specs = (("tradeoff_macs", "alpha", lambda r: r["mult_adds"] / 1e6, "mult-adds (millions, log scale)", "α"),
+             ("tradeoff_params", "rho", lambda r: r["params"] / 1e6, "parameters (millions)", "ρ"),
+             ("tradeoff_latency", "alpha", lambda r: r["latency_ms"][runtime], f"{runtime} latency at batch 1 (ms)", "α"))
+    for name, group, x, xlabel, symbol in specs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for value in sorted({r[group] for r in rows}, reverse=True):
+            line = sorted((r for r in rows if r[group] == value), key=x)
+            ax.plot([x(r) for r in line], [acc(r) for r in line], marker="o", label=f"{symbol} = {value:g}")
+        if name == "tradeoff_latency":
+            front = pareto_front(rows, x)
+            ax.step([x(r) for r in front], [acc(r) for r in front], where="post", color="black", linestyle="--",
+                    linewidth=1, label="Pareto front")
+            ax.scatter([x(r) for r in front], [acc(r) for r in front], s=90, facecolors="none", edgecolors="black")
+        if name == "tradeoff_macs":
+            ax.set_xscale("log")
+        for r in rows:
+            ax.annotate(r["run"], (x(r), acc(r)), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.set(xlabel=xlabel, ylabel="validation accuracy (%)", title=name.replace("_", " "))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+        atomic_savefig(out / f"{name}.png", fig)
+        plt.close(fig)
