@@ -3,6 +3,7 @@
 # (each under its 10-minute limit):
 #   run(command="sh benchmarks/gpu.sh 1", carry=["data"], timeout_s=600)   # tests, epochs
 #   run(command="sh benchmarks/gpu.sh 2", carry=["data"], timeout_s=600)   # full run, folders
+#   run(command="sh benchmarks/gpu.sh 3", carry=["data"], timeout_s=600)   # sweep --jobs 1 and 3
 # with Fashion-MNIST's four .gz files in data/fashion-mnist (git-ignored; `cp
 # /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/`). Results go to $OUT (or
 # /tmp/gpu): the GPU tests' output, then one JSON file per measurement. Each step is
@@ -27,6 +28,16 @@ timeout 420 python benchmarks/train_throughput.py --device cuda --resolution 64 
 # 4. folders: JPEGs at 224×224, ours against DataLoader(ImageFolder), 8 workers
 timeout 150 python benchmarks/train_throughput.py --device cuda --folder 2048 --workers 8 --prefetch 2 4 8 \
     --batch-size 256 > "$OUT/folder.json" 2> "$OUT/folder.err"
+fi
+if [ "$PART" = 3 ]; then
+# 5. sweep --jobs on one GPU: four points of 2 epochs, one at a time, then three at once (wall seconds)
+for J in 1 3; do
+    rm -rf "/tmp/sweep-j$J"
+    START=$(date +%s)
+    timeout 280 python -m mobilenet sweep --widths 1,0.75 --resolutions 64,48 --epochs 2 --batch-size 256 \
+        --device cuda --jobs "$J" --out "/tmp/sweep-j$J" > "$OUT/sweep-j$J.txt" 2>&1
+    echo "{\"jobs\": $J, \"status\": $?, \"wall_seconds\": $(( $(date +%s) - START ))}" > "$OUT/sweep-j$J.json"
+done
 fi
 tail -n 3 "$OUT/tests.txt"
 cat "$OUT"/*.json

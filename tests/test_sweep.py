@@ -73,12 +73,18 @@ def test_end_to_end(reference, env, tmp_path):
 
 
 def test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left(reference, env, tmp_path):
-    """Killed in the second point's second epoch: the second run resumes that point from its
-    checkpoint, skips the first and trains the last two, once each, and ends as one run does."""
+    """Killed twice, then run to its end. First while writing the first point's record (its
+    training and checkpoint done): the next run resumes that point with no epoch left. Then in
+    the second point's second epoch: the last run resumes that point from its checkpoint and
+    trains the last two. Every epoch of every point is trained once, and the table is an
+    uninterrupted sweep's."""
     out = tmp_path / "sweep"
-    kill_at = 2 * STEPS + STEPS + 5  # point 1's two epochs, point 2's first, 5 steps into its second
+    r = forked.run(["write", "sweep_point.json", "1", "sweep", "--out", str(out), *GRID], env=env, code=FAULT)
+    assert r.returncode == -9 and not (out / ORDER[0] / "sweep_point.json").exists()
+    kill_at = STEPS + 5  # point 2's first epoch, 5 steps into its second (point 1 trains no step now)
     r = forked.run(["step", "-", str(kill_at), "sweep", "--out", str(out), *GRID], env=env, code=FAULT)
-    assert r.returncode == -9
+    assert r.returncode == -9, r.stderr
+    assert f"[{ORDER[0]}] resuming {out / ORDER[0]} at epoch 3" in r.stdout
     assert (out / ORDER[0] / "sweep_point.json").is_file() and not (out / ORDER[1] / "sweep_point.json").exists()
     r = cli("sweep", "--out", out, *GRID, env=env)
     assert r.returncode == 0, r.stderr
@@ -130,6 +136,7 @@ def test_budget_and_export_on_collect(reference, env, tmp_path):
     assert (out / smallest["run"] / "model.onnx").is_file()
     r = cli("sweep", "--collect", out, "--budget-ms", "0.001", env=env)
     assert r.returncode == 1 and "no point fits the budget" in r.stderr
+    assert not os.path.lexists(out / "best")  # no pick of another budget is left standing
 
 
 def _row(run, val, test, ms, mb, macs=1):
@@ -160,3 +167,10 @@ def test_the_pick_looks_at_validation_accuracy_only(budget_ms, budget_mb, picked
 def test_no_point_within_the_budget_is_one_line():
     with pytest.raises(MobileNetError, match="fastest is small .* smallest small"):
         pick(ROWS, "onnxruntime", 0.1, None)
+
+
+def test_the_pareto_front_is_the_points_nothing_beats_on_both():
+    from mobilenet.plots import pareto_front
+
+    front = pareto_front(ROWS, lambda r: r["latency_ms"]["onnxruntime"])
+    assert [r["run"] for r in front] == ["small", "twin", "big"]  # mid: twin is faster and as accurate

@@ -70,14 +70,27 @@ def pareto_front(rows: list[dict], cost) -> list[dict]:
     return front
 
 
+def _log_axis(axis) -> None:
+    """A log axis labelled in plain numbers at 1, 2 and 5 of each decade."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
+    axis.axes.set_xscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** math.floor(math.log10(v))) in (1, 2, 5)
+                          else "")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
+
+
 def plot_tradeoff(rows: list[dict], runtime: str, out: Path) -> None:
     """A sweep's pictures, validation accuracy against: mult-adds on a log axis, one line
-    per α (the paper's Figure 4); parameters, one line per ρ (Figure 5); and `runtime`'s
-    batch-1 latency, with the Pareto front."""
+    per α (the paper's Figure 4); parameters on a log axis, one line per ρ (Figure 5); and
+    `runtime`'s batch-1 latency, with the Pareto front."""
     plt = _pyplot()
     acc = lambda r: 100 * r["val_acc"]  # noqa: E731
     specs = (("tradeoff_macs", "alpha", lambda r: r["mult_adds"] / 1e6, "mult-adds (millions, log scale)", "α"),
-             ("tradeoff_params", "rho", lambda r: r["params"] / 1e6, "parameters (millions)", "ρ"),
+             ("tradeoff_params", "rho", lambda r: r["params"] / 1e6, "parameters (millions, log scale)", "ρ"),
              ("tradeoff_latency", "alpha", lambda r: r["latency_ms"][runtime], f"{runtime} latency at batch 1 (ms)", "α"))
     for name, group, x, xlabel, symbol in specs:
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -89,8 +102,8 @@ def plot_tradeoff(rows: list[dict], runtime: str, out: Path) -> None:
             ax.step([x(r) for r in front], [acc(r) for r in front], where="post", color="black", linestyle="--",
                     linewidth=1, label="Pareto front")
             ax.scatter([x(r) for r in front], [acc(r) for r in front], s=90, facecolors="none", edgecolors="black")
-        if name == "tradeoff_macs":
-            ax.set_xscale("log")
+        if name != "tradeoff_latency":  # as the paper draws them
+            _log_axis(ax.xaxis)
         for r in rows:
             ax.annotate(r["run"], (x(r), acc(r)), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set(xlabel=xlabel, ylabel="validation accuracy (%)", title=name.replace("_", " "))

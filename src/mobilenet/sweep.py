@@ -23,7 +23,7 @@ from pathlib import Path
 from .config import EXPORT_FORMATS, FASHION_MNIST, RUNTIMES, MobileNetConfig
 from .cost import cost_report
 from .errors import BadArgument, Interrupted, MobileNetError, printable
-from .files import JSON_LIMIT, atomic_write_json, atomic_write_text, make_dir, read_regular
+from .files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_regular
 from .train_config import TrainConfig
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)  # the paper's α
@@ -123,7 +123,8 @@ def _open_plan(out: Path, plan: dict) -> dict:
             raise BadArgument(f"--out {printable(out)} holds a sweep with other settings ({', '.join(differ)}); "
                               "repeat its command to go on with it, or choose another --out")
         return found
-    if out.is_dir() and any(out.iterdir()):
+    ours = {point_name(*p) for p in points(plan)}  # another shard of this sweep may have begun just now
+    if out.is_dir() and any(e.name not in ours and not e.name.startswith(TEMP_PREFIX) for e in out.iterdir()):
         raise BadArgument(f"--out {printable(out)} holds files and no {PLAN}: not a sweep's folder; "
                           "choose a new or empty --out")
     make_dir(out)
@@ -196,8 +197,8 @@ def _cost(folder: Path) -> dict:
 
 
 def _kept_val_acc(folder: Path, kept_epoch: int) -> float:
-    with open(folder / "history.csv") as f:
-        row = next(r for r in csv.DictReader(f) if int(r["epoch"]) == kept_epoch)
+    text = read_regular(folder / "history.csv", JSON_LIMIT, "--out").decode()
+    row = next(r for r in csv.DictReader(io.StringIO(text)) if int(r["epoch"]) == kept_epoch)
     return float(row["val_acc"])
 
 
@@ -260,7 +261,11 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
 
     plot_tradeoff(rows, plan["runtimes"][0], out)
     log(format_table(rows, plan))
-    result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
+    try:
+        result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
+    except MobileNetError:
+        (out / "best").unlink(missing_ok=True)  # an earlier pick, under another budget
+        raise
     log(pick_line(result["pick"], plan["runtimes"][0], budget_ms, budget_mb))
     _link_best(out, result["pick"]["run"])
     if export:

@@ -44,7 +44,8 @@ def run_jobs(train_point, out: str, plan: dict, todo: list, jobs: int, log) -> N
     slots = ctx.Queue()
     for i in range(jobs):
         slots.put(i % gpus if gpus else None)
-    threads = max(1, (os.cpu_count() or 1) // jobs) if not gpus else torch.get_num_threads()
+    # the cores shared out, never more threads than this process was given (OMP_NUM_THREADS)
+    threads = max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) // jobs)) if not gpus else torch.get_num_threads()
     log(f"training {len(todo)} points, {jobs} at a time" + (f" on {gpus} GPUs" if gpus else f", {threads} threads each"))
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker, initargs=(slots, threads)) as pool:
         futures = [pool.submit(train_point, out, plan, p) for p in todo]
