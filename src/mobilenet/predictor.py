@@ -19,7 +19,7 @@ from itertools import islice
 import numpy as np
 
 from .config import PREDICT_RUNTIMES
-from .errors import MobileNetError, printable
+from .errors import MobileNetError, first_line, printable
 from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files, regular_inside
 from .metrics import check_finite
 
@@ -104,10 +104,6 @@ class Predictor:
         return [{"image": key, "predictions": [
             {"class": self.classes[i], "probability": float(row[i])} for i in order]}
             for key, row, order in zip(keys, probs, top)]
-
-
-def _first(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -200,7 +196,7 @@ def _prepare_chunk(chunk: list, spec: dict) -> tuple[np.ndarray | None, list, li
                 failed.append({"image": key, "reason": str(e)})
                 continue
             except (OSError, ValueError, TypeError) as e:  # a mode Pillow cannot convert (LAB), a closed image
-                failed.append({"image": key, "reason": f"not an image this can read ({printable(_first(e))})"})
+                failed.append({"image": key, "reason": f"not an image this can read ({printable(first_line(e))})"})
                 continue
         keys.append(key)
     return (np.stack(arrays) if arrays else None), keys, failed
