@@ -44,7 +44,7 @@ EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or check
 
 # Ways to run a model for inference (`mobilenet bench`).
 RUNTIMES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8", "timm")
-PREDICT_RUNTIMES = ("torch", "onnxruntime", "executorch")  # what predict and evaluate run a model with
+PREDICT_RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch")  # what predict and evaluate run a model with
 EXPORT_FORMATS = ("onnx", "executorch")
 COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # train --compile: torch.compile's mode
 
