@@ -1,6 +1,6 @@
 """--runtime openvino: the .onnx files `export` writes, float32 and int8, run by OpenVINO,
 agree with ONNX Runtime; they are checked as ONNX Runtime's are, and neither torch nor
-OpenVINO's telemetry is imported."""
+OpenVINO's telemetry is imported; bench has its rows."""
 
 import importlib.util
 import json
@@ -122,3 +122,27 @@ def test_openvino_sees_only_files_the_onnx_check_passed(onnx_file, tmp_path, mon
     r = cli("predict", "--runtime", "openvino", "--model", str(tmp_path / "cut.onnx"), str(tmp_path / "x.png"))
     assert r.returncode == 1 and "cut.onnx is not an ONNX file" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_bench_has_openvino_rows():
+    r = cli("bench", "--width", "0.5", "--resolution", "32", "--batch-size", "1", "--runtime",
+            "onnxruntime-int8,openvino,openvino-int8", "--seconds", "0.05", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    rows = {row["runtime"]: row for row in result["rows"]}
+    assert set(rows) == {"onnxruntime-int8", "openvino", "openvino-int8"}
+    assert all(row["images_per_s"] > 0 and row["iterations"] >= 10 for row in rows.values())
+    assert rows["openvino-int8"]["file_mb"] == rows["onnxruntime-int8"]["file_mb"]  # the same file
+    assert rows["openvino"]["file_mb"] / rows["openvino-int8"]["file_mb"] >= 3
+    assert result["machine"]["openvino"]
+
+
+def test_bench_leaves_openvino_out_when_it_is_not_installed(monkeypatch):
+    from mobilenet import benchmark
+    from mobilenet.config import MobileNetConfig
+
+    real = benchmark._version
+    monkeypatch.setattr(benchmark, "_version", lambda package: None if package == "openvino" else real(package))
+    result = benchmark.bench(MobileNetConfig(num_classes=10, width_mult=0.25, resolution=32), batch_sizes=[1],
+                             runtimes=["torch", "openvino", "openvino-int8"], min_seconds=0.01, min_iters=1)
+    assert [row["runtime"] for row in result["rows"]] == ["torch"]
