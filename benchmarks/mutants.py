@@ -50,6 +50,7 @@ class Mutant:
 I = "tests/test_interrupts.py::"
 T = "tests/test_trust.py::"
 S = "tests/test_sweep.py::"
+OV = "tests/test_openvino.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training.py",
@@ -167,6 +168,17 @@ MUTANTS = [
     Mutant("export replaces a file of the user's", "docs/guarantees.md A stranger's files", "src/mobilenet/ownership.py",
            "        if not force and not ours(path):\n", "        if False:\n",
            [T + "test_export_refuses_to_replace_files_it_did_not_write"]),
+    Mutant("OpenVINO is given a file unchecked", "docs/guarantees.md A stranger's files", "src/mobilenet/runtime.py",
+           "external = check_onnx(data, path)", 'external = self.engine == "OpenVINO" or check_onnx(data, path)',
+           [OV + "test_openvino_sees_only_files_the_onnx_check_passed"]),
+    # --- OpenVINO (issue 26) ------------------------------------------------------------
+    Mutant("OpenVINO's results go to the wrong images", "issue 26.3", "src/mobilenet/runtime.py",
+           "return self.compiled(batch)[0]", "return self.compiled(batch[::-1])[0]",
+           [OV + "test_openvino_predicts_and_evaluates_as_onnx_runtime_does",
+            OV + "test_openvino_logits_match_onnx_runtime"]),
+    Mutant("OpenVINO's import sends its usage event", "issue 26.3", "src/mobilenet/runtime.py",
+           "        sys.modules[OVC] = None  # its import raises ImportError\n", "        sys.modules.pop(OVC, None)\n",
+           [OV + "test_openvino_path_imports_neither_torch_nor_telemetry"]),
     # --- mobilenet sweep ---------------------------------------------------------------
     Mutant("the sweep picks on the test split", "sweep: the test split never chooses", "src/mobilenet/sweep.py",
            'key=lambda r: (-r["val_acc"], r["mult_adds"])', 'key=lambda r: (-r["test_acc"], r["mult_adds"])',

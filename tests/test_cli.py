@@ -39,6 +39,7 @@ def test_version(capsys):
     ["export", "--model", "m", "--int8-preset", "vnni"], ["train", "--lr", "1000"], ["train", "--ema", "1"],
     ["train", "--patience", "3"], ["export", "--model", "m", "--format", "executorch", "--int8", "--int8-preset", "vnni"],
     ["export", "--model", "m", "--format", "torchscript"], ["train", "--ema", "-0.5"],
+    ["predict", "--model", "m.onnx", "--runtime", "openvino-int8", "x.png"], ["bench", "--runtime", "openvino,ov"],
 ])
 def test_bad_arguments_exit_2_and_leave_no_folder(args, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True, cwd=tmp_path)

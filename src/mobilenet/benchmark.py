@@ -22,7 +22,7 @@ import torch
 from .cost import cost_report
 from .errors import MobileNetError
 from .progress import bar
-from .runtime import open_session
+from .runtime import open_openvino, open_session
 from .config import RUNTIMES
 from .model import MobileNetConfig, MobileNetV1
 from .model_info import ModelInfo
@@ -100,7 +100,7 @@ def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
 
 def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.ndarray | None):
     """What the runtime loads: the exported file's bytes (maybe quantized), else None."""
-    if not name.startswith(("onnxruntime", "executorch")):
+    if not name.startswith(("onnxruntime", "openvino", "executorch")):
         return None
     calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
         (64, *x.shape[1:])).astype(np.float32)
@@ -147,8 +147,11 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
         program = PteModel(data, _bench_info(model, x))
         xn = x.numpy()
         return lambda: program.logits(xn)
-    session = open_session(data, torch.get_num_threads())
     xn = x.numpy()
+    if name.startswith("openvino"):
+        _, compiled = open_openvino(data, torch.get_num_threads())
+        return lambda: compiled(xn)
+    session = open_session(data, torch.get_num_threads())
     return lambda: session.run(None, {"images": xn})
 
 
@@ -164,7 +167,8 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     model = (model or MobileNetV1.from_config(config or MobileNetConfig())).eval()
     cfg = model.config
     runtimes = list(runtimes)
-    for name, package in (("timm", "timm"), ("executorch", "executorch"), ("executorch-int8", "executorch")):
+    for name, package in (("timm", "timm"), ("executorch", "executorch"), ("executorch-int8", "executorch"),
+                          ("openvino", "openvino"), ("openvino-int8", "openvino")):
         if name in runtimes and _version(package) is None:  # optional extras: their rows are left out
             runtimes.remove(name)
     if cfg.width_mult != 1.0:  # timm's reference exists at α = 1 only (mobilenetv1_100)
@@ -177,8 +181,9 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     sample = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution)
     shown = bar(total=len(order) + len(batch_sizes), desc="bench")
     prepared = {}
-    for name in order:
-        prepared[name] = _prepare(name, model, sample, calibration)
+    for name in order:  # openvino runs onnxruntime's file: quantized once when both are asked for
+        same = name.replace("openvino", "onnxruntime")
+        prepared[name] = prepared[same] if same in prepared else _prepare(name, model, sample, calibration)
         shown.update()
     for batch in batch_sizes:
         x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)
@@ -207,7 +212,8 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
         "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
         "machine": {"cpu": cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
-                    "executorch": _version("executorch"), "timm": _version("timm"), "platform": platform.platform()},
+                    "openvino": _version("openvino"), "executorch": _version("executorch"), "timm": _version("timm"),
+                    "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -246,7 +252,8 @@ def format_table(result: dict) -> str:
     m, cfg = result["machine"], result["model"]
     lines = [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
              f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
-             f"onnxruntime {m['onnxruntime']}, executorch {m.get('executorch')}, timm {m['timm']}",
+             f"onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, executorch {m.get('executorch')}, "
+             f"timm {m['timm']}",
              f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
              f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "
              f"{'peak MB':>8} {'file MB':>8} {'vs timm':>8}"]

@@ -240,6 +240,7 @@ def _workers(p) -> None:  # evaluate's --workers is train's
 def _runtime(p) -> None:
     p.add_argument("--runtime", choices=PREDICT_RUNTIMES, default="torch",
                    help="torch (default); onnxruntime: --model is an exported .onnx file (torch not needed); "
+                   "openvino: the same .onnx file in OpenVINO (the openvino extra); "
                    "executorch: --model is an exported .pte file")
 
 

@@ -43,8 +43,9 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or checked
 
 # Ways to run a model for inference (`mobilenet bench`).
-RUNTIMES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8", "timm")
-PREDICT_RUNTIMES = ("torch", "onnxruntime", "executorch")  # what predict and evaluate run a model with
+RUNTIMES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8", "executorch",
+            "executorch-int8", "timm")
+PREDICT_RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch")  # what predict and evaluate run a model with
 EXPORT_FORMATS = ("onnx", "executorch")
 COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # train --compile: torch.compile's mode
 

@@ -25,6 +25,12 @@ class BadArgument(MobileNetError):
     exit_code = 2
 
 
+def first_line(e: Exception) -> str:
+    """An exception's first line, at most 160 characters (runtimes write pages), or its
+    type's name when it says nothing."""
+    return (str(e).splitlines() or [type(e).__name__])[0][:160]
+
+
 def _control(c: str) -> bool:
     # Cc (ESC, newline, ...), Cf (bidi overrides) and the Unicode line separators
     return unicodedata.category(c) in ("Cc", "Cf") or c in "\u2028\u2029"

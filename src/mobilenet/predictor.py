@@ -2,12 +2,13 @@
 
     p = Predictor("runs/fashion-mnist-…")                       # a run folder, torch
     p = Predictor("model.onnx", runtime="onnxruntime")           # an exported file, no torch
+    p = Predictor("model.onnx", runtime="openvino")              # the same file in OpenVINO, no torch
     p = Predictor("model.pte", runtime="executorch")             # ExecuTorch's runtime
     records, failed = p.predict(["a.jpg", "photos/", pil_image, array], top_k=3)
 
 Images go through in chunks of CHUNK_SIZE (decode, prepare, run, record, drop), so ten
 thousand files never become one tensor and memory stays flat as their number grows.
-Nothing torch is imported at module level: the onnxruntime flavour never loads torch.
+Nothing torch is imported at module level: the onnxruntime and openvino flavours never load torch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from itertools import islice
 import numpy as np
 
 from .config import PREDICT_RUNTIMES
-from .errors import MobileNetError, printable
+from .errors import MobileNetError, first_line, printable
 from .images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files, regular_inside
 from .metrics import check_finite
 
@@ -30,7 +31,7 @@ class Predictor:
     """A model loaded once: `.predict(images, top_k)` -> (records, failed).
 
     `model` is a run folder (config.json + model.safetensors) for runtime "torch", or a file
-    made by `mobilenet export`: .onnx for "onnxruntime", .pte for "executorch" (CPU only).
+    made by `mobilenet export`: .onnx for "onnxruntime" or "openvino", .pte for "executorch" (CPU only).
     `.classes` are the class names, `.spec` the input preparation (config.json's "input")."""
 
     def __init__(self, model, runtime: str = "torch", device: str = "cpu"):
@@ -104,10 +105,6 @@ class Predictor:
         return [{"image": key, "predictions": [
             {"class": self.classes[i], "probability": float(row[i])} for i in order]}
             for key, row, order in zip(keys, probs, top)]
-
-
-def _first(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -200,7 +197,7 @@ def _prepare_chunk(chunk: list, spec: dict) -> tuple[np.ndarray | None, list, li
                 failed.append({"image": key, "reason": str(e)})
                 continue
             except (OSError, ValueError, TypeError) as e:  # a mode Pillow cannot convert (LAB), a closed image
-                failed.append({"image": key, "reason": f"not an image this can read ({printable(_first(e))})"})
+                failed.append({"image": key, "reason": f"not an image this can read ({printable(first_line(e))})"})
                 continue
         keys.append(key)
     return (np.stack(arrays) if arrays else None), keys, failed

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .cost import state_bytes
-from .errors import MobileNetError, printable
+from .errors import MobileNetError, first_line, printable
 from .files import JSON_LIMIT, read_regular
 from .metrics import check_scores
 from .model_info import ModelInfo
@@ -135,7 +135,7 @@ class PteModel:
 
 
 def _detail(e: Exception) -> str:
-    return printable((str(e).splitlines() or [type(e).__name__])[0][:160])
+    return printable(first_line(e))
 
 
 def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
