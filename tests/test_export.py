@@ -276,3 +276,19 @@ def test_a_program_wider_than_its_class_list_is_refused():
     program = PteModel(pte_bytes(model, torch.zeros(2, 1, 32, 32)), info)
     with pytest.raises(MobileNetError, match="scores per image for 10 classes"):
         program.logits(np.zeros((2, 1, 32, 32), np.float32))
+
+
+@pytest.mark.parametrize("resolution", [32, 48, 224])
+def test_an_onnx_export_at_any_resolution_passes_the_onnx_check(resolution):
+    """Above 32 pixels the last feature map is larger than 1×1; the graph must still hold
+    only the ops a stranger's .onnx is allowed (onnx_check), or predict would refuse it."""
+    from mobilenet.benchmark import _bench_info
+    from mobilenet.exporter import onnx_bytes
+    from mobilenet.model import MobileNetConfig, MobileNetV1
+    from mobilenet.onnx_check import ALLOWED_OPS, check_onnx
+
+    model = MobileNetV1.from_config(MobileNetConfig(num_classes=3, width_mult=0.25, resolution=resolution)).eval()
+    model = model.to(memory_format=torch.channels_last)  # as load_model gives it to export
+    data = onnx_bytes(model, _bench_info(model, torch.zeros(1, 3, resolution, resolution)))
+    assert {n.op_type for n in onnx.load_model_from_string(data).graph.node} <= ALLOWED_OPS
+    check_onnx(data, f"m{resolution}.onnx")

@@ -67,8 +67,12 @@ def test_end_to_end(reference, env, tmp_path):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best = max(rows, key=lambda r: (float(r["val_acc"]), -int(r["mult_adds"])))["run"]
     assert os.readlink(out / "best") == best and f"picked {best} " in stdout
-    # each point is an ordinary run folder
+    # each point is an ordinary run folder, and its export runs where it is deployed: at ρ 40
+    # the last feature map is 2×2, which once put Shape arithmetic into the ONNX graph
     r = cli("evaluate", "--model", out / "best", "--out", tmp_path, "--json", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["images"] == 200, r.stderr
+    r = cli("evaluate", "--runtime", "onnxruntime", "--model", out / "a0.5-r40" / "model.onnx", "--out", tmp_path,
+            "--json", env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["images"] == 200, r.stderr
 
 

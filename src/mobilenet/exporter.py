@@ -85,6 +85,9 @@ def onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
 
     spec = info.input
     dummy = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])  # 1 would be specialised
+    # contiguous weights: a channels_last model (as load_model gives it) above 32 pixels exports
+    # Shape/Gather/Range arithmetic that the ONNX check (rightly) refuses to run
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     program = torch.onnx.export(model.eval(), (dummy,), input_names=["images"], output_names=["logits"],
                                 opset_version=OPSET, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
                                 dynamo=True, verbose=False)
