@@ -179,6 +179,10 @@ MUTANTS = [
     Mutant("OpenVINO's import sends its usage event", "issue 26.3", "src/mobilenet/runtime.py",
            "        sys.modules[OVC] = None  # its import raises ImportError\n", "        sys.modules.pop(OVC, None)\n",
            [OV + "test_openvino_path_imports_neither_torch_nor_telemetry"]),
+    Mutant("ONNX exported from channels_last weights", "docs/guarantees.md A stranger's files",
+           "src/mobilenet/exporter.py", "model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)",
+           "model = copy.deepcopy(model)",
+           ["tests/test_export.py::test_an_onnx_export_at_any_resolution_passes_the_onnx_check"]),
     # --- mobilenet sweep ---------------------------------------------------------------
     Mutant("the sweep picks on the test split", "sweep: the test split never chooses", "src/mobilenet/sweep.py",
            'key=lambda r: (-r["val_acc"], r["mult_adds"])', 'key=lambda r: (-r["test_acc"], r["mult_adds"])',
