@@ -17,10 +17,10 @@ import csv
 import io
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import EXPORT_FORMATS, FASHION_MNIST, RUNTIMES, MobileNetConfig
+from .config import EXPORT_FORMATS, FASHION_MNIST, RUNTIMES
 from .cost import cost_report
 from .errors import BadArgument, Interrupted, MobileNetError, printable
 from .files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_regular
