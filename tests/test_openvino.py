@@ -76,7 +76,7 @@ def test_openvino_predicts_and_evaluates_as_onnx_runtime_does(name, request, tmp
 LOGITS = r"""
 import sys
 import numpy as np
-from mobilenet.runtime import OpenVinoModel
+from mobilenet.runtime import OnnxModel, OpenVinoModel
 fp32, int8 = sys.argv[1:3]
 x = np.random.default_rng(0).standard_normal((70, 1, 32, 32), dtype=np.float32)  # any batch: it is dynamic
 ov, ort = OpenVinoModel(fp32, threads=1), OnnxModel(fp32)
