@@ -155,6 +155,20 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
     return lambda: session.run(None, {"images": xn})
 
 
+# The runtimes that need an optional extra, by the package it installs.
+EXTRAS = {"timm": "timm", "executorch": "executorch", "executorch-int8": "executorch", "openvino": "openvino",
+          "openvino-int8": "openvino"}
+
+
+def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
+    """The asked-for runtimes that can run here, timm (the reference) first: an extra that is
+    not installed leaves its rows out, and timm's reference exists at α = 1 only."""
+    here = [r for r in runtimes if r not in EXTRAS or _version(EXTRAS[r]) is not None]
+    if cfg.width_mult != 1.0:
+        here = [r for r in here if r != "timm"]
+    return (["timm"] if "timm" in here else []) + [r for r in here if r != "timm"]
+
+
 def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = None, batch_sizes=(1, 16),
           runtimes=RUNTIMES, min_seconds: float = 1.0, min_iters: int = 10,
           calibration: np.ndarray | None = None) -> dict:
@@ -166,17 +180,10 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
         raise MobileNetError(f"--batch-size must be whole numbers of at least 1, got {list(batch_sizes)}")
     model = (model or MobileNetV1.from_config(config or MobileNetConfig())).eval()
     cfg = model.config
-    runtimes = list(runtimes)
-    for name, package in (("timm", "timm"), ("executorch", "executorch"), ("executorch-int8", "executorch"),
-                          ("openvino", "openvino"), ("openvino-int8", "openvino")):
-        if name in runtimes and _version(package) is None:  # optional extras: their rows are left out
-            runtimes.remove(name)
-    if cfg.width_mult != 1.0:  # timm's reference exists at α = 1 only (mobilenetv1_100)
-        runtimes = [r for r in runtimes if r != "timm"]
+    order = _available(runtimes, cfg)
     cost = cost_report(cfg)
     roofline = matmul_gflops(seconds=min(0.5, min_seconds))
     rows = []
-    order = (["timm"] if "timm" in runtimes else []) + [r for r in runtimes if r != "timm"]
     # export and quantization, once: the exported graphs take any batch size; not timed
     sample = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution)
     shown = bar(total=len(order) + len(batch_sizes), desc="bench")
