@@ -51,6 +51,7 @@ I = "tests/test_interrupts.py::"
 T = "tests/test_trust.py::"
 S = "tests/test_sweep.py::"
 OV = "tests/test_openvino.py::"
+LT = "tests/test_litert.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training.py",
@@ -183,6 +184,22 @@ MUTANTS = [
            "src/mobilenet/exporter.py", "model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)",
            "model = copy.deepcopy(model)",
            ["tests/test_export.py::test_an_onnx_export_at_any_resolution_passes_the_onnx_check"]),
+    # --- LiteRT (issue 26) ---------------------------------------------------------------
+    Mutant("LiteRT's int8 output is not dequantized", "issue 26.2", "src/mobilenet/litert.py",
+           'return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)[:n]',
+           'return self.interpreter.get_tensor(self._out["index"]).astype(np.float32)[:n]',
+           [LT + "test_int8_is_quantized_keeps_accuracy_and_is_dequantized"]),
+    Mutant("the int8 .tflite is the float32 one", "issue 26.1", "src/mobilenet/exporter.py",
+           "lambda calibration: litert_bytes(model, info, calibration)", "lambda calibration: litert_bytes(model, info)",
+           [LT + "test_int8_is_quantized_keeps_accuracy_and_is_dequantized"]),
+    Mutant("the .pte and .tflite self-check is dropped", "issue 26.1; docs/guarantees.md Export",
+           "src/mobilenet/exporter.py", "    report = _check(name, fp32_run, checks)\n",
+           '    report = {"real": {"max_abs_diff": 0.0, "same_top1": True}}\n',
+           [LT + "test_an_export_that_disagrees_with_pytorch_writes_nothing"]),
+    Mutant("a .tflite is loaded unprobed", "docs/guarantees.md A stranger's files", "src/mobilenet/litert.py",
+           '    sizes = probe(data, path, "mobilenet.litert:_probe_child"',
+           '    sizes = [1, *wanted] or probe(data, path, "mobilenet.litert:_probe_child"',
+           [LT + "test_metadata_that_does_not_fit_the_model_is_refused"]),
     # --- mobilenet sweep ---------------------------------------------------------------
     Mutant("the sweep picks on the test split", "sweep: the test split never chooses", "src/mobilenet/sweep.py",
            'key=lambda r: (-r["val_acc"], r["mult_adds"])', 'key=lambda r: (-r["test_acc"], r["mult_adds"])',

@@ -40,6 +40,8 @@ def test_version(capsys):
     ["train", "--patience", "3"], ["export", "--model", "m", "--format", "executorch", "--int8", "--int8-preset", "vnni"],
     ["export", "--model", "m", "--format", "torchscript"], ["train", "--ema", "-0.5"],
     ["predict", "--model", "m.onnx", "--runtime", "openvino-int8", "x.png"], ["bench", "--runtime", "openvino,ov"],
+    ["export", "--model", "m", "--format", "tflite"], ["predict", "--model", "m.tflite", "--runtime", "tflite", "x.png"],
+    ["bench", "--runtime", "litert,litert-fp16"], ["evaluate", "--model", "m.tflite", "--runtime", "litert-int8"],
 ])
 def test_bad_arguments_exit_2_and_leave_no_folder(args, tmp_path):
     r = subprocess.run([sys.executable, "-m", "mobilenet", *args], capture_output=True, text=True, cwd=tmp_path)

@@ -30,7 +30,7 @@ assert set(GUARD) == set(SUBCOMMANDS) - {"samples"}
 
 EDGES = ["0", "-0", "1", "-1", "2", "31", "32", "33", "4096", "4097", "0.03125", "0.03", "4", "4.0001", "1e-8",
          "1e309", "-1e309", "nan", "inf", "-inf", "9" * 30, "0x10", "1_000", " 5", "", "-", "--", "abc", "é",
-         "1,16", "1,,16", "0,16", "torch,nope", "onnxruntime", "openvino", "mobilenet_v1_0.5_160", "mobilenet_v1_9_9",
+         "1,16", "1,,16", "0,16", "torch,nope", "onnxruntime", "openvino", "litert", "mobilenet_v1_0.5_160", "mobilenet_v1_9_9",
          "/", "/proc/x", "/dev/null", "--help"]
 values = st.one_of(st.sampled_from(EDGES),
                    st.integers(0, 300).map(str), st.sampled_from(["0.25", "0.5", "0.75", "1.0", "0.1", "0.01"]),

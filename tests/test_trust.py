@@ -273,6 +273,21 @@ def test_a_program_that_crashes_the_runtime_is_one_line(tiny_pte, tmp_path):
     _one_line(r, "m.pte crashed ExecuTorch's runtime while loading (SIGABRT")
 
 
+@pytest.mark.parametrize("child, says", [
+    ("faulthandler:_sigsegv", "x.tflite crashed LiteRT's interpreter while loading (SIGSEGV"),
+    ("builtins:input", "x.tflite is not a loadable LiteRT model (EOFError"),
+    ("sys:exit", "x.tflite is not a loadable LiteRT model (its probe gave no answer)"),
+])
+def test_the_probe_child_failing_or_crashing_is_one_line(child, says):
+    """.pte and .tflite files are probed in a child (native.probe); whatever the child dies of
+    is one MobileNetError here."""
+    from mobilenet.native import probe
+
+    with pytest.raises(MobileNetError) as e:
+        probe(b"", "x.tflite", child, "LiteRT's interpreter", "LiteRT model", "export it again")
+    assert str(e.value).startswith(says) and str(e.value).endswith("; export it again")
+
+
 def test_a_program_its_sidecar_does_not_describe_is_refused(tiny_pte, tmp_path):
     from mobilenet.pte import PteModel
 

@@ -100,7 +100,7 @@ def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
 
 def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.ndarray | None):
     """What the runtime loads: the exported file's bytes (maybe quantized), else None."""
-    if not name.startswith(("onnxruntime", "openvino", "executorch")):
+    if not name.startswith(("onnxruntime", "openvino", "executorch", "litert")):
         return None
     calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
         (64, *x.shape[1:])).astype(np.float32)
@@ -110,6 +110,10 @@ def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.nda
         example = torch.zeros(2, *x.shape[1:])
         return pte_int8_bytes(model, example, torch.from_numpy(calib)) if name.endswith("int8") else pte_bytes(
             model, example)
+    if name.startswith("litert"):
+        from .litert import litert_bytes
+
+        return litert_bytes(model, _bench_info(model, x), calib if name.endswith("int8") else None)
     from .exporter import onnx_bytes, quantize_onnx
 
     data = onnx_bytes(model, _bench_info(model, x))
@@ -148,6 +152,11 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
         xn = x.numpy()
         return lambda: program.logits(xn)
     xn = x.numpy()
+    if name.startswith("litert"):  # through LiteRtModel: int8 files take int8, so it quantizes as a user's call would
+        from .litert import LiteRtModel
+
+        converted = LiteRtModel(data, _bench_info(model, x), threads=torch.get_num_threads())
+        return lambda: converted.logits(xn)
     if name.startswith("openvino"):
         _, compiled = open_openvino(data, torch.get_num_threads())
         return lambda: compiled(xn)
@@ -157,7 +166,7 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
 
 # The runtimes that need an optional extra, by the package it installs.
 EXTRAS = {"timm": "timm", "executorch": "executorch", "executorch-int8": "executorch", "openvino": "openvino",
-          "openvino-int8": "openvino"}
+          "openvino-int8": "openvino", "litert": "litert-torch", "litert-int8": "litert-torch"}
 
 
 def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
@@ -220,6 +229,7 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
         "machine": {"cpu": cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
                     "openvino": _version("openvino"), "executorch": _version("executorch"), "timm": _version("timm"),
+                    "ai-edge-litert": _version("ai-edge-litert"),
                     "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -260,6 +270,7 @@ def format_table(result: dict) -> str:
     lines = [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
              f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
              f"onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, executorch {m.get('executorch')}, "
+             f"ai-edge-litert {m.get('ai-edge-litert')}, "
              f"timm {m['timm']}",
              f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
              f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "

@@ -241,7 +241,8 @@ def _runtime(p) -> None:
     p.add_argument("--runtime", choices=PREDICT_RUNTIMES, default="torch",
                    help="torch (default); onnxruntime: --model is an exported .onnx file (torch not needed); "
                    "openvino: the same .onnx file in OpenVINO (the openvino extra); "
-                   "executorch: --model is an exported .pte file")
+                   "executorch: --model is an exported .pte file; litert: an exported .tflite file (the litert "
+                   "extra; torch not needed)")
 
 
 def _add_cost(sub) -> None:
@@ -294,13 +295,14 @@ def _force(p, what: str) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="one deployable file (ONNX or ExecuTorch, float32 or int8) that checks itself")
+    p = sub.add_parser("export", help="one deployable file (ONNX, ExecuTorch or LiteRT, float32 or int8) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
-                   help="onnx (default), or executorch: a .pte for XNNPACK, with its metadata in FILE.json")
+                   help="onnx (default); executorch: a .pte for XNNPACK, with its metadata in FILE.json; litert: a "
+                   ".tflite (the litert-export extra)")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantization (ONNX: ONNX Runtime's QDQ; executorch: PT2E with the XNNPACK "
-                   "quantizer); default float32")
+                   "quantizer; litert: PT2E with litert-torch's); default float32")
     p.add_argument("--int8-preset", choices=["portable", "vnni"],
                    help="portable (default): 7-bit weights, exact on every x86-64 and ARM CPU; vnni: 8-bit weights, "
                    "for CPUs with VNNI or ARM only (on AVX2-only x86 its sums can saturate)")

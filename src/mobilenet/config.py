@@ -44,9 +44,10 @@ EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or check
 
 # Ways to run a model for inference (`mobilenet bench`).
 RUNTIMES = ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8", "executorch",
-            "executorch-int8", "timm")
-PREDICT_RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch")  # what predict and evaluate run a model with
-EXPORT_FORMATS = ("onnx", "executorch")
+            "executorch-int8", "litert", "litert-int8", "timm")
+# what predict and evaluate run a model with
+PREDICT_RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch", "litert")
+EXPORT_FORMATS = ("onnx", "executorch", "litert")
 COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # train --compile: torch.compile's mode
 
 MIN_WIDTH, MAX_WIDTH = 1 / 32, 4.0  # α below 1/32 leaves the first layer with no channel

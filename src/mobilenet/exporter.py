@@ -2,7 +2,8 @@
 
 ONNX (opset 18 through torch.export, dynamic batch, class names and input preparation in
 metadata_props), optionally int8 by ONNX Runtime's static post-training quantization
-(QDQ); or an ExecuTorch program lowered to XNNPACK, optionally int8 by PT2E (pte.py).
+(QDQ); an ExecuTorch program lowered to XNNPACK, optionally int8 by PT2E (pte.py); or a
+LiteRT .tflite through litert-torch, optionally int8 by PT2E (litert.py).
 Every export runs the written file in its own runtime on random and real inputs and
 compares it with eager PyTorch before it is put in place.
 """
@@ -166,7 +167,7 @@ def _checks(model: nn.Module, info: ModelInfo, count: int, int8: bool, log) -> d
 
 
 def _output(model_dir, output, fmt: str, int8: bool) -> Path:
-    suffix = {"onnx": ".onnx", "executorch": ".pte"}[fmt]
+    suffix = {"onnx": ".onnx", "executorch": ".pte", "litert": ".tflite"}[fmt]
     output = Path(output) if output else Path(model_dir) / f"model{'.int8' if int8 else ''}{suffix}"
     if not output.parent.is_dir():
         raise MobileNetError(f"--output {output}: folder {output.parent} does not exist")
@@ -177,7 +178,7 @@ def _output(model_dir, output, fmt: str, int8: bool) -> Path:
 
 def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibration_images: int = 300,
            check_images: int = 512, log=print, int8_preset: str = "portable", force: bool = False) -> dict:
-    """Export `model_dir` to `output` (default model_dir/model[.int8].onnx or .pte), verify
+    """Export `model_dir` to `output` (default model_dir/model[.int8].onnx, .pte or .tflite), verify
     it in its own runtime, and return a report. Raises MobileNetError when the check fails;
     nothing is written then. A file there that this toolkit did not write is replaced only
     with `force`. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
@@ -190,12 +191,18 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
         from .pte import require_executorch
 
         require_executorch()
+    if fmt == "litert":
+        from .litert import require_runtime
+
+        require_runtime()  # the self-check runs the file in LiteRT's interpreter
     model, info = load_model(model_dir)
     output = _output(model_dir, output, fmt, int8)
     refuse_foreign([output, *([sidecar(output)] if fmt == "executorch" else [])], "--output", force)
     checks = _checks(model, info, check_images, int8, log)
     if fmt == "executorch":
         data, report = _executorch(model, info, checks, int8, calibration_images, log)
+    elif fmt == "litert":
+        data, report = _litert(model, info, checks, int8, calibration_images, log)
     else:
         data, report = _onnx(model, info, checks, int8, calibration_images, log, int8_preset)
     atomic_write_bytes(output, data)
@@ -220,20 +227,39 @@ def _onnx(model, info, checks, int8, calibration_images, log, preset) -> tuple[b
 
 
 def _executorch(model, info, checks, int8, calibration_images, log) -> tuple[bytes, dict]:
-    """A .pte lowered to XNNPACK, checked in ExecuTorch's runtime; int8: PT2E quantization,
-    refused when it loses more than INT8_MAX_DROP of test accuracy."""
+    """A .pte lowered to XNNPACK, checked in ExecuTorch's runtime; int8 by PT2E."""
     from .pte import PteModel, pte_bytes, pte_int8_bytes
 
     spec = info.input
     example = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])
-    fp32 = pte_bytes(model, example)
-    fp32_run = PteModel(fp32, info).logits
-    report = _check("ExecuTorch program", fp32_run, checks)
+
+    def convert(calibration):
+        return pte_bytes(model, example) if calibration is None else pte_int8_bytes(
+            model, example, torch.from_numpy(calibration))
+    return _pt2e("ExecuTorch program", convert, lambda data: PteModel(data, info).logits, checks, int8, info,
+                 calibration_images, log)
+
+
+def _litert(model, info, checks, int8, calibration_images, log) -> tuple[bytes, dict]:
+    """A .tflite by litert-torch, checked in LiteRT's interpreter; int8 by PT2E."""
+    from .litert import LiteRtModel, litert_bytes
+
+    return _pt2e("LiteRT model", lambda calibration: litert_bytes(model, info, calibration),
+                 lambda data: LiteRtModel(data, info).logits, checks, int8, info, calibration_images, log)
+
+
+def _pt2e(name, convert, runner, checks, int8, info, calibration_images, log) -> tuple[bytes, dict]:
+    """The bytes `convert(None)` makes, checked in their runtime (`runner(bytes)` gives a
+    logits function); with int8, `convert(calibration images)`'s, refused when they lose more
+    than INT8_MAX_DROP of test accuracy (nothing is written then)."""
+    fp32 = convert(None)
+    fp32_run = runner(fp32)
+    report = _check(name, fp32_run, checks)
     if not int8:
         return fp32, report
     calibration = _calibration(info, calibration_images)
-    data = pte_int8_bytes(model, example, torch.from_numpy(calibration))
-    report.update(_compare_int8(fp32_run, PteModel(data, info).logits, len(fp32), len(data), info, log, refuse=True))
+    data = convert(calibration)
+    report.update(_compare_int8(fp32_run, runner(data), len(fp32), len(data), info, log, refuse=True))
     report.update(calibration_images=len(calibration), fp32_bytes=len(fp32))
     return data, report
 

@@ -103,7 +103,8 @@ class MobileNetV1(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The body and the global average pool: a (N, num_features) tensor."""
-        return torch.flatten(self.pool(self.features(x)), 1)
+        # reshape, not flatten: LiteRT's converter keeps the batch dynamic only so
+        return self.pool(self.features(x)).reshape(-1, self.num_features)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         features = self.dropout(features)

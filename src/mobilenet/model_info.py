@@ -1,7 +1,8 @@
 """What a model says about itself: its class names, how an image is prepared for it, its
 network, where its images came from and how they were augmented. One type for a model
-folder's config.json, an ONNX file's metadata_props and a .pte's sidecar, checked in one
-place (validate) before any image is read. No torch at import: the deployed path reads it.
+folder's config.json, an ONNX file's metadata_props, a .pte's sidecar and a .tflite's
+metadata entry, checked in one place (validate) before any image is read. No torch at
+import: the deployed path reads it.
 """
 
 from __future__ import annotations
@@ -78,10 +79,14 @@ class ModelInfo:
         found.update({k: json.loads(meta[k]) for k in ("model", "data") if k in meta})
         return cls.from_json(found, fixed)
 
+    def exported(self, int8: bool) -> dict:
+        """What an exported file carries as one JSON object (a .tflite's metadata entry)."""
+        return {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data,
+                "producer": PRODUCER, "int8": int8}
+
     def sidecar(self, int8: bool, sha256: str) -> dict:
         """A .pte's sidecar (pte.sidecar names the file), with the SHA-256 of its program."""
-        return {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data,
-                "producer": PRODUCER, "int8": int8, "sha256": sha256}
+        return {**self.exported(int8), "sha256": sha256}
 
     def validate(self, fixed: tuple | None = None) -> None:
         """ValueError unless the classes and input fit the network: a folder's model config,

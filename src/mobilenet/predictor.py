@@ -4,11 +4,13 @@
     p = Predictor("model.onnx", runtime="onnxruntime")           # an exported file, no torch
     p = Predictor("model.onnx", runtime="openvino")              # the same file in OpenVINO, no torch
     p = Predictor("model.pte", runtime="executorch")             # ExecuTorch's runtime
+    p = Predictor("model.tflite", runtime="litert")              # LiteRT's interpreter, no torch
     records, failed = p.predict(["a.jpg", "photos/", pil_image, array], top_k=3)
 
 Images go through in chunks of CHUNK_SIZE (decode, prepare, run, record, drop), so ten
 thousand files never become one tensor and memory stays flat as their number grows.
-Nothing torch is imported at module level: the onnxruntime and openvino flavours never load torch.
+Nothing torch is imported at module level: the onnxruntime, openvino and litert
+flavours never load torch.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ class Predictor:
     """A model loaded once: `.predict(images, top_k)` -> (records, failed).
 
     `model` is a run folder (config.json + model.safetensors) for runtime "torch", or a file
-    made by `mobilenet export`: .onnx for "onnxruntime" or "openvino", .pte for "executorch" (CPU only).
+    made by `mobilenet export`: .onnx for "onnxruntime" or "openvino", .pte for "executorch", .tflite
+    for "litert" (CPU only).
     `.classes` are the class names, `.spec` the input preparation (config.json's "input")."""
 
     def __init__(self, model, runtime: str = "torch", device: str = "cpu"):

@@ -8,12 +8,8 @@ The .pte holds the network; its class names and input preparation travel beside 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,16 +18,17 @@ import torch
 from torch import nn
 
 from .cost import state_bytes
-from .errors import MobileNetError, first_line, printable
+from .errors import MobileNetError
 from .files import JSON_LIMIT, read_regular
 from .metrics import check_scores
 from .model_info import ModelInfo
+from .native import child_fails, detail, quiet_stderr
+from .native import probe as probe_in_child
 from .progress import bar
 
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
 CALIBRATION_BATCH = 32
 PROGRAM_LIMIT = 1 << 30  # a program whose sidecar names no network
-PROBE_SECONDS = 300  # loading a program takes seconds; one that takes longer is refused, not waited on
 
 
 def sidecar(path) -> Path:
@@ -72,7 +69,7 @@ def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.T
     """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric int8,
     per-channel weights; activation ranges observed on `calibration`), then lowered."""
     require_executorch()
-    with _quiet_stderr():  # torchao logs a torch deprecation line as it is imported
+    with quiet_stderr():  # torchao logs a torch deprecation line as it is imported
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer, get_symmetric_quantization_config,
         )
@@ -84,20 +81,6 @@ def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.T
         for chunk in bar(calibration.split(CALIBRATION_BATCH), desc="int8: calibration"):
             observed(chunk)
     return _lower(_export(convert_pt2e(observed), example))
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """ExecuTorch's C++ logs CPU probing lines on stderr when a program loads; a user's
-    terminal gets one line per problem, from us."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 class PteModel:
@@ -114,13 +97,13 @@ class PteModel:
         self.classes, self.spec = self.info.classes, self.info.input
         self._data = data  # the runtime reads the program from these bytes for as long as it runs
         try:
-            with _quiet_stderr():  # also torchao's import-time log line
+            with quiet_stderr():  # also torchao's import-time log line
                 from executorch.runtime import Runtime
 
                 self._program = Runtime.get().load_program(data)
                 self.method = self._program.load_method("forward")
         except Exception as e:  # noqa: BLE001 - the runtime raises its own types for a bad program
-            raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({_detail(e)}); "
+            raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({detail(e)}); "
                                  "export it again with `mobilenet export --format executorch`") from None
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -129,13 +112,9 @@ class PteModel:
             z = np.concatenate([self.method.execute([chunk])[0].numpy() for chunk in x.split(MAX_BATCH)])
         except Exception as e:  # noqa: BLE001 - the runtime's own types
             raise MobileNetError(f"{self.name}: ExecuTorch's runtime failed on {len(batch)} images "
-                                 f"({_detail(e)})") from None
+                                 f"({detail(e)})") from None
         check_scores(z, len(self.classes), self.name)
         return z
-
-
-def _detail(e: Exception) -> str:
-    return printable(first_line(e))
 
 
 def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
@@ -162,26 +141,10 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
 
 
 def probe(data: bytes, name) -> list[int]:
-    """The input sizes of the program `data`, loaded and run once on zeros in a child process:
-    a program that aborts or segfaults ExecuTorch's runtime (some damaged ones do, in XNNPACK)
-    ends the child, not this process, and becomes one line."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
-                                                                     os.environ.get("PYTHONPATH")]))}
-    try:
-        r = subprocess.run([sys.executable, "-c", "from mobilenet.pte import _probe_child; _probe_child()"],
-                           input=data, capture_output=True, timeout=PROBE_SECONDS, env=env)
-    except subprocess.TimeoutExpired:
-        raise MobileNetError(f"{name}: ExecuTorch's runtime did not load it in {PROBE_SECONDS} s: not a program "
-                             "this toolkit wrote, or damaged; export it again") from None
-    last = printable((r.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1].strip()[:200])
-    if r.returncode < 0:
-        words = ": ".join(filter(None, [signal.Signals(-r.returncode).name, last]))
-        raise MobileNetError(f"{name} crashed ExecuTorch's runtime while loading ({words}): not a program this "
-                             "toolkit wrote, or damaged; export it again")
-    if r.returncode != 0:
-        raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({last}); "
-                             "export it again with `mobilenet export --format executorch`")
-    return json.loads(r.stdout)
+    """The input sizes of the program `data`, loaded and run once on zeros in a child process
+    (native.probe): some damaged programs abort or segfault ExecuTorch's runtime, in XNNPACK."""
+    return probe_in_child(data, name, "mobilenet.pte:_probe_child", "ExecuTorch's runtime",
+                          "ExecuTorch program", "export it again with `mobilenet export --format executorch`")
 
 
 def _probe_child() -> None:
@@ -195,8 +158,7 @@ def _probe_child() -> None:
         sizes = list(method.metadata.input_tensor_meta(0).sizes())
         method.execute([torch.zeros(1, *sizes[1:])])
     except Exception as e:  # noqa: BLE001 - reported to the parent as one line
-        sys.stderr.write(_detail(e) + "\n")
-        sys.exit(1)
+        child_fails(e)
     print(json.dumps(sizes))
 
 

@@ -1,6 +1,6 @@
 """Running an exported .onnx model with ONNX Runtime or OpenVINO, numpy and Pillow only: no
-torch. Evaluation of an exported file (.onnx here, .pte through pte.py) is here too;
-prediction, on any runtime, is predictor.Predictor's.
+torch. Evaluation of an exported file (.onnx here, .pte through pte.py, .tflite through
+litert.py) is here too; prediction, on any runtime, is predictor.Predictor's.
 
 The file carries what it needs in its metadata (class names, input preparation), so a
 deployed model is one file. Nothing here may import torch: a test checks sys.modules.
@@ -168,12 +168,17 @@ def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVA
 
 
 def open_file(path, runtime: str):
-    """An exported file in its runtime: OnnxModel (onnxruntime), OpenVinoModel (openvino) or
-    pte.PteModel (executorch), each with .info, .classes, .spec and .logits(batch)."""
+    """An exported file in its runtime: OnnxModel (onnxruntime), OpenVinoModel (openvino),
+    pte.PteModel (executorch) or litert.LiteRtModel (litert), each with .info, .classes, .spec
+    and .logits(batch)."""
     if runtime == "executorch":
         from .pte import PteModel  # torch comes with it: ExecuTorch's runtime takes torch tensors
 
         return PteModel(path)
+    if runtime == "litert":
+        from .litert import LiteRtModel
+
+        return LiteRtModel(path)
     return OpenVinoModel(path) if runtime == "openvino" else OnnxModel(path)
 
 

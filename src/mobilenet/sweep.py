@@ -34,7 +34,7 @@ PLAN, POINT = "sweep_plan.json", "sweep_point.json"
 # The file a runtime loads, by the format name of the point's size columns.
 RUNTIME_FORMAT = {"torch": "safetensors", "torch-fast": "safetensors", "onnxruntime": "onnx",
                   "onnxruntime-int8": "onnx-int8", "openvino": "onnx", "openvino-int8": "onnx-int8",
-                  "executorch": "pte", "executorch-int8": "pte-int8"}
+                  "executorch": "pte", "executorch-int8": "pte-int8", "litert": "tflite", "litert-int8": "tflite-int8"}
 
 
 @dataclass
