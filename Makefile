@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
 		echo "note: could not install dataset-fashion-mnist; training will try to download Fashion-MNIST"; fi
+	@# Debian's Chromium for the report's browser test (playwright drives it; it downloads no browser).
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+		echo "note: could not install chromium; the report's browser tests will be skipped"; fi
 	@# uv when it is on PATH (faster than pip: docs/results.md), else pip; uv follows pip's configured constraints.
 	@# --compile-bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
 	@if command -v uv >/dev/null 2>&1; then \

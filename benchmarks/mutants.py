@@ -52,6 +52,7 @@ T = "tests/test_trust.py::"
 S = "tests/test_sweep.py::"
 OV = "tests/test_openvino.py::"
 LT = "tests/test_litert.py::"
+RP = "tests/test_report.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training.py",
@@ -200,6 +201,14 @@ MUTANTS = [
            '    sizes = probe(data, path, "mobilenet.litert:_probe_child"',
            '    sizes = [1, *wanted] or probe(data, path, "mobilenet.litert:_probe_child"',
            [LT + "test_metadata_that_does_not_fit_the_model_is_refused"]),
+    # --- mobilenet report --------------------------------------------------------------
+    Mutant("the report does not escape", "report: a hostile folder cannot script the page", "src/mobilenet/report.py",
+           "    return html.escape(str(value), quote=True)\n", "    return str(value)\n",
+           [RP + "test_a_class_named_like_markup_is_escaped", RP + "test_a_hostile_class_name_cannot_script_the_page"]),
+    Mutant("the report shows the least confident mistakes", "report: the most confidently wrong images",
+           "src/mobilenet/report.py", 'key=lambda e: -e["p"])[:count]', 'key=lambda e: e["p"])[:count]',
+           [RP + "test_the_gallery_shows_the_most_confident_mistakes_first",
+            RP + "test_the_gallery_keeps_the_most_confident_mistakes_across_batches"]),
     # --- mobilenet sweep ---------------------------------------------------------------
     Mutant("the sweep picks on the test split", "sweep: the test split never chooses", "src/mobilenet/sweep.py",
            'key=lambda r: (-r["val_acc"], r["mult_adds"])', 'key=lambda r: (-r["test_acc"], r["mult_adds"])',

@@ -20,8 +20,8 @@ from mobilenet.cli import main
 
 from conftest import cli
 
-SUBCOMMANDS = ["cost", "models", "train", "evaluate", "predict", "export", "bench", "convert", "samples"]
-REQUIRED = {"evaluate": ["--model"], "predict": ["--model"], "export": ["--model"], "convert": ["--from-timm", "--output"],
+SUBCOMMANDS = ["cost", "models", "train", "evaluate", "report", "predict", "export", "bench", "convert", "samples"]
+REQUIRED = {"evaluate": ["--model"], "report": ["--model"], "predict": ["--model"], "export": ["--model"], "convert": ["--from-timm", "--output"],
             "sweep": ["--out", "--collect"]}
 
 

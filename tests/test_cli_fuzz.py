@@ -18,6 +18,7 @@ SUBCOMMANDS = subcommand_options()
 GUARD = {
     "train": ["--data", "{tmp}/no-data", "--out", "{tmp}/run"],
     "evaluate": ["--model", "{tmp}/no-model"],
+    "report": ["--model", "{tmp}/no-model"],
     "predict": ["--model", "{tmp}/no-model", "{tmp}/no-image.png"],
     "export": ["--model", "{tmp}/no-model"],
     "bench": ["--model", "{tmp}/no-model"],

@@ -160,6 +160,8 @@ def assert_whole(out: Path) -> None:
         elif path.name == "train.log":
             text = path.read_text()
             assert text == "" or text.endswith("\n")  # whole lines only
+        elif path.suffix == ".html":
+            assert path.read_text().endswith("</html>\n")  # the whole page
         else:
             raise AssertionError(f"unexpected file {path.name}")
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .cost import cost_report
+from .machine import cpu_features, cpu_name  # noqa: F401 - benchmark.cpu_name for the scripts
 from .errors import MobileNetError
 from .progress import bar
 from .runtime import open_openvino, open_session
@@ -242,27 +243,6 @@ def _version(package: str) -> str | None:
         return version(package)
     except PackageNotFoundError:
         return None
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_features() -> list[str]:
-    """The x86 vector extensions that decide which kernels run (and how fast int8 is)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
 
 
 def format_table(result: dict) -> str:

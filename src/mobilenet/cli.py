@@ -117,7 +117,15 @@ def _cmd_evaluate(args) -> int:
         print(f"left out: {len(m['bad_files'])} files that did not decode, {m['skipped']} entries skipped "
               "(links that leave the folder, or no regular file)")
     where = args.out or (args.model if args.runtime == "torch" else os.path.dirname(args.model) or ".")
-    print(f"wrote metrics.json and confusion_matrix.png to {printable(where)}")
+    page = " and report.html" if args.runtime == "torch" else ""
+    print(f"wrote metrics.json, confusion_matrix.png{page} to {printable(where)}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import report
+
+    report(args.model, out=args.out, data=args.data, workers=args.workers)
     return 0
 
 
@@ -279,6 +287,17 @@ def _add_evaluate(sub) -> None:
     p.set_defaults(func=_cmd_evaluate)
 
 
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="one HTML page: the model card, curves, confusion matrix, per-class scores, "
+                       "the most confident mistakes with activation maps, exports")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("--out", help="the page to write (default: report.html in --model)")
+    p.add_argument("--data", type=_data, help="'fashion-mnist' or a folder (default: the data set the model "
+                   "was trained on)")
+    _workers(p)
+    p.set_defaults(func=_cmd_report)
+
+
 def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="class names with softmax probabilities for images")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
@@ -434,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cost(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_report(sub)
     _add_predict(sub)
     _add_export(sub)
     _add_bench(sub)

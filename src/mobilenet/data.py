@@ -92,6 +92,11 @@ class TensorSource:
     def num_train(self) -> int:
         return len(self.train_y)
 
+    def class_counts(self) -> dict[str, list[int]]:
+        """Images per class in each split: train, validation (zeros without one) and test."""
+        return {name: class_counts(y.tolist() if y is not None else [], len(self.classes))
+                for name, y in (("train", self.train_y), ("validation", self.val_y), ("test", self.test_y))}
+
     @property
     def num_test(self) -> int:
         return len(self.test_y)
@@ -143,6 +148,10 @@ class TensorSource:
 
     def provenance(self) -> dict:
         return {"name": self.name}
+
+
+def class_counts(labels: list[int], num_classes: int) -> list[int]:
+    return np.bincount(np.asarray(labels, np.int64), minlength=num_classes).tolist()
 
 
 def _subset(n: int, limit: int, seed: int) -> torch.Tensor:
@@ -322,6 +331,12 @@ class FolderSource:
     @property
     def num_train(self) -> int:
         return len(self.train_set)
+
+    def class_counts(self) -> dict[str, list[int]]:
+        """Images per class in each split: train, validation (zeros without one) and test."""
+        sets = (("train", self.train_set), ("validation", self.val_set), ("test", self.test_set))
+        return {name: class_counts([label for _, label in (found.samples if found else [])], len(self.classes))
+                for name, found in sets}
 
     @property
     def num_test(self) -> int:

@@ -1,15 +1,15 @@
-"""Evaluating a trained model folder on its test split. The loop itself is
-metrics.evaluate_batches; the folder is run_folder's; predicting is predictor.Predictor's."""
+"""Evaluating a trained model folder on its test split: the pass is report.scan's, which the
+report's page shares; torch_logits serves the training loop's own evaluation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
-from .config import EVAL_BATCH_SIZE
-from .files import atomic_write_json, make_dir
-from .metrics import evaluate_batches
+from .files import atomic_write_json
 from .plots import plot_confusion
-from .run_folder import load_model
+from .report import report
 
 
 def torch_logits(model: torch.nn.Module, device: torch.device | str = "cpu", amp: torch.dtype | None = None):
@@ -23,17 +23,12 @@ def torch_logits(model: torch.nn.Module, device: torch.device | str = "cpu", amp
     return run
 
 
-def evaluate(model_dir, data: str | None = None, out=None, batch_size: int = EVAL_BATCH_SIZE,
-             workers: int | None = None) -> dict:
-    """Top-1, top-5 and per-class accuracy on the test split of the model's data set (or
-    `data`); writes metrics.json and confusion_matrix.png into `out` (default model_dir)."""
-    model, info = load_model(model_dir)
-    data = data or info.data_name
-    source = info.open_data(data, workers)
-    found = evaluate_batches([torch_logits(model)], source.test_batches(batch_size), len(info.classes),
-                             total=source.num_test)
-    metrics = found["metrics"][0].report(info.classes, str(data), found["bad_files"], getattr(source, "skipped", 0))
-    out = make_dir(out or model_dir)
+def evaluate(model_dir, data: str | None = None, out=None, workers: int | None = None) -> dict:
+    """Top-1, top-5, per-class accuracy, precision, recall and F1 on the test split of the
+    model's data set (or `data`): metrics.json, confusion_matrix.png and report.html, from
+    one pass (report.report), go into `out` (default model_dir)."""
+    out = Path(out or model_dir)  # made by report, once the model has loaded
+    metrics = report(model_dir, out / "report.html", data=data, workers=workers, log=lambda _: None)["metrics"]
     atomic_write_json(out / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], info.classes, out / "confusion_matrix.png")
+    plot_confusion(metrics["confusion_matrix"], list(metrics["per_class"]), out / "confusion_matrix.png")
     return metrics

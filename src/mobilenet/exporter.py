@@ -29,6 +29,7 @@ from .model_info import ModelInfo
 from .ownership import refuse_foreign
 from .progress import bar
 from .pte import sidecar
+from .report import record_export
 from .run_folder import load_model
 from .runtime import open_session
 
@@ -206,9 +207,13 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
     else:
         data, report = _onnx(model, info, checks, int8, calibration_images, log, int8_preset)
     atomic_write_bytes(output, data)
+    digest = hashlib.sha256(data).hexdigest()
     if fmt == "executorch":  # after its program: a sidecar never describes a program that was not kept
-        atomic_write_json(sidecar(output), info.sidecar(int8, hashlib.sha256(data).hexdigest()))
-    return {"format": fmt, "int8": int8, "output": str(output), **report, "bytes": len(data)}
+        atomic_write_json(sidecar(output), info.sidecar(int8, digest))
+    found = {"format": fmt, "int8": int8, "output": str(output), **report, "bytes": len(data)}
+    if output.parent.resolve() == Path(model_dir).resolve():  # beside the model: its report shows the check
+        record_export(model_dir, output.name, {**found, "sha256": digest})
+    return found
 
 
 def _onnx(model, info, checks, int8, calibration_images, log, preset) -> tuple[bytes, dict]:

@@ -124,13 +124,16 @@ class ModelInfo:
                                  f"model's {len(self.classes)}; evaluate on the model's data (--data)")
         return name
 
-    def open_data(self, data: str | None = None, workers: int | None = None):
+    def open_data(self, data: str | None = None, workers: int | None = None, limit: int | None = None,
+                  val_split: float | None = None):
         """The data set the model was trained on (or `data`), split as it was: its test
-        split is the one the model was tested on. Needs torch (data.py)."""
+        split is the one the model was tested on (and with the run's `limit` and `val_split`,
+        its training and validation splits too). Needs torch (data.py)."""
         from .data import open_source
 
         name = self.data_to_open(data)
-        source = open_source(name, self.input["resolution"], self.seed, test_split=self.test_split, workers=workers)
+        source = open_source(name, self.input["resolution"], self.seed, limit, test_split=self.test_split,
+                             workers=workers, val_split=val_split)
         if source.classes != self.classes:
             raise MobileNetError(f"{name} has classes {source.classes[:5]}..., the model {self.classes[:5]}...; "
                                  "evaluate on data with the same class folders")

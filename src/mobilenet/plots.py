@@ -15,19 +15,20 @@ def _pyplot():
 
 
 def plot_curves(history: list[dict], out: Path) -> None:
-    """total_acc.png (train and test accuracy per epoch) and total_test_loss.png: the
-    seed's two figures."""
+    """total_acc.png (accuracy per epoch) and total_test_loss.png: the seed's two figures, with
+    train and test, and validation and EMA where the run has them."""
     plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
     for name, keys, ylabel in (
-        ("total_acc", ("train_acc", "test_acc"), "accuracy (%)"),
-        ("total_test_loss", ("test_loss", "train_loss"), "cross-entropy loss"),
+        ("total_acc", ("train_acc", "test_acc", "val_acc", "ema_test_acc"), "accuracy (%)"),
+        ("total_test_loss", ("test_loss", "train_loss", "val_loss", "ema_test_loss"), "cross-entropy loss"),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
-            values = [100 * h[key] if "acc" in key else h[key] for h in history]
-            ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3,
-                    label=key.replace("_", " "))
+            rows = [h for h in history if h.get(key, "") != ""]  # "": not measured that epoch
+            values = [100 * float(h[key]) if "acc" in key else float(h[key]) for h in rows]
+            if rows:
+                ax.plot([h["epoch"] for h in rows], values, marker="o" if len(rows) < 30 else None,
+                        markersize=3, label=key.replace("_", " "))
         ax.set(title=name, xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -28,7 +28,8 @@ from .model import MobileNetConfig, MobileNetV1
 from .model_info import SAFETENSORS_FORMAT, ModelInfo
 
 # What a run writes into its folder (atomically, see files.py).
-RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png")
+RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png",
+             "report.html")
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
                   "images_per_s", "bad_files", "ema_test_loss", "ema_test_acc",  # empty without --ema
                   "val_loss", "val_acc"]  # the kept model's on the validation images; empty without --val-split

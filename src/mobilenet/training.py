@@ -32,12 +32,14 @@ from .model import MobileNetConfig, MobileNetV1
 from .model_info import ModelInfo
 from .optim import make_optimizer, make_schedule, set_peak
 from .ownership import refuse_foreign
+from .machine import describe
 from .plots import plot_curves
 from .progress import Heartbeat, bar as progress_bar, show as show_progress
 from .run_folder import (
     RUN_FILES, checkpoint_launch, default_out, lock, refuse_links, resume_hint, save_checkpoint, save_model, write_config,
     write_history,
 )
+from .report import report
 from .run_log import RunLog, epoch_line
 from .run_state import RunState, history_row
 from .scoring import score_epoch
@@ -175,7 +177,13 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
                                       f"{resume_hint(out)}")
     finally:
         run.log.close()
-    return _summary(run)
+    summary = _summary(run)
+    if dist.main:  # the page of the kept model, from the data set still open
+        try:
+            report(run.out, source=run.source, log=run.log.say)
+        except MobileNetError as e:  # the run itself is saved and whole
+            run.log.say(f"warning: no report.html ({e}); `mobilenet report --model {out}` tries again")
+    return summary
 
 
 def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
@@ -289,7 +297,7 @@ def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
     if run.dist.main:  # only rank 0 writes files
         save_checkpoint(run.out, {**run.learner.state_dict(), **run.state.checkpoint(epoch, step, partial),
                                   "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(),
-                                  "augment": run.info.augment})
+                                  "augment": run.info.augment, "machine": describe(run.device)})
 
 
 def _start_line(run: _Run) -> str:

@@ -1,0 +1,174 @@
+"""`mobilenet report`: one self-contained page with every section, written by train and
+rewritten by evaluate; a hostile folder's names are text, not markup; and the page, opened
+in a real browser (Debian's Chromium, headless), logs no error and decodes every image."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import cli, make_image_folder
+
+SECTIONS = ["card", "curves", "confusion", "classes", "wrong", "right", "balance", "exports"]
+HOSTILE = "<img src=x onerror=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def small_report(small_run, tmp_path_factory):
+    """small_run's folder copied (train wrote its report), with an export and bench output beside it."""
+    folder = tmp_path_factory.mktemp("report") / "run"
+    shutil.copytree(small_run[0], folder)
+    assert cli("export", "--model", str(folder)).returncode == 0
+    r = cli("bench", "--model", str(folder), "--batch-size", "1", "--runtime", "torch,onnxruntime", "--seconds",
+            "0.05", "--json")
+    assert r.returncode == 0, r.stderr
+    (folder / "bench.json").write_text(r.stdout)
+    r = cli("report", "--model", str(folder))
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    return folder
+
+
+def test_train_writes_the_report(small_run):
+    page = (small_run[0] / "report.html").read_text()
+    assert all(f'<section id="{s}">' in page for s in SECTIONS)
+
+
+def test_the_page_has_every_section_and_embeds_everything(small_report):
+    page = (small_report / "report.html").read_text()
+    assert all(f'<section id="{s}">' in page for s in SECTIONS)
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert page.count('src="data:image/png;base64,') >= 2 + 4  # two curves, and at least the right answers
+    for needle in ("parameters", "mult-adds", "peak activation memory", "fashion", "train ", "test ", "sgd",
+                   "the last epoch", "epochs,", "precision", "model.onnx", "ONNX",
+                   "float32 checked against PyTorch", "onnxruntime", "The largest training class"):
+        assert needle in page, needle
+
+
+def test_the_gallery_shows_the_most_confident_mistakes_first(small_run):
+    from mobilenet.report import WRONG, _open, _state, scan
+    from mobilenet.run_folder import load_model
+
+    model, info = load_model(small_run[0])
+    metrics, examples = scan(model, _open(info, _state(small_run[0]), None), info, "fashion-mnist")
+    wrong = metrics["images"] - round(metrics["top1"] * metrics["images"])
+    assert len(examples["wrong"]) == min(WRONG, wrong)
+    assert [e["p"] for e in examples["wrong"]] == sorted((e["p"] for e in examples["wrong"]), reverse=True)
+    assert all(e["label"] != e["predicted"] for e in examples["wrong"])
+    assert all(e["label"] == e["predicted"] for e in examples["right"])
+    saved = json.loads((small_run[0] / "metrics.json").read_text()) if (small_run[0] / "metrics.json").exists() \
+        else None
+    if saved:  # the report's pass is evaluate's
+        assert saved["confusion_matrix"] == metrics["confusion_matrix"]
+
+
+def test_the_gallery_keeps_the_most_confident_mistakes_across_batches():
+    import torch
+
+    from mobilenet.report import RIGHT, WRONG, _keep
+
+    torch.manual_seed(0)
+    kept, wrong, right = {"wrong": [], "right": []}, [], []
+    for _ in range(3):  # batches of a poor model: many mistakes, at every confidence
+        probs = torch.softmax(3 * torch.randn(40, 5), 1)
+        labels = torch.randint(0, 5, (40,))
+        _keep(kept, torch.randn(40, 1, 4, 4), labels, probs)
+        confidence, predicted = probs.max(1)
+        wrong += confidence[predicted != labels].tolist()
+        right += confidence[predicted == labels].tolist()
+    assert [e["p"] for e in kept["wrong"]] == sorted(wrong, reverse=True)[:WRONG]
+    assert [e["p"] for e in kept["right"]] == sorted(right, reverse=True)[:RIGHT]
+
+
+def test_evaluate_rewrites_the_report(small_report):
+    path = small_report / "report.html"
+    path.write_text("old")
+    assert cli("evaluate", "--model", str(small_report)).returncode == 0
+    assert '<section id="wrong">' in path.read_text()
+
+
+def test_a_large_class_imbalance_is_a_warning():
+    from mobilenet.report import _balance
+
+    page = _balance({"train": [60, 11, 10], "test": [5, 5, 5]}, ["a", "b", "c"])
+    assert "Warning" in page and "6.0×" in page
+    assert "Warning" not in _balance({"train": [50, 11, 10], "test": [5, 5, 5]}, ["a", "b", "c"])
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory):
+    """A run on a folder whose third class is named like markup."""
+    root = tmp_path_factory.mktemp("hostile")
+    images = make_image_folder(root / "images", per_class=8, corrupt=False)
+    (images / "fox").rename(images / HOSTILE)
+    r = cli("train", "--data", str(images), "--epochs", "1", "--resolution", "32", "--width", "0.25", "--batch-size",
+            "4", "--workers", "0", "--out", str(root / "run"))
+    assert r.returncode == 0, r.stderr
+    return root / "run" / "report.html"
+
+
+def test_a_class_named_like_markup_is_escaped(hostile_report):
+    page = hostile_report.read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and HOSTILE not in page
+
+
+# --- in a real browser ------------------------------------------------------------------------
+
+def _browser():
+    """Debian's Chromium, or a skip (a failure in CI, which sets MOBILENET_REQUIRE_BROWSER)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    missing = "no Chromium here: apt-get install chromium (.ci/run installs it)" if chromium is None else None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = missing or "no playwright: make install (the test extra) installs it"
+    if missing and os.environ.get("MOBILENET_REQUIRE_BROWSER"):
+        pytest.fail(missing)
+    if missing:
+        pytest.skip(missing)
+    return chromium
+
+
+def _open_in_chromium(path: Path, screenshot: Path | None = None, width: int = 1100) -> dict:
+    """The page as Chromium saw it at `width` CSS pixels: console errors, dialogs, requests,
+    images, sections, text, and how wide the page itself grew."""
+    from playwright.sync_api import sync_playwright
+
+    seen = {"errors": [], "dialogs": [], "requests": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_browser(), args=["--no-sandbox"])  # CI runs as root
+        page = browser.new_page(viewport={"width": width, "height": 900})
+        page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+        page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+        page.on("request", lambda r: seen["requests"].append(r.url))
+        page.goto(path.as_uri(), wait_until="load")
+        seen.update(page.evaluate("""() => ({
+            images: [...document.images].map(i => ({src: i.getAttribute('src').slice(0, 22), width: i.naturalWidth})),
+            sections: [...document.querySelectorAll('section')].map(s => s.id),
+            text: document.body.innerText, scroll_width: document.documentElement.scrollWidth})"""))
+        if screenshot:
+            page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    seen["requests"] = [u for u in seen["requests"] if not u.startswith(("data:", path.as_uri()))]
+    return seen
+
+
+def test_the_report_in_a_real_browser(small_report, tmp_path):
+    seen = _open_in_chromium(small_report / "report.html", tmp_path / "report.png")
+    assert seen["errors"] == [] and seen["dialogs"] == [] and seen["requests"] == []
+    assert seen["sections"] == SECTIONS
+    assert len(seen["images"]) >= 6 and all(i["width"] > 0 for i in seen["images"]), seen["images"]
+    assert all(i["src"].startswith("data:image/png") for i in seen["images"])
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    phone = _open_in_chromium(small_report / "report.html", width=390)  # wide tables scroll in their own box
+    assert phone["errors"] == [] and phone["scroll_width"] <= 390
+
+
+def test_a_hostile_class_name_cannot_script_the_page(hostile_report):
+    seen = _open_in_chromium(hostile_report)
+    assert seen["dialogs"] == [] and seen["errors"] == [] and seen["requests"] == []
+    assert HOSTILE in seen["text"]  # shown as text
+    assert all(i["src"].startswith("data:") for i in seen["images"])  # no <img src=x> made of the name
