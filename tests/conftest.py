@@ -1,5 +1,6 @@
 import csv
 import gzip
+import importlib
 import os
 import struct
 import subprocess
@@ -22,6 +23,22 @@ import forked  # noqa: E402  (imports torch: after the thread count is set)
 
 # A network small enough to train in seconds on 2 cores.
 TINY = ["--width", "0.25", "--resolution", "32", "--batch-size", "32"]
+
+
+def unavailable(why: str):
+    """Skip the test (or the module) saying `why`; in CI (.ci/run sets MOBILENET_CI) fail
+    instead, so that the optional paths are never skipped there."""
+    if os.environ.get("MOBILENET_CI"):
+        pytest.fail(why, pytrace=False)
+    pytest.skip(why, allow_module_level=True)
+
+
+def optional(module: str, why: str):
+    """`module` imported, or unavailable(why)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        unavailable(why)
 
 
 def cli(*args, env=None, timeout=None, **kw):

@@ -16,10 +16,10 @@ from mobilenet.predictor import Predictor
 from mobilenet.run_folder import load_model
 from mobilenet.runtime import evaluate_file
 
-from conftest import cli
+from conftest import cli, optional
 
-pytest.importorskip("ai_edge_litert")
-pytest.importorskip("litert_torch")
+optional("ai_edge_litert", "no ai-edge-litert: make install installs the test extra")
+optional("litert_torch", "no litert-torch: make install installs the test extra")
 
 
 @pytest.fixture(scope="module")

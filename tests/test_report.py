@@ -3,14 +3,13 @@ rewritten by evaluate; a hostile folder's names are text, not markup; and the pa
 in a real browser (Debian's Chromium, headless), logs no error and decodes every image."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import cli, make_image_folder
+from conftest import cli, make_image_folder, optional, unavailable
 
 SECTIONS = ["card", "curves", "confusion", "classes", "wrong", "right", "balance", "exports"]
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -117,17 +116,11 @@ def test_a_class_named_like_markup_is_escaped(hostile_report):
 # --- in a real browser ------------------------------------------------------------------------
 
 def _browser():
-    """Debian's Chromium, or a skip (a failure in CI, which sets MOBILENET_REQUIRE_BROWSER)."""
+    """Debian's Chromium, or a skip (a failure in CI: conftest.unavailable)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    missing = "no Chromium here: apt-get install chromium (.ci/run installs it)" if chromium is None else None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing = missing or "no playwright: make install (the test extra) installs it"
-    if missing and os.environ.get("MOBILENET_REQUIRE_BROWSER"):
-        pytest.fail(missing)
-    if missing:
-        pytest.skip(missing)
+    if chromium is None:
+        unavailable("no Chromium here: apt-get install chromium (.ci/run installs it)")
+    optional("playwright.sync_api", "no playwright: make install installs the test extra")
     return chromium
 
 

@@ -271,10 +271,10 @@ def _tiles(model, found: list[dict], info: ModelInfo) -> list[dict]:
 def _cam_note(info: ModelInfo) -> str:
     """What the maps beside the images are, and how coarse: the input over the body's stride of 32."""
     side = -(-info.model.resolution // 32)
-    coarse = (" At this resolution the last feature map is 1×1, so each map is one value: train at 64 pixels or "
-              "more to see where the network looked.") if side == 1 else ""
+    detail = (f"from its {side}×{side} last feature map" if side > 1 else "though at this resolution the last "
+              "feature map is 1×1, so each map is one value: train at 64 pixels or more to see where it looked")
     return (f"<p>Each image beside its class activation map for the predicted class (bright: where the network "
-            f"looked), from a {side}×{side} feature map.{coarse}</p>")
+            f"looked), {detail}.</p>")
 
 
 def _gallery(tiles: list[dict], empty: str) -> str:
