@@ -111,6 +111,7 @@ def hostile_report(tmp_path_factory):
 def test_a_class_named_like_markup_is_escaped(hostile_report):
     page = hostile_report.read_text()
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and HOSTILE not in page
+    assert "(--augment auto: " in page  # the trial's line, as the run logged it
 
 
 # --- in a real browser ------------------------------------------------------------------------

@@ -171,3 +171,14 @@ def choose(scores: dict[str, float], clean: float, classes: int, candidates: tup
 def trial_steps(run_steps: int) -> int:
     """TRIAL_SHARE of the run's steps, at most MAX_TRIAL_STEPS: enough to judge what a preset keeps."""
     return max(1, min(MAX_TRIAL_STEPS, math.ceil(TRIAL_SHARE * run_steps)))
+
+
+def choice_line(record: dict) -> str:
+    """The log's line on the choice that `record` (trial.run_trial's, kept in config.json) says."""
+    if record["chosen_by"] == "fallback":
+        return f"--augment auto: {record['preset']}, the mild preset for these images: {record['reason']}"
+    trial = record["trial"]
+    kept = ", ".join(f"{p} {100 * share:.0f}%" for p, share in trial["kept"].items())
+    return (f"--augment auto: {record['preset']}, by a trial of {trial['steps']} steps on {trial['train_images']} "
+            f"training images ({trial['seconds']:.1f}s), judged on {trial['val_images']} held-out training images: "
+            f"{100 * trial['val_accuracy']['none']:.1f}% as they are; accuracy above chance kept by {kept}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .activation_maps import cam
+from .augment import choice_line
 from .config import EVAL_BATCH_SIZE
 from .cost import cost_report
 from .errors import MobileNetError
@@ -182,13 +183,20 @@ def _data_line(source) -> str:
 def _recipe(cfg: dict, augment: dict | None, history: list[dict]) -> str:
     peak = max((h["lr"] for h in history), default=cfg.get("lr")) or "the optimizer's default"
     ema = cfg.get("ema")
-    shown = {k: v for k, v in (augment or {}).items() if k != "preset"}
-    chosen = f" (--augment {cfg.get('augment')}: {json.dumps(shown)})" if shown else ""
+    chosen = f" ({_choice(augment)})" if augment and len(augment) > 1 else ""
     return (f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} with peak learning rate "
             f"{peak if isinstance(peak, str) else format(peak, 'g')}, weight decay {cfg['weight_decay']:g}, label smoothing {cfg.get('label_smoothing', 0):g}, "
             f"random erasing {cfg.get('random_erasing', 0):g}, dropout {cfg.get('dropout', 0):g}, "
             f"EMA {'of decay ' + format(ema, 'g') if ema else 'off'}; augmentation "
             f"{(augment or {}).get('preset', cfg.get('augment'))}{chosen}")
+
+
+def _choice(augment: dict) -> str:
+    """--augment auto's line, as the run logged it; any other record as it is."""
+    try:
+        return choice_line(augment)
+    except (KeyError, TypeError, ValueError, AttributeError):  # not a trial's record
+        return json.dumps(augment)
 
 
 def _kept(state: dict, cfg: dict) -> str:

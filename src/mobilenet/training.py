@@ -270,7 +270,8 @@ def _choose_augmentation(run: _Run) -> str:
     """--augment auto on a folder: rank 0's trial (trial.py) picks the preset for every rank;
     the choice and its figures go to config.json and the checkpoint, and its line (returned)
     to the log and train.log, once it is open."""
-    from .trial import choice_line, run_trial
+    from .augment import choice_line
+    from .trial import run_trial
 
     cfg, dist = run.cfg, run.dist
     record = (run_trial(run.source, cfg.seed, run.model.config, run.lr, cfg.batch_size, run.steps * cfg.epochs,

@@ -52,17 +52,6 @@ def run_trial(source, seed: int, model_config, lr: float, batch_size: int, run_s
             "trial": figures}
 
 
-def choice_line(record: dict) -> str:
-    """The log's line on the choice that `record` (run_trial's) says."""
-    if record["chosen_by"] == "fallback":
-        return f"--augment auto: {record['preset']}, the mild preset for these images: {record['reason']}"
-    trial = record["trial"]
-    kept = ", ".join(f"{p} {100 * share:.0f}%" for p, share in trial["kept"].items())
-    return (f"--augment auto: {record['preset']}, by a trial of {trial['steps']} steps on {trial['train_images']} "
-            f"training images ({trial['seconds']:.1f}s), judged on {trial['val_images']} held-out training images: "
-            f"{100 * trial['val_accuracy']['none']:.1f}% as they are; accuracy above chance kept by {kept}")
-
-
 def _fallback(side: float, reason: str) -> dict:
     return {"preset": mild(side), "chosen_by": "fallback", "reason": reason}
 
