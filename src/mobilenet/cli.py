@@ -314,7 +314,8 @@ def _force(p, what: str) -> None:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="one deployable file (ONNX, ExecuTorch or LiteRT, float32 or int8) that checks itself")
+    p = sub.add_parser("export", help="one deployable file (ONNX, ExecuTorch or LiteRT, float32 or int8) that "
+                       "checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
                    help="onnx (default); executorch: a .pte for XNNPACK, with its metadata in FILE.json; litert: a "

@@ -191,6 +191,11 @@ def _io(interpreter) -> tuple[dict, dict]:
     return inputs[0], outputs[0]
 
 
+def _cores() -> int:
+    """The cores this process may run on (all of them where the OS does not say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def quantize(x: np.ndarray, details: dict) -> np.ndarray:
     """Float images as the file's input type: int8 files take q = round(x / scale) + zero point."""
     if details["dtype"] == np.float32:
@@ -221,8 +226,7 @@ class LiteRtModel:
         self.classes, self.spec = self.info.classes, self.info.input
         try:
             with quiet_stderr():
-                self.interpreter = interpreter.Interpreter(model_content=self._data,
-                                                           num_threads=threads or len(os.sched_getaffinity(0)))
+                self.interpreter = interpreter.Interpreter(model_content=self._data, num_threads=threads or _cores())
             self._in, self._out = _io(self.interpreter)
         except Exception as e:  # noqa: BLE001 - the interpreter raises its own types for a bad file
             raise MobileNetError(f"{self.name} is not a loadable LiteRT model ({detail(e)}); {AGAIN}") from None
