@@ -76,6 +76,20 @@ def test_end_to_end(reference, env, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["images"] == 200, r.stderr
 
 
+def test_the_sweep_has_a_page_linking_each_points_page(reference):
+    from test_report import _open_in_chromium
+
+    out, _ = reference
+    page = (out / "report.html").read_text()
+    best = os.readlink(out / "best")
+    assert all(f'<a href="./{run}/report.html">{run}</a>' in page for run in ORDER)  # relative: never a scheme
+    assert f"{best}</a> (the pick)" in page and page.count('src="data:image/png;base64,') == 3
+    assert all((out / run / "report.html").is_file() for run in ORDER)  # each point is a run, with its own page
+    seen = _open_in_chromium(out / "report.html")
+    assert seen["errors"] == [] and seen["requests"] == [] and seen["sections"] == ["plan", "tradeoff", "points"]
+    assert len(seen["images"]) == 3 and all(i["width"] > 0 for i in seen["images"])
+
+
 def test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left(reference, env, tmp_path):
     """Killed twice, then run to its end. First while writing the first point's record (its
     training and checkpoint done): the next run resumes that point with no epoch left. Then in

@@ -37,6 +37,7 @@ IMBALANCE = 5.0  # the largest training class over the smallest that earns a war
 TILE = 112  # pixels of each shown image and of its map
 EXPORTS = "exports.json"  # what `export` checked, by file name (exporter.py writes it)
 BENCH = "bench.json"  # `mobilenet bench --model DIR --json > DIR/bench.json`
+SWEEP_PLAN, SWEEP_TABLE = "sweep_plan.json", "sweep.json"  # a sweep folder's (sweep.py writes them)
 CSS = """body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:2px;margin-top:1.6em}
 table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}
@@ -49,6 +50,14 @@ POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 def report(model_dir, out=None, data: str | None = None, workers: int | None = None, source=None,
            log=print) -> dict:
+    """A run folder's page (model_report), or a sweep folder's (sweep_report)."""
+    if (Path(model_dir) / SWEEP_PLAN).is_file():
+        return sweep_report(model_dir, out, log)
+    return model_report(model_dir, out, data, workers, source, log)
+
+
+def model_report(model_dir, out=None, data: str | None = None, workers: int | None = None, source=None,
+                 log=print) -> dict:
     """Write the page to `out` (default model_dir/report.html); returns {"path", "metrics"
     (metrics.json's figures, from the same pass), "seconds"}. `source` is the opened data set
     (training passes its own), else `data` (default the model's) is opened as it was trained."""
@@ -60,11 +69,15 @@ def report(model_dir, out=None, data: str | None = None, workers: int | None = N
     metrics, examples = scan(model, source, info, data or info.data_name)
     tiles = {name: _tiles(model, found, info) for name, found in examples.items()}
     page = _page(model_dir, info, state, source, metrics, tiles)
-    path = Path(out) if out else model_dir / "report.html"
+    path = _write(page, Path(out) if out else model_dir / "report.html", log)
+    return {"path": str(path), "metrics": metrics, "seconds": time.perf_counter() - start}
+
+
+def _write(page: str, path: Path, log) -> Path:
     make_dir(path.parent)
     atomic_write_text(path, page)
     log(f"wrote {path}")
-    return {"path": str(path), "metrics": metrics, "seconds": time.perf_counter() - start}
+    return path
 
 
 def _state(model_dir: Path) -> dict:
@@ -138,7 +151,7 @@ def _png(array: np.ndarray) -> str:
 
 def _page(model_dir, info, state, source, metrics, tiles) -> str:
     title = f"MobileNet V1 α={info.model.width_mult} ρ={info.model.resolution}: {model_dir.name}"
-    sections = [
+    return _html(title, [
         ("card", "Model card", _card(info, state, source, metrics)),
         ("curves", "Training curves", _curves(state.get("history", []))),
         ("confusion", "Confusion matrix (test split)", _confusion(metrics, info.classes)),
@@ -148,7 +161,11 @@ def _page(model_dir, info, state, source, metrics, tiles) -> str:
         ("right", "Confidently right, for contrast", _gallery(tiles["right"], "none: no test image is right")),
         ("balance", "Class balance", _balance(source.class_counts(), info.classes)),
         ("exports", "Exported files", _exports(model_dir)),
-    ]
+    ])
+
+
+def _html(title: str, sections: list[tuple[str, str, str]]) -> str:
+    """The page: `sections` are (id, heading, escaped content)."""
     body = "".join(f'<section id="{key}"><h2>{_e(name)}</h2>{content}</section>' for key, name, content in sections)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
@@ -185,7 +202,8 @@ def _recipe(cfg: dict, augment: dict | None, history: list[dict]) -> str:
     ema = cfg.get("ema")
     chosen = f" ({_choice(augment)})" if augment and len(augment) > 1 else ""
     return (f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} with peak learning rate "
-            f"{peak if isinstance(peak, str) else format(peak, 'g')}, weight decay {cfg['weight_decay']:g}, label smoothing {cfg.get('label_smoothing', 0):g}, "
+            f"{peak if isinstance(peak, str) else format(peak, 'g')}, weight decay {cfg['weight_decay']:g}, "
+            f"label smoothing {cfg.get('label_smoothing', 0):g}, "
             f"random erasing {cfg.get('random_erasing', 0):g}, dropout {cfg.get('dropout', 0):g}, "
             f"EMA {'of decay ' + format(ema, 'g') if ema else 'off'}; augmentation "
             f"{(augment or {}).get('preset', cfg.get('augment'))}{chosen}")
@@ -365,3 +383,62 @@ def _read_json(path: Path):
     except (OSError, ValueError, MobileNetError, RecursionError):
         return {}
     return found if isinstance(found, dict) else {}
+
+
+# --- a sweep folder -----------------------------------------------------------------------------
+
+def sweep_report(folder, out=None, log=print) -> dict:
+    """A sweep folder's page: its plan, the pick (`best`), the trade-off pictures, and the
+    table of points, each linked to its own report. Needs `sweep --collect`'s sweep.json."""
+    folder = Path(folder)
+    found = _read_json(folder / SWEEP_TABLE)
+    if not isinstance(found.get("points"), list) or not isinstance(found.get("plan"), dict):
+        raise MobileNetError(f"{folder}: no readable {SWEEP_TABLE}; run `mobilenet sweep --collect {folder}` first")
+    plan, points = found["plan"], [p for p in found["points"] if isinstance(p, dict)]
+    best = (folder / "best").resolve().name if (folder / "best").is_symlink() else None
+    pictures = "".join(f'<img class=curve src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
+                       f'alt="{_e(p.stem)}">' for p in sorted(folder.glob("tradeoff_*.png")))
+    page = _html(f"MobileNet V1 sweep: {folder.name}", [
+        ("plan", "The grid", _sweep_plan(plan, best)),
+        ("tradeoff", "Accuracy against cost", f"<div class=grid>{pictures}</div>" if pictures else "<p>None.</p>"),
+        ("points", "Every point", _sweep_table(folder, plan, points, best)),
+    ])
+    return {"path": str(_write(page, Path(out) if out else folder / "report.html", log))}
+
+
+def _sweep_plan(plan: dict, best: str | None) -> str:
+    train = plan.get("train") if isinstance(plan.get("train"), dict) else {}
+    rows = [["widths α", ", ".join(map(str, plan.get("widths", [])))],
+            ["resolutions ρ", ", ".join(map(str, plan.get("resolutions", [])))],
+            ["each point", f"{train.get('epochs')} epochs on {train.get('data')}, batch {train.get('batch_size')}, "
+                           f"validation split {train.get('val_split')}"],
+            ["timed with", ", ".join(map(str, plan.get("runtimes", [])))],
+            ["the pick", f"{best}, linked as best: the most accurate on the validation images (within the budget, "
+                         "if the last collect gave one)" if best else "none: nothing fitted the last collect's budget"]]
+    return _table(None, rows)
+
+
+def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None) -> str:
+    runtimes = [str(r) for r in plan.get("runtimes", [])]
+    head = ["point", "α", "ρ", "mult-adds (M)", "parameters", "validation", "test", *(f"{r} ms" for r in runtimes)]
+    rows = []
+    for p in sorted(points, key=lambda p: (-_float(p.get("alpha")), -_float(p.get("rho")))):
+        run = str(p.get("run"))
+        page = folder / run / "report.html"
+        name = (f'<a href="./{_e(run)}/report.html">{_e(run)}</a>' if page.is_file() else _e(run)) + (
+            " (the pick)" if run == best else "")
+        cells = [p.get("alpha"), p.get("rho"), f"{_float(p.get('mult_adds')) / 1e6:.2f}", p.get("params"),
+                 _percent(p.get("val_acc")), _percent(p.get("test_acc")),
+                 *(_number(_float((p.get("latency_ms") or {}).get(r))) for r in runtimes)]
+        rows.append(f"<tr><td>{name}</td>" + "".join(f"<td class=n>{_e(c)}</td>" for c in cells) + "</tr>")
+    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    return (f"<div class=scroll><table><tr>{header}</tr>{''.join(rows)}</table></div>"
+            "<p>Each point's own report, linked, has its card, curves and mistakes.</p>")
+
+
+def _float(v) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
+def _percent(v) -> str:
+    return f"{100 * _float(v):.2f}%"

@@ -24,6 +24,7 @@ from .config import EXPORT_FORMATS, FASHION_MNIST, RUNTIMES
 from .cost import cost_report
 from .errors import BadArgument, Interrupted, MobileNetError, printable
 from .files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_regular
+from .report import sweep_report
 from .train_config import TrainConfig
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)  # the paper's α
@@ -266,9 +267,11 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
         result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
     except MobileNetError:
         (out / "best").unlink(missing_ok=True)  # an earlier pick, under another budget
+        sweep_report(out, log=lambda _: None)
         raise
     log(pick_line(result["pick"], plan["runtimes"][0], budget_ms, budget_mb))
     _link_best(out, result["pick"]["run"])
+    sweep_report(out, log=lambda _: None)  # report.html: the grid, the pictures, each point's page linked
     if export:
         result["export"] = _export_pick(out / result["pick"]["run"], export, plan["int8"], log)
     return result
