@@ -24,7 +24,6 @@ from .config import EXPORT_FORMATS, FASHION_MNIST, RUNTIMES
 from .cost import cost_report
 from .errors import BadArgument, Interrupted, MobileNetError, printable
 from .files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_regular
-from .report import sweep_report
 from .train_config import TrainConfig
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)  # the paper's α
@@ -263,6 +262,8 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
 
     plot_tradeoff(rows, plan["runtimes"][0], out)
     log(format_table(rows, plan))
+    from .report import sweep_report  # torch comes with it: not at import, which `mobilenet --help` does
+
     try:
         result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
     except MobileNetError:
