@@ -321,9 +321,11 @@ def _balance(counts: dict, classes: list[str]) -> str:
     ratio = train.max() / train.min() if train.min() else float("inf")
     big, small = classes[int(train.argmax())], classes[int(train.argmin())]
     if ratio > IMBALANCE:
-        said = (f"<p class=warn>Warning: the largest training class ({_e(big)}, {train.max():,} images) has "
-                f"{ratio:.1f}× the images of the smallest ({_e(small)}, {train.min():,}). Accuracy hides the small "
-                "classes: read their recall above, and add images to them if you can.</p>")
+        gap = (f"the largest training class ({_e(big)}, {train.max():,} images) has {ratio:.1f}× the images of the "
+               f"smallest ({_e(small)}, {train.min():,})" if train.min() else
+               f"the training class {_e(small)} has no images, against {train.max():,} for {_e(big)}")
+        said = (f"<p class=warn>Warning: {gap}. Accuracy hides the small classes: read their recall above, and "
+                "add images to them if you can.</p>")
     else:
         said = f"<p>The largest training class has {ratio:.2f}× the images of the smallest.</p>"
     splits = [name for name, c in counts.items() if sum(c)]
