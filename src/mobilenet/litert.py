@@ -33,7 +33,6 @@ from .onnx_check import FILE_LIMIT
 METADATA = b"mobilenet"  # the name of our Model.metadata entry
 IDENTIFIER = b"TFL3"  # a LiteRT flatbuffer's file identifier, bytes 4-8
 CHUNK = 256  # images per invoke of a file with a dynamic batch
-CALIBRATION_BATCH = 32
 MAX_ENTRIES = 64  # metadata entries looked at; a converter writes three
 AGAIN = "export it again with `mobilenet export --format litert`"
 
@@ -84,15 +83,13 @@ def _quantize(model, example, dynamic, calibration: np.ndarray):
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from .progress import bar
+    from .pte import calibrated
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
-    observed = prepare_pt2e(torch.export.export(model, example, dynamic_shapes=dynamic).module(), quantizer)
-    with torch.no_grad():
-        for chunk in bar(torch.from_numpy(calibration).split(CALIBRATION_BATCH), desc="int8: calibration"):
-            observed(chunk)
+    observed = calibrated(torch.export.export(model, example, dynamic_shapes=dynamic).module(), quantizer,
+                          torch.from_numpy(calibration))
     return convert_pt2e(observed, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
 
 

@@ -74,14 +74,24 @@ def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.T
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer, get_symmetric_quantization_config,
         )
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    observed = prepare_pt2e(_export(model.eval(), example).module(), quantizer)
+    observed = calibrated(_export(model.eval(), example).module(), quantizer, calibration)
+    return _lower(_export(convert_pt2e(observed), example))
+
+
+def calibrated(module: nn.Module, quantizer, calibration: torch.Tensor) -> nn.Module:
+    """PT2E's first half, for ExecuTorch's int8 and LiteRT's alike: `module` (torch.export's)
+    prepared for `quantizer`, its observers run on `calibration` CALIBRATION_BATCH at a time."""
+    with quiet_stderr():  # torchao logs a torch deprecation line as it is imported
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    observed = prepare_pt2e(module, quantizer)
     with torch.no_grad():
         for chunk in bar(calibration.split(CALIBRATION_BATCH), desc="int8: calibration"):
             observed(chunk)
-    return _lower(_export(convert_pt2e(observed), example))
+    return observed
 
 
 class PteModel:
