@@ -181,8 +181,9 @@ def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
 
 def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = None, batch_sizes=(1, 16),
           runtimes=RUNTIMES, min_seconds: float = 1.0, min_iters: int = 10,
-          calibration: np.ndarray | None = None) -> dict:
-    """Time each runtime at each batch size; returns the table as plain data."""
+          calibration: np.ndarray | None = None, files: dict[str, bytes] | None = None) -> dict:
+    """Time each runtime at each batch size; returns the table as plain data. `files`: a
+    runtime's file already exported from `model`, timed as it is instead of exported again."""
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise MobileNetError(f"--runtime {','.join(unknown)}: unknown; use any of {','.join(RUNTIMES)}")
@@ -200,7 +201,10 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     prepared = {}
     for name in order:  # openvino runs onnxruntime's file: quantized once when both are asked for
         same = name.replace("openvino", "onnxruntime")
-        prepared[name] = prepared[same] if same in prepared else _prepare(name, model, sample, calibration)
+        if same in (files or {}):
+            prepared[name] = files[same]
+        else:
+            prepared[name] = prepared[same] if same in prepared else _prepare(name, model, sample, calibration)
         shown.update()
     for batch in batch_sizes:
         x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)

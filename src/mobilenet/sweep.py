@@ -14,6 +14,7 @@ The pick looks at validation accuracy only: the test split never chooses.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -226,7 +227,8 @@ def _time_point(out: Path, plan: dict, p: tuple[float, int], seconds: float, log
     from .run_folder import load_model
 
     model, _ = load_model(out / record["run"])
-    result = bench(model=model, batch_sizes=[1], runtimes=plan["runtimes"], min_seconds=seconds)
+    result = bench(model=model, batch_sizes=[1], runtimes=plan["runtimes"], min_seconds=seconds,
+                   files=_exported_onnx(out / record["run"]))
     rows = {r["runtime"]: r for r in result["rows"]}
     record["latency_ms"] = {r: rows[r]["median_ms"] for r in plan["runtimes"]}
     for r in plan["runtimes"]:  # the .pte sizes come from bench's own lowering
@@ -235,6 +237,21 @@ def _time_point(out: Path, plan: dict, p: tuple[float, int], seconds: float, log
     record["machine"] = {k: result["machine"][k] for k in ("cpu", "isa", "threads")}
     atomic_write_json(out / record["run"] / POINT, record)
     log(f"[{record['run']}] batch 1: " + ", ".join(f"{r} {ms:.2f} ms" for r, ms in record["latency_ms"].items()))
+
+
+def _exported_onnx(folder: Path) -> dict:
+    """The point's model.onnx, for bench to time rather than export the model once more (the
+    same graph; only its metadata differs): when it is the file export checked, by the digest
+    in exports.json; else nothing, and bench exports its own."""
+    from .onnx_check import FILE_LIMIT
+    from .report import EXPORTS
+
+    try:
+        data = read_regular(folder / "model.onnx", FILE_LIMIT, "--out")
+        checked = json.loads(read_regular(folder / EXPORTS, JSON_LIMIT, "--out"))["model.onnx"]["sha256"]
+    except (OSError, ValueError, LookupError, TypeError, MobileNetError):
+        return {}
+    return {"onnxruntime": data} if hashlib.sha256(data).hexdigest() == checked else {}
 
 
 def collect(out, budget_ms: float | None = None, budget_mb: float | None = None, export: str | None = None,
