@@ -9,6 +9,7 @@ interpreter (imports, --help, torchrun) still start one."""
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,9 @@ def _start_server() -> None:
 
 def _child(argv: list[str], env: dict, out: str, err: str, code: str | None) -> None:
     os.setsid()  # a session of its own, as Popen(start_new_session=True): killpg reaches only it
+    # a new interpreter's start method (the server left its own, forkserver): DataLoader workers
+    # are then the child's own children, in its process group
+    multiprocessing.set_start_method(None, force=True)
     os.environ.clear()
     os.environ.update(env)
     for fd, path in ((1, out), (2, err)):
@@ -82,3 +86,53 @@ def run(argv, env: dict | None = None, code: str | None = None, timeout: float |
             proc.join()
             raise subprocess.TimeoutExpired(argv, timeout)
         return subprocess.CompletedProcess(argv, proc.exitcode, Path(out).read_text(), Path(err).read_text())
+
+
+class Child:
+    """A child that start() began, with what the tests use of a Popen: pid, poll, returncode,
+    send_signal, kill, communicate; and output(), what it has printed so far."""
+
+    def __init__(self, proc, tmp: tempfile.TemporaryDirectory, argv: list[str]):
+        self._proc, self._tmp, self._argv, self.pid = proc, tmp, argv, proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def output(self) -> tuple[str, str]:
+        """stdout and stderr so far, in whole lines while it runs (it may be writing the last)."""
+        running = self.poll() is None
+        found = []
+        for name in ("out", "err"):
+            text = (Path(self._tmp.name) / name).read_bytes().decode(errors="replace" if running else "strict")
+            found.append(text[:text.rfind("\n") + 1] if running else text)
+        return found[0], found[1]
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise subprocess.TimeoutExpired(self._argv, timeout)
+        return self.output()
+
+
+def start(argv, env: dict | None = None, code: str | None = None) -> Child:
+    """run(), without waiting for the end: for a test that signals the child as it runs."""
+    argv = [str(a) for a in argv]
+    _start_server()
+    tmp = tempfile.TemporaryDirectory()
+    out, err = str(Path(tmp.name) / "out"), str(Path(tmp.name) / "err")
+    for path in (out, err):  # there before the child opens them, for output() to read at once
+        Path(path).touch()
+    proc = _CONTEXT.Process(target=_child, args=(argv, {**os.environ, **(env or {})}, out, err, code))
+    proc.start()
+    return Child(proc, tmp, argv)
