@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -111,12 +109,13 @@ def _args(out: Path) -> list[str]:
     return ["train", *TINY, *EPOCHS, "--out", str(out)] + (["--resume"] if (out / "checkpoint.pt").exists() else [])
 
 
-_LIVE: list[subprocess.Popen] = []
+_LIVE: list[forked.Child] = []
 
 
-def _popen(command: list[str], **kw) -> subprocess.Popen:
-    """Popen in a session of its own, killed (workers too) when the test ends, even failed."""
-    proc = subprocess.Popen(command, text=True, start_new_session=True, **kw)
+def _fork(argv: list[str], env: dict | None = None, code: str | None = None) -> forked.Child:
+    """forked.start: the CLI in a session of its own, killed (workers too) when the test ends,
+    even failed."""
+    proc = forked.start(argv, env=env, code=code)
     _LIVE.append(proc)
     return proc
 
@@ -131,13 +130,11 @@ def _no_process_outlives_its_test():
         proc.communicate()
 
 
-def _start(command: list[str], env: dict) -> subprocess.Popen:
+def _start(argv: list[str], env: dict, code: str | None = None) -> forked.Child:
     """Start a run and return once it says it is about to take its first step."""
-    proc = _popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    for line in proc.stdout:
-        if line.startswith("training MobileNet"):
-            return proc
-    raise AssertionError(proc.communicate())
+    proc = _fork(argv, env, code)
+    wait_for(lambda: any(x.startswith("training MobileNet") for x in proc.output()[0].splitlines()), proc)
+    return proc
 
 
 def assert_whole(out: Path) -> None:
@@ -228,6 +225,11 @@ def _trained(lines: list[str]) -> list[tuple[int, int]]:
     return [(int(x.split()[2]), int(x.split()[4])) for x in lines if x.startswith("trained epoch ")]
 
 
+def _steps_done(trained: list[tuple[int, int]]) -> int:
+    """The steps of the run taken up to the last traced one."""
+    return (trained[-1][0] - 1) * STEPS + trained[-1][1] if trained else 0
+
+
 def _left(epoch: int, step: int) -> list[tuple[int, int]]:
     """The steps a run saved at (epoch, step) still has to take."""
     every = [(e, s) for e in range(1, 4) for s in range(1, STEPS + 1)]
@@ -283,24 +285,17 @@ def test_kill_9_at_random_moments(setup):
     landed = []
     for mark in marks:
         start, where = _saved_at(out), _resume_line(out)
-        proc = _popen([sys.executable, "-c", FAULT, "trace", "-", "0", *_args(out)], env=env, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE)
-        lines, seen = [], []
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            seen = _trained(lines)
-            if seen and (seen[-1][0] - 1) * STEPS + seen[-1][1] >= mark:
-                break
-        assert seen, proc.communicate()
+        proc = _fork(["trace", "-", "0", *_args(out)], env, code=FAULT)
+        wait_for(lambda: _steps_done(_trained(proc.output()[0].splitlines())) >= mark, proc)
         time.sleep(rng.uniform(0.0, 0.5))
         proc.kill()
-        proc.communicate()
+        lines = proc.communicate()[0].splitlines()
+        seen = _trained(lines)  # every step it printed: all taken before the kill
         assert_whole(out)
         if start != (0, 0):  # this run resumed where the last kill left the checkpoint
             assert _first_line(lines) == where, lines[:3]
         assert seen[0] == _left(*start)[0]
-        epoch, step = seen[-1]
-        done = (epoch - 1) * STEPS + step  # steps known to be taken when the kill came
+        done = _steps_done(seen)  # steps known to be taken when the kill came
         landed.append(_saved_at(out))
         assert landed[-1][0] >= (done - 1) // STEPS, (mark, done, landed)  # at most the epoch in progress lost
     # so the kills cover a start from nothing and resumes from saved epochs
@@ -318,7 +313,7 @@ def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     assert_whole(out)
 
     # SIGTERM in a step: the run stops after that step and saves it
-    proc = _start([sys.executable, "-m", "mobilenet", *_args(out)], env)
+    proc = _start(_args(out), env)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=HANG)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -330,7 +325,7 @@ def test_sigterm_in_a_step_and_in_evaluation_and_a_second_ctrl_c(setup):
     # Two Ctrl-C inside one (slowed) step: the first asks for a stop after the step, the
     # second stops at once, writing nothing: the checkpoint stays the one SIGTERM left.
     saved = (out / "checkpoint.pt").read_bytes()
-    proc = _start([sys.executable, "-c", FAULT, "slow", "-", "0", *_args(out)], env)
+    proc = _start(["slow", "-", "0", *_args(out)], env, code=FAULT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
@@ -358,14 +353,12 @@ def test_kill_9_once_an_epoch_is_saved_then_one_ctrl_c_then_resume(setup):
     run equals the uninterrupted one."""
     root, env, reference = setup
     out = root / "killed"
-    proc = _popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env, stdout=subprocess.DEVNULL,
-                  stderr=subprocess.DEVNULL)
+    proc = _fork(_args(out), env)
     wait_for(lambda: (out / "checkpoint.pt").exists(), proc)
     proc.kill()
     proc.communicate()
     assert len(history(out)) < 3
-    proc = _popen([sys.executable, "-m", "mobilenet", *_args(out)], env=env, stdout=subprocess.PIPE,
-                  stderr=subprocess.PIPE)
+    proc = _fork(_args(out), env)
     wait_for(lambda: len(history(out)) >= 2, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=HANG)
@@ -380,9 +373,9 @@ def test_a_signal_to_the_whole_process_group_with_dataloader_workers(tmp_path, s
     DataLoader workers included: the trainer still stops after its step and saves."""
     images = make_image_folder(tmp_path / "images", per_class=20, corrupt=False)
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "mobilenet", "train", "--data", str(images), *TINY, "--batch-size", "4",
-               "--workers", "2", "--epochs", "1", "--out", str(out)]
-    proc = _popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    command = ["train", "--data", str(images), *TINY, "--batch-size", "4", "--workers", "2", "--epochs", "1",
+               "--out", str(out)]
+    proc = _fork(command)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
     wait_for(lambda: len(children.read_text().split()) >= 2, proc)  # the two workers are up
     os.killpg(proc.pid, sig)
@@ -390,7 +383,7 @@ def test_a_signal_to_the_whole_process_group_with_dataloader_workers(tmp_path, s
     assert proc.returncode == 130 and f"stopped by {sig.name}" in err and "saved" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] > 0
-    r = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    r = forked.run([*command, "--resume"])
     assert r.returncode == 0, r.stderr
     assert [row["epoch"] for row in history(out)] == ["1"]
 
