@@ -1,10 +1,12 @@
-"""`mobilenet sweep` on a 2 × 2 grid of tiny networks: end to end, after kill -9, in shards
-merged by --collect, with --jobs; the pick against hand-worked rows."""
+"""`mobilenet sweep` on a 2 × 2 grid of tiny networks: end to end, a shard after kill -9, in
+shards merged by --collect, with --jobs; the pick against hand-worked rows."""
 
 import csv
+import fcntl
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,21 +26,67 @@ GRID = ["--widths", "0.5,0.25", "--resolutions", "40,32", "--epochs", "2", "--li
 STEPS = 11
 ORDER = ["a0.5-r40", "a0.5-r32", "a0.25-r40", "a0.25-r32"]  # the paper's: α, then ρ, largest first
 TIMING = ("latency_ms_onnxruntime", "train_seconds")
+SHARD_1 = [*GRID, "--shard", "1/2"]
+SHARD_1_ORDER = ORDER[1::2]
+
+
+def _once(tmp_path_factory, name: str, make) -> Path:
+    """The folder that make(folder) fills, made once a session: pytest-xdist's workers each
+    set up a module's fixtures, so the first worker makes it, under a lock the others wait on."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's, above each worker's own
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # left by a worker that failed half way
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
+def _ran(r: subprocess.CompletedProcess, out: Path) -> dict:
+    """What a run gave, and which of the shard's points had a record when it ended."""
+    done = [run for run in SHARD_1_ORDER if (out / run / "sweep_point.json").exists()]
+    return {"returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "done": done}
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    return {"MOBILENET_FASHION_MNIST": str(make_fashion_like(root / "fashion", n_train=640, n_test=200))}
+    fashion = _once(tmp_path_factory, "sweep-fashion", lambda f: make_fashion_like(f, n_train=640, n_test=200))
+    return {"MOBILENET_FASHION_MNIST": str(fashion)}
 
 
 @pytest.fixture(scope="module")
 def reference(env, tmp_path_factory):
     """One uninterrupted, unsharded sweep, and what it printed."""
-    out = tmp_path_factory.mktemp("reference") / "sweep"
-    r = cli("sweep", "--out", out, *GRID, env=env)
-    assert r.returncode == 0, r.stderr
-    return out, r.stdout
+    def make(folder):
+        r = cli("sweep", "--out", folder / "sweep", *GRID, env=env)
+        assert r.returncode == 0, r.stderr
+        (folder / "stdout").write_text(r.stdout)
+
+    folder = _once(tmp_path_factory, "sweep-reference", make)
+    return folder / "sweep", (folder / "stdout").read_text()
+
+
+@pytest.fixture(scope="module")
+def killed(env, tmp_path_factory):
+    """Shard 1/2 (points a0.5-r32 and a0.25-r32) killed twice, then run to its end: first
+    while writing its first point's record (that point's training and checkpoint done), then
+    in its second point's second epoch. Its folder and what each of the three runs gave."""
+    def make(folder):
+        out = folder / "sweep"
+        runs = []
+        for argv in (["write", "sweep_point.json", "1"],
+                     ["step", "-", str(STEPS + 5)]):  # the second point's first epoch, 5 steps into its second
+            runs.append(_ran(forked.run([*argv, "sweep", "--out", str(out), *SHARD_1], env=env, code=FAULT), out))
+        runs.append(_ran(cli("sweep", "--out", out, *SHARD_1, env=env), out))
+        (folder / "runs.json").write_text(json.dumps(runs))
+
+    folder = _once(tmp_path_factory, "sweep-killed", make)
+    return folder / "sweep", json.loads((folder / "runs.json").read_text())
 
 
 def _rows(out: Path, timing: bool = False) -> list[dict]:
@@ -90,35 +138,40 @@ def test_the_sweep_has_a_page_linking_each_points_page(reference):
     assert len(seen["images"]) == 3 and all(i["width"] > 0 for i in seen["images"])
 
 
-def test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left(reference, env, tmp_path):
-    """Killed twice, then run to its end. First while writing the first point's record (its
-    training and checkpoint done): the next run resumes that point with no epoch left. Then in
-    the second point's second epoch: the last run resumes that point from its checkpoint and
-    trains the last two. Every epoch of every point is trained once, and the table is an
+def _record(out: Path, run: str) -> dict:
+    """A point's sweep_point.json, to the last digit, without its timings and machine."""
+    found = json.loads((out / run / "sweep_point.json").read_text())
+    return {k: v for k, v in found.items() if k not in ("train_seconds", "latency_ms", "machine")}
+
+
+def test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left(killed, reference):
+    """Killed while writing the first point's record: the next run resumes that point with no
+    epoch left. Killed in the second point's second epoch: the last run resumes that point
+    from its checkpoint. Every epoch of every point is trained once, and each point is an
     uninterrupted sweep's."""
-    out = tmp_path / "sweep"
-    r = forked.run(["write", "sweep_point.json", "1", "sweep", "--out", str(out), *GRID], env=env, code=FAULT)
-    assert r.returncode == -9 and not (out / ORDER[0] / "sweep_point.json").exists()
-    kill_at = STEPS + 5  # point 2's first epoch, 5 steps into its second (point 1 trains no step now)
-    r = forked.run(["step", "-", str(kill_at), "sweep", "--out", str(out), *GRID], env=env, code=FAULT)
-    assert r.returncode == -9, r.stderr
-    assert f"[{ORDER[0]}] resuming {out / ORDER[0]} at epoch 3" in r.stdout
-    assert (out / ORDER[0] / "sweep_point.json").is_file() and not (out / ORDER[1] / "sweep_point.json").exists()
-    r = cli("sweep", "--out", out, *GRID, env=env)
-    assert r.returncode == 0, r.stderr
-    assert "1 of 4 points already trained" in r.stdout
-    assert f"[{ORDER[1]}] resuming {out / ORDER[1]} at epoch 2, step" not in r.stdout  # killed mid-epoch: no partial
-    assert f"[{ORDER[1]}] resuming {out / ORDER[1]} at epoch 2" in r.stdout
-    for run in ORDER:  # every epoch of every point trained once
+    out, (first, second, last) = killed
+    first_point, second_point = SHARD_1_ORDER
+    assert first["returncode"] == -9 and first["done"] == []  # its record, half written, is no record
+    assert second["returncode"] == -9, second["stderr"]
+    assert f"[{first_point}] resuming {out / first_point} at epoch 3" in second["stdout"]  # the first trains no step
+    assert second["done"] == [first_point]
+    assert last["returncode"] == 0, last["stderr"]
+    assert "1 of 2 points already trained" in last["stdout"]
+    assert f"[{second_point}] resuming {out / second_point} at epoch 2, step" not in last["stdout"]  # no partial epoch
+    assert f"[{second_point}] resuming {out / second_point} at epoch 2" in last["stdout"]
+    for run in SHARD_1_ORDER:  # every epoch of every point trained once
         assert [line.split()[1] for line in _epoch_lines(out, run)] == ["1/2", "2/2"], run
-    assert _rows(out) == _rows(reference[0])
+        assert _record(out, run) == _record(reference[0], run)
 
 
-def test_shards_then_collect_equal_one_run(reference, env, tmp_path):
+def test_shards_then_collect_equal_one_run(killed, reference, env, tmp_path):
+    """Shard 1/2 (its last run in `killed`), then shard 0/2 with --jobs 2, collected: the
+    table and the pick of one run."""
     out = tmp_path / "sweep"
-    r = cli("sweep", "--out", out, *GRID, "--shard", "1/2", env=env)
-    assert r.returncode == 0, r.stderr
-    assert not (out / "sweep.csv").exists() and "--collect" in r.stdout
+    shutil.copytree(killed[0], out, symlinks=True)
+    shard_1 = killed[1][-1]
+    assert shard_1["returncode"] == 0, shard_1["stderr"]
+    assert not (out / "sweep.csv").exists() and "--collect" in shard_1["stdout"]
     r = cli("sweep", "--collect", out, env=env)  # shard 0 is not done
     assert r.returncode == 1 and "a0.5-r40, a0.25-r40" in r.stderr and len(r.stderr.splitlines()) == 1
     r = cli("sweep", "--out", out, *GRID, "--shard", "0/2", "--jobs", "2", env=env)  # its two points at once
