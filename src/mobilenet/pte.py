@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,29 @@ def calibrated(module: nn.Module, quantizer, calibration: torch.Tensor) -> nn.Mo
     return observed
 
 
+def _runtime():
+    """executorch.runtime's Runtime, without executorch.exir's package where nothing has
+    imported it yet: ExecuTorch's pybindings import exir._warnings (for one warning class),
+    and exir's package would bring in the whole exporter (torch.export, its passes,
+    torchao), about three quarters of the runtime's import time, for nothing a program's run
+    needs. A later `import executorch.exir` (to lower a model) gets the real package."""
+    if "executorch.exir" not in sys.modules:
+        import executorch
+
+        exir = types.ModuleType("executorch.exir")  # a package with exir's folder, whose __init__ never runs
+        exir.__path__ = [os.path.join(folder, "exir") for folder in executorch.__path__]
+        sys.modules["executorch.exir"] = exir
+        try:
+            from executorch.runtime import Runtime
+        finally:  # the stub and what was loaded into it go: a later import gets the real package
+            if sys.modules.get("executorch.exir") is exir:
+                del sys.modules["executorch.exir"]
+                sys.modules.pop("executorch.exir._warnings", None)
+    from executorch.runtime import Runtime
+
+    return Runtime
+
+
 class PteModel:
     """An exported .pte: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation), `.logits(batch)`.
 
@@ -109,9 +134,7 @@ class PteModel:
         self._data = data  # the runtime reads the program from these bytes for as long as it runs
         try:
             with quiet_stderr():  # also torchao's import-time log line
-                from executorch.runtime import Runtime
-
-                self._program = Runtime.get().load_program(data)
+                self._program = _runtime().get().load_program(data)
                 self.method = self._program.load_method("forward")
         except Exception as e:  # noqa: BLE001 - the runtime raises its own types for a bad program
             raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({detail(e)}); "
@@ -163,9 +186,7 @@ def _probe_child() -> None:
     if it does not load (the runtime's own lines, if it crashes, stay above that)."""
     data = sys.stdin.buffer.read()
     try:
-        from executorch.runtime import Runtime
-
-        method = Runtime.get().load_program(data).load_method("forward")
+        method = _runtime().get().load_program(data).load_method("forward")
         sizes = list(method.metadata.input_tensor_meta(0).sizes())
         method.execute([torch.zeros(1, *sizes[1:])])
     except Exception as e:  # noqa: BLE001 - reported to the parent as one line
