@@ -14,7 +14,7 @@ import torch
 from mobilenet.augment import PRESETS
 from mobilenet.evaluation import evaluate
 
-from conftest import HANG, wait_for
+from conftest import HANG, cli, wait_for
 
 TINY = ["--width", "0.25", "--resolution", "32", "--augment", "none"]
 
@@ -85,8 +85,7 @@ def test_two_processes_match_one(data, tmp_path, monkeypatch):
     cmd[cmd.index("-m", cmd.index("--max-restarts")):cmd.index("mobilenet") + 1] = [str(tmp_path / "probe.py")]
     ddp = subprocess.run(cmd, env={**env, "PROBE": str(tmp_path)}, capture_output=True, text=True, timeout=HANG)
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    one = subprocess.run([sys.executable, "-m", "mobilenet", "train", *TINY, "--epochs", "1", "--batch-size", "32",
-                          "--out", str(tmp_path / "one")], env={**os.environ, **data}, capture_output=True, text=True)
+    one = cli("train", *TINY, "--epochs", "1", "--batch-size", "32", "--out", tmp_path / "one", env=data)
     assert one.returncode == 0, one.stderr
     a, b = rows(tmp_path / "ddp")[0], rows(tmp_path / "one")[0]
     assert ddp.stdout.count("epoch 1/1") == 1  # one process reports
