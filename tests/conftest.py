@@ -1,11 +1,17 @@
+import contextlib
 import csv
+import fcntl
 import gzip
+import hashlib
 import importlib
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +107,15 @@ def fake_fashion(tmp_path, monkeypatch):
     return folder
 
 
+@pytest.fixture
+def few_fashion(tmp_path, monkeypatch):
+    """fake_fashion's kind of data, fewer images (128 to train, 64 to test): for the tests
+    that compare whole runs, where what matters is that several steps and epochs ran."""
+    folder = make_fashion_like(tmp_path / "few-fashion", n_train=128, n_test=64)
+    monkeypatch.setenv("MOBILENET_FASHION_MNIST", str(folder))
+    return folder
+
+
 def make_image_folder(root: Path, per_class: int = 6, corrupt: bool = True) -> Path:
     """Three classes of images in many formats and modes, and one file that does not decode."""
     rng = np.random.default_rng(0)
@@ -151,11 +166,101 @@ def small_run(tmp_path_factory):
         os.environ["MOBILENET_FASHION_MNIST"] = old
 
 
-@pytest.fixture(scope="session")
-def onnx_file(small_run, tmp_path_factory):
-    """small_run's model exported to ONNX, for the tests that run an .onnx file."""
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """The folder `name`, filled by build(folder) once per test run: the first xdist worker
+    that asks builds it, one that asks meanwhile waits for it, and every test then only reads
+    it (a test that changes a file copies it first). The folder is this run's own, so a later
+    run never gets what an older version of the code built."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's folder, above each worker's own
+    folder = base / "built-once" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(folder) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when a worker dies
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".done").touch()
+    return folder
+
+
+def _exported(small_run, tmp_path_factory, name: str, fmt: str, **options) -> tuple[Path, dict]:
+    """export(small_run's model, fmt) at built_once's folder, and export's report, with the
+    deprecation warnings it raised under "deprecated". Named by the weights' hash: workers
+    whose small_run differed would each export their own."""
     from mobilenet.exporter import export
 
-    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    export(small_run[0], "onnx", output=path, log=lambda _: None)
-    return path
+    weights = hashlib.sha256((small_run[0] / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+    def build(folder):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = export(small_run[0], fmt, output=folder / name, log=lambda _: None, **options)
+        report["deprecated"] = [f"{w.category.__name__}: {w.message}" for w in caught
+                                if issubclass(w.category, (FutureWarning, DeprecationWarning))]
+        (folder / "report.json").write_text(json.dumps(report))
+    folder = built_once(tmp_path_factory, f"{name}-{weights}", build)
+    return folder / name, json.loads((folder / "report.json").read_text())
+
+
+@contextlib.contextmanager
+def converted_once(module, function: str, small_run, data: bytes):
+    """module.function (a converter: model, ... -> bytes) gives `data` for small_run's model,
+    which a fixture has just converted with it. The int8 exports convert the float32 model
+    first, to check it and to compare with it: those conversions are deterministic (the same
+    bytes each time), so the test run need not pay for each twice."""
+    from mobilenet.run_folder import load_model
+
+    import torch
+
+    real = getattr(module, function)
+    state = load_model(small_run[0])[0].state_dict()
+
+    def convert(model, *args):
+        mine = model.state_dict()
+        same = mine.keys() == state.keys() and all(torch.equal(mine[k], state[k]) for k in state)
+        return data if same else real(model, *args)
+    setattr(module, function, convert)
+    try:
+        yield
+    finally:
+        setattr(module, function, real)
+
+
+@pytest.fixture(scope="session")
+def onnx_export(small_run, tmp_path_factory):
+    """small_run's model exported to ONNX (m.onnx), and export's report."""
+    return _exported(small_run, tmp_path_factory, "m.onnx", "onnx")
+
+
+@pytest.fixture(scope="session")
+def onnx_file(onnx_export):
+    """small_run's model exported to ONNX, for the tests that run an .onnx file."""
+    return onnx_export[0]
+
+
+@pytest.fixture(scope="session")
+def onnx_int8_export(small_run, onnx_export, tmp_path_factory):
+    """small_run's model exported to int8 ONNX (the default preset and calibration), and export's report."""
+    import mobilenet.exporter as exporter
+
+    with converted_once(exporter, "onnx_bytes", small_run, onnx_export[0].read_bytes()):
+        return _exported(small_run, tmp_path_factory, "m.int8.onnx", "onnx", int8=True)
+
+
+@pytest.fixture(scope="session")
+def pte_export(small_run, tmp_path_factory):
+    """small_run's model as a float32 ExecuTorch program (m.pte and its sidecar), and export's report."""
+    pytest.importorskip("executorch")
+    return _exported(small_run, tmp_path_factory, "m.pte", "executorch")
+
+
+@pytest.fixture(scope="session")
+def pte_int8_export(small_run, pte_export, tmp_path_factory):
+    """small_run's model as an int8 ExecuTorch program (m.int8.pte and its sidecar), and export's report."""
+    import mobilenet.pte as pte
+
+    with converted_once(pte, "pte_bytes", small_run, pte_export[0].read_bytes()):
+        return _exported(small_run, tmp_path_factory, "m.int8.pte", "executorch", int8=True)

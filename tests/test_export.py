@@ -2,7 +2,6 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import onnx
@@ -14,64 +13,67 @@ from mobilenet.errors import MobileNetError
 from mobilenet.exporter import export, fast_inference, fuse_for_inference
 from mobilenet.run_folder import load_model
 from mobilenet.predictor import Predictor
+from mobilenet.pte import sidecar
 from mobilenet.runtime import OnnxModel, evaluate_file
 
-from conftest import cli
+import mobilenet.exporter as exporter
+from conftest import cli, converted_once
 
 
-def test_onnx_round_trip_with_metadata(small_run, tmp_path):
+def test_onnx_round_trip_with_metadata(small_run, onnx_export):
     out, _ = small_run
-    with warnings.catch_warnings():  # torch.export's exporter: no deprecated path, nothing to hide
-        warnings.simplefilter("error", FutureWarning)
-        warnings.simplefilter("error", DeprecationWarning)
-        report = export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
+    path, report = onnx_export
+    assert report["deprecated"] == []  # torch.export's exporter: no deprecated path, nothing to hide
     assert report["random"]["max_abs_diff"] <= 1e-4 and report["real"]["same_top1"]
-    proto = onnx.load(str(tmp_path / "m.onnx"))
+    proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["classes"])[9] == "Ankle boot"
     assert json.loads(meta["input"])["resolution"] == 32
     assert min(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     model, _ = load_model(out)
-    onnx_model = OnnxModel(tmp_path / "m.onnx")
+    onnx_model = OnnxModel(path)
     x = torch.randn(3, 1, 32, 32)
     with torch.inference_mode():
         np.testing.assert_allclose(onnx_model.logits(x.numpy()), model(x).numpy(), atol=1e-4)
 
 
-def test_executorch_round_trip_and_int8(small_run, tmp_path):
-    pytest.importorskip("executorch")
+def test_executorch_round_trip(small_run, pte_export, tmp_path):
     out, _ = small_run
-    report = export(out, "executorch", output=tmp_path / "m.pte", log=lambda _: None)
+    program, report = pte_export
     assert report["random"]["max_abs_diff"] <= 1e-4 and report["real"]["same_top1"]
-    meta = json.loads((tmp_path / "m.pte.json").read_text())  # the sidecar travels with the program
+    meta = json.loads(sidecar(program).read_text())  # the sidecar travels with the program
     assert meta["classes"][9] == "Ankle boot" and meta["input"]["resolution"] == 32 and meta["int8"] is False
     model, _ = load_model(out)
     x = torch.randn(70, 1, 32, 32)  # more than one chunk of the program's batch bound
     with torch.inference_mode():
         expected = model(x).numpy()
-    np.testing.assert_allclose(Predictor(tmp_path / "m.pte", runtime="executorch").model.logits(x.numpy()),
+    np.testing.assert_allclose(Predictor(program, runtime="executorch").model.logits(x.numpy()),
                                expected, atol=1e-4)
     Image.fromarray(np.full((28, 28), 200, np.uint8)).save(tmp_path / "grey.png")
-    r = cli("predict", "--runtime", "executorch", "--model", str(tmp_path / "m.pte"), "--json", str(tmp_path / "grey.png"))
+    r = cli("predict", "--runtime", "executorch", "--model", str(program), "--json", str(tmp_path / "grey.png"))
     assert r.returncode == 0 and r.stderr == "", r.stderr  # and no runtime chatter on the terminal
     assert json.loads(r.stdout)["predictions"][0]["predictions"][0]["class"] in meta["classes"]
-    q = export(out, "executorch", int8=True, output=tmp_path / "q.pte", log=lambda _: None)
-    assert round(q["accuracy_fp32"] - q["accuracy_int8"], 9) <= 0.01 and q["accuracy_fp32"] >= 0.9
-    assert q["fp32_bytes"] / q["bytes"] >= 3  # α = 0.25: the program's fixed part weighs more than at α = 1
-    assert json.loads((tmp_path / "q.pte.json").read_text())["int8"] is True
-    metrics = evaluate_file(tmp_path / "q.pte", "executorch", out=tmp_path)
-    assert metrics["top1"] == pytest.approx(q["accuracy_int8"], abs=1e-9)
     # a truncated program (with its sidecar's SHA-256, and with a sidecar of older exports,
     # which had none), and one without its sidecar: one line each, no traceback
     for name in ("cut", "old"):
-        (tmp_path / f"{name}.pte").write_bytes((tmp_path / "m.pte").read_bytes()[:5000])
+        (tmp_path / f"{name}.pte").write_bytes(program.read_bytes()[:5000])
         (tmp_path / f"{name}.pte.json").write_text(json.dumps({**meta, "sha256": None} if name == "old" else meta))
-    (tmp_path / "alone.pte").write_bytes((tmp_path / "m.pte").read_bytes())
+    (tmp_path / "alone.pte").write_bytes(program.read_bytes())
     for name, says in (("cut.pte", "SHA-256 differs"), ("old.pte", "not a loadable ExecuTorch program"),
                        ("alone.pte", "alone.pte.json is missing")):
         with pytest.raises(MobileNetError, match=says):  # the CLI makes it one line (test_cli); no process here
             Predictor(tmp_path / name, runtime="executorch").predict([tmp_path / "grey.png"])
+
+
+def test_executorch_int8_keeps_accuracy_and_shrinks(pte_int8_export, tmp_path):
+    program, q = pte_int8_export
+    assert round(q["accuracy_fp32"] - q["accuracy_int8"], 9) <= 0.01 and q["accuracy_fp32"] >= 0.9
+    assert q["fp32_bytes"] / q["bytes"] >= 3  # α = 0.25: the program's fixed part weighs more than at α = 1
+    assert q["bytes"] == program.stat().st_size
+    assert json.loads(sidecar(program).read_text())["int8"] is True
+    metrics = evaluate_file(program, "executorch", out=tmp_path)
+    assert metrics["top1"] == pytest.approx(q["accuracy_int8"], abs=1e-9)
 
 
 def _int8_weights(path) -> list[np.ndarray]:
@@ -97,19 +99,19 @@ def _untrained_copy(small_run_dir, folder, width_mult: float):
     return folder
 
 
-def test_int8_keeps_accuracy_and_shrinks(small_run, tmp_path):
+def test_int8_keeps_accuracy_and_shrinks(small_run, onnx_int8_export, tmp_path):
     """Accuracy on the trained α = 0.25 model; size on an untrained α = 1.0 one (3.2M
     parameters, 12.9 MB in float32), where the file's fixed part is small enough that the
     INT8_MIN_SHRINK bound holds without excuse."""
     from mobilenet.exporter import INT8_MIN_SHRINK
 
     out, _ = small_run
-    report = export(out, "onnx", int8=True, output=tmp_path / "q.onnx", log=lambda _: None)
+    path, report = onnx_int8_export
     assert report["accuracy_fp32"] >= 0.9  # a model whose 1-point band means something
     assert round(report["accuracy_fp32"] - report["accuracy_int8"], 9) <= 0.01
     assert report["top1_agreement"] >= 0.98  # the same answers as float32, not just as many right ones
-    assert len(_int8_weights(tmp_path / "q.onnx")) >= 27  # every conv and the FC holds int8 weights
-    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert len(_int8_weights(path)) >= 27  # every conv and the FC holds int8 weights
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
     assert {"classes", "input"} <= set(meta) and meta["int8"] == "portable"
     big = _untrained_copy(out, tmp_path / "big", 1.0)
     report = export(big, "onnx", int8=True, output=tmp_path / "big.onnx", calibration_images=32, log=lambda _: None)
@@ -117,19 +119,21 @@ def test_int8_keeps_accuracy_and_shrinks(small_run, tmp_path):
     assert report["shrink"] >= INT8_MIN_SHRINK == 3.5, report["shrink"]
 
 
-def test_int8_default_is_exact_on_cpus_without_vnni(small_run, tmp_path):
+def test_int8_default_is_exact_on_cpus_without_vnni(small_run, onnx_export, onnx_int8_export, tmp_path):
     """x86 CPUs without VNNI sum pairs of uint8 × int8 products in int16 (VPMADDUBSW),
     which saturates above 32,767. The default preset's weights stay within ±64, so a pair
     is at most 2 × 255 × 64 = 32,640 and the int16 sums are exact on every CPU; this holds
     whatever CPU runs the test. The vnni preset uses the full ±127."""
     out, _ = small_run
-    export(out, "onnx", int8=True, output=tmp_path / "p.onnx", calibration_images=32, log=lambda _: None)
-    weights = _int8_weights(tmp_path / "p.onnx")
+    path, report = onnx_int8_export  # the default preset, as export gives it
+    assert report["int8_preset"] == "portable"
+    weights = _int8_weights(path)
     assert len(weights) >= 27  # every conv and the FC
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
     assert 2 * 255 * 64 <= 32767
-    export(out, "onnx", int8=True, output=tmp_path / "v.onnx", calibration_images=32, int8_preset="vnni",
-           log=lambda _: None)
+    with converted_once(exporter, "onnx_bytes", small_run, onnx_export[0].read_bytes()):
+        export(out, "onnx", int8=True, output=tmp_path / "v.onnx", calibration_images=32, int8_preset="vnni",
+               log=lambda _: None)
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in _int8_weights(tmp_path / "v.onnx")) > 64
 
 
@@ -197,7 +201,7 @@ def test_bench_has_executorch_rows_and_file_sizes():
 
 
 @pytest.mark.fault
-def test_export_error_paths(small_run, tmp_path):
+def test_export_error_paths(small_run, onnx_export, tmp_path):
     out, _ = small_run
     r = cli("export", "--model", str(tmp_path / "nowhere"))
     assert r.returncode == 1 and "no such folder" in r.stderr
@@ -212,12 +216,12 @@ def test_export_error_paths(small_run, tmp_path):
     r = cli("export", "--model", str(out), "--format", "torchscript")  # dropped: see the README
     assert r.returncode == 2 and "executorch" in r.stderr
     # a truncated .onnx file
-    data = export(out, "onnx", output=tmp_path / "m.onnx", log=lambda _: None)
-    (tmp_path / "cut.onnx").write_bytes((tmp_path / "m.onnx").read_bytes()[:5000])
-    r = cli("predict", "--runtime", "onnxruntime", "--model", str(tmp_path / "cut.onnx"), str(tmp_path / "m.onnx"))
+    path, data = onnx_export
+    (tmp_path / "cut.onnx").write_bytes(path.read_bytes()[:5000])
+    r = cli("predict", "--runtime", "onnxruntime", "--model", str(tmp_path / "cut.onnx"), str(path))
     assert r.returncode == 1 and "cut.onnx" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-    assert data["bytes"] == (tmp_path / "m.onnx").stat().st_size
+    assert data["bytes"] == path.stat().st_size
 
 
 @pytest.mark.fault
@@ -262,19 +266,14 @@ def test_int8_with_nothing_to_calibrate_on(tmp_path):
 
 
 @pytest.mark.fault
-def test_a_program_wider_than_its_class_list_is_refused():
-    pytest.importorskip("executorch")
-    from mobilenet.config import MobileNetConfig
-    from mobilenet.errors import MobileNetError
-    from mobilenet.model import MobileNetV1
+def test_a_program_wider_than_its_class_list_is_refused(pte_export):
     from mobilenet.model_info import ModelInfo
-    from mobilenet.pte import PteModel, pte_bytes
+    from mobilenet.pte import PteModel
 
-    model = MobileNetV1.from_config(MobileNetConfig(num_classes=12, width_mult=0.25, resolution=32, in_channels=1))
-    info = ModelInfo([str(i) for i in range(10)],
+    info = ModelInfo([str(i) for i in range(9)],  # the program gives 10 scores
                      {"channels": 1, "resolution": 32, "mean": [0.0], "std": [1.0], "image_size": 32})
-    program = PteModel(pte_bytes(model, torch.zeros(2, 1, 32, 32)), info)
-    with pytest.raises(MobileNetError, match="scores per image for 10 classes"):
+    program = PteModel(pte_export[0].read_bytes(), info)
+    with pytest.raises(MobileNetError, match=r"gives \(10,\) scores per image for 9 classes"):
         program.logits(np.zeros((2, 1, 32, 32), np.float32))
 
 

@@ -96,12 +96,12 @@ def _epochs_done(out) -> int:
 
 
 @pytest.mark.parametrize("data", ["fashion-mnist", "folder"])
-def test_same_seed_same_run_other_seed_other_run(data, fake_fashion, image_folder, tmp_path):
+def test_same_seed_same_run_other_seed_other_run(data, few_fashion, image_folder, tmp_path):
     """README, Determinism: on Fashion-MNIST in memory, and on an image folder decoded and
     augmented (flips, crops) by 2 DataLoader workers, two runs with one seed give the same
     history.csv, model.safetensors and final checkpoint (weights, EMA, optimizer); another
     seed changes them."""
-    options = {"fashion-mnist": {"batch_size": 32},
+    options = {"fashion-mnist": {"batch_size": 32},  # 4 steps an epoch
                "folder": {"data": str(image_folder), "workers": 2, "batch_size": 4}}[data]
 
     def run(name, seed):
@@ -257,7 +257,7 @@ def test_checkpoints_of_the_wrong_shape(small_run, tmp_path, change, words):
     ("std", [0], "std"),
     ("resize", 9, "resize"),
 ])
-def test_input_blocks_that_do_not_fit_the_network(small_run, exported, tmp_path, key, value, words):
+def test_input_blocks_that_do_not_fit_the_network(small_run, onnx_file, tmp_path, key, value, words):
     import json
     import shutil
 
@@ -276,21 +276,12 @@ def test_input_blocks_that_do_not_fit_the_network(small_run, exported, tmp_path,
         read_config(folder)
     # the same block in an exported model's metadata
     import onnx
-    proto = onnx.load(str(exported))
+    proto = onnx.load(str(onnx_file))
     meta = {p.key: p.value for p in proto.metadata_props}
     set_metadata(proto, {**meta, "input": json.dumps(config["input"])})
     onnx.save(proto, str(tmp_path / "m.onnx"))
     with pytest.raises(MobileNetError, match=words):
         OnnxModel(tmp_path / "m.onnx")
-
-
-@pytest.fixture(scope="module")
-def exported(small_run, tmp_path_factory):
-    from mobilenet.exporter import export
-
-    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
-    export(small_run[0], "onnx", output=path, log=lambda _: None)
-    return path
 
 
 def test_a_config_without_data_provenance_still_evaluates(small_run, tmp_path):

@@ -16,7 +16,6 @@ from PIL import Image
 
 from mobilenet import runtime
 from mobilenet.errors import MobileNetError
-from mobilenet.exporter import export
 from mobilenet.runtime import OpenVinoModel
 
 import forked
@@ -27,10 +26,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, re
 
 
 @pytest.fixture(scope="module")
-def int8_file(small_run, tmp_path_factory):
-    path = tmp_path_factory.mktemp("int8") / "m.int8.onnx"
-    export(small_run[0], "onnx", int8=True, output=path, log=lambda _: None)
-    return path
+def int8_file(onnx_int8_export):
+    return onnx_int8_export[0]
 
 
 def _bars(folder, count=10):

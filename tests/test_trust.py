@@ -217,29 +217,12 @@ def test_onnx_runtime_never_falls_back_onto_stdout(onnx_file, monkeypatch, capsy
 
 # --- ExecuTorch programs and their sidecars ------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_pte(tmp_path_factory):
-    """A seeded 3-class program and its sidecar; the same bytes on every run with the same
-    torch and executorch, so a byte flipped in it does the same thing every time."""
-    pytest.importorskip("executorch")
-    import hashlib
-    import json
-
-    import torch
-
-    from mobilenet.images import crop_input_spec
-    from mobilenet.model import MobileNetConfig, MobileNetV1
-    from mobilenet.model_info import ModelInfo
-    from mobilenet.pte import pte_bytes
-
-    torch.manual_seed(0)
-    config = MobileNetConfig(num_classes=3, width_mult=0.25, resolution=32, in_channels=1)
-    data = pte_bytes(MobileNetV1.from_config(config).eval(), torch.zeros(1, 1, 32, 32))
-    info = ModelInfo(["a", "b", "c"], crop_input_spec(1, 32, [0.5], [0.5]), config, {"name": "x"})
-    path = tmp_path_factory.mktemp("pte") / "tiny.pte"
-    path.write_bytes(data)
-    path.with_suffix(".pte.json").write_text(json.dumps(info.sidecar(False, hashlib.sha256(data).hexdigest())))
-    return path
+@pytest.fixture
+def tiny_pte(pte_export):
+    """small_run's float32 program and its sidecar (conftest.pte_export); the same bytes on
+    every run with the same torch and executorch (training and lowering are seeded and
+    deterministic), so a byte flipped in it does the same thing every time."""
+    return pte_export[0]
 
 
 def _program(tiny_pte, tmp_path, flip=None, sidecar=lambda meta: None, rehash=True):
@@ -313,7 +296,7 @@ def test_our_own_program_loads_after_its_probe(tiny_pte):
     from mobilenet.pte import PteModel
 
     model = PteModel(tiny_pte)
-    assert model.logits(np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 3)
+    assert model.logits(np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 10)
 
 
 # --- the user's files ----------------------------------------------------------------------
