@@ -113,7 +113,6 @@ def test_json_report_shape():
 def test_peak_activations_are_the_largest_layer_input_and_output(alpha, rho, channels):
     """Against the real module: the largest input + output of any conv, pool or FC at batch 1."""
     from mobilenet.cost import peak_activation_bytes
-    from mobilenet.model import GlobalAvgPool
 
     cfg = MobileNetConfig(num_classes=10, width_mult=alpha, resolution=rho, in_channels=channels)
     model = MobileNetV1.from_config(cfg).eval()
@@ -122,7 +121,7 @@ def test_peak_activations_are_the_largest_layer_input_and_output(alpha, rho, cha
     def hook(module, inputs, output):
         sizes.append(4 * (inputs[0].numel() + output.numel()))
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, GlobalAvgPool))]
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.AdaptiveAvgPool2d))]
     with torch.no_grad():
         model(torch.randn(1, channels, rho, rho))
     for h in handles:

@@ -44,16 +44,6 @@ def conv_bn_act(c_in: int, c_out: int, kernel: int, stride: int, groups: int, ac
     )
 
 
-class GlobalAvgPool(nn.Module):
-    """Table 1's "Avg Pool 7×7", over whatever size the body leaves: N×C×H×W to N×C as one
-    mean. Not a pool to N×C×1×1 and a flatten: LiteRT's converter writes that flatten as
-    RESHAPEs with the example's batch in their constant shapes, which float32 folds away but
-    int8's requantize between them keeps, so the int8 file failed at batch 1."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((2, 3))
-
-
 class MobileNetV1(nn.Module):
     """MobileNet V1 from `MobileNets: Efficient Convolutional Neural Networks for Mobile
     Vision Applications <https://arxiv.org/abs/1704.04861>`_.
@@ -90,7 +80,7 @@ class MobileNetV1(nn.Module):
                                        act=act)
             c_in = c_out
         self.features = nn.Sequential(layers)
-        self.pool = GlobalAvgPool()
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = c_in
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c_in, num_classes)
@@ -113,7 +103,8 @@ class MobileNetV1(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The body and the global average pool: a (N, num_features) tensor."""
-        return self.pool(self.features(x))
+        # reshape, not flatten: LiteRT's converter keeps the batch dynamic only so
+        return self.pool(self.features(x)).reshape(-1, self.num_features)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         features = self.dropout(features)

@@ -46,20 +46,6 @@ def require_executorch():
                              "(or pip install executorch)") from None
 
 
-class _Delegable(nn.Module):
-    """A MobileNetV1 whose global mean is a pool to N×C×1×1 and a reshape, which XNNPACK
-    delegates whole; it takes mean.dim only with keepdim (executorch 1.5.1) and would run the
-    model's own mean in a portable kernel between two delegates. The same numbers either way."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = nn.functional.adaptive_avg_pool2d(self.model.features(x), 1)
-        return self.model.forward_head(pooled.reshape(-1, self.model.num_features))
-
-
 def _export(model: nn.Module, example: torch.Tensor):
     # Traced at the bound: ExecuTorch plans the input's memory from the example's size, and a
     # smaller example would cap the batch there (2 gave a bound of 15, in executorch 1.5.1).
@@ -79,7 +65,7 @@ def _lower(program) -> bytes:
 def pte_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
     """The model as a float32 .pte program, every layer delegated to XNNPACK."""
     require_executorch()
-    return _lower(_export(_Delegable(model.eval()), example))
+    return _lower(_export(model.eval(), example))
 
 
 def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> bytes:
@@ -93,7 +79,7 @@ def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.T
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    observed = calibrated(_export(_Delegable(model.eval()), example).module(), quantizer, calibration)
+    observed = calibrated(_export(model.eval(), example).module(), quantizer, calibration)
     return _lower(_export(convert_pt2e(observed), example))
 
 
