@@ -109,8 +109,9 @@ def fake_fashion(tmp_path, monkeypatch):
 
 @pytest.fixture
 def few_fashion(tmp_path, monkeypatch):
-    """fake_fashion's kind of data, fewer images (128 to train, 64 to test): for the tests
-    that compare whole runs, where what matters is that several steps and epochs ran."""
+    """fake_fashion's kind of data, fewer images (128 to train, 64 to test): for a test that
+    compares runs bit for bit, where what matters is that several steps and epochs ran, not
+    what the model learned."""
     folder = make_fashion_like(tmp_path / "few-fashion", n_train=128, n_test=64)
     monkeypatch.setenv("MOBILENET_FASHION_MNIST", str(folder))
     return folder

@@ -180,7 +180,7 @@ def test_broken_model_folders(fake_fashion, tmp_path):
     assert r.returncode == 1 and "--resume" in r.stderr
 
 
-def test_regularizers_change_training_and_the_ema_is_what_is_saved(few_fashion, tmp_path):
+def test_regularizers_change_training_and_the_ema_is_what_is_saved(fake_fashion, tmp_path):
     def run(name, **options):
         out = tmp_path / name
         train(TrainConfig(epochs=2, width_mult=0.25, resolution=32, batch_size=16, augment="none", out=str(out),
