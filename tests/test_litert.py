@@ -19,6 +19,12 @@ from mobilenet.runtime import evaluate_file
 from conftest import cli, optional
 
 optional("ai_edge_litert", "no ai-edge-litert: make install installs the test extra")
+from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
+
+# int8's own error in the logits, in steps of the output's scale: each of the 27 layers and
+# the FC rounds to a step of its own, and a few steps each bound what that adds up to,
+# whichever CPU's kernels sum the products.
+INT8_STEPS = 2 * 28
 optional("litert_torch", "no litert-torch: make install installs the test extra")
 
 
@@ -71,8 +77,6 @@ def test_cli_predicts_and_evaluates_as_torch_does(small_run, tflite, tmp_path):
 
 
 def test_int8_is_quantized_keeps_accuracy_and_is_dequantized(small_run, tflite, tmp_path):
-    from ai_edge_litert.interpreter import Interpreter
-
     from mobilenet.litert import read_metadata
 
     folder, fp32, q = tflite
@@ -86,9 +90,64 @@ def test_int8_is_quantized_keeps_accuracy_and_is_dequantized(small_run, tflite, 
     x = _real_inputs(load_model(small_run[0])[1], 64)[0].numpy()  # in the calibration's range, unlike noise
     z = Predictor(folder / "m.tflite", runtime="litert").model.logits(x)
     zq = Predictor(folder / "m.int8.tflite", runtime="litert").model.logits(x)
-    assert zq.dtype == np.float32 and np.abs(zq - z).max() <= 0.2 * np.abs(z).max()  # logits, not int8 codes
+    codes = np.concatenate([_run(data, x[i:i + 1], OpResolverType.AUTO, raw=True) for i in range(8)])
+    scale, zero = interpreter.get_output_details()[0]["quantization"]  # the runner dequantizes exactly
+    assert zq.dtype == np.float32 and np.array_equal(zq[:8], (codes.astype(np.float32) - zero) * np.float32(scale))
+    assert np.abs(zq - z).max() <= INT8_STEPS * scale, np.abs(zq - z).max() / scale
     metrics = evaluate_file(folder / "m.int8.tflite", "litert", out=tmp_path)
     assert metrics["top1"] == pytest.approx(q["accuracy_int8"], abs=1e-9)
+
+
+def _run(data: bytes, x: np.ndarray, resolver, raw: bool = False) -> np.ndarray:
+    """`data` run by LiteRT's interpreter itself on `x`, resized to its batch: with its
+    reference kernels (BUILTIN_REF) or with the XNNPACK delegate (AUTO). Float logits, or the
+    int8 file's own codes with `raw`."""
+    from mobilenet.litert import dequantize, quantize
+
+    interpreter = Interpreter(model_content=data, experimental_op_resolver_type=resolver)
+    into, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    interpreter.resize_tensor_input(into["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(into["index"], quantize(x, into))
+    interpreter.invoke()
+    codes = interpreter.get_tensor(out["index"])
+    return codes if raw else dequantize(codes, out)
+
+
+@pytest.mark.parametrize("resolution", [32, 64, 224])
+def test_trained_files_run_at_batch_1_and_3_with_and_without_xnnpack(small_run, tflite, tmp_path, resolution):
+    """small_run's trained weights at 32, 64 (Fashion-MNIST's default) and 224 (a folder's)
+    pixels, run by LiteRT's reference kernels and by XNNPACK. Above 32 the last feature map
+    is over 1×1, where a dynamic int8 file once held the example's batch in its RESHAPEs and
+    refused batch 1. Float32 takes any batch; int8 is written for one image, and the runner
+    feeds it one at a time."""
+    import dataclasses
+
+    from mobilenet.litert import LiteRtModel, litert_bytes, with_metadata
+
+    model, info = load_model(small_run[0])
+    if resolution == 32:
+        files = [(tflite[0] / name).read_bytes() for name in ("m.tflite", "m.int8.tflite")]
+    else:  # the same weights: the pool is global, so any size runs them
+        info.model = dataclasses.replace(info.model, resolution=resolution)
+        info.input = {**info.input, "resolution": resolution}
+        calibration = _real_inputs(info, 32, split="train")[0].numpy()
+        files = [litert_bytes(model, info), litert_bytes(model, info, calibration)]
+    x = _real_inputs(info, 3)[0]
+    with torch.inference_mode():
+        eager = model(x).numpy()
+    for data in files:
+        details = Interpreter(model_content=data).get_output_details()[0]
+        int8 = details["dtype"] == np.int8
+        bound = INT8_STEPS * details["quantization"][0] if int8 else 1e-4
+        for resolver in (OpResolverType.BUILTIN_REF, OpResolverType.AUTO):
+            for batch in (1,) if int8 else (1, 3):
+                z = _run(data, x[:batch].numpy(), resolver)
+                assert np.abs(z - eager[:batch]).max() <= bound, (int8, resolver, batch)
+        (tmp_path / "m.tflite").write_bytes(with_metadata(data, info.exported(int8)))
+        runner = LiteRtModel(tmp_path / "m.tflite")  # probed in a child, then fed in chunks
+        assert runner.batch == (1 if int8 else None)
+        assert np.abs(runner.logits(x.numpy()) - eager).max() <= bound
 
 
 def test_a_file_with_a_fixed_batch_is_fed_in_chunks(small_run, tflite, tmp_path):

@@ -59,21 +59,28 @@ def _converter():
 
 
 def litert_bytes(model, info: ModelInfo, calibration: np.ndarray | None = None) -> bytes:
-    """The model as a .tflite with a dynamic batch and our metadata entry: float32, or with
+    """The model as a .tflite with our metadata entry: float32 with a dynamic batch, or with
     `calibration` images int8 by PT2E (symmetric, per-channel weights, activation ranges
-    observed on them), int8 in and out."""
+    observed on them), int8 in and out, for one image at a time (LiteRtModel feeds it so).
+
+    Why int8 has batch 1: the converter's graph has static shapes inside, the example's,
+    and the RESHAPEs it writes hold them as constants. Float32's pool-then-flatten pair of
+    RESHAPEs folds away, but int8 requantizes between them, so a dynamic int8 file refused
+    every batch but the example's once the last feature map was over 1×1 (a global mean
+    instead of the pool gave a RESHAPE of its own at 1×1). Batch 1 is how an app calls it."""
     import torch
 
     litert_torch = _converter()
     spec = info.input
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
-    example = (torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"]),)  # 1 would be specialised
-    dynamic = ({0: torch.export.Dim("batch", min=1)},)
-    options = {}
-    if calibration is not None:
-        model, options["quant_config"] = _quantize(model, example, dynamic, calibration)
+    shape = (spec["channels"], spec["resolution"], spec["resolution"])
+    example = (torch.zeros(2, *shape),)  # 1 would be specialised
+    options = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1)},)}
+    if calibration is not None:  # calibrated with any batch, converted for one image
+        model, quant_config = _quantize(model, example, options["dynamic_shapes"], calibration)
+        example, options = (torch.zeros(1, *shape),), {"quant_config": quant_config}
     with quiet_stderr():
-        data = litert_torch.convert(model, example, dynamic_shapes=dynamic, **options).model_content()
+        data = litert_torch.convert(model, example, **options).model_content()
     return with_metadata(data, info.exported(calibration is not None))
 
 
@@ -251,5 +258,6 @@ class LiteRtModel:
                 self.interpreter.allocate_tensors()
             self._size = len(x)
         self.interpreter.set_tensor(self._in["index"], quantize(x, self._in))
-        self.interpreter.invoke()
+        with quiet_stderr():  # and XNNPACK's "Created TensorFlow Lite XNNPACK delegate" where it comes late
+            self.interpreter.invoke()
         return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)[:n]
