@@ -5,11 +5,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 MB     := $(VENV)/bin/mobilenet
 STAMP  := $(VENV)/.installed
+TESTED := $(VENV)/.installed-test
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: install test mutants demo clean
+.PHONY: install install-test test mutants demo clean
 
+# What the demo needs: the package and its own dependencies (torch, ONNX, ONNX Runtime, ...).
 install: $(STAMP)
+
+# What the tests need on top: the test extra (every runtime and converter, timm, Chromium's
+# driver), into the same venv, so `make test` after `make demo` adds to what is there.
+install-test: $(TESTED)
 
 $(STAMP): pyproject.toml
 	@# Fashion-MNIST from Debian when we can (root with apt-get); otherwise torchvision downloads it.
@@ -17,32 +23,42 @@ $(STAMP): pyproject.toml
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } || \
 		echo "note: could not install dataset-fashion-mnist; training will try to download Fashion-MNIST"; fi
+	$(MAKE) --no-print-directory EXTRA= pip-install
+	touch $(STAMP)
+
+$(TESTED): $(STAMP)
 	@# Debian's Chromium for the report's browser test (playwright drives it; it downloads no browser).
 	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get install -y -q chromium >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
 		echo "note: could not install chromium; the report's browser tests will be skipped"; fi
-	@# uv when it is on PATH (faster than pip: docs/results.md), else pip; uv follows pip's configured constraints.
-	@# --compile-bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
+	$(MAKE) --no-print-directory EXTRA='[test]' pip-install
+	touch $(TESTED)
+
+# The package with $(EXTRA) into the venv: uv when it is on PATH (faster than pip:
+# docs/results.md), else pip; uv follows pip's configured constraints. --compile-bytecode as
+# pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
+.PHONY: pip-install
+pip-install:
 	@if command -v uv >/dev/null 2>&1; then \
-		echo "installing with uv"; \
+		echo "installing .$(EXTRA) with uv"; \
 		uv venv --quiet --seed --allow-existing --python $(PYTHON) $(VENV) && \
 		UV_CONSTRAINT="$$($(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[a-z:.]*constraint='\(.*\)'$$/\1/p" | head -1)" \
-			VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -e '.[test]'; \
+			VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -e '.$(EXTRA)'; \
 	else \
-		$(PYTHON) -m venv $(VENV) && \
+		echo "installing .$(EXTRA) with pip"; \
+		{ [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); } && \
 		$(PY) -m pip install --quiet --upgrade pip && \
-		$(PY) -m pip install --quiet -e '.[test]'; \
+		$(PY) -m pip install --quiet -e '.$(EXTRA)'; \
 	fi
-	touch $(STAMP)
 
 # Two workers: much of the suite waits on child processes, so two cores share it well.
-test: install
+test: install-test
 	$(PY) -m pytest -q -n 2 --durations=10
 
 # Planted bugs, one at a time, against the tests that claim to catch them (benchmarks/mutants.py):
 # about 10 minutes on 2 cores, so not part of `make test`.
-mutants: install
+mutants: install-test
 	$(PY) benchmarks/mutants.py
 
 # The main job, short: α = 0.5, 4 epochs at 32×32 without augmentation (about 2 minutes on
