@@ -61,13 +61,13 @@ test: install-test
 mutants: install-test
 	$(PY) benchmarks/mutants.py
 
-# The main job, short: α = 0.5, 4 epochs at 32×32 without augmentation (about 2 minutes on
-# 2 CPU cores; a short run learns faster without it; chosen by benchmarks/demo_recipe.py),
+# The main job, short: α = 0.5, 5 epochs at 32×32 without augmentation (a short run learns
+# faster without it; chosen by benchmarks/demo_recipe.py: docs/results.md, the demo),
 # then evaluate and predict a few test images. The full run is plain `mobilenet train`
 # (α = 1, 50 epochs, 64×64, flips and shifts, random erasing, EMA, weight decay 5e-4).
 demo: install
 	rm -rf runs/demo
-	$(MB) train --width 0.5 --batch-size 256 --epochs 4 --resolution 32 --augment none --random-erasing 0 --ema 0 --out runs/demo
+	$(MB) train --width 0.5 --batch-size 256 --epochs 5 --resolution 32 --augment none --random-erasing 0 --ema 0 --out runs/demo
 	$(MB) evaluate --model runs/demo
 	$(MB) samples --out runs/demo/samples --count 4
 	$(MB) predict --model runs/demo --top-k 3 runs/demo/samples/*.png

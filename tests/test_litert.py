@@ -23,8 +23,8 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 # int8's own error in the logits, in steps of the output's scale: each of the 27 layers and
 # the FC rounds to a step of its own, and a few steps each bound what that adds up to,
-# whichever CPU's kernels sum the products.
-INT8_STEPS = 2 * 28
+# whichever CPU's kernels sum the products (an AVX2-only EPYC's came to 58 steps).
+INT8_STEPS = 4 * 28
 optional("litert_torch", "no litert-torch: make install installs the test extra")
 
 
