@@ -3,6 +3,7 @@ int8 by PT2E keeps accuracy and shrinks, the runner quantizes and dequantizes an
 batches in chunks, no torch is imported to run it, and a stranger's .tflite is one line."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from mobilenet.predictor import Predictor
 from mobilenet.run_folder import load_model
 from mobilenet.runtime import evaluate_file
 
-from conftest import cli, optional
+from conftest import _exported, cli, optional
 
 optional("ai_edge_litert", "no ai-edge-litert: make install installs the test extra")
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
@@ -29,13 +30,29 @@ optional("litert_torch", "no litert-torch: make install installs the test extra"
 
 
 @pytest.fixture(scope="module")
-def tflite(small_run, tmp_path_factory):
-    """small_run's model as float32 and int8 .tflite files, and the export reports."""
+def tflite(small_run, tmp_path_factory, monkeypatch_module):
+    """small_run's model as float32 and int8 .tflite files, and the export reports: exported
+    once a run (conftest._exported), the int8 export reusing the float32 conversion just made
+    (the same bytes each time) for its check."""
+    import mobilenet.litert as litert
+
+    fp32_path, fp32 = _exported(small_run, tmp_path_factory, "m.tflite", "litert")
+    real, data = litert.litert_bytes, fp32_path.read_bytes()
+    monkeypatch_module.setattr(litert, "litert_bytes", lambda model, info, calibration=None: (
+        data if calibration is None else real(model, info, calibration)))
+    int8_path, int8 = _exported(small_run, tmp_path_factory, "m.int8.tflite", "litert", calibration_images=64,
+                                int8=True)
+    monkeypatch_module.undo()
     folder = tmp_path_factory.mktemp("litert")
-    fp32 = export(small_run[0], "litert", output=folder / "m.tflite", log=lambda _: None)
-    int8 = export(small_run[0], "litert", int8=True, output=folder / "m.int8.tflite", calibration_images=64,
-                  log=lambda _: None)
+    for path in (fp32_path, int8_path):
+        shutil.copyfile(path, folder / path.name)
     return folder, fp32, int8
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
 def _grey(tmp_path, count=3):
