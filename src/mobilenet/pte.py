@@ -110,6 +110,8 @@ def _runtime():
         sys.modules["executorch.exir"] = exir
         try:
             from executorch.runtime import Runtime
+        except ImportError:
+            pass  # a version whose runtime needs more of exir: the real package, below
         finally:  # the stub and what was loaded into it go: a later import gets the real package
             if sys.modules.get("executorch.exir") is exir:
                 del sys.modules["executorch.exir"]
