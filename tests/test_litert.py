@@ -20,17 +20,17 @@ from mobilenet.runtime import evaluate_file
 from conftest import _exported, cli, optional
 
 optional("ai_edge_litert", "no ai-edge-litert: make install installs the test extra")
+optional("litert_torch", "no litert-torch: make install installs the test extra")
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 # int8's own error in the logits, in steps of the output's scale: each of the 27 layers and
 # the FC rounds to a step of its own, and a few steps each bound what that adds up to,
 # whichever CPU's kernels sum the products (an AVX2-only EPYC's came to 58 steps).
 INT8_STEPS = 4 * 28
-optional("litert_torch", "no litert-torch: make install installs the test extra")
 
 
 @pytest.fixture(scope="module")
-def tflite(small_run, tmp_path_factory, monkeypatch_module):
+def tflite(small_run, tmp_path_factory):
     """small_run's model as float32 and int8 .tflite files, and the export reports: exported
     once a run (conftest._exported), the int8 export reusing the float32 conversion just made
     (the same bytes each time) for its check."""
@@ -38,21 +38,15 @@ def tflite(small_run, tmp_path_factory, monkeypatch_module):
 
     fp32_path, fp32 = _exported(small_run, tmp_path_factory, "m.tflite", "litert")
     real, data = litert.litert_bytes, fp32_path.read_bytes()
-    monkeypatch_module.setattr(litert, "litert_bytes", lambda model, info, calibration=None: (
-        data if calibration is None else real(model, info, calibration)))
-    int8_path, int8 = _exported(small_run, tmp_path_factory, "m.int8.tflite", "litert", calibration_images=64,
-                                int8=True)
-    monkeypatch_module.undo()
+    with pytest.MonkeyPatch.context() as patch:  # only the float32 call: the int8 one converts
+        patch.setattr(litert, "litert_bytes", lambda model, info, calibration=None: (
+            data if calibration is None else real(model, info, calibration)))
+        int8_path, int8 = _exported(small_run, tmp_path_factory, "m.int8.tflite", "litert", calibration_images=64,
+                                    int8=True)
     folder = tmp_path_factory.mktemp("litert")
     for path in (fp32_path, int8_path):
         shutil.copyfile(path, folder / path.name)
     return folder, fp32, int8
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def _grey(tmp_path, count=3):
