@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import mobilenet
+from mobilenet.depthwise import SMALL, DepthwiseConv2d
 from mobilenet.model import (
     TABLE1, MobileNetConfig, MobileNetV1, config_from_timm_state_dict, create_model, list_models,
     timm_to_mobilenet_state_dict,
@@ -63,6 +64,34 @@ def test_backward_gives_finite_gradients():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads)
 
+
+
+@pytest.mark.parametrize("size, stride", [(1, 1), (2, 1), (1, 2), (2, 2), (3, 1), (3, 2), (SMALL, 2)])
+def test_depthwise_filter_gradient_on_small_maps_is_the_convolutions(size, stride):
+    """Trained on a map under SMALL×SMALL, a depthwise layer's filter gradient comes from
+    depthwise.filter_grad. It equals the plain convolution's, computed in float64, within
+    what float32 sums of n products can lose: (n + 1)·2⁻²⁴·Σ|x·g|. The input's gradient is
+    the convolution's own."""
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(24, 3, stride).train()
+    x = torch.randn(8, 24, size, size, requires_grad=True)
+    y = conv(x)
+    assert type(y.grad_fn).__name__ == ("_DepthwiseConvBackward" if size < SMALL else "ConvolutionBackward0")
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, [x, conv.weight], g)
+
+    def plain(x, g):
+        w = conv.weight.detach().double().requires_grad_()
+        out = torch.nn.functional.conv2d(x.detach().double().requires_grad_(), w, None, stride, 1, 1, 24)
+        return torch.autograd.grad(out, [w], g.double())[0]
+
+    terms = 8 * y.shape[2] * y.shape[3]
+    bound = (terms + 1) * 2.0 ** -24 * plain(x.abs(), g.abs())
+    assert ((gw.double() - plain(x, g)).abs() <= bound).all()
+    assert torch.equal(gx, torch.nn.grad.conv2d_input(x.shape, conv.weight, g, stride, 1, groups=24))
+    with torch.no_grad():
+        assert torch.equal(conv(x), torch.nn.functional.conv2d(x, conv.weight, None, stride, 1, 1, 24))
+    assert type(conv.eval()(x).grad_fn).__name__ == "ConvolutionBackward0"  # traced and exported as it is
 
 def test_eval_is_deterministic_and_state_dict_round_trips():
     torch.manual_seed(0)

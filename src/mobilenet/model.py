@@ -15,6 +15,7 @@ from .config import (  # noqa: F401 - re-exported: model.TABLE1 etc.
     KERNEL, MAX_RESOLUTION, MAX_WIDTH, MIN_RESOLUTION, MIN_WIDTH, PAPER_RESOLUTIONS, PAPER_WIDTHS, TABLE1,
     MobileNetConfig, channels, get_config, layer_names, list_models,
 )
+from .depthwise import DepthwiseConv2d
 
 __all__ = [
     "TABLE1",
@@ -37,7 +38,9 @@ def conv_bn_act(c_in: int, c_out: int, kernel: int, stride: int, groups: int, ac
     """One layer of Table 1: conv (no bias: BN follows), BatchNorm, activation; the same
     modules and names as torchvision's Conv2dNormActivation. Written here because importing
     torchvision.ops pulls in torch._dynamo: 1.3 s of every command's start."""
+    depthwise = groups == c_in == c_out > 1
     return nn.Sequential(
+        DepthwiseConv2d(c_in, kernel, stride) if depthwise else
         nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
         nn.BatchNorm2d(c_out),
         act(inplace=True),
