@@ -35,21 +35,22 @@ $(TESTED): $(STAMP)
 	$(MAKE) --no-print-directory EXTRA='[test]' pip-install
 	touch $(TESTED)
 
-# The package with $(EXTRA) into the venv: uv when it is on PATH (faster than pip:
-# docs/results.md), else pip; uv follows pip's configured constraints. --compile-bytecode as
-# pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
+# The package with $(EXTRA) into the venv, through uv: the one on PATH, or else one pip installs
+# into the venv first (a PyPI package; both steps together faster than pip: docs/results.md).
+# Pip alone where uv cannot be had. uv follows pip's configured constraint, and compiles
+# bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
 .PHONY: pip-install
 pip-install:
-	@if command -v uv >/dev/null 2>&1; then \
+	@{ [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); } && \
+	uv="$$(command -v uv || echo $(VENV)/bin/uv)"; \
+	[ -x "$$uv" ] || $(PY) -m pip install --quiet uv >/dev/null 2>&1 || uv=; \
+	if [ -n "$$uv" ]; then \
 		echo "installing .$(EXTRA) with uv"; \
-		uv venv --quiet --seed --allow-existing --python $(PYTHON) $(VENV) && \
-		UV_CONSTRAINT="$$($(PYTHON) -m pip config list 2>/dev/null | sed -n "s/^[a-z:.]*constraint='\(.*\)'$$/\1/p" | head -1)" \
-			VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -e '.$(EXTRA)'; \
+		UV_CONSTRAINT="$$($(PY) -m pip config list 2>/dev/null | sed -n "s/^[a-z:.]*constraint='\(.*\)'$$/\1/p" | head -1)" \
+			VIRTUAL_ENV=$(VENV) "$$uv" pip install --quiet --compile-bytecode -e '.$(EXTRA)'; \
 	else \
 		echo "installing .$(EXTRA) with pip"; \
-		{ [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); } && \
-		$(PY) -m pip install --quiet --upgrade pip && \
-		$(PY) -m pip install --quiet -e '.$(EXTRA)'; \
+		$(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.$(EXTRA)'; \
 	fi
 
 # Two workers: much of the suite waits on child processes, so two cores share it well.

@@ -44,6 +44,9 @@ CANDIDATES = {  # name: the options that differ from `mobilenet train`'s default
     "a0.5-b256-e5": {"width_mult": 0.5, "batch_size": 256, "epochs": 5},
     "a0.75-b512-e3": {"width_mult": 0.75, "batch_size": 512, "epochs": 3},
     "a0.5-b512-e5-ls": {"width_mult": 0.5, "batch_size": 512, "epochs": 5, "label_smoothing": 0.1},
+    "a0.5-b256-e4-lr0.4": {"width_mult": 0.5, "batch_size": 256, "epochs": 4, "lr": 0.4},
+    "a0.5-b256-e4-ls": {"width_mult": 0.5, "batch_size": 256, "epochs": 4, "label_smoothing": 0.1},
+    "a0.5-b256-e4-adamw": {"width_mult": 0.5, "batch_size": 256, "epochs": 4, "optimizer": "adamw"},
 }
 
 

@@ -62,7 +62,7 @@ def _cmd_cost(args) -> int:
 
     base = get_config(args.variant).to_dict() if args.variant else {}
     for key, value in (("width_mult", args.width), ("resolution", args.resolution),
-                       ("num_classes", args.num_classes)):
+                       ("num_classes", args.num_classes), ("in_channels", args.channels)):
         if value is not None:
             base[key] = value
     report = cost_report(MobileNetConfig(**base), full_conv=args.full_conv)
@@ -260,6 +260,8 @@ def _add_cost(sub) -> None:
     p.add_argument("--width", type=WIDTH, help="width multiplier α (default 1.0)")
     p.add_argument("--resolution", type=RESOLUTION, help="input size ρ in pixels (default 224)")
     p.add_argument("--num-classes", type=NUM_CLASSES, help="FC outputs (default 1000)")
+    p.add_argument("--channels", type=_number("in-channels"), help="input channels: 3 for colour (default), "
+                   "1 for grey images such as Fashion-MNIST's")
     p.add_argument("--full-conv", action="store_true", help="Table 4's Conv MobileNet: standard 3×3 convs "
                    "(default off: depthwise separable)")
     _json(p)

@@ -31,7 +31,7 @@ class TrainConfig:
 
     data: str = option(FASHION_MNIST, "--data", "'fashion-mnist' (default) or a folder, one sub-folder per class",
                        folder=True)
-    epochs: int = option(50, "--epochs", "default 50, the seed's budget", number=True)
+    epochs: int = option(50, "--epochs", "default 50, the full run's budget (docs/training.md)", number=True)
     width_mult: float = option(1.0, "--width", "width multiplier α (default 1.0)", number=True)
     resolution: int | None = option(  # None: FASHION_RESOLUTION or FOLDER_RESOLUTION
         None, "--resolution", "input size ρ (default 64 for Fashion-MNIST, 224 for folders)", number=True)
