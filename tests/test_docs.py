@@ -174,3 +174,20 @@ def test_the_architecture_page_lists_the_modules_in_their_layer_order():
                   if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "LAYERS")
     listed = re.findall(r"^  (\w+)\.py", (ROOT / "docs" / "architecture.md").read_text(), re.M)
     assert listed == layers
+
+
+def test_the_reference_names_every_option_of_every_command():
+    """docs/reference.md's row for each subcommand names each of its long options; the
+    sweep's row may stand for train's with "[train options]"."""
+    text = (ROOT / "docs" / "reference.md").read_text()
+    commands = next(a for a in cli.build_parser()._actions if a.dest == "command").choices
+    rows = {name: next((line for line in text.splitlines() if line.startswith(f"| `mobilenet {name}")), "")
+            for name in commands}
+
+    def options(name):
+        return {s for a in commands[name]._actions for s in a.option_strings if s.startswith("--")} - {"--help"}
+
+    missing = {name: sorted(o for o in options(name) - (options("train") if "[train options]" in row else set())
+                            if not re.search(re.escape(o) + r"\b", row))
+               for name, row in rows.items()}
+    assert not any(missing.values()), missing
