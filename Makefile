@@ -37,17 +37,16 @@ $(TESTED): $(STAMP)
 
 # The package with $(EXTRA) into the venv, through uv: the one on PATH, or else one pip installs
 # into the venv first (a PyPI package; both steps together faster than pip: docs/results.md).
-# Pip alone where uv cannot be had. uv follows pip's configured constraint, and compiles
-# bytecode as pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
+# Pip where uv cannot be had or fails (uv reads pip's configured constraint, not its indexes).
+# Bytecode compiled as pip does: with PYTHONDONTWRITEBYTECODE set, each process would compile torch anew.
 .PHONY: pip-install
 pip-install:
 	@{ [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); } && \
 	uv="$$(command -v uv || echo $(VENV)/bin/uv)"; \
 	[ -x "$$uv" ] || $(PY) -m pip install --quiet uv >/dev/null 2>&1 || uv=; \
-	if [ -n "$$uv" ]; then \
-		echo "installing .$(EXTRA) with uv"; \
+	if [ -n "$$uv" ] && echo "installing .$(EXTRA) with uv" && \
 		UV_CONSTRAINT="$$($(PY) -m pip config list 2>/dev/null | sed -n "s/^[a-z:.]*constraint='\(.*\)'$$/\1/p" | head -1)" \
-			VIRTUAL_ENV=$(VENV) "$$uv" pip install --quiet --compile-bytecode -e '.$(EXTRA)'; \
+			VIRTUAL_ENV=$(VENV) "$$uv" pip install --quiet --compile-bytecode -e '.$(EXTRA)'; then :; \
 	else \
 		echo "installing .$(EXTRA) with pip"; \
 		$(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.$(EXTRA)'; \

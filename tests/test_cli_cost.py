@@ -30,7 +30,6 @@ def test_cost_variant_and_overrides(capsys):
     assert report["config"]["width_mult"] == 0.25 and report["config"]["num_classes"] == 10
 
 
-
 def test_cost_of_a_grey_model_counts_one_input_channel(capsys):
     """--channels 1 (a Fashion-MNIST model): only the first layer's 3×3 filters shrink, 9 × 2 ×
     8 fewer weights at α = 0.25, each applied at every one of its 16 × 16 outputs."""
@@ -41,6 +40,7 @@ def test_cost_of_a_grey_model_counts_one_input_channel(capsys):
     assert reports[1]["config"]["in_channels"] == 1
     assert reports[0]["params"] - reports[1]["params"] == 9 * 2 * 8
     assert reports[0]["mult_adds"] - reports[1]["mult_adds"] == 9 * 2 * 8 * 16 * 16
+
 
 def test_models_lists_16_variants(capsys):
     assert main(["models"]) == 0

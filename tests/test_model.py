@@ -65,7 +65,6 @@ def test_backward_gives_finite_gradients():
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-
 @pytest.mark.parametrize("size, stride", [(1, 1), (2, 1), (1, 2), (2, 2), (3, 1), (3, 2), (SMALL, 2)])
 def test_depthwise_filter_gradient_on_small_maps_is_the_convolutions(size, stride):
     """Trained on a map under SMALL×SMALL, a depthwise layer's filter gradient comes from
@@ -92,6 +91,7 @@ def test_depthwise_filter_gradient_on_small_maps_is_the_convolutions(size, strid
     with torch.no_grad():
         assert torch.equal(conv(x), torch.nn.functional.conv2d(x, conv.weight, None, stride, 1, 1, 24))
     assert type(conv.eval()(x).grad_fn).__name__ == "ConvolutionBackward0"  # traced and exported as it is
+
 
 def test_eval_is_deterministic_and_state_dict_round_trips():
     torch.manual_seed(0)

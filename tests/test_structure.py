@@ -12,8 +12,8 @@ import mobilenet
 
 # Bottom to top: a module may import only those before it.
 LAYERS = ["errors", "seeds", "config", "machine", "augment", "train_config", "progress", "files", "run_log",
-          "run_state", "plots", "images", "metrics", "cost", "depthwise", "model", "activation_maps", "ema", "optim", "step",
-          "data", "model_info", "onnx_check", "native", "pte", "litert", "runtime", "run_folder", "ownership",
+          "run_state", "plots", "images", "metrics", "cost", "depthwise", "model", "activation_maps", "ema", "optim",
+          "step", "data", "model_info", "onnx_check", "native", "pte", "litert", "runtime", "run_folder", "ownership",
           "settings", "predictor", "distributed", "report", "evaluation", "scoring", "trial", "weights", "training",
           "exporter", "benchmark", "sweep_jobs", "sweep", "cli"]
 PACKAGE = Path(mobilenet.__file__).parent
