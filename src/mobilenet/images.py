@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import check_folder
-from .errors import MobileNetError, has_control, look_alike, printable
+from .errors import MobileNetError, first_line, has_control, look_alike, printable
 from .files import open_regular
 from .progress import bar
 from .seeds import stratified_split
@@ -127,7 +127,7 @@ def load_image(path, channels: int = 3):
                 return convert_image(im, channels)
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, MemoryError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         if isinstance(e, Image.UnidentifiedImageError):  # its message names our file object
             reason = "not an image format that Pillow reads"
         raise MobileNetError(f"{path}: not a readable image ({reason})") from None

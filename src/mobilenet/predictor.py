@@ -59,7 +59,7 @@ class Predictor:
         try:
             self.model = net.to(self.device)
         except (RuntimeError, AssertionError) as e:  # no such GPU, or torch built without it
-            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            detail = first_line(e)
             raise MobileNetError(f"--device {device}: not usable here ({detail}); use --device cpu") from None
         self.classes, self.spec = info.classes, info.input
 

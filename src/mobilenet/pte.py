@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .cost import state_bytes
-from .errors import MobileNetError
+from .errors import MobileNetError, first_line
 from .files import JSON_LIMIT, read_regular
 from .metrics import check_scores
 from .model_info import ModelInfo
@@ -221,7 +221,7 @@ def _read_sidecar(path: Path) -> dict:
         raise MobileNetError(f"{meta} is missing: it holds the class names and input preparation that travel "
                              f"with {path.name}; export the model again") from None
     except (OSError, ValueError, RecursionError) as e:
-        raise MobileNetError(f"{meta} is not readable JSON ({str(e)[:120]}); export the model again") from None
+        raise MobileNetError(f"{meta} is not readable JSON ({first_line(e)}); export the model again") from None
     if not isinstance(found, dict):
         raise MobileNetError(f"{meta} is not a JSON object; export the model again")
     return found

@@ -22,7 +22,7 @@ import torch
 
 from .config import FASHION_MNIST, TABLE1, channels
 from .cost import state_bytes
-from .errors import MobileNetError, printable
+from .errors import MobileNetError, first_line, printable
 from .files import JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_regular
 from .model import MobileNetConfig, MobileNetV1
 from .model_info import SAFETENSORS_FORMAT, ModelInfo
@@ -222,7 +222,7 @@ def load_model(model_dir) -> tuple[MobileNetV1, ModelInfo]:
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; train the model first or copy its weights there") from None
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        detail = str(e).splitlines()[0][:200]
+        detail = first_line(e)
         raise MobileNetError(f"{path} does not hold this model's weights ({detail})") from None
     # channels_last, as in training: about 2× faster on CPU for the same results.
     return model.eval().to(memory_format=torch.channels_last), info

@@ -25,7 +25,7 @@ from .augment import PRESETS, random_erasing
 from .data import FASHION_MNIST, open_source
 from .distributed import Dist, Signals, launch
 from .ema import EMA
-from .errors import Interrupted, MobileNetError, printable
+from .errors import Interrupted, MobileNetError, first_line, printable
 from .files import make_dir, remove_unfinished
 from .metrics import EvaluationStopped
 from .model import MobileNetConfig, MobileNetV1
@@ -257,7 +257,7 @@ def _restore(run: _Run, checkpoint: dict) -> None:
         run.learner.load_state_dict(checkpoint)
     except (KeyError, ValueError, TypeError, RuntimeError) as e:
         raise MobileNetError(f"--resume: {run.out / 'checkpoint.pt'} does not fit this run "
-                             f"({str(e).splitlines()[0][:160]}); start a new run in another --out folder") from None
+                             f"({first_line(e)}); start a new run in another --out folder") from None
     set_peak(run.learner.scheduler, run.learner.optimizer, run.lr)
     state = run.state = RunState.from_checkpoint(checkpoint)
     run.info.augment = checkpoint.get("augment") or run.info.augment  # with the trial's figures

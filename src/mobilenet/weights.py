@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import BadArgument, MobileNetError, printable
+from .errors import BadArgument, MobileNetError, first_line, printable
 from .files import check_readable, read_regular
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
@@ -78,7 +78,7 @@ def load_init(source: str) -> tuple[dict[str, torch.Tensor], str | None]:
         except ImportError:
             raise MobileNetError("--init timm:…: timm is not installed; pip install timm") from None
         except Exception as e:  # no internet, unknown name, hub errors
-            raise MobileNetError(f"--init {source}: could not get timm's weights ({str(e).splitlines()[0][:120]}); "
+            raise MobileNetError(f"--init {source}: could not get timm's weights ({first_line(e)}); "
                                  "this needs internet access, or download them once and give the file") from None
         return state, "relu6"
     state = read_weight_file(source)
@@ -143,7 +143,7 @@ def convert_timm(file, output, resolution: int = 224, force: bool = False) -> Pa
         model = MobileNetV1.from_config(config)
         model.load_state_dict(timm_to_mobilenet_state_dict(state), strict=True)
     except (ValueError, RuntimeError) as e:
-        raise MobileNetError(f"{file}: cannot convert ({str(e).splitlines()[0][:160]})") from None
+        raise MobileNetError(f"{file}: cannot convert ({first_line(e)})") from None
     classes = [f"class_{i}" for i in range(config.num_classes)]
     if config.num_classes == 1000:
         try:
