@@ -251,7 +251,7 @@ def test_export_without_the_converter_is_one_line(small_run, tmp_path):
             f"sys.exit(main(['export', '--model', {str(small_run[0])!r}, '--format', 'litert', "
             f"'--output', {str(tmp_path / 'm.tflite')!r}]))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    _one_line(r, "pip install 'mobilenet[litert-export]'")
+    _one_line(r, "pip install -e '.[litert-export]'")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -25,6 +25,11 @@ class BadArgument(MobileNetError):
     exit_code = 2
 
 
+def install_hint(extra: str, package: str) -> str:
+    """How to add an optional extra, spelled as the docs spell it."""
+    return f".venv/bin/pip install -e '.[{extra}]' in the repository (or pip install {package})"
+
+
 def first_line(e: Exception) -> str:
     """An exception's first line, at most 160 characters (runtimes write pages), or its
     type's name when it says nothing."""

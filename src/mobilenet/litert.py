@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .cost import state_bytes
-from .errors import MobileNetError, first_line
+from .errors import MobileNetError, first_line, install_hint
 from .files import read_regular
 from .metrics import check_scores
 from .model_info import ModelInfo
@@ -43,7 +43,7 @@ def require_runtime():
         from ai_edge_litert import interpreter
     except ImportError as e:
         raise MobileNetError(f"LiteRT is not installed or does not load ({first_line(e)}); "
-                             "pip install 'mobilenet[litert]' (or pip install ai-edge-litert)") from None
+                             + install_hint("litert", "ai-edge-litert")) from None
     return interpreter
 
 
@@ -54,7 +54,7 @@ def _converter():
             import litert_torch
     except ImportError as e:
         raise MobileNetError(f"LiteRT's converter is not installed or does not load ({first_line(e)}); "
-                             "pip install 'mobilenet[litert-export]' (or pip install litert-torch)") from None
+                             + install_hint("litert-export", "litert-torch")) from None
     return litert_torch
 
 

@@ -3,7 +3,7 @@ run .pte files with ExecuTorch's own runtime.
 
 The .pte holds the network; its class names and input preparation travel beside it in
 `<file>.pte.json` (ModelInfo.sidecar: classes, input, model and data), which PteModel reads. Needs the
-`executorch` extra: pip install 'mobilenet[executorch]'.
+`executorch` extra: .venv/bin/pip install -e '.[executorch]'.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .cost import state_bytes
-from .errors import MobileNetError, first_line
+from .errors import MobileNetError, first_line, install_hint
 from .files import JSON_LIMIT, read_regular
 from .metrics import check_scores
 from .model_info import ModelInfo
@@ -42,8 +42,8 @@ def require_executorch():
     try:
         import executorch  # noqa: F401
     except ImportError:
-        raise MobileNetError("ExecuTorch is not installed; pip install 'mobilenet[executorch]' "
-                             "(or pip install executorch)") from None
+        hint = install_hint("executorch", "executorch")
+        raise MobileNetError(f"ExecuTorch is not installed; {hint}") from None
 
 
 def _export(model: nn.Module, example: torch.Tensor):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import EVAL_BATCH_SIZE, FASHION_CLASSES, FASHION_MNIST
-from .errors import MobileNetError, first_line
+from .errors import MobileNetError, first_line, install_hint
 from .files import read_regular
 from .images import bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image, prepare, read_idx
 from .metrics import check_scores, evaluate_batches
@@ -51,7 +51,7 @@ def import_openvino():
             import openvino  # noqa: F401
         except ImportError as e:
             raise MobileNetError(f"OpenVINO is not installed or does not load ({first_line(e)}); "
-                                 "pip install 'mobilenet[openvino]' (or pip install openvino)") from None
+                                 + install_hint("openvino", "openvino")) from None
         finally:
             del sys.modules[OVC]  # the caller's own `import openvino.tools.ovc` still works
     return sys.modules["openvino"]

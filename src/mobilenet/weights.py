@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import BadArgument, MobileNetError, first_line, printable
+from .errors import BadArgument, MobileNetError, first_line, install_hint, printable
 from .files import check_readable, read_regular
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
 from .model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
@@ -76,7 +76,7 @@ def load_init(source: str) -> tuple[dict[str, torch.Tensor], str | None]:
             import timm
             state = timm.create_model(name, pretrained=True).state_dict()
         except ImportError:
-            raise MobileNetError("--init timm:…: timm is not installed; pip install timm") from None
+            raise MobileNetError("--init timm:…: timm is not installed; " + install_hint("timm", "timm")) from None
         except Exception as e:  # no internet, unknown name, hub errors
             raise MobileNetError(f"--init {source}: could not get timm's weights ({first_line(e)}); "
                                  "this needs internet access, or download them once and give the file") from None
