@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mobilenet.augment import PRESETS
-from mobilenet.data import load_fashion_mnist
+from mobilenet.data.augment import PRESETS
+from mobilenet.data.sources import load_fashion_mnist
 from mobilenet.seeds import stratified_split
-from mobilenet.training import TrainConfig, train
+from mobilenet.training.loop import TrainConfig, train
 
 
 def _write(root: Path, images, labels, names) -> None:

@@ -12,7 +12,7 @@ import argparse
 import json
 import tempfile
 
-from mobilenet.training import TrainConfig, train
+from mobilenet.training.loop import TrainConfig, train
 
 
 def main():

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from mobilenet.benchmark import cpu_features, cpu_name
-from mobilenet.training import TrainConfig, train
+from mobilenet.deploy.benchmark import cpu_features, cpu_name
+from mobilenet.training.loop import TrainConfig, train
 
 GOAL_ACC = 0.905  # the demo must end at 90% with half a point to spare: on validation, at every seed
 GOAL_TIME = 0.25  # of the reference's training time

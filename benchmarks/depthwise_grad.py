@@ -14,9 +14,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mobilenet import depthwise
-from mobilenet.benchmark import cpu_features, cpu_name
-from mobilenet.model import MobileNetV1
+from mobilenet.net import depthwise
+from mobilenet.deploy.benchmark import cpu_features, cpu_name
+from mobilenet.net.model import MobileNetV1
 
 CASES = [(0.5, 256, 32), (1.0, 64, 32), (0.25, 64, 32), (1.0, 64, 64), (0.5, 64, 224)]  # α, batch, ρ
 

@@ -26,8 +26,8 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from mobilenet.exporter import INT8_PRESETS, _real_inputs, export
-from mobilenet.run_folder import read_config
+from mobilenet.deploy.exporter import INT8_PRESETS, _real_inputs, export
+from mobilenet.run.folder import read_config
 
 INT16_MAX = 32767
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilenet.benchmark import cpu_name
+from mobilenet.deploy.benchmark import cpu_name
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -44,10 +44,10 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> None:
 
 def write_model(out: Path, runtime: str) -> Path:
     """An untrained α = 0.25 model folder at 224×224 (and its .onnx file for onnxruntime)."""
-    from mobilenet.config import MobileNetConfig
-    from mobilenet.images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
-    from mobilenet.model import MobileNetV1
-    from mobilenet.run_folder import save_model
+    from mobilenet.net.config import MobileNetConfig
+    from mobilenet.data.images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
+    from mobilenet.net.model import MobileNetV1
+    from mobilenet.run.folder import save_model
 
     out.mkdir(parents=True, exist_ok=True)
     model = MobileNetV1.from_config(MobileNetConfig(num_classes=10, width_mult=0.25, resolution=224))
@@ -56,14 +56,14 @@ def write_model(out: Path, runtime: str) -> Path:
     save_model(model.eval(), out, info)
     if runtime == "torch":
         return out
-    from mobilenet.exporter import export
+    from mobilenet.deploy.exporter import export
     export(out, "onnx", output=out / "model.onnx", check_images=16, log=lambda _: None)
     return out / "model.onnx"
 
 
 def child(model: str, runtime: str, device: str, folder: str) -> None:
     """In the measured process: load, predict the folder, print what happened."""
-    from mobilenet.predictor import CHUNK_SIZE, Predictor
+    from mobilenet.deploy.predictor import CHUNK_SIZE, Predictor
 
     p = Predictor(model, runtime=runtime, device=device)
     loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

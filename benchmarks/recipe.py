@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from mobilenet.benchmark import cpu_features
-from mobilenet.training import TrainConfig, train
+from mobilenet.deploy.benchmark import cpu_features
+from mobilenet.training.loop import TrainConfig, train
 
 BASELINE = {"random_erasing": 0.0, "ema": None, "weight_decay": 4e-5, "label_smoothing": 0.0}  # before the recipe
 VARIANTS = {  # name: the options that differ from BASELINE

@@ -17,8 +17,8 @@ import time
 import torch
 
 from mobilenet.machine import cpu_features, cpu_name
-from mobilenet.report import report
-from mobilenet.training import TrainConfig, train
+from mobilenet.report.page import report
+from mobilenet.training.loop import TrainConfig, train
 
 
 def main() -> None:

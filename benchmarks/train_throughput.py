@@ -29,10 +29,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from mobilenet import data as data_module
-from mobilenet.benchmark import cpu_name
-from mobilenet.config import COMPILE_MODES
-from mobilenet.training import TrainConfig, train
+from mobilenet.data import sources as data_module
+from mobilenet.deploy.benchmark import cpu_name
+from mobilenet.training.config import COMPILE_MODES
+from mobilenet.training.loop import TrainConfig, train
 
 
 def _sync(device):

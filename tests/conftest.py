@@ -151,7 +151,7 @@ def image_folder(tmp_path):
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory):
     """One small run on Fashion-MNIST-like data, shared by the tests that only read it."""
-    from mobilenet.training import TrainConfig, train
+    from mobilenet.training.loop import TrainConfig, train
 
     root = tmp_path_factory.mktemp("small")
     old = os.environ.get("MOBILENET_FASHION_MNIST")
@@ -191,7 +191,7 @@ def _exported(small_run, tmp_path_factory, name: str, fmt: str, **options) -> tu
     """export(small_run's model, fmt) at built_once's folder, and export's report, with the
     deprecation warnings it raised under "deprecated". Named by the weights' hash: workers
     whose small_run differed would each export their own."""
-    from mobilenet.exporter import export
+    from mobilenet.deploy.exporter import export
 
     weights = hashlib.sha256((small_run[0] / "model.safetensors").read_bytes()).hexdigest()[:16]
 
@@ -212,7 +212,7 @@ def converted_once(module, function: str, small_run, data: bytes):
     which a fixture has just converted with it. The int8 exports convert the float32 model
     first, to check it and to compare with it: those conversions are deterministic (the same
     bytes each time), so the test run need not pay for each twice."""
-    from mobilenet.run_folder import load_model
+    from mobilenet.run.folder import load_model
 
     import torch
 
@@ -245,7 +245,7 @@ def onnx_file(onnx_export):
 @pytest.fixture(scope="session")
 def onnx_int8_export(small_run, onnx_export, tmp_path_factory):
     """small_run's model exported to int8 ONNX (the default preset and calibration), and export's report."""
-    import mobilenet.exporter as exporter
+    import mobilenet.deploy.exporter as exporter
 
     with converted_once(exporter, "onnx_bytes", small_run, onnx_export[0].read_bytes()):
         return _exported(small_run, tmp_path_factory, "m.int8.onnx", "onnx", int8=True)
@@ -261,7 +261,7 @@ def pte_export(small_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def pte_int8_export(small_run, pte_export, tmp_path_factory):
     """small_run's model as an int8 ExecuTorch program (m.int8.pte and its sidecar), and export's report."""
-    import mobilenet.pte as pte
+    import mobilenet.deploy.executorch as pte
 
     with converted_once(pte, "pte_bytes", small_run, pte_export[0].read_bytes()):
         return _exported(small_run, tmp_path_factory, "m.int8.pte", "executorch", int8=True)

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mobilenet import augment, trial
-from mobilenet.data import FolderSource
-from mobilenet.model import MobileNetConfig
-from mobilenet.training import TrainConfig, train
+from mobilenet.data import augment
+from mobilenet.training import trial
+from mobilenet.data.sources import FolderSource
+from mobilenet.net.model import MobileNetConfig
+from mobilenet.training.loop import TrainConfig, train
 
 TRIAL = dict(lr=0.05, batch_size=16, run_steps=1000, device=torch.device("cpu"))  # 120 trial steps
 
@@ -105,8 +106,8 @@ def test_crops_and_shifts_scale_with_the_image(side, smallest):
 
 def test_a_warning_when_augmented_batches_score_far_below_validation(capsys):
     """The digits run's symptom: 67% on its augmented training batches, 93% on held-out images."""
-    from mobilenet.run_log import RunLog
-    from mobilenet.training import _warn_if_augmentation_hurts
+    from mobilenet.training.log import RunLog
+    from mobilenet.training.loop import _warn_if_augmentation_hurts
 
     log = RunLog(print)
     _warn_if_augmentation_hurts(log, "crop-flip", {"train_acc": 0.67, "val_acc": 0.93, "test_acc": 0.5})
@@ -120,7 +121,7 @@ def test_a_warning_when_augmented_batches_score_far_below_validation(capsys):
 
 
 def test_the_warning_is_looked_for_halfway_once(fake_fashion, tmp_path, monkeypatch):
-    from mobilenet import training
+    from mobilenet.training import loop as training
 
     seen = []
     monkeypatch.setattr(training, "_warn_if_augmentation_hurts", lambda log, preset, row: seen.append(row["epoch"]))

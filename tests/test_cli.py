@@ -81,15 +81,16 @@ def test_every_option_says_its_default(command, capsys):
 
 def test_train_options_are_the_train_config_fields():
     """Each TrainConfig field but activation is a train option: its flag, its choices (the
-    values validate() allows), its limits (config.LIMITS) and, parsed from `train` alone, its
+    values validate() allows), its limits (limits.LIMITS) and, parsed from `train` alone, its
     default. The one exception is --epochs: omitted, it is None, which --resume reads as the
     run's own and a new run turns into the field's default."""
     from dataclasses import fields
 
-    from mobilenet.augment import AUGMENTATIONS
+    from mobilenet.data.augment import AUGMENTATIONS
     from mobilenet.cli import _train_config, build_parser, subcommand_options
-    from mobilenet.config import COMPILE_MODES, LIMITS
-    from mobilenet.train_config import LR, TrainConfig
+    from mobilenet.training.config import COMPILE_MODES
+    from mobilenet.limits import LIMITS
+    from mobilenet.training.config import LR, TrainConfig
 
     options = {o["option"]: o for o in subcommand_options()["train"]}
     flags = {f.name: f.metadata.get("flag") for f in fields(TrainConfig)}
@@ -135,10 +136,10 @@ def bars():
 
 
 def test_slow_passes_show_progress_bars(small_run, image_folder, tmp_path, capsys, bars):
-    from mobilenet.benchmark import bench
-    from mobilenet.evaluation import evaluate
-    from mobilenet.exporter import export
-    from mobilenet.images import scan_folder
+    from mobilenet.deploy.benchmark import bench
+    from mobilenet.report.evaluation import evaluate
+    from mobilenet.deploy.exporter import export
+    from mobilenet.data.images import scan_folder
 
     out, _ = small_run
     evaluate(out, out=tmp_path)
@@ -151,7 +152,7 @@ def test_slow_passes_show_progress_bars(small_run, image_folder, tmp_path, capsy
 
 
 def _tiny():
-    from mobilenet.model import MobileNetConfig, MobileNetV1
+    from mobilenet.net.model import MobileNetConfig, MobileNetV1
 
     return MobileNetV1.from_config(MobileNetConfig(width_mult=0.25, resolution=32, num_classes=2))
 

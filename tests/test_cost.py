@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from mobilenet.cost import cost_report, layer_costs, separable_vs_standard
-from mobilenet.model import MobileNetConfig, MobileNetV1, get_config
+from mobilenet.net.cost import cost_report, layer_costs, separable_vs_standard
+from mobilenet.net.model import MobileNetConfig, MobileNetV1, get_config
 
 
 def test_paper_totals_at_alpha_1_224():
@@ -112,7 +112,7 @@ def test_json_report_shape():
 @pytest.mark.parametrize("alpha, rho, channels", [(1.0, 224, 3), (0.25, 33, 1)])
 def test_peak_activations_are_the_largest_layer_input_and_output(alpha, rho, channels):
     """Against the real module: the largest input + output of any conv, pool or FC at batch 1."""
-    from mobilenet.cost import peak_activation_bytes
+    from mobilenet.net.cost import peak_activation_bytes
 
     cfg = MobileNetConfig(num_classes=10, width_mult=alpha, resolution=rho, in_channels=channels)
     model = MobileNetV1.from_config(cfg).eval()

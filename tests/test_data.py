@@ -3,8 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet.augment import flip_and_shift, random_erasing
-from mobilenet.data import DEBIAN_DIR, FASHION_CLASSES, FolderSource, fashion_files, load_fashion_mnist, load_image
+from mobilenet.data.augment import flip_and_shift, random_erasing
+from mobilenet.data.images import DEBIAN_DIR, FASHION_CLASSES, fashion_files, load_image
+from mobilenet.data.sources import FolderSource, load_fashion_mnist
 from mobilenet.errors import MobileNetError
 
 
@@ -98,8 +99,8 @@ def test_folder_errors(tmp_path):
 
 def test_numpy_preparation_matches_the_torch_test_pipeline(image_folder, tmp_path):
     """predict (and the torch-free runtime) must see what evaluation sees."""
-    from mobilenet.data import FASHION_MEAN, FASHION_STD, folder_transforms, normalize_resize
-    from mobilenet.images import bilinear_resize, prepare
+    from mobilenet.data.sources import FASHION_MEAN, FASHION_STD, folder_transforms, normalize_resize
+    from mobilenet.data.images import bilinear_resize, prepare
 
     x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
     for size in (32, 64, 20):
@@ -131,7 +132,7 @@ def test_random_erasing_is_seeded_and_erases_what_it_says():
 
 
 def test_validation_split_is_seeded_stratified_and_apart_from_training(fake_fashion, image_folder):
-    from mobilenet.data import fashion_mnist
+    from mobilenet.data.sources import fashion_mnist
 
     a, b = fashion_mnist(32, seed=0, val_split=0.2), fashion_mnist(32, seed=0, val_split=0.2)
     assert a.num_val == 80 and a.num_train == 320 and torch.equal(a.val_x, b.val_x)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mobilenet import training
-from mobilenet.training import TrainConfig, train
+from mobilenet.training import loop as training
+from mobilenet.training.loop import TrainConfig, train
 
 from conftest import history, make_image_folder
 
@@ -120,8 +120,8 @@ def test_folder_workers_persist_and_still_augment_each_epoch_anew(tmp_path, monk
     """Persistent DataLoader workers keep their own copy of the data set, so the epoch
     reaches them with each index: with 2 workers each epoch's batches equal those made
     without workers, and the two epochs differ (in the same order, by augmentation alone)."""
-    from mobilenet import data
-    from mobilenet.data import FolderSource
+    from mobilenet.data import sources as data
+    from mobilenet.data.sources import FolderSource
 
     monkeypatch.setattr(data, "_epoch_order", lambda n, *_: torch.arange(n))
     root = make_image_folder(tmp_path / "images", per_class=4, corrupt=False)

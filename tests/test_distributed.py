@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-from mobilenet.augment import PRESETS
-from mobilenet.evaluation import evaluate
+from mobilenet.data.augment import PRESETS
+from mobilenet.report.evaluation import evaluate
 
 from conftest import HANG, cli, wait_for
 
@@ -46,8 +46,8 @@ def data(tmp_path):
 # saves its model's weights and the number of test images it counted into $PROBE/rankN.pt.
 PROBE = r"""
 import os, sys, torch
-import mobilenet.scoring as scoring
-import mobilenet.training as training
+import mobilenet.training.scoring as scoring
+import mobilenet.training.loop as training
 counted = []
 real_evaluate = scoring.evaluate_batches
 def evaluate_batches(*args, **kw):

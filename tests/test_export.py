@@ -10,13 +10,13 @@ import torch
 from PIL import Image
 
 from mobilenet.errors import MobileNetError
-from mobilenet.exporter import export, fast_inference, fuse_for_inference
-from mobilenet.run_folder import load_model
-from mobilenet.predictor import Predictor
-from mobilenet.pte import sidecar
-from mobilenet.runtime import OnnxModel, evaluate_file
+from mobilenet.deploy.exporter import export, fast_inference, fuse_for_inference
+from mobilenet.run.folder import load_model
+from mobilenet.deploy.predictor import Predictor
+from mobilenet.deploy.executorch import sidecar
+from mobilenet.deploy.runtime import OnnxModel, evaluate_file
 
-import mobilenet.exporter as exporter
+import mobilenet.deploy.exporter as exporter
 from conftest import cli, converted_once
 
 
@@ -88,8 +88,8 @@ def _untrained_copy(small_run_dir, folder, width_mult: float):
     another width: its file size is what matters, not its accuracy."""
     import dataclasses
 
-    from mobilenet.model import MobileNetV1
-    from mobilenet.run_folder import read_config, save_model
+    from mobilenet.net.model import MobileNetV1
+    from mobilenet.run.folder import read_config, save_model
 
     info = read_config(small_run_dir)
     info.model = dataclasses.replace(info.model, width_mult=width_mult)
@@ -103,7 +103,7 @@ def test_int8_keeps_accuracy_and_shrinks(small_run, onnx_int8_export, tmp_path):
     """Accuracy on the trained α = 0.25 model; size on an untrained α = 1.0 one (3.2M
     parameters, 12.9 MB in float32), where the file's fixed part is small enough that the
     INT8_MIN_SHRINK bound holds without excuse."""
-    from mobilenet.exporter import INT8_MIN_SHRINK
+    from mobilenet.deploy.exporter import INT8_MIN_SHRINK
 
     out, _ = small_run
     path, report = onnx_int8_export
@@ -172,7 +172,7 @@ def test_onnxruntime_path_imports_no_torch(small_run, onnx_file, tmp_path):
     assert "top-1" in r.stdout
     # and it agrees with the torch path
     ours = Predictor(tmp_path / "m.onnx", runtime="onnxruntime").predict([tmp_path / "a.png"])[0][0]["predictions"][0]
-    from mobilenet.evaluation import evaluate
+    from mobilenet.report.evaluation import evaluate
     theirs = Predictor(out).predict([tmp_path / "a.png"])[0][0]["predictions"][0]
     assert ours["class"] == theirs["class"] and abs(ours["probability"] - theirs["probability"]) < 1e-4
     assert evaluate_file(tmp_path / "m.onnx", out=tmp_path)["top1"] == pytest.approx(
@@ -229,7 +229,7 @@ def test_an_export_that_disagrees_with_pytorch_writes_nothing(small_run, tmp_pat
     """The self-check compares the written file with eager PyTorch: a file that computes
     something else (here: the ONNX of another model of the same shape) is refused, and
     nothing is left at --output, not even a temporary file."""
-    import mobilenet.exporter as exporter
+    import mobilenet.deploy.exporter as exporter
     from mobilenet.errors import MobileNetError
 
     out, _ = small_run
@@ -267,8 +267,8 @@ def test_int8_with_nothing_to_calibrate_on(tmp_path):
 
 @pytest.mark.fault
 def test_a_program_wider_than_its_class_list_is_refused(pte_export):
-    from mobilenet.model_info import ModelInfo
-    from mobilenet.pte import PteModel
+    from mobilenet.run.info import ModelInfo
+    from mobilenet.deploy.executorch import PteModel
 
     info = ModelInfo([str(i) for i in range(9)],  # the program gives 10 scores
                      {"channels": 1, "resolution": 32, "mean": [0.0], "std": [1.0], "image_size": 32})
@@ -281,10 +281,10 @@ def test_a_program_wider_than_its_class_list_is_refused(pte_export):
 def test_an_onnx_export_at_any_resolution_passes_the_onnx_check(resolution):
     """Above 32 pixels the last feature map is larger than 1×1; the graph must still hold
     only the ops a stranger's .onnx is allowed (onnx_check), or predict would refuse it."""
-    from mobilenet.benchmark import _bench_info
-    from mobilenet.exporter import onnx_bytes
-    from mobilenet.model import MobileNetConfig, MobileNetV1
-    from mobilenet.onnx_check import ALLOWED_OPS, check_onnx
+    from mobilenet.deploy.benchmark import _bench_info
+    from mobilenet.deploy.exporter import onnx_bytes
+    from mobilenet.net.model import MobileNetConfig, MobileNetV1
+    from mobilenet.deploy.onnx_check import ALLOWED_OPS, check_onnx
 
     model = MobileNetV1.from_config(MobileNetConfig(num_classes=3, width_mult=0.25, resolution=resolution)).eval()
     model = model.to(memory_format=torch.channels_last)  # as load_model gives it to export

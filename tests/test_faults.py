@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from mobilenet.errors import MobileNetError
-from mobilenet.images import load_image
-from mobilenet.training import TrainConfig, train
+from mobilenet.data.images import load_image
+from mobilenet.training.loop import TrainConfig, train
 
 from conftest import HANG, TINY, cli, wait_for
 
@@ -76,9 +76,9 @@ def test_a_second_trainer_on_the_same_folder_is_refused_and_a_killed_one_does_no
 def test_a_forked_worker_does_not_keep_a_killed_runs_lock(tmp_path):
     """DataLoader workers are forked from the trainer and may outlive a kill -9 by seconds;
     the folder must be free as soon as the trainer is gone."""
-    from mobilenet.run_folder import lock
+    from mobilenet.run.folder import lock
 
-    code = (f"import os, signal, time, pathlib\nfrom mobilenet.run_folder import lock\n"
+    code = (f"import os, signal, time, pathlib\nfrom mobilenet.run.folder import lock\n"
             f"held = lock(pathlib.Path({str(tmp_path)!r}))\n"
             "if os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\n"  # the worker lives on
             "os.kill(os.getpid(), signal.SIGKILL)\n")
@@ -261,9 +261,9 @@ def test_input_blocks_that_do_not_fit_the_network(small_run, onnx_file, tmp_path
     import json
     import shutil
 
-    from mobilenet.run_folder import read_config
-    from mobilenet.exporter import set_metadata
-    from mobilenet.runtime import OnnxModel
+    from mobilenet.run.folder import read_config
+    from mobilenet.deploy.exporter import set_metadata
+    from mobilenet.deploy.runtime import OnnxModel
 
     folder = tmp_path / "model"
     shutil.copytree(small_run[0], folder)
@@ -288,7 +288,7 @@ def test_a_config_without_data_provenance_still_evaluates(small_run, tmp_path):
     import json
     import shutil
 
-    from mobilenet.evaluation import evaluate
+    from mobilenet.report.evaluation import evaluate
 
     folder = tmp_path / "model"
     shutil.copytree(small_run[0], folder)
@@ -306,7 +306,7 @@ def test_an_extreme_aspect_ratio_is_refused_before_it_is_resized(tmp_path):
 
 def test_a_link_loop_in_an_image_folder_is_walked_once(tmp_path):
     from conftest import make_image_folder
-    from mobilenet.images import scan_folder
+    from mobilenet.data.images import scan_folder
 
     root = make_image_folder(tmp_path / "images", per_class=3, corrupt=False)
     before = scan_folder(root)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from mobilenet.training import TrainConfig, train
+from mobilenet.training.loop import TrainConfig, train
 
 from conftest import history
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mobilenet.errors import MobileNetError
-from mobilenet.training import TrainConfig, train
+from mobilenet.training.loop import TrainConfig, train
 
 from conftest import HANG, cli, make_image_folder
 
@@ -64,7 +64,7 @@ def test_a_run_folder_with_a_link_in_it_is_refused(small_run, tmp_path, name):
 
 def test_appends_and_the_lock_never_follow_a_link(tmp_path):
     from mobilenet.files import open_append
-    from mobilenet.run_folder import lock
+    from mobilenet.run.folder import lock
 
     victim = tmp_path / "victim.sh"
     victim.write_text("# rc\n")
@@ -95,7 +95,7 @@ def test_a_file_name_cannot_add_a_line_to_train_log(tmp_path, capsys):
     assert any("x\\ntouch PWNED\\n.png" in line for line in log)
     assert "x\\ntouch PWNED\\n.png" in capsys.readouterr().err
     assert any("skipped 2 entries" in line for line in lines), lines
-    from mobilenet.evaluation import evaluate
+    from mobilenet.report.evaluation import evaluate
 
     assert evaluate(out)["skipped"] == 2  # said by evaluate too
 
@@ -118,7 +118,7 @@ def test_class_names_with_control_characters_are_refused(small_run, tmp_path):
 
 
 def test_a_class_folder_with_control_characters_is_refused(tmp_path):
-    from mobilenet.images import scan_folder
+    from mobilenet.data.images import scan_folder
 
     root = make_image_folder(tmp_path / "images", per_class=2, corrupt=False)
     (root / "cat").rename(root / f"cat{ESC}[31m")
@@ -139,7 +139,8 @@ def test_paths_and_messages_reach_the_terminal_escaped(small_run, tmp_path):
 
 def test_the_bench_table_reaches_the_terminal_escaped(monkeypatch, capsys):
     """Its notes quote runtimes' own messages (and the CPU's name), which we do not write."""
-    from mobilenet import benchmark, cli as cli_module
+    from mobilenet.deploy import benchmark
+    from mobilenet import cli as cli_module
 
     monkeypatch.setattr(benchmark, "bench", lambda *a, **k: {})
     monkeypatch.setattr(benchmark, "format_table", lambda result: f"runtime  note\nonnx  failed: {ESC}]0;owned{chr(7)}")
@@ -149,7 +150,7 @@ def test_the_bench_table_reaches_the_terminal_escaped(monkeypatch, capsys):
 
 
 def test_plots_draw_class_names_literally(tmp_path):
-    from mobilenet.plots import plot_confusion
+    from mobilenet.report.plots import plot_confusion
 
     # as mathtext the first would not parse and the second would lose its dollars
     plot_confusion([[1, 0], [0, 1]], ["$\\frac{$", "cost $5 or $6"], tmp_path / "c.png")
@@ -158,7 +159,7 @@ def test_plots_draw_class_names_literally(tmp_path):
 # --- the lock within one process ------------------------------------------------------
 
 def test_the_lock_holds_within_one_process(tmp_path):
-    from mobilenet.run_folder import lock
+    from mobilenet.run.folder import lock
 
     (tmp_path / "run").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "run")  # the same folder by another name
@@ -174,7 +175,7 @@ def test_the_lock_holds_within_one_process(tmp_path):
 # --- bounded memory ---------------------------------------------------------------------
 
 def test_prepare_crops_before_it_converts_to_float():
-    from mobilenet.images import prepare
+    from mobilenet.data.images import prepare
 
     spec = {"channels": 3, "image_size": None, "resolution": 32, "resize": 64, "mean": [0.5] * 3, "std": [0.5] * 3}
     image = Image.new("RGB", (64, 6400))  # 1:100, the widest allowed
@@ -189,7 +190,7 @@ def test_prepare_crops_before_it_converts_to_float():
 
 @pytest.mark.parametrize("key, value", [("resize", 4096), ("image_size", 4096)])
 def test_resize_is_bounded_by_the_resolution(small_run, tmp_path, key, value):
-    from mobilenet.run_folder import read_config
+    from mobilenet.run.folder import read_config
 
     folder = _copy(small_run, tmp_path)
     _edit_config(folder, lambda c: c["input"].update({"image_size": None, key: value}))  # resize counts without image_size
@@ -198,7 +199,7 @@ def test_resize_is_bounded_by_the_resolution(small_run, tmp_path, key, value):
 
 
 def test_config_shapes_are_checked_against_the_weights_before_the_model_is_built(small_run, tmp_path, monkeypatch):
-    from mobilenet import run_folder
+    from mobilenet.run import folder as run_folder
 
     folder = _copy(small_run, tmp_path)
     _edit_config(folder, lambda c: (c["model"].update(num_classes=100_000, width_mult=4.0),
@@ -219,7 +220,7 @@ def _idx_gz(path, dims, payload_chunks):
 
 
 def test_idx_files_are_read_only_as_far_as_their_header_says(tmp_path):
-    from mobilenet.images import read_idx
+    from mobilenet.data.images import read_idx
 
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     _idx_gz(path, [10], [bytes(10)] + [bytes(1 << 20)] * 64)  # a 10-byte file that goes on for 64 MB
@@ -234,7 +235,7 @@ def test_idx_files_are_read_only_as_far_as_their_header_says(tmp_path):
 
 
 def test_idx_files_beyond_the_limit_are_refused(tmp_path, monkeypatch):
-    from mobilenet import images
+    from mobilenet.data import images
 
     path = tmp_path / "train-images-idx3-ubyte.gz"
     _idx_gz(path, [2, 28, 28], [bytes(2 * 28 * 28)])
@@ -254,8 +255,8 @@ def _deflated(path):
 
 @pytest.mark.parametrize("option", ["--resume", "--init"])
 def test_compressed_torch_archives_are_refused_before_torch_load(small_run, tmp_path, option):
-    from mobilenet.run_folder import load_checkpoint
-    from mobilenet.weights import read_weight_file
+    from mobilenet.run.folder import load_checkpoint
+    from mobilenet.training.weights import read_weight_file
 
     if option == "--resume":
         path = _copy(small_run, tmp_path) / "checkpoint.pt"
@@ -280,7 +281,7 @@ def test_a_batch_too_big_for_memory_is_one_line(fake_fashion, tmp_path):
 # --- folder scans -------------------------------------------------------------------------
 
 def test_scans_skip_links_out_of_the_folder_and_what_is_no_regular_file(tmp_path):
-    from mobilenet.images import scan_folder
+    from mobilenet.data.images import scan_folder
 
     root = make_image_folder(tmp_path / "images", per_class=3, corrupt=False)
     before = scan_folder(root)
@@ -294,7 +295,7 @@ def test_scans_skip_links_out_of_the_folder_and_what_is_no_regular_file(tmp_path
 
 
 def test_predict_on_a_folder_skips_links_out_of_it_and_says_so(small_run, tmp_path):
-    from mobilenet.predictor import Predictor
+    from mobilenet.deploy.predictor import Predictor
 
     folder = make_image_folder(tmp_path / "images", per_class=1, corrupt=False)
     outside = make_image_folder(tmp_path / "elsewhere", per_class=1, corrupt=False)
@@ -316,7 +317,7 @@ def test_a_fifo_named_like_an_image_does_not_hang_predict(small_run, tmp_path):
 def test_an_onnx_file_with_more_outputs_than_class_names(small_run, onnx_file, tmp_path):
     import onnx
 
-    from mobilenet.exporter import set_metadata
+    from mobilenet.deploy.exporter import set_metadata
 
     proto = onnx.load(str(onnx_file))
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -329,7 +330,7 @@ def test_an_onnx_file_with_more_outputs_than_class_names(small_run, onnx_file, t
 def test_a_failed_allocation_in_onnx_runtime(small_run, onnx_file):
     from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
 
-    from mobilenet.predictor import Predictor
+    from mobilenet.deploy.predictor import Predictor
 
     predictor = Predictor(onnx_file, runtime="onnxruntime")
 
@@ -342,7 +343,7 @@ def test_a_failed_allocation_in_onnx_runtime(small_run, onnx_file):
 
 
 def test_a_million_classes_ask_for_no_confusion_matrix():
-    from mobilenet.metrics import evaluate_batches
+    from mobilenet.report.metrics import evaluate_batches
 
     with pytest.raises(MobileNetError, match="1,000,000 classes"):
         evaluate_batches([lambda x: x], [], 10**6)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from mobilenet.run_folder import HISTORY_FIELDS, RUN_FILES
+from mobilenet.run.folder import HISTORY_FIELDS, RUN_FILES
 
 import forked
 from conftest import HANG, TINY, history, make_fashion_like, make_image_folder, wait_for
@@ -59,7 +59,7 @@ if kind in ("write", "sigwrite"):
         return real_fsync(fd)
     os.fsync = fsync
 elif kind in ("eval", "evalsig"):
-    from mobilenet.data import TensorSource
+    from mobilenet.data.sources import TensorSource
     real_batches = TensorSource.test_batches
     def test_batches(self, *a, **kw):
         for batch in real_batches(self, *a, **kw):
@@ -78,7 +78,7 @@ elif kind in ("step", "sigstep", "slow"):
         return real_step(self, *a, **kw)
     torch.amp.GradScaler.step = step
 elif kind == "trace":
-    import mobilenet.training as training
+    import mobilenet.training.loop as training
     real_train_step = training._step
     def traced(run, epoch, step, *args, **kw):
         done = real_train_step(run, epoch, step, *args, **kw)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from mobilenet.errors import MobileNetError
-from mobilenet.exporter import _real_inputs, export
-from mobilenet.predictor import Predictor
-from mobilenet.run_folder import load_model
-from mobilenet.runtime import evaluate_file
+from mobilenet.deploy.exporter import _real_inputs, export
+from mobilenet.deploy.predictor import Predictor
+from mobilenet.run.folder import load_model
+from mobilenet.deploy.runtime import evaluate_file
 
 from conftest import _exported, cli, optional
 
@@ -34,7 +34,7 @@ def tflite(small_run, tmp_path_factory):
     """small_run's model as float32 and int8 .tflite files, and the export reports: exported
     once a run (conftest._exported), the int8 export reusing the float32 conversion just made
     (the same bytes each time) for its check."""
-    import mobilenet.litert as litert
+    import mobilenet.deploy.litert as litert
 
     fp32_path, fp32 = _exported(small_run, tmp_path_factory, "m.tflite", "litert")
     real, data = litert.litert_bytes, fp32_path.read_bytes()
@@ -59,7 +59,7 @@ def _grey(tmp_path, count=3):
 
 
 def test_float32_file_matches_pytorch_in_chunks_and_carries_its_metadata(small_run, tflite):
-    from mobilenet.litert import CHUNK, read_metadata
+    from mobilenet.deploy.litert import CHUNK, read_metadata
 
     folder, report, _ = tflite
     assert report["real"]["same_top1"] and report["real"]["max_abs_diff"] <= 1e-4
@@ -88,7 +88,7 @@ def test_cli_predicts_and_evaluates_as_torch_does(small_run, tflite, tmp_path):
 
 
 def test_int8_is_quantized_keeps_accuracy_and_is_dequantized(small_run, tflite, tmp_path):
-    from mobilenet.litert import read_metadata
+    from mobilenet.deploy.litert import read_metadata
 
     folder, fp32, q = tflite
     assert round(q["accuracy_fp32"] - q["accuracy_int8"], 9) <= 0.01 and q["accuracy_fp32"] >= 0.9
@@ -113,7 +113,7 @@ def _run(data: bytes, x: np.ndarray, resolver, raw: bool = False) -> np.ndarray:
     """`data` run by LiteRT's interpreter itself on `x`, resized to its batch: with its
     reference kernels (BUILTIN_REF) or with the XNNPACK delegate (AUTO). Float logits, or the
     int8 file's own codes with `raw`."""
-    from mobilenet.litert import dequantize, quantize
+    from mobilenet.deploy.litert import dequantize, quantize
 
     interpreter = Interpreter(model_content=data, experimental_op_resolver_type=resolver)
     into, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -134,7 +134,7 @@ def test_trained_files_run_at_batch_1_and_3_with_and_without_xnnpack(small_run, 
     feeds it one at a time."""
     import dataclasses
 
-    from mobilenet.litert import LiteRtModel, litert_bytes, with_metadata
+    from mobilenet.deploy.litert import LiteRtModel, litert_bytes, with_metadata
 
     model, info = load_model(small_run[0])
     if resolution == 32:
@@ -164,7 +164,7 @@ def test_trained_files_run_at_batch_1_and_3_with_and_without_xnnpack(small_run, 
 def test_a_file_with_a_fixed_batch_is_fed_in_chunks(small_run, tflite, tmp_path):
     import litert_torch
 
-    from mobilenet.litert import LiteRtModel, with_metadata
+    from mobilenet.deploy.litert import LiteRtModel, with_metadata
 
     model, info = load_model(small_run[0])
     fixed = litert_torch.convert(model.eval(), (torch.zeros(4, 1, 32, 32),)).model_content()
@@ -194,7 +194,7 @@ def test_running_a_tflite_imports_no_torch(tflite, tmp_path):
 
 @pytest.mark.fault
 def test_an_export_that_disagrees_with_pytorch_writes_nothing(small_run, tmp_path, monkeypatch):
-    import mobilenet.litert as litert
+    import mobilenet.deploy.litert as litert
 
     real = litert.litert_bytes
 
@@ -234,7 +234,7 @@ def test_a_truncated_or_unlabelled_tflite_is_one_line(small_run, tflite, tmp_pat
 
 @pytest.mark.fault
 def test_metadata_that_does_not_fit_the_model_is_refused(small_run, tflite, tmp_path):
-    from mobilenet.litert import LiteRtModel, with_metadata
+    from mobilenet.deploy.litert import LiteRtModel, with_metadata
 
     _, info = load_model(small_run[0])
     entry = info.exported(False)

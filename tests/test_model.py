@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import mobilenet
-from mobilenet.depthwise import SMALL, DepthwiseConv2d
-from mobilenet.model import (
+from mobilenet.net.depthwise import SMALL, DepthwiseConv2d
+from mobilenet.net.model import (
     TABLE1, MobileNetConfig, MobileNetV1, config_from_timm_state_dict, create_model, list_models,
     timm_to_mobilenet_state_dict,
 )

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mobilenet.errors import MobileNetError
-from mobilenet.model_info import ModelInfo
-from mobilenet.run_folder import read_config, write_config
+from mobilenet.run.info import ModelInfo
+from mobilenet.run.folder import read_config, write_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -39,7 +39,7 @@ def test_provenance_defaults_are_those_of_the_runs_that_wrote_them(tmp_path):
 
 
 def test_the_three_formats_say_the_same(small_run, onnx_file):
-    from mobilenet.runtime import OnnxModel
+    from mobilenet.deploy.runtime import OnnxModel
 
     info = read_config(small_run[0])
     from_onnx = OnnxModel(onnx_file).info

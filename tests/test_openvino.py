@@ -14,9 +14,9 @@ import onnx
 import pytest
 from PIL import Image
 
-from mobilenet import runtime
+from mobilenet.deploy import runtime
 from mobilenet.errors import MobileNetError
-from mobilenet.runtime import OpenVinoModel
+from mobilenet.deploy.runtime import OpenVinoModel
 
 import forked
 from conftest import cli
@@ -73,7 +73,7 @@ def test_openvino_predicts_and_evaluates_as_onnx_runtime_does(name, request, tmp
 LOGITS = r"""
 import sys
 import numpy as np
-from mobilenet.runtime import OnnxModel, OpenVinoModel
+from mobilenet.deploy.runtime import OnnxModel, OpenVinoModel
 fp32, int8 = sys.argv[1:3]
 x = np.random.default_rng(0).standard_normal((70, 1, 32, 32), dtype=np.float32)  # any batch: it is dynamic
 ov, ort = OpenVinoModel(fp32, threads=1), OnnxModel(fp32)
@@ -149,8 +149,8 @@ def test_bench_has_openvino_rows():
 
 
 def test_bench_leaves_openvino_out_when_it_is_not_installed(monkeypatch):
-    from mobilenet import benchmark
-    from mobilenet.config import MobileNetConfig
+    from mobilenet.deploy import benchmark
+    from mobilenet.net.config import MobileNetConfig
 
     real = benchmark._version
     monkeypatch.setattr(benchmark, "_version", lambda package: None if package == "openvino" else real(package))

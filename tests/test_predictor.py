@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilenet import predictor
+from mobilenet.deploy import predictor
 from mobilenet.errors import MobileNetError
-from mobilenet.images import prepare_files
-from mobilenet.predictor import Predictor
+from mobilenet.data.images import prepare_files
+from mobilenet.deploy.predictor import Predictor
 
 
 def bar_image(label: int, seed: int = 0) -> np.ndarray:
@@ -194,7 +194,7 @@ def test_torch_and_onnxruntime_agree(torch_predictor, onnx_file, tmp_path):
 def test_onnxruntime_predictor_imports_no_torch(onnx_file, tmp_path):
     (path,) = write_images(tmp_path, [3])
     code = ("import sys\n"
-            "from mobilenet.predictor import Predictor\n"
+            "from mobilenet.deploy.predictor import Predictor\n"
             "records, failed = Predictor(sys.argv[1], runtime='onnxruntime').predict([sys.argv[2], sys.argv[3]])\n"
             "assert len(records) == 2 and not failed, (records, failed)\n"
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")

@@ -3,8 +3,9 @@ minute; on a terminal the bar alone speaks."""
 
 import pytest
 
-from mobilenet import progress, training
-from mobilenet.training import TrainConfig, train
+from mobilenet import progress
+from mobilenet.training import loop as training
+from mobilenet.training.loop import TrainConfig, train
 
 STEP_SECONDS = 20  # what each slowed step takes on the run's clock
 

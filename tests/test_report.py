@@ -47,8 +47,8 @@ def test_the_page_has_every_section_and_embeds_everything(small_report):
 
 
 def test_the_gallery_shows_the_most_confident_mistakes_first(small_run):
-    from mobilenet.report import WRONG, _open, _state, scan
-    from mobilenet.run_folder import load_model
+    from mobilenet.report.page import WRONG, _open, _state, scan
+    from mobilenet.run.folder import load_model
 
     model, info = load_model(small_run[0])
     metrics, examples = scan(model, _open(info, _state(small_run[0]), None), info, "fashion-mnist")
@@ -66,7 +66,7 @@ def test_the_gallery_shows_the_most_confident_mistakes_first(small_run):
 def test_the_gallery_keeps_the_most_confident_mistakes_across_batches():
     import torch
 
-    from mobilenet.report import RIGHT, WRONG, _keep
+    from mobilenet.report.page import RIGHT, WRONG, _keep
 
     torch.manual_seed(0)
     kept, wrong, right = {"wrong": [], "right": []}, [], []
@@ -89,7 +89,7 @@ def test_evaluate_rewrites_the_report(small_report):
 
 
 def test_a_large_class_imbalance_is_a_warning():
-    from mobilenet.report import _balance
+    from mobilenet.report.page import _balance
 
     page = _balance({"train": [60, 11, 10], "test": [5, 5, 5]}, ["a", "b", "c"])
     assert "Warning" in page and "6.0×" in page

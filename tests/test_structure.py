@@ -4,48 +4,79 @@ the documented object whichever submodules were imported first."""
 import ast
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 
 import numpy as np
 
 import mobilenet
 
-# Bottom to top: a module may import only those before it.
-LAYERS = ["errors", "seeds", "config", "machine", "augment", "train_config", "progress", "files", "run_log",
-          "run_state", "plots", "images", "metrics", "cost", "depthwise", "model", "activation_maps", "ema", "optim",
-          "step", "data", "model_info", "onnx_check", "native", "pte", "litert", "runtime", "run_folder", "ownership",
-          "settings", "predictor", "distributed", "report", "evaluation", "scoring", "trial", "weights", "training",
-          "exporter", "benchmark", "sweep_jobs", "sweep", "cli"]
 PACKAGE = Path(mobilenet.__file__).parent
+ARCHITECTURE = Path(__file__).parents[1] / "docs" / "architecture.md"
+# every module by its name under mobilenet ("net.model"; a sub-package by its own name)
+MODULES = {".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__"): p
+           for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE or p.stem not in ("__init__", "__main__")}
+
+
+def _floors() -> dict[str, int]:
+    """docs/architecture.md's table: area -> floor. The doc is the one place the order is written."""
+    return {area: int(floor) for floor, area in re.findall(r"^\| (\d+) \| (\w+) \|", ARCHITECTURE.read_text(), re.M)}
+
+
+def _area(module: str) -> str:
+    """The area a module belongs to: its sub-package, or base for the flat modules."""
+    top = module.split(".")[0]
+    return top if (PACKAGE / top).is_dir() or top == "cli" else "base"
 
 
 def _imports(module: str) -> set[str]:
     """The package modules `module` imports, at the top or inside a function."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    package = module.split(".") if MODULES[module].name == "__init__.py" else module.split(".")[:-1]
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found |= {node.module} if node.module else {a.name for a in node.names}
-    return {m.split(".")[0] for m in found} - {module}
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+            named = {".".join([*base, a.name]) for a in node.names} & set(MODULES)
+            found |= named or {".".join(base)}
+    return found - {module, ""}
 
 
-def test_every_module_has_a_layer():
-    modules = {m.name for m in pkgutil.iter_modules([str(PACKAGE)])} - {"__main__"}
-    assert modules == set(LAYERS)
+def test_every_area_has_a_floor():
+    areas = {_area(m) for m in MODULES}
+    assert areas == set(_floors()), "docs/architecture.md's table of floors and the package's areas differ"
 
 
-def test_modules_import_downwards_only():
-    for i, module in enumerate(LAYERS):
-        above = _imports(module) - set(LAYERS[:i]) - {"__version__"}
-        assert not above, f"{module} imports {sorted(above)}, which sit above it"
+def test_areas_import_from_lower_floors_only():
+    floors = _floors()
+    for module in MODULES:
+        for target in _imports(module):
+            a, b = _area(module), _area(target)
+            assert a == b or floors[b] < floors[a], \
+                f"{module} ({a}, floor {floors[a]}) imports {target} ({b}, floor {floors[b]})"
+
+
+def test_no_module_imports_itself_back():
+    graph = {m: _imports(m) for m in MODULES}
+    done, path = set(), []
+
+    def visit(m):
+        assert m not in path, f"import cycle: {' -> '.join(path[path.index(m):] + [m])}"
+        if m not in done:
+            path.append(m)
+            for n in sorted(graph[m]):
+                visit(n)
+            path.pop()
+            done.add(m)
+    for m in sorted(graph):
+        visit(m)
 
 
 def test_every_public_name_is_the_documented_object(small_run, tmp_path):
     """After importing every submodule, `mobilenet.X` is still the function or class the
     README documents, and works."""
-    for m in pkgutil.iter_modules([str(PACKAGE)]):
-        if m.name != "__main__":
-            importlib.import_module(f"mobilenet.{m.name}")
+    for m in pkgutil.walk_packages([str(PACKAGE)], "mobilenet."):
+        if m.name != "mobilenet.__main__":
+            importlib.import_module(m.name)
     names = {name: getattr(mobilenet, name) for name in mobilenet.__all__}
     for name, obj in names.items():
         assert not isinstance(obj, type(mobilenet)), f"mobilenet.{name} is a module"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mobilenet.config import MobileNetConfig
-from mobilenet.cost import cost_report
+from mobilenet.net.config import MobileNetConfig
+from mobilenet.net.cost import cost_report
 from mobilenet.errors import MobileNetError
-from mobilenet.sweep import pick, pick_line
+from mobilenet.sweep.run import pick, pick_line
 
 import forked
 from conftest import cli, make_fashion_like
@@ -242,7 +242,7 @@ def test_no_point_within_the_budget_is_one_line():
 
 
 def test_the_pareto_front_is_the_points_nothing_beats_on_both():
-    from mobilenet.plots import pareto_front
+    from mobilenet.report.plots import pareto_front
 
     front = pareto_front(ROWS, lambda r: r["latency_ms"]["onnxruntime"])
     assert [r["run"] for r in front] == ["small", "twin", "big"]  # mid: twin is faster and as accurate

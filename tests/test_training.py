@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mobilenet.data import open_source
+from mobilenet.data.sources import open_source
 from mobilenet.errors import MobileNetError
-from mobilenet.evaluation import evaluate
-from mobilenet.predictor import Predictor
-from mobilenet.run_folder import HISTORY_FIELDS, load_model
-from mobilenet.training import TrainConfig, train
+from mobilenet.report.evaluation import evaluate
+from mobilenet.deploy.predictor import Predictor
+from mobilenet.run.folder import HISTORY_FIELDS, load_model
+from mobilenet.training.loop import TrainConfig, train
 
 from conftest import cli, history
 
@@ -86,7 +86,7 @@ def test_evaluate_and_predict(small_run, tmp_path):
 def test_metrics_against_figures_worked_by_hand():
     """Three images of 7 classes. Image 1: label 0, ranked last (top-1 says 1, top-5 misses).
     Image 2: label 1, ranked first. Image 3: label 4, ranked fifth (top-1 says 0, top-5 hits)."""
-    from mobilenet.metrics import Metrics
+    from mobilenet.report.metrics import Metrics
 
     scores = np.array([[0, 6, 5, 4, 3, 2, 1], [0, 6, 5, 4, 3, 2, 1], [7, 6, 5, 4, 3, 2, 1]], np.float64)
     metrics = Metrics(7)
@@ -132,10 +132,10 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(fake_fashi
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=64, out=str(out)), log=lambda _: None)
     before = (out / "checkpoint.pt").read_bytes()
-    import mobilenet.step
+    import mobilenet.training.step
 
-    real = mobilenet.step.F.cross_entropy
-    monkeypatch.setattr(mobilenet.step.F, "cross_entropy", lambda *a, **kw: real(*a, **kw) * float("nan"))
+    real = mobilenet.training.step.F.cross_entropy
+    monkeypatch.setattr(mobilenet.training.step.F, "cross_entropy", lambda *a, **kw: real(*a, **kw) * float("nan"))
     with pytest.raises(MobileNetError, match="diverged"):
         train(TrainConfig(epochs=3, out=str(out), width_mult=0.25), resume=True, log=lambda _: None)
     monkeypatch.undo()
@@ -203,7 +203,7 @@ def test_regularizers_change_training_and_the_ema_is_what_is_saved(fake_fashion,
 
 
 def test_the_ema_warms_up_so_a_short_run_is_not_stuck_near_its_start():
-    from mobilenet.ema import ema_with_warmup
+    from mobilenet.training.ema import ema_with_warmup
 
     ema = torch.optim.swa_utils.AveragedModel(torch.nn.Linear(1, 1, bias=False), multi_avg_fn=ema_with_warmup(0.999))
     model = torch.nn.Linear(1, 1, bias=False)

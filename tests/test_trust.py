@@ -51,7 +51,7 @@ def test_a_config_linked_to_dev_zero_is_not_read(small_run, tmp_path):
 
 def test_a_config_beyond_the_json_limit_is_refused_unread(small_run, tmp_path, monkeypatch):
     from mobilenet import files
-    from mobilenet.run_folder import read_config
+    from mobilenet.run.folder import read_config
 
     folder = _folder(small_run, tmp_path)
     monkeypatch.setattr(files, "open_regular", _counting(files.open_regular, read := []))
@@ -86,7 +86,7 @@ def test_a_fifo_checkpoint_with_resume_is_one_line(small_run, tmp_path, fake_fas
 
 
 def test_init_names_a_fifo_and_a_fifo_config_beside_the_weights(small_run, tmp_path):
-    from mobilenet.weights import load_init, read_weight_file
+    from mobilenet.training.weights import load_init, read_weight_file
 
     os.mkfifo(tmp_path / "w.safetensors")
     with pytest.raises(MobileNetError, match="--init .*w.safetensors: not a regular file"):
@@ -123,13 +123,13 @@ def _appended(onnx_file, path, node, *initializers):
 
 
 def test_our_own_fp32_file_passes_the_check(onnx_file):
-    from mobilenet.onnx_check import check_onnx
+    from mobilenet.deploy.onnx_check import check_onnx
 
     assert check_onnx(onnx_file.read_bytes(), onnx_file) is False
 
 
 def test_a_loop_is_refused_before_a_session(onnx_file, tmp_path, monkeypatch):
-    from mobilenet import runtime
+    from mobilenet.deploy import runtime
 
     def values(*names):
         return [helper.make_tensor_value_info(n, t, None) for n, t in names]
@@ -157,7 +157,7 @@ def test_constant_of_shape_is_refused_through_the_cli(onnx_file, tmp_path):
 
 
 def test_huge_pads_are_refused(onnx_file, tmp_path, monkeypatch):
-    from mobilenet import runtime
+    from mobilenet.deploy import runtime
 
     proto = onnx.load(str(onnx_file))
     conv = next(n for n in proto.graph.node if n.op_type == "Conv")
@@ -170,7 +170,7 @@ def test_huge_pads_are_refused(onnx_file, tmp_path, monkeypatch):
 
 
 def test_external_data_beyond_the_network_is_refused_unread(onnx_file, tmp_path, monkeypatch):
-    from mobilenet import runtime
+    from mobilenet.deploy import runtime
 
     proto = onnx.load(str(onnx_file))
     big = TensorProto(name="unused", data_type=TensorProto.FLOAT, dims=[1 << 29])  # 2 GiB declared
@@ -187,7 +187,7 @@ def test_external_data_beyond_the_network_is_refused_unread(onnx_file, tmp_path,
 
 
 def test_small_external_data_is_still_accepted(onnx_file, tmp_path):
-    from mobilenet.runtime import OnnxModel
+    from mobilenet.deploy.runtime import OnnxModel
 
     proto = onnx.load(str(onnx_file))
     onnx.save(proto, str(tmp_path / "split.onnx"), save_as_external_data=True, location="split.bin")
@@ -202,7 +202,7 @@ def test_onnx_runtime_never_falls_back_onto_stdout(onnx_file, monkeypatch, capsy
     or a run fails and fallback is on: it would land in `--json` output."""
     import onnxruntime as ort
 
-    from mobilenet.runtime import open_session
+    from mobilenet.deploy.runtime import open_session
 
     session = open_session(onnx_file.read_bytes())
     assert session._enable_fallback is False  # the only switch ONNX Runtime offers for it
@@ -264,7 +264,7 @@ def test_a_program_that_crashes_the_runtime_is_one_line(tiny_pte, tmp_path):
 def test_the_probe_child_failing_or_crashing_is_one_line(child, says):
     """.pte and .tflite files are probed in a child (native.probe); whatever the child dies of
     is one MobileNetError here."""
-    from mobilenet.native import probe
+    from mobilenet.deploy.native import probe
 
     with pytest.raises(MobileNetError) as e:
         probe(b"", "x.tflite", child, "LiteRT's interpreter", "LiteRT model", "export it again")
@@ -272,7 +272,7 @@ def test_the_probe_child_failing_or_crashing_is_one_line(child, says):
 
 
 def test_a_program_its_sidecar_does_not_describe_is_refused(tiny_pte, tmp_path):
-    from mobilenet.pte import PteModel
+    from mobilenet.deploy.executorch import PteModel
 
     path = _program(tiny_pte, tmp_path, flip=lambda data: len(data) - 100, rehash=False)
     with pytest.raises(MobileNetError, match="not the program m.pte.json describes"):
@@ -281,7 +281,7 @@ def test_a_program_its_sidecar_does_not_describe_is_refused(tiny_pte, tmp_path):
 
 @pytest.mark.parametrize("key, value", [("resolution", 64), ("channels", 3)])
 def test_the_sidecar_input_is_checked_against_the_program(tiny_pte, tmp_path, key, value):
-    from mobilenet.pte import PteModel
+    from mobilenet.deploy.executorch import PteModel
 
     def change(meta):
         meta["input"][key] = value
@@ -293,7 +293,7 @@ def test_the_sidecar_input_is_checked_against_the_program(tiny_pte, tmp_path, ke
 
 
 def test_our_own_program_loads_after_its_probe(tiny_pte):
-    from mobilenet.pte import PteModel
+    from mobilenet.deploy.executorch import PteModel
 
     model = PteModel(tiny_pte)
     assert model.logits(np.zeros((2, 1, 32, 32), np.float32)).shape == (2, 10)
@@ -356,13 +356,13 @@ def test_non_finite_scores_are_one_line(small_run, tmp_path):
     r = cli("predict", "--model", str(folder), "--json", _image(tmp_path), timeout=WAIT)
     _one_line(r, "gives scores that are not finite (NaN or infinity)")
     assert r.stdout == ""  # no NaN in the JSON, which strict parsers refuse
-    from mobilenet.metrics import check_scores
+    from mobilenet.report.metrics import check_scores
     with pytest.raises(MobileNetError, match="not finite"):
         check_scores(np.array([[0.0, np.inf]]), 2, "m.onnx")  # the exported files' path
 
 
 def test_images_pillow_cannot_convert_become_failed_records(small_run):
-    from mobilenet.predictor import Predictor
+    from mobilenet.deploy.predictor import Predictor
 
     lab = Image.new("LAB", (28, 28))
     closed = Image.new("L", (28, 28))
@@ -377,7 +377,7 @@ def test_a_size_scan_lets_no_pillow_warning_out(tmp_path, monkeypatch):
 
     from PIL import Image as PIL
 
-    from mobilenet.images import short_side
+    from mobilenet.data.images import short_side
 
     PIL.new("L", (12, 12)).save(tmp_path / "big.png")
     monkeypatch.setattr(PIL, "MAX_IMAGE_PIXELS", 100)  # 144 pixels: past the warning's line, short of the error's
@@ -390,8 +390,8 @@ def test_a_size_scan_lets_no_pillow_warning_out(tmp_path, monkeypatch):
 def test_class_names_that_differ_only_by_normalisation_are_refused(tmp_path):
     import unicodedata
 
-    from mobilenet.images import crop_input_spec, scan_folder
-    from mobilenet.model_info import ModelInfo
+    from mobilenet.data.images import crop_input_spec, scan_folder
+    from mobilenet.run.info import ModelInfo
 
     for form in ("NFC", "NFD"):
         (tmp_path / unicodedata.normalize(form, "café")).mkdir()
@@ -426,9 +426,9 @@ def _no_walk(*args, **kw):
 
 @pytest.mark.parametrize("name, says", [("/", "not a data folder"), ("other", "has no class folder 'a', 'b'")])
 def test_where_the_data_block_points_is_checked_before_any_walk(tmp_path, monkeypatch, name, says):
-    from mobilenet import images
-    from mobilenet.images import crop_input_spec
-    from mobilenet.model_info import ModelInfo
+    from mobilenet.data import images
+    from mobilenet.data.images import crop_input_spec
+    from mobilenet.run.info import ModelInfo
 
     for folder in ("cat", "dog"):
         (tmp_path / "other" / folder).mkdir(parents=True)

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file
 
 from mobilenet.errors import MobileNetError
-from mobilenet.run_folder import load_model
-from mobilenet.model import MobileNetV1
-from mobilenet.weights import fit_state_dict, read_weight_file
+from mobilenet.run.folder import load_model
+from mobilenet.net.model import MobileNetV1
+from mobilenet.training.weights import fit_state_dict, read_weight_file
 
 from conftest import cli
 
@@ -43,7 +43,7 @@ def test_convert_gives_equal_logits(timm_model, tmp_path, suffix):
     with torch.inference_mode():
         torch.testing.assert_close(model(x), timm_model(x), atol=1e-5, rtol=0)
     if suffix == ".safetensors":  # a converted model exports too (ImageNet is not here: random inputs only)
-        from mobilenet.exporter import export
+        from mobilenet.deploy.exporter import export
         notes = []
         report = export(tmp_path / "converted", "onnx", output=tmp_path / "m.onnx", log=notes.append)
         assert report["random"]["max_abs_diff"] <= 1e-4 and "random inputs only" in notes[0]

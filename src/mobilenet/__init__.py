@@ -6,12 +6,12 @@ Names load on first use, so `mobilenet predict --runtime onnxruntime` never impo
 import importlib
 
 _EXPORTS = {
-    "TABLE1": "config", "MobileNetConfig": "config", "get_config": "config", "list_models": "config",
-    "MobileNetV1": "model", "create_model": "model", "mobilenet_v1": "model",
-    "cost_report": "cost", "layer_costs": "cost",
-    "TrainConfig": "train_config", "train": "training",
-    "load_model": "run_folder", "evaluate": "evaluation", "Predictor": "predictor",
-    "export": "exporter", "ModelInfo": "model_info", "cam": "activation_maps",
+    "TABLE1": "net.config", "MobileNetConfig": "net.config", "get_config": "net.config",
+    "list_models": "net.config", "MobileNetV1": "net.model", "create_model": "net.model",
+    "mobilenet_v1": "net.model", "cost_report": "net.cost", "layer_costs": "net.cost",
+    "cam": "net.activation_maps", "TrainConfig": "training.config", "train": "training.loop",
+    "load_model": "run.folder", "ModelInfo": "run.info", "evaluate": "report.evaluation",
+    "Predictor": "deploy.predictor", "export": "deploy.exporter",
 }
 __all__ = list(_EXPORTS)
 __version__ = "0.1.0"

@@ -11,12 +11,12 @@ import sys
 from dataclasses import Field
 
 from . import __version__, progress
-from .config import (
-    EXPORT_FORMATS, FASHION_MNIST, LIMITS, PREDICT_RUNTIMES, RUNTIMES, MobileNetConfig, check_folder, get_config,
-    list_models,
-)
+from .data.images import FASHION_MNIST
 from .errors import BadArgument, MobileNetError, printable
-from .train_config import TrainConfig, cli_fields
+from .formats import EXPORT_FORMATS, PREDICT_RUNTIMES, RUNTIMES
+from .limits import LIMITS, check_folder
+from .net.config import MobileNetConfig, get_config, list_models
+from .training.config import TrainConfig, cli_fields
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _number(name: str):
-    """An argparse type for the number config.LIMITS names (--batch-size: "batch_size")."""
+    """An argparse type for the number limits.LIMITS names (--batch-size: "batch_size")."""
     low, high, kind = LIMITS[name.replace("-", "_")]
 
     def parse(text):
@@ -58,7 +58,7 @@ def _variant(text):
 
 
 def _cmd_cost(args) -> int:
-    from .cost import cost_report, format_report
+    from .net.cost import cost_report, format_report
 
     base = get_config(args.variant).to_dict() if args.variant else {}
     for key, value in (("width_mult", args.width), ("resolution", args.resolution),
@@ -71,14 +71,14 @@ def _cmd_cost(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from .cost import models, models_table
+    from .net.cost import models, models_table
 
     print(json.dumps(models(), indent=2) if args.json else models_table())
     return 0
 
 
 def _cmd_train(args) -> int:
-    from .training import train
+    from .training.loop import train
 
     if args.resume and not args.out:
         raise BadArgument("--resume needs --out DIR, the folder of the run to continue")
@@ -97,11 +97,11 @@ def _train_config(args) -> TrainConfig:
 
 def _cmd_evaluate(args) -> int:
     if args.runtime != "torch":
-        from .runtime import evaluate_file
+        from .deploy.runtime import evaluate_file
 
         m = evaluate_file(args.model, args.runtime, data=args.data, out=args.out)
     else:
-        from .evaluation import evaluate
+        from .report.evaluation import evaluate
 
         m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
     if args.json:
@@ -123,14 +123,14 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import report
+    from .report.page import report
 
     report(args.model, out=args.out, data=args.data, workers=args.workers)
     return 0
 
 
 def _cmd_predict(args) -> int:
-    from .predictor import Predictor
+    from .deploy.predictor import Predictor
 
     results, failed = Predictor(args.model, runtime=args.runtime).predict(args.images, top_k=args.top_k)
     for f in failed:
@@ -146,7 +146,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_samples(args) -> int:
-    from .data import write_samples
+    from .data.sources import write_samples
 
     for path in write_samples(args.out, args.count):
         print(printable(path))
@@ -154,7 +154,7 @@ def _cmd_samples(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .exporter import export
+    from .deploy.exporter import export
 
     if args.int8_preset and not args.int8:
         raise BadArgument("--int8-preset goes with --int8; add --int8, or drop --int8-preset")
@@ -178,7 +178,7 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .weights import convert_timm
+    from .training.weights import convert_timm
 
     print(f"wrote {printable(convert_timm(args.from_timm, args.output, args.resolution or 224, args.force))}")
     return 0
@@ -203,13 +203,13 @@ def _runtime_list(text):
 
 
 def _cmd_bench(args) -> int:
-    from .benchmark import bench, format_table
+    from .deploy.benchmark import bench, format_table
 
     if args.model:
         if args.width or args.resolution:
             raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
                               "from its config.json: give one or the other")
-        from .run_folder import load_model
+        from .run.folder import load_model
 
         model, _ = load_model(args.model)
         result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
@@ -384,7 +384,7 @@ VAL_SPLIT = {"default": 0.1, "help": "hold out F of each point's training images
 
 
 def _cmd_sweep(args) -> int:
-    from .sweep import SweepConfig, sweep
+    from .sweep.run import SweepConfig, sweep
 
     train = TrainConfig(**{name: getattr(args, name) for name in SWEEP_TRAIN_OPTIONS})
     sweep(SweepConfig(out=args.out or args.collect, train=train, widths=args.widths, resolutions=args.resolutions,
@@ -395,7 +395,7 @@ def _cmd_sweep(args) -> int:
 
 
 def _add_sweep(sub) -> None:
-    from .sweep import SWEEP_RUNTIMES, WIDTHS
+    from .sweep.run import SWEEP_RUNTIMES, WIDTHS
 
     p = sub.add_parser("sweep", help="train a width × resolution grid (the paper's Figures 4-5) and pick the best "
                        "model within a latency or size budget")

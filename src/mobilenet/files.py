@@ -18,6 +18,7 @@ from .errors import MobileNetError, printable
 
 TEMP_PREFIX = ".mobilenet-"  # temporary files: no file of the user's (".config.json.backup.tmp") has our shape
 JSON_LIMIT = 8 << 20  # config.json, sidecars: a thousand class names fill about 40 kB
+FILE_LIMIT = 1 << 30  # an exported model (.onnx, .pte, .tflite); MobileNet V1 at α = 1 with 1,000 classes takes 17 MB
 
 
 def make_dir(path, option: str = "--out") -> Path:

@@ -1,0 +1,268 @@
+"""`mobilenet bench`: inference speed of each way of running the model, on this machine.
+
+Each runtime is warmed up, then all are timed in turn over several rounds of repeated
+batches (so a noisy neighbour slows them alike); the median is reported with
+images/s, effective GFLOP/s (2 × mult-adds per image) and the share of a measured float32
+matmul roofline. timm's mobilenetv1_100 in eager mode is the reference row when timm is
+installed and α = 1: compare runtimes by their ratio to it, measured in the same run,
+since shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import threading
+import time
+
+import numpy as np
+import torch
+
+from ..errors import MobileNetError
+from ..formats import RUNTIMES
+from ..machine import cpu_features, cpu_name  # noqa: F401 - benchmark.cpu_name for the scripts
+from ..net.cost import cost_report
+from ..net.model import MobileNetConfig, MobileNetV1
+from ..progress import bar
+from ..run.info import ModelInfo
+from .runtime import open_openvino, open_session
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None  # not Linux
+
+
+class _PeakMemory:
+    """Peak resident memory above the level at entry, sampled every few milliseconds."""
+
+    def __enter__(self):
+        self.base = self.peak = _rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mb() or 0)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.mb = None if self.base is None else max(0.0, self.peak - self.base)
+
+
+def _time(run, min_seconds: float, min_iters: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        run()
+    times, start = [], time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _interleaved(runs: dict, min_seconds: float, min_iters: int, rounds: int = 5) -> dict[str, list[float]]:
+    """Time every runtime in turn, round after round, so that a noisy neighbour slows them
+    all alike and the ratios stay fair."""
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name] += _time(run, min_seconds / rounds, max(1, min_iters // rounds), warmup=0)
+    return times
+
+
+def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
+    """This machine's float32 matmul speed, the roofline of the table: the faster of
+    torch's BLAS and ONNX Runtime's MLAS on an n×n product, with the same threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    with torch.inference_mode():
+        best = statistics.median(_time(lambda: torch.mm(a, b), seconds, 5))
+    try:
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                                  [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                                  [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+        proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        session = open_session(proto.SerializeToString(), torch.get_num_threads())
+        feed = {"a": a.numpy(), "b": b.numpy()}
+        best = min(best, statistics.median(_time(lambda: session.run(None, feed), seconds, 5)))
+    except ImportError:
+        pass
+    return 2 * n**3 / best / 1e9
+
+
+def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.ndarray | None):
+    """What the runtime loads: the exported file's bytes (maybe quantized), else None."""
+    if not name.startswith(("onnxruntime", "openvino", "executorch", "litert")):
+        return None
+    calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
+        (64, *x.shape[1:])).astype(np.float32)
+    if name.startswith("executorch"):
+        from .executorch import pte_bytes, pte_int8_bytes
+
+        example = torch.zeros(2, *x.shape[1:])
+        return pte_int8_bytes(model, example, torch.from_numpy(calib)) if name.endswith("int8") else pte_bytes(
+            model, example)
+    if name.startswith("litert"):
+        from .litert import litert_bytes
+
+        return litert_bytes(model, _bench_info(model, x), calib if name.endswith("int8") else None)
+    from .exporter import onnx_bytes, quantize_onnx
+
+    data = onnx_bytes(model, _bench_info(model, x))
+    return quantize_onnx(data, calib) if name.endswith("int8") else data
+
+
+def _bench_info(model: MobileNetV1, x: torch.Tensor) -> ModelInfo:
+    """A model folder's info for an untrained network: what the exporters and runtimes read."""
+    spec = {"channels": x.shape[1], "resolution": x.shape[-1], "mean": [0.0] * x.shape[1], "std": [1.0] * x.shape[1],
+            "image_size": x.shape[-1]}
+    return ModelInfo([str(i) for i in range(model.config.num_classes)], spec, model.config)
+
+
+def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
+    """A function that runs one batch with the named runtime. torch and timm get the same
+    NCHW tensor: the layout of a model's weights is its own business."""
+    if name == "torch":  # eager, in the layout the library trains and loads it in
+        eager = model.to(memory_format=torch.channels_last)
+        return lambda: eager(x)
+    if name == "torch-fast":
+        from .exporter import fast_inference
+
+        xf = x.contiguous(memory_format=torch.channels_last)
+        fast = fast_inference(model, xf)
+        return lambda: fast(xf)
+    if name == "timm":
+        import timm
+
+        cfg = model.config
+        ref = timm.create_model("mobilenetv1_100", num_classes=cfg.num_classes, in_chans=cfg.in_channels).eval()
+        return lambda: ref(x)
+    if name.startswith("executorch"):
+        from .executorch import PteModel
+
+        program = PteModel(data, _bench_info(model, x))
+        xn = x.numpy()
+        return lambda: program.logits(xn)
+    xn = x.numpy()
+    if name.startswith("litert"):  # through LiteRtModel: int8 files take int8, so it quantizes as a user's call would
+        from .litert import LiteRtModel
+
+        converted = LiteRtModel(data, _bench_info(model, x), threads=torch.get_num_threads())
+        return lambda: converted.logits(xn)
+    if name.startswith("openvino"):
+        _, compiled = open_openvino(data, torch.get_num_threads())
+        return lambda: compiled(xn)
+    session = open_session(data, torch.get_num_threads())
+    return lambda: session.run(None, {"images": xn})
+
+
+# The runtimes that need an optional extra, by the package it installs.
+EXTRAS = {"timm": "timm", "executorch": "executorch", "executorch-int8": "executorch", "openvino": "openvino",
+          "openvino-int8": "openvino", "litert": "litert-torch", "litert-int8": "litert-torch"}
+
+
+def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
+    """The asked-for runtimes that can run here, timm (the reference) first: an extra that is
+    not installed leaves its rows out, and timm's reference exists at α = 1 only."""
+    here = [r for r in runtimes if r not in EXTRAS or _version(EXTRAS[r]) is not None]
+    if cfg.width_mult != 1.0:
+        here = [r for r in here if r != "timm"]
+    return (["timm"] if "timm" in here else []) + [r for r in here if r != "timm"]
+
+
+def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = None, batch_sizes=(1, 16),
+          runtimes=RUNTIMES, min_seconds: float = 1.0, min_iters: int = 10,
+          calibration: np.ndarray | None = None, files: dict[str, bytes] | None = None) -> dict:
+    """Time each runtime at each batch size; returns the table as plain data. `files`: a
+    runtime's file already exported from `model`, timed as it is instead of exported again."""
+    unknown = [r for r in runtimes if r not in RUNTIMES]
+    if unknown:
+        raise MobileNetError(f"--runtime {','.join(unknown)}: unknown; use any of {','.join(RUNTIMES)}")
+    if any(b < 1 for b in batch_sizes):
+        raise MobileNetError(f"--batch-size must be whole numbers of at least 1, got {list(batch_sizes)}")
+    model = (model or MobileNetV1.from_config(config or MobileNetConfig())).eval()
+    cfg = model.config
+    order = _available(runtimes, cfg)
+    cost = cost_report(cfg)
+    roofline = matmul_gflops(seconds=min(0.5, min_seconds))
+    rows = []
+    # export and quantization, once: the exported graphs take any batch size; not timed
+    sample = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution)
+    shown = bar(total=len(order) + len(batch_sizes), desc="bench")
+    prepared = {}
+    for name in order:  # openvino runs onnxruntime's file: quantized once when both are asked for
+        same = name.replace("openvino", "onnxruntime")
+        if same in (files or {}):
+            prepared[name] = files[same]
+        else:
+            prepared[name] = prepared[same] if same in prepared else _prepare(name, model, sample, calibration)
+        shown.update()
+    for batch in batch_sizes:
+        x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)
+        runs, memory = {}, {}
+        with torch.inference_mode():
+            for name in order:
+                with _PeakMemory() as peak:
+                    runs[name] = _runner(name, model, x, prepared[name])
+                    for _ in range(3):  # warm-up, inside the memory window: first runs allocate
+                        runs[name]()
+                memory[name] = peak.mb
+            times = _interleaved(runs, min_seconds * len(runs), min_iters)
+        reference = statistics.median(times["timm"]) if "timm" in times else None
+        for name in order:
+            ms = 1000 * statistics.median(times[name])
+            gflops = 2 * cost["mult_adds"] * batch / (ms / 1000) / 1e9
+            rows.append({"runtime": name, "batch_size": batch, "median_ms": ms, "images_per_s": 1000 * batch / ms,
+                         "iterations": len(times[name]), "peak_memory_mb": memory[name],
+                         "file_mb": len(prepared[name]) / 1e6 if prepared[name] else None,
+                         "params": None if name == "timm" else cost["params"],  # timm: its own module
+                         "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline,
+                         "speedup_vs_timm": 1000 * reference / ms if reference else None})
+        shown.update()
+    shown.close()
+    return {
+        "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
+        "machine": {"cpu": cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+                    "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
+                    "openvino": _version("openvino"), "executorch": _version("executorch"), "timm": _version("timm"),
+                    "ai-edge-litert": _version("ai-edge-litert"),
+                    "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def format_table(result: dict) -> str:
+    m, cfg = result["machine"], result["model"]
+    lines = [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
+             f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
+             f"onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, executorch {m.get('executorch')}, "
+             f"ai-edge-litert {m.get('ai-edge-litert')}, "
+             f"timm {m['timm']}",
+             f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
+             f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "
+             f"{'peak MB':>8} {'file MB':>8} {'vs timm':>8}"]
+    for r in result["rows"]:
+        mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
+        size = "-" if r.get("file_mb") is None else f"{r['file_mb']:.2f}"
+        vs = "-" if r["speedup_vs_timm"] is None else f"{r['speedup_vs_timm']:.2f}×"
+        lines.append(f"{r['runtime']:<17} {r['batch_size']:>5} {r['median_ms']:>9.2f} {r['images_per_s']:>9.1f} "
+                     f"{r['gflops']:>8.1f} {r['roofline_pct']:>7.1f}% {mem:>8} {size:>8} {vs:>8}")
+    return "\n".join(lines)

@@ -1,0 +1,227 @@
+"""ExecuTorch: lower a model to one .pte program (XNNPACK delegate, float32 or int8) and
+run .pte files with ExecuTorch's own runtime.
+
+The .pte holds the network; its class names and input preparation travel beside it in
+`<file>.pte.json` (ModelInfo.sidecar: classes, input, model and data), which PteModel reads. Needs the
+`executorch` extra: .venv/bin/pip install -e '.[executorch]'.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import MobileNetError, first_line, install_hint
+from ..files import JSON_LIMIT, read_regular
+from ..net.cost import state_bytes
+from ..progress import bar
+from ..report.metrics import check_scores
+from ..run.info import ModelInfo
+from .native import child_fails, detail, probe as probe_in_child, quiet_stderr
+
+MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
+CALIBRATION_BATCH = 32
+PROGRAM_LIMIT = 1 << 30  # a program whose sidecar names no network
+
+
+def sidecar(path) -> Path:
+    """Where a .pte's metadata lives: model.pte -> model.pte.json."""
+    return Path(str(path) + ".json")
+
+
+def require_executorch():
+    try:
+        import executorch  # noqa: F401
+    except ImportError:
+        hint = install_hint("executorch", "executorch")
+        raise MobileNetError(f"ExecuTorch is not installed; {hint}") from None
+
+
+def _export(model: nn.Module, example: torch.Tensor):
+    # Traced at the bound: ExecuTorch plans the input's memory from the example's size, and a
+    # smaller example would cap the batch there (2 gave a bound of 15, in executorch 1.5.1).
+    example = example.new_zeros(MAX_BATCH, *example.shape[1:])
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
+def _lower(program) -> bytes:
+    with quiet_stderr():  # torchao, imported with them, logs a torch deprecation line
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def pte_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    """The model as a float32 .pte program, every layer delegated to XNNPACK."""
+    require_executorch()
+    return _lower(_export(model.eval(), example))
+
+
+def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.Tensor) -> bytes:
+    """PT2E static quantization with ExecuTorch's XNNPACK quantizer (symmetric int8,
+    per-channel weights; activation ranges observed on `calibration`), then lowered."""
+    require_executorch()
+    with quiet_stderr():  # torchao logs a torch deprecation line as it is imported
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    observed = calibrated(_export(model.eval(), example).module(), quantizer, calibration)
+    return _lower(_export(convert_pt2e(observed), example))
+
+
+def calibrated(module: nn.Module, quantizer, calibration: torch.Tensor) -> nn.Module:
+    """PT2E's first half, for ExecuTorch's int8 and LiteRT's alike: `module` (torch.export's)
+    prepared for `quantizer`, its observers run on `calibration` CALIBRATION_BATCH at a time."""
+    with quiet_stderr():  # torchao logs a torch deprecation line as it is imported
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    observed = prepare_pt2e(module, quantizer)
+    with torch.no_grad():
+        for chunk in bar(calibration.split(CALIBRATION_BATCH), desc="int8: calibration"):
+            observed(chunk)
+    return observed
+
+
+def _runtime():
+    """executorch.runtime's Runtime, without executorch.exir's package where nothing has
+    imported it yet: ExecuTorch's pybindings import exir._warnings (for one warning class),
+    and exir's package would bring in the whole exporter (torch.export, its passes,
+    torchao), about three quarters of the runtime's import time, for nothing a program's run
+    needs. A later `import executorch.exir` (to lower a model) gets the real package."""
+    if "executorch.exir" not in sys.modules:
+        import executorch
+
+        exir = types.ModuleType("executorch.exir")  # a package with exir's folder, whose __init__ never runs
+        exir.__path__ = [os.path.join(folder, "exir") for folder in executorch.__path__]
+        sys.modules["executorch.exir"] = exir
+        try:
+            from executorch.runtime import Runtime
+        except ImportError:
+            pass  # a version whose runtime needs more of exir: the real package, below
+        finally:  # the stub and what was loaded into it go: a later import gets the real package
+            if sys.modules.get("executorch.exir") is exir:
+                del sys.modules["executorch.exir"]
+                sys.modules.pop("executorch.exir._warnings", None)
+    from executorch.runtime import Runtime
+
+    return Runtime
+
+
+class PteModel:
+    """An exported .pte: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation), `.logits(batch)`.
+
+    `source` is a .pte path (its metadata read from sidecar(path); the program checked
+    against it and probed in a child process first) or the bytes of a program this process
+    has just lowered, with `info` given."""
+
+    def __init__(self, source, info: ModelInfo | None = None):
+        require_executorch()
+        self.name = name = "the program" if isinstance(source, bytes) else str(source)
+        data, self.info = (source, info) if isinstance(source, bytes) else _open_file(Path(source))
+        self.classes, self.spec = self.info.classes, self.info.input
+        self._data = data  # the runtime reads the program from these bytes for as long as it runs
+        try:
+            with quiet_stderr():  # also torchao's import-time log line
+                self._program = _runtime().get().load_program(data)
+                self.method = self._program.load_method("forward")
+        except Exception as e:  # noqa: BLE001 - the runtime raises its own types for a bad program
+            raise MobileNetError(f"{name} is not a loadable ExecuTorch program ({detail(e)}); "
+                                 "export it again with `mobilenet export --format executorch`") from None
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        try:
+            z = np.concatenate([self.method.execute([chunk])[0].numpy() for chunk in x.split(MAX_BATCH)])
+        except Exception as e:  # noqa: BLE001 - the runtime's own types
+            raise MobileNetError(f"{self.name}: ExecuTorch's runtime failed on {len(batch)} images "
+                                 f"({detail(e)})") from None
+        check_scores(z, len(self.classes), self.name)
+        return z
+
+
+def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
+    """A .pte's bytes and metadata, checked: the sidecar names the program's SHA-256, and the
+    program, probed in a child, takes the input the sidecar prepares."""
+    found = _read_sidecar(path)
+    meta = sidecar(path)
+    try:
+        info = ModelInfo.from_json(found, fixed=(None, None))
+    except KeyError as e:
+        raise MobileNetError(f"{meta} has no {e}; export the model again with `mobilenet export`") from None
+    except (ValueError, TypeError) as e:
+        raise MobileNetError(f"{meta} does not describe the network ({e}); export it again") from None
+    data = _read(path, info)
+    if found.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
+        raise MobileNetError(f"{path} is not the program {meta.name} describes (its SHA-256 differs): "
+                             "the file was changed or damaged; export it again")
+    sizes = probe(data, path)
+    wanted = (info.input["channels"], info.input["resolution"], info.input["resolution"])
+    if tuple(sizes[1:]) != wanted:
+        raise MobileNetError(f"{meta} prepares images as {wanted}, the program takes {tuple(sizes[1:])}; "
+                             "export the model again")
+    return data, info
+
+
+def probe(data: bytes, name) -> list[int]:
+    """The input sizes of the program `data`, loaded and run once on zeros in a child process
+    (native.probe): some damaged programs abort or segfault ExecuTorch's runtime, in XNNPACK."""
+    return probe_in_child(data, name, "mobilenet.deploy.executorch:_probe_child", "ExecuTorch's runtime",
+                          "ExecuTorch program", "export it again with `mobilenet export --format executorch`")
+
+
+def _probe_child() -> None:
+    """probe's child: the program from stdin, its input sizes on stdout, one line on stderr
+    if it does not load (the runtime's own lines, if it crashes, stay above that)."""
+    data = sys.stdin.buffer.read()
+    try:
+        method = _runtime().get().load_program(data).load_method("forward")
+        sizes = list(method.metadata.input_tensor_meta(0).sizes())
+        method.execute([torch.zeros(1, *sizes[1:])])
+    except Exception as e:  # noqa: BLE001 - reported to the parent as one line
+        child_fails(e)
+    print(json.dumps(sizes))
+
+
+def _read(path: Path, info: ModelInfo) -> bytes:
+    # The program holds the weights once, BN folded in; twice that, and a fixed bound for a
+    # sidecar that does not say its network.
+    limit = 2 * state_bytes(info.model) + (16 << 20) if info.model else PROGRAM_LIMIT
+    try:
+        return read_regular(path, limit, "--model")
+    except FileNotFoundError:
+        raise _missing(path) from None
+
+
+def _missing(path: Path) -> MobileNetError:
+    return MobileNetError(f"--model {path}: no such file; give a .pte file made by "
+                          "`mobilenet export --format executorch`")
+
+
+def _read_sidecar(path: Path) -> dict:
+    meta = sidecar(path)
+    if not path.exists():  # the program's absence first: the sidecar's would mislead
+        raise _missing(path)
+    try:
+        found = json.loads(read_regular(meta, JSON_LIMIT, "--model"))
+    except FileNotFoundError:
+        raise MobileNetError(f"{meta} is missing: it holds the class names and input preparation that travel "
+                             f"with {path.name}; export the model again") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise MobileNetError(f"{meta} is not readable JSON ({first_line(e)}); export the model again") from None
+    if not isinstance(found, dict):
+        raise MobileNetError(f"{meta} is not a JSON object; export the model again")
+    return found

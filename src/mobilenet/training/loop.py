@@ -1,0 +1,456 @@
+"""Training: `train(TrainConfig)` runs the loop and resumes it. The loop is in named parts,
+as torchvision's reference scripts have them: _build, _train_one_epoch, _evaluate_epoch,
+_end_epoch; _train reads as the table of contents of a run. The step itself is step.py's
+(the trial's too), the EMA ema.py's, the optimizer and schedule optim.py's, the log
+log.py's and where the run stands state.py's; the run folder's files are
+run/folder.py's; torchrun and signals are distributed's.
+
+Determinism: the shuffle of each epoch and the augmentation of each step are seeded by
+(seed, epoch, step), so a resumed run repeats an uninterrupted one exactly on CPU; seeds.py
+lists every seed a run draws.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..data.augment import PRESETS, random_erasing
+from ..data.images import FASHION_MNIST
+from ..data.sources import open_source
+from ..errors import Interrupted, MobileNetError, first_line, printable
+from ..files import make_dir, remove_unfinished
+from ..limits import EVAL_BATCH_SIZE
+from ..machine import describe
+from ..net.model import MobileNetConfig, MobileNetV1
+from ..progress import Heartbeat, bar as progress_bar, show as show_progress
+from ..report.metrics import EvaluationStopped
+from ..report.page import report
+from ..report.plots import plot_curves
+from ..run.folder import (
+    RUN_FILES, checkpoint_launch, default_out, lock, refuse_links, resume_hint, save_checkpoint, save_model,
+    write_config, write_history,
+)
+from ..run.info import ModelInfo
+from ..run.ownership import refuse_foreign
+from ..seeds import DROPOUT, ERASING, generator, mix
+from .config import COMPILE_MODES, LR, TrainConfig
+from .distributed import Dist, Signals, launch
+from .ema import EMA
+from .log import RunLog, epoch_line
+from .optim import make_optimizer, make_schedule, set_peak
+from .scoring import score_epoch
+from .settings import run_settings
+from .state import RunState, history_row
+from .step import Learner, check_batch_memory, out_of_memory, train_step
+from .weights import check_init, fit_state_dict, load_init
+
+# Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
+FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (docs/results.md)
+FOLDER_RESOLUTION = 224  # the paper's input size
+AUGMENT_GAP = 0.15  # training accuracy this far below validation (halfway) draws a warning
+SYNC_EVERY = 50  # training steps between reads of the device's sums (progress bar, non-finite loss)
+
+
+class TrainingStopped(MobileNetError):
+    """The run stopped early (NaN loss or a signal); its last checkpoint is intact."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = False) -> dict:
+    """Train MobileNet V1 as `cfg` says; returns a summary. See the module docstring.
+
+    resume=True continues the run in cfg.out with the settings it was started with; only
+    cfg.epochs and cfg.lr (when not None: to extend a run, or to calm one that diverged),
+    cfg.device, cfg.workers and cfg.compile are taken from `cfg`.
+    `log` receives the one-line messages; `progress` shows a tqdm bar per epoch.
+    """
+    if not cfg.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise MobileNetError("under torchrun, give --out DIR: every process and every restart must find the same folder")
+    if not resume:
+        cfg.validate()  # before any folder is made: a bad argument leaves nothing behind
+    out = Path(cfg.out) if cfg.out else default_out(cfg.data)
+    log = _escaped(log)
+    dist = Dist(cfg.device)
+    if not dist.main:
+        show_progress(False)  # one process speaks for the run
+    try:
+        # After torchrun --max-restarts restarts this launch, go on from its own checkpoint.
+        # Rank 0 decides for all; a checkpoint of another launch still needs --resume.
+        restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+        resume = bool(dist.from_main(float(resume or (restarted and launch() == checkpoint_launch(out))))[0])
+        if resume and not (out / "checkpoint.pt").exists():
+            raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
+        if not resume:  # before the folder is made: nothing is left behind
+            check_init(cfg.init)
+            refuse_foreign([out / name for name in RUN_FILES], "--out", cfg.force)
+        make_dir(out)
+    except BaseException:
+        dist.close()
+        raise
+    held = None
+    try:
+        held = lock(out) if dist.main else None  # the other ranks share rank 0's folder
+        if dist.main:
+            refuse_links(out)  # before anything in it is read or written
+        if held and remove_unfinished(out, RUN_FILES):  # the lock makes us the folder's only writer
+            log(f"removed the unfinished temporary files of an interrupted run in {out}")
+        return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
+    except KeyboardInterrupt:  # a second Ctrl-C (or one before training began): stop now
+        saved = (out / "checkpoint.pt").exists()
+        raise Interrupted("interrupted at once; " + (f"{out} keeps its last checkpoint. {resume_hint(out)}"
+                                                     if saved else "nothing was saved yet")) from None
+    finally:
+        if held:
+            held.close()
+        dist.close()
+
+
+def _escaped(log):
+    """`log` with control characters escaped: paths and class names come from folders we did not make."""
+    return lambda line: log(printable(line))
+
+
+@dataclass
+class _Run:
+    """What a run holds while it trains: made by _build, moved on by each epoch."""
+    cfg: TrainConfig
+    out: Path
+    dist: Dist
+    log: RunLog
+    source: object
+    learner: Learner  # the model and what steps it
+    eval_models: list  # evaluation's: the model, then the EMA (compiled with --compile)
+    device: torch.device
+    lr: float
+    steps: int
+    info: ModelInfo  # what config.json says
+    args: dict  # the TrainConfig stored in the checkpoint
+    state: RunState = field(default_factory=RunState)
+
+    @property
+    def model(self) -> MobileNetV1:
+        return self.learner.model
+
+
+@dataclass
+class _Sums:
+    """An epoch's sums on the device, read every SYNC_EVERY steps only: summed loss and
+    correct, and the epoch's first step with a non-finite loss (-1: none yet)."""
+    totals: torch.Tensor
+    first_nonfinite: torch.Tensor
+
+
+def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist: Dist) -> dict:
+    """The table of contents of a run."""
+    cfg, checkpoint = run_settings(cfg, out, resume, dist)
+    run = _build(cfg, out, dist, log, fresh=checkpoint is None)
+    choice = None
+    if checkpoint is not None:
+        _restore(run, checkpoint)
+    elif cfg.augment == "auto":
+        choice = _choose_augmentation(run)
+    if dist.main:
+        _open_outputs(run.out, run.state.history, run.info, run.log)
+    try:
+        if choice:
+            run.log.note(choice)
+        with Signals() as signals:  # from here a first signal means "save and stop"
+            log(_start_line(run))
+            for epoch in range(run.state.start_epoch, cfg.epochs):
+                if cfg.patience and run.state.since_best >= cfg.patience:
+                    log(f"early stop before epoch {epoch + 1}: no better validation accuracy for {cfg.patience} epochs")
+                    break
+                sums = _train_one_epoch(run, epoch, signals, progress)
+                _end_epoch(run, epoch, sums, _evaluate_epoch(run, epoch, sums, signals))
+                if epoch + 1 < cfg.epochs and signals.agreed(dist):  # came after the evaluation
+                    raise Interrupted(f"stopped by {signals.received} after epoch {epoch + 1}; saved. "
+                                      f"{resume_hint(out)}")
+    finally:
+        run.log.close()
+    summary = _summary(run)
+    if dist.main:  # the page of the kept model, from the data set still open
+        try:
+            report(run.out, source=run.source, log=run.log.say)
+        except MobileNetError as e:  # the run itself is saved and whole
+            run.log.say(f"warning: no report.html ({e}); `mobilenet report --model {out}` tries again")
+    return summary
+
+
+def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
+    """Data, model (maybe from --init), optimizer, schedule and precision for this run."""
+    device = dist.device if dist.world > 1 else _device(cfg.device)
+    resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
+    source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.test_split, cfg.workers, cfg.augment,
+                         cfg.val_split)
+    init_state = None
+    if cfg.init and fresh:
+        init_state, activation = load_init(cfg.init)
+        cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
+    if hasattr(source, "to"):  # in memory: held on the device, batches made there
+        source.to(device)
+    if getattr(source, "skipped", 0):
+        log(f"skipped {source.skipped} entries of {source.name}: links that leave it, or no regular file")
+    model = _model(cfg, source, resolution, init_state, log)
+    check_batch_memory(cfg.batch_size, model.config, source.num_train // dist.world, device)
+    # --batch-size is per process; the learning rate follows the global batch linearly (Goyal et al. 2017).
+    lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size * dist.world / 128
+    steps = source.steps_per_epoch(cfg.batch_size, dist.world)
+    if steps == 0:
+        raise MobileNetError(f"{source.name} has too few training images for one batch")
+    learner = _learner(cfg, model, device, dist, lr, steps)
+    eval_models = [learner.model] + ([learner.ema.module] if learner.ema is not None else [])
+    if cfg.compile != "off":
+        eval_models = [torch.compile(m, mode=COMPILE_MODES[cfg.compile]) for m in eval_models]
+    info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(), {"preset": cfg.augment})
+    args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
+    args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
+    return _Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info, args)
+
+
+def _learner(cfg: TrainConfig, model: MobileNetV1, device: torch.device, dist: Dist, lr: float,
+             steps: int) -> Learner:
+    """The model on the device, wrapped for torchrun and --compile, with its optimizer, schedule,
+    GradScaler and EMA; mixed precision on GPU (bf16 where supported, else fp16 with the
+    GradScaler), float32 on CPU."""
+    # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
+    model = model.to(device, memory_format=torch.channels_last)
+    net = model
+    if dist.world > 1:
+        if device.type == "cuda":  # SyncBatchNorm runs on CUDA only
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile != "off":  # the step's forward and backward; learner.model stays the module we save
+        net = torch.compile(net, mode=COMPILE_MODES[cfg.compile])
+    amp = None
+    if device.type == "cuda":
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.weight_decay, lr)
+    ema = EMA(model, cfg.ema) if cfg.ema else None
+    return Learner(model, net, optimizer, make_schedule(optimizer, steps, cfg.epochs),
+                   torch.amp.GradScaler("cuda", enabled=amp == torch.float16), ema, amp)
+
+
+def _model(cfg: TrainConfig, source, resolution: int, init_state, log) -> MobileNetV1:
+    model_cfg = MobileNetConfig(num_classes=len(source.classes), width_mult=cfg.width_mult, resolution=resolution,
+                                in_channels=source.in_channels, dropout=cfg.dropout, activation=cfg.activation)
+    torch.manual_seed(cfg.seed)
+    model = MobileNetV1.from_config(model_cfg)
+    if init_state is not None:
+        model.load_state_dict(fit_state_dict(init_state, model), strict=False)  # the classifier may stay fresh
+        log(f"initialised from {cfg.init} (activation {cfg.activation})")
+    return model
+
+
+def _restore(run: _Run, checkpoint: dict) -> None:
+    """Weights, optimizer, schedule, where the run stands and RNG from the checkpoint."""
+    try:
+        run.learner.load_state_dict(checkpoint)
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise MobileNetError(f"--resume: {run.out / 'checkpoint.pt'} does not fit this run "
+                             f"({first_line(e)}); start a new run in another --out folder") from None
+    set_peak(run.learner.scheduler, run.learner.optimizer, run.lr)
+    state = run.state = RunState.from_checkpoint(checkpoint)
+    run.info.augment = checkpoint.get("augment") or run.info.augment  # with the trial's figures
+    torch.set_rng_state(checkpoint["rng"])
+    run.log.say(f"resuming {run.out} at epoch {state.start_epoch + 1}"
+                + (f", step {state.start_step}" if state.start_step else ""))
+
+
+def _choose_augmentation(run: _Run) -> str:
+    """--augment auto on a folder: rank 0's trial (trial.py) picks the preset for every rank;
+    the choice and its figures go to config.json and the checkpoint, and its line (returned)
+    to the log and train.log, once it is open."""
+    from ..data.augment import choice_line
+    from .trial import run_trial
+
+    cfg, dist = run.cfg, run.dist
+    record = (run_trial(run.source, cfg.seed, run.model.config, run.lr, cfg.batch_size, run.steps * cfg.epochs,
+                        run.device, run.learner.amp) if dist.main else {"preset": "none"})  # the others take rank 0's
+    preset = PRESETS[int(dist.from_main(float(PRESETS.index(record["preset"])))[0])]
+    cfg.augment = run.args["augment"] = preset  # --resume and a re-run take this
+    run.source.set_augment(preset)
+    run.info.augment = record
+    return choice_line(record) if dist.main else ""  # the others hold no trial's figures to tell
+
+
+def _open_outputs(out: Path, history: list, info: ModelInfo, log: RunLog) -> None:
+    """Redraw what the checkpoint knows (a kill may have come between files); config.json
+    first thing; train.log and TensorBoard opened for appending. Rank 0 only."""
+    if history:
+        write_history(history, out)
+        plot_curves(history, out)
+    if not (out / "config.json").exists():
+        write_config(out, info)
+    log.open(out)
+
+
+def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
+    if run.dist.main:  # only rank 0 writes files
+        save_checkpoint(run.out, {**run.learner.state_dict(), **run.state.checkpoint(epoch, step, partial),
+                                  "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(),
+                                  "augment": run.info.augment, "machine": describe(run.device)})
+
+
+def _start_line(run: _Run) -> str:
+    cfg, source = run.cfg, run.source
+    return (f"training MobileNet V1 α={cfg.width_mult} ρ={run.model.config.resolution} on {source.name}: "
+            f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
+            f"{cfg.optimizer} lr {run.lr:g}, batch {cfg.batch_size}"
+            + (f" × {run.dist.world} processes" if run.dist.world > 1 else "")
+            + f", {cfg.epochs} epochs, {run.device.type}; out {run.out}")
+
+
+def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) -> dict:
+    """One pass over the training images from the run's start step; the epoch's summed loss,
+    correct, seen, bad files and seconds. A signal saves a partial checkpoint and stops.
+    Loss and correct are summed on the device and read every SYNC_EVERY steps only: a
+    GPU is never made to wait for the host within a step."""
+    cfg, dist, state = run.cfg, run.dist, run.state
+    run.model.train()
+    # (after a mid-epoch stop rank 0 holds the all-reduced sums, the others start at 0)
+    zero = (0.0, 0, 0, 0, 0.0)
+    loss_sum, correct, seen, bad, seconds = (state.partial or {}).get("sums", zero) if dist.main else zero
+    sums = _Sums(torch.tensor([loss_sum, correct], dtype=torch.float64, device=run.device),
+                 torch.tensor(-1, device=run.device))
+    began = time.perf_counter() - seconds
+    desc = f"epoch {epoch + 1}/{cfg.epochs}"
+    bar = progress_bar(total=run.steps, initial=state.start_step, desc=desc, enabled=progress, mininterval=1.0)
+    heartbeat = Heartbeat(run.log.say, desc, run.steps, state.start_step, enabled=not progress)
+    batches = run.source.train_batches(epoch, cfg.batch_size, state.start_step, dist.rank, dist.world)
+    for step, batch in enumerate(batches, state.start_step):
+        for line in batch.bad_files:
+            if cfg.strict:
+                raise MobileNetError(f"{line} (--strict: remove the file or drop --strict)")
+            run.log.note(f"skipped {line}", err=True)
+        bad += len(batch.bad_files)
+        images = _step(run, epoch, step, batch, sums)
+        seen += images
+        run.learner.scheduler.step()
+        bar.update(1)
+        heartbeat.update(step + 1, images * dist.world)
+        if (step + 1) % SYNC_EVERY == 0:
+            _check_finite(sums, epoch, dist, run.lr, run.out)
+            loss_sum, correct = sums.totals.tolist()
+            bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.3f}", acc=f"{100 * correct / max(seen, 1):.1f}%",
+                            img_s=f"{seen / max(time.perf_counter() - began, 1e-9):.0f}", refresh=False)
+        if signals.agreed(dist):
+            _check_finite(sums, epoch, dist, run.lr, run.out)  # a diverged model is never saved
+            partial = tuple(dist.sum(*sums.totals.tolist(), seen, bad)) + (time.perf_counter() - began,)
+            _checkpoint(run, epoch, step + 1, {"sums": partial})
+            raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
+                              f"saved. {resume_hint(run.out)}")
+    bar.close()
+    _check_finite(sums, epoch, dist, run.lr, run.out)
+    state.start_step, state.partial = 0, None
+    train_seconds = time.perf_counter() - began
+    loss_sum, correct, seen, bad = dist.sum(*sums.totals.tolist(), seen, bad)
+    return {"loss_sum": loss_sum, "correct": int(correct), "seen": int(seen), "bad": int(bad),
+            "began": began, "train_seconds": train_seconds}
+
+
+def _step(run: _Run, epoch: int, step: int, batch, sums: _Sums) -> int:
+    """The run's side of a step (step.train_step): the batch on the device, seeded dropout
+    and random erasing; adds its summed loss and correct to `sums` (on the device) and
+    returns its count of images (0 for a batch too small for BatchNorm). A non-finite loss
+    is noted in sums.first_nonfinite, for _check_finite."""
+    cfg, dist = run.cfg, run.dist
+    usable = len(batch.labels) >= 2  # BatchNorm needs two images
+    if dist.world > 1 and not run.source.same_batches_on_every_rank:  # DDP's collectives must pair up
+        usable = dist.sum(float(usable))[0] == dist.world
+    if not usable:
+        return 0
+    torch.manual_seed(mix(cfg.seed, epoch, step, DROPOUT))  # dropout, if any
+    x = batch.images.to(run.device, non_blocking=True)
+    if cfg.random_erasing:  # seeded by (seed, epoch, step, rank), as the flips and shifts
+        g = generator(x.device, cfg.seed, epoch, step, ERASING, dist.rank)
+        x = random_erasing(x, cfg.random_erasing, g)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = batch.labels.to(run.device, non_blocking=True)
+    with out_of_memory(cfg.batch_size, run.device):
+        loss, logits = train_step(run.learner, x, y, cfg.label_smoothing)
+    sums.first_nonfinite = torch.where((sums.first_nonfinite < 0) & ~torch.isfinite(loss), step, sums.first_nonfinite)
+    sums.totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
+    return len(y)
+
+
+def _check_finite(sums: _Sums, epoch: int, dist: Dist, lr: float, out: Path) -> None:
+    """Stop, on every process together, if a step since the last check had a non-finite
+    loss (a host sync: called every SYNC_EVERY steps, before a checkpoint, at the epoch's end)."""
+    step = int(sums.first_nonfinite)
+    elsewhere = dist.world > 1 and dist.sum(float(step >= 0))[0] > 0
+    if step >= 0 or elsewhere:
+        where = f"step {step + 1}" if step >= 0 else "a step of another process"
+        raise TrainingStopped(f"loss became nan or infinite at epoch {epoch + 1}, {where}: training diverged; "
+                              f"lower --lr (it was {lr:g}). The last good checkpoint is in {out}")
+
+
+def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict:
+    """The epoch's scores (scoring.py). In a single process a signal stops the test pass
+    between two batches and saves the trained epoch."""
+    dist = run.dist
+    try:
+        return score_epoch(run.learner, run.eval_models, run.source, max(run.cfg.batch_size, EVAL_BATCH_SIZE), dist,
+                           run.device, stop=lambda: signals.received is not None and dist.world == 1)
+    except EvaluationStopped:  # --resume evaluates it
+        _checkpoint(run, epoch, run.steps, {"sums": (sums["loss_sum"], sums["correct"], sums["seen"], sums["bad"],
+                                                     sums["train_seconds"])})
+        raise Interrupted(f"stopped by {signals.received} while evaluating epoch {epoch + 1}; "
+                          f"saved. {resume_hint(run.out)}") from None
+
+
+def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
+    """History, the best model, the curves, then the checkpoint (the epoch's commit point),
+    TensorBoard and the epoch's line."""
+    for line in ev["bad"]:
+        run.log.note(f"skipped {line}", err=True)
+    bad = sums["bad"] + ev["bad_count"]  # every process's, where the lines above are this one's
+    row = history_row(epoch, sums, ev, run.learner.optimizer.param_groups[0]["lr"], bad)
+    keep = run.state.add(row)  # on every rank: patience must agree
+    ema = run.learner.ema
+    if run.dist.main and keep:  # the EMA's weights with --ema
+        save_model(ema.module if ema is not None else run.model, run.out, run.info)
+    if run.dist.main:
+        write_history(run.state.history, run.out)
+        plot_curves(run.state.history, run.out)
+    _checkpoint(run, epoch + 1, 0, None)
+    if row["epoch"] == math.ceil(run.cfg.epochs / 2) and run.dist.main:
+        _warn_if_augmentation_hurts(run.log, run.cfg.augment, row)
+    run.log.scalars(row)  # after the commit: a resumed run never logs an epoch twice
+    run.log.note(epoch_line(row, run.cfg.epochs, ema is not None))
+
+
+def _warn_if_augmentation_hurts(log: RunLog, preset: str, row: dict) -> None:
+    """Halfway through, one line when the augmented training batches score far below the
+    images as they are (validation images, or the test images when there are none): the
+    symptom of a preset that hides what the label depends on. Only said: nothing is chosen."""
+    name, reference = ("validation", row["val_acc"]) if row["val_acc"] != "" else ("test", row["test_acc"])
+    if reference - row["train_acc"] > AUGMENT_GAP:
+        milder = PRESETS[:PRESETS.index(preset)] if preset in PRESETS else ("none",)
+        log.note(f"warning: halfway, training accuracy on augmented batches is {100 * row['train_acc']:.1f}% against "
+                 f"{100 * reference:.1f}% on {name} images: --augment {preset} may be hiding what the "
+                 f"classes depend on; try a milder one ({', '.join(reversed(milder)) or 'none'})", err=True)
+
+
+def _summary(run: _Run) -> dict:
+    history, ema = run.state.history, run.learner.ema
+    kept = history[run.state.kept_epoch - 1]  # the saved model's epoch: the last, or the best on validation
+    best = max(history, key=lambda h: h["test_acc"])
+    key = "ema_test" if ema is not None else "test"  # the saved model's figures
+    chosen = f" (epoch {kept['epoch']}, chosen on the validation images)" if kept["val_acc"] != "" else ""
+    run.log.say(f"done: test accuracy {100 * kept[key + '_acc']:.2f}%, test loss {kept[key + '_loss']:.4f} of the kept "
+                f"model{chosen}" + (", EMA weights" if ema is not None else "")
+                + f"; model in {run.out / 'model.safetensors'}")
+    return {"out": str(run.out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
+            "kept_epoch": kept["epoch"], "final_test_acc": kept[key + "_acc"], "final_test_loss": kept[key + "_loss"],
+            "seconds": sum(h["seconds"] for h in history), "bad_files": run.state.total_bad}
