@@ -160,7 +160,7 @@ def test_onnxruntime_path_imports_no_torch(small_run, onnx_file, tmp_path):
     code = (
         "import sys, json\n"
         "from mobilenet.cli import main\n"
-        f"rc = main(['predict', '--runtime', 'onnxruntime', '--model', {str(tmp_path / 'm.onnx')!r}, "
+        f"rc = main(['predict', '--model', {str(tmp_path / 'm.onnx')!r}, "  # the suffix names the runtime
         f"{str(tmp_path / 'a.png')!r}, '--json'])\n"
         f"rc2 = main(['evaluate', '--runtime', 'onnxruntime', '--model', {str(tmp_path / 'm.onnx')!r}])\n"
         "assert rc == 0 and rc2 == 0, (rc, rc2)\n"

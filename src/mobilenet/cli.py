@@ -13,7 +13,7 @@ from dataclasses import Field
 from . import __version__, progress
 from .data.images import FASHION_MNIST
 from .errors import BadArgument, MobileNetError, printable
-from .formats import EXPORT_FORMATS, PREDICT_RUNTIMES, RUNTIMES
+from .formats import EXPORT_FORMATS, PREDICT_RUNTIMES, RUNTIMES, runtime_for
 from .limits import LIMITS, check_folder
 from .net.config import MobileNetConfig, get_config, list_models
 from .training.config import TrainConfig, cli_fields
@@ -96,6 +96,7 @@ def _train_config(args) -> TrainConfig:
 
 
 def _cmd_evaluate(args) -> int:
+    args.runtime = runtime_for(args.model, args.runtime)
     if args.runtime != "torch":
         from .deploy.runtime import evaluate_file
 
@@ -246,11 +247,10 @@ def _workers(p) -> None:  # evaluate's --workers is train's
 
 
 def _runtime(p) -> None:
-    p.add_argument("--runtime", choices=PREDICT_RUNTIMES, default="torch",
-                   help="torch (default); onnxruntime: --model is an exported .onnx file (torch not needed); "
-                   "openvino: the same .onnx file in OpenVINO (the openvino extra); "
-                   "executorch: --model is an exported .pte file; litert: an exported .tflite file (the litert "
-                   "extra; torch not needed)")
+    p.add_argument("--runtime", choices=PREDICT_RUNTIMES,
+                   help="default: torch for a run folder, and by its suffix for an exported file: onnxruntime for "
+                   ".onnx (torch not needed), executorch for .pte, litert for .tflite (the litert extra; torch not "
+                   "needed); openvino: an .onnx file in OpenVINO (the openvino extra)")
 
 
 def _add_cost(sub) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import MobileNetError
-from ..formats import RUNTIMES
+from ..formats import RUNTIMES, get_format, runtime_row
 from ..machine import cpu_features, cpu_name  # noqa: F401 - benchmark.cpu_name for the scripts
 from ..net.cost import cost_report
 from ..net.model import MobileNetConfig, MobileNetV1
@@ -101,24 +101,24 @@ def matmul_gflops(n: int = 1024, seconds: float = 0.5) -> float:
 
 def _prepare(name: str, model: MobileNetV1, x: torch.Tensor, calibration: np.ndarray | None):
     """What the runtime loads: the exported file's bytes (maybe quantized), else None."""
-    if not name.startswith(("onnxruntime", "openvino", "executorch", "litert")):
+    fmt, int8 = runtime_row(name).format, name.endswith("-int8")
+    if not get_format(fmt).exported:
         return None
     calib = calibration if calibration is not None else np.random.default_rng(0).standard_normal(
         (64, *x.shape[1:])).astype(np.float32)
-    if name.startswith("executorch"):
+    if fmt == "executorch":
         from .executorch import pte_bytes, pte_int8_bytes
 
         example = torch.zeros(2, *x.shape[1:])
-        return pte_int8_bytes(model, example, torch.from_numpy(calib)) if name.endswith("int8") else pte_bytes(
-            model, example)
-    if name.startswith("litert"):
+        return pte_int8_bytes(model, example, torch.from_numpy(calib)) if int8 else pte_bytes(model, example)
+    if fmt == "litert":
         from .litert import litert_bytes
 
-        return litert_bytes(model, _bench_info(model, x), calib if name.endswith("int8") else None)
+        return litert_bytes(model, _bench_info(model, x), calib if int8 else None)
     from .exporter import onnx_bytes, quantize_onnx
 
     data = onnx_bytes(model, _bench_info(model, x))
-    return quantize_onnx(data, calib) if name.endswith("int8") else data
+    return quantize_onnx(data, calib) if int8 else data
 
 
 def _bench_info(model: MobileNetV1, x: torch.Tensor) -> ModelInfo:
@@ -131,6 +131,7 @@ def _bench_info(model: MobileNetV1, x: torch.Tensor) -> ModelInfo:
 def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
     """A function that runs one batch with the named runtime. torch and timm get the same
     NCHW tensor: the layout of a model's weights is its own business."""
+    name = runtime_row(name).name  # an int8 file runs in its runtime like the float32 one
     if name == "torch":  # eager, in the layout the library trains and loads it in
         eager = model.to(memory_format=torch.channels_last)
         return lambda: eager(x)
@@ -146,34 +147,29 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
         cfg = model.config
         ref = timm.create_model("mobilenetv1_100", num_classes=cfg.num_classes, in_chans=cfg.in_channels).eval()
         return lambda: ref(x)
-    if name.startswith("executorch"):
+    if name == "executorch":
         from .executorch import PteModel
 
         program = PteModel(data, _bench_info(model, x))
         xn = x.numpy()
         return lambda: program.logits(xn)
     xn = x.numpy()
-    if name.startswith("litert"):  # through LiteRtModel: int8 files take int8, so it quantizes as a user's call would
+    if name == "litert":  # through LiteRtModel: int8 files take int8, so it quantizes as a user's call would
         from .litert import LiteRtModel
 
         converted = LiteRtModel(data, _bench_info(model, x), threads=torch.get_num_threads())
         return lambda: converted.logits(xn)
-    if name.startswith("openvino"):
+    if name == "openvino":
         _, compiled = open_openvino(data, torch.get_num_threads())
         return lambda: compiled(xn)
     session = open_session(data, torch.get_num_threads())
     return lambda: session.run(None, {"images": xn})
 
 
-# The runtimes that need an optional extra, by the package it installs.
-EXTRAS = {"timm": "timm", "executorch": "executorch", "executorch-int8": "executorch", "openvino": "openvino",
-          "openvino-int8": "openvino", "litert": "litert-torch", "litert-int8": "litert-torch"}
-
-
 def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
     """The asked-for runtimes that can run here, timm (the reference) first: an extra that is
     not installed leaves its rows out, and timm's reference exists at α = 1 only."""
-    here = [r for r in runtimes if r not in EXTRAS or _version(EXTRAS[r]) is not None]
+    here = [r for r in runtimes if runtime_row(r).package is None or _version(runtime_row(r).package) is not None]
     if cfg.width_mult != 1.0:
         here = [r for r in here if r != "timm"]
     return (["timm"] if "timm" in here else []) + [r for r in here if r != "timm"]

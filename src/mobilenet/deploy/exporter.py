@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import MobileNetError
 from ..files import atomic_write_bytes, atomic_write_json
-from ..formats import EXPORT_FORMATS
+from ..formats import EXPORT_FORMATS, get_format
 from ..limits import EVAL_BATCH_SIZE
 from ..progress import bar
 from ..report.metrics import evaluate_batches
@@ -169,8 +169,7 @@ def _checks(model: nn.Module, info: ModelInfo, count: int, int8: bool, log) -> d
 
 
 def _output(model_dir, output, fmt: str, int8: bool) -> Path:
-    suffix = {"onnx": ".onnx", "executorch": ".pte", "litert": ".tflite"}[fmt]
-    output = Path(output) if output else Path(model_dir) / f"model{'.int8' if int8 else ''}{suffix}"
+    output = Path(output) if output else Path(model_dir) / f"model{'.int8' if int8 else ''}{get_format(fmt).suffix}"
     if not output.parent.is_dir():
         raise MobileNetError(f"--output {output}: folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK):
@@ -184,7 +183,7 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
     it in its own runtime, and return a report. Raises MobileNetError when the check fails;
     nothing is written then. A file there that this toolkit did not write is replaced only
     with `force`. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
-    ExecuTorch program's metadata goes to pte.sidecar(output)."""
+    ExecuTorch program's metadata goes to executorch.sidecar(output)."""
     if fmt not in EXPORT_FORMATS:
         raise MobileNetError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if int8_preset not in INT8_PRESETS:

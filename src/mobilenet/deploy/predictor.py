@@ -23,7 +23,7 @@ import numpy as np
 
 from ..data.images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, prepare_files, regular_inside
 from ..errors import MobileNetError, first_line, printable
-from ..formats import PREDICT_RUNTIMES
+from ..formats import PREDICT_RUNTIMES, runtime_for
 from ..report.metrics import check_finite
 
 CHUNK_SIZE = 64  # images decoded, prepared and run at a time
@@ -34,10 +34,11 @@ class Predictor:
 
     `model` is a run folder (config.json + model.safetensors) for runtime "torch", or a file
     made by `mobilenet export`: .onnx for "onnxruntime" or "openvino", .pte for "executorch", .tflite
-    for "litert" (CPU only).
+    for "litert" (CPU only). runtime None: the one formats.runtime_for gives, by the suffix.
     `.classes` are the class names, `.spec` the input preparation (config.json's "input")."""
 
-    def __init__(self, model, runtime: str = "torch", device: str = "cpu"):
+    def __init__(self, model, runtime: str | None = None, device: str = "cpu"):
+        runtime = runtime_for(model, runtime)
         if runtime not in PREDICT_RUNTIMES:
             raise MobileNetError(f"--runtime must be one of {', '.join(PREDICT_RUNTIMES)}, got {runtime!r}")
         self.runtime, self.name = runtime, str(model)

@@ -24,6 +24,7 @@ import torch
 from ..data.augment import choice_line
 from ..errors import MobileNetError
 from ..files import JSON_LIMIT, atomic_write_json, atomic_write_text, make_dir, read_regular
+from ..formats import title_of
 from ..limits import EVAL_BATCH_SIZE
 from ..net.activation_maps import cam
 from ..net.cost import cost_report
@@ -334,9 +335,9 @@ def _balance(counts: dict, classes: list[str]) -> str:
 
 
 def _exports(model_dir: Path) -> str:
-    files = sorted(p for p in model_dir.iterdir() if p.suffix in (".onnx", ".pte", ".tflite") and p.is_file())
+    files = sorted(p for p in model_dir.iterdir() if title_of(p) and p.is_file())
     records = _read_json(model_dir / EXPORTS)
-    rows = [[p.name, {".onnx": "ONNX", ".pte": "ExecuTorch", ".tflite": "LiteRT"}[p.suffix],
+    rows = [[p.name, title_of(p),
              f"{p.stat().st_size / 1e6:.2f} MB", _check_line(records.get(p.name), p)] for p in files]
     found = _table(["file", "format", "size", "check"], rows) if rows else "<p>None yet: `mobilenet export`.</p>"
     return found + _bench(_read_json(model_dir / BENCH))

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, Interrupted, MobileNetError, printable
 from ..files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_regular
-from ..formats import EXPORT_FORMATS, RUNTIMES
+from ..formats import EXPORT_FORMATS, RUNTIMES, size_key
 from ..net.cost import cost_report
 from ..training.config import TrainConfig
 
@@ -33,10 +33,6 @@ RESOLUTIONS = {FASHION_MNIST: (64, 48, 40, 32),  # small sizes from 32 up: Fashi
                "folder": (224, 192, 160, 128)}  # the paper's ρ
 SWEEP_RUNTIMES = tuple(r for r in RUNTIMES if r != "timm")  # timm is bench's reference, not a deployment
 PLAN, POINT = "sweep_plan.json", "sweep_point.json"
-# The file a runtime loads, by the format name of the point's size columns.
-RUNTIME_FORMAT = {"torch": "safetensors", "torch-fast": "safetensors", "onnxruntime": "onnx",
-                  "onnxruntime-int8": "onnx-int8", "openvino": "onnx", "openvino-int8": "onnx-int8",
-                  "executorch": "pte", "executorch-int8": "pte-int8", "litert": "tflite", "litert-int8": "tflite-int8"}
 
 
 @dataclass
@@ -234,7 +230,7 @@ def _time_point(out: Path, plan: dict, p: tuple[float, int], seconds: float, log
     record["latency_ms"] = {r: rows[r]["median_ms"] for r in plan["runtimes"]}
     for r in plan["runtimes"]:  # the .pte sizes come from bench's own lowering
         if rows[r]["file_mb"] is not None:
-            record["size_mb"].setdefault(RUNTIME_FORMAT[r], rows[r]["file_mb"])
+            record["size_mb"].setdefault(size_key(r), rows[r]["file_mb"])
     record["machine"] = {k: result["machine"][k] for k in ("cpu", "isa", "threads")}
     atomic_write_json(out / record["run"] / POINT, record)
     log(f"[{record['run']}] batch 1: " + ", ".join(f"{r} {ms:.2f} ms" for r, ms in record["latency_ms"].items()))
@@ -299,7 +295,7 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
 def _columns(plan: dict) -> list[str]:
     int8 = ["test_acc_int8"] if plan["int8"] else []
     sizes = ["safetensors", "onnx"] + (["onnx-int8"] if plan["int8"] else [])
-    sizes += [RUNTIME_FORMAT[r] for r in plan["runtimes"] if RUNTIME_FORMAT[r] not in sizes]
+    sizes += [size_key(r) for r in plan["runtimes"] if size_key(r) not in sizes]
     return (["run", "alpha", "rho", "params", "mult_adds", "peak_activation_bytes", "val_acc", "test_acc", "test_loss"]
             + int8 + [f"size_mb_{s}" for s in sizes] + [f"latency_ms_{r}" for r in plan["runtimes"]]
             + ["kept_epoch", "epochs", "train_seconds"])
@@ -323,7 +319,7 @@ def table_csv(rows: list[dict], plan: dict) -> str:
 
 def format_table(rows: list[dict], plan: dict) -> str:
     runtime = plan["runtimes"][0]
-    size = RUNTIME_FORMAT[runtime]
+    size = size_key(runtime)
     lines = [f"{'run':<12} {'params':>8} {'mult-adds':>10} {'peak act.':>11} {'val acc':>8} {'test acc':>8} "
              f"{'test loss':>9}" + (f" {'int8 acc':>8}" if plan["int8"] else "") + f" {runtime + ' ms':>16} "
              f"{size + ' MB':>14}"]
@@ -339,7 +335,7 @@ def format_table(rows: list[dict], plan: dict) -> str:
 def pick(rows: list[dict], runtime: str, budget_ms: float | None = None, budget_mb: float | None = None) -> dict:
     """The point with the best validation accuracy within the budget (fewer mult-adds on a
     tie), and the runner-up. MobileNetError when no point fits."""
-    size = RUNTIME_FORMAT[runtime]
+    size = size_key(runtime)
     within = [r for r in rows if (budget_ms is None or r["latency_ms"][runtime] <= budget_ms)
               and (budget_mb is None or r["size_mb"][size] <= budget_mb)]
     if not within:
@@ -355,7 +351,7 @@ def pick(rows: list[dict], runtime: str, budget_ms: float | None = None, budget_
 
 def _describe(r: dict, runtime: str) -> str:
     return (f"{r['run']} (validation {100 * r['val_acc']:.2f}%, {r['latency_ms'][runtime]:.3f} ms, "
-            f"{r['size_mb'][RUNTIME_FORMAT[runtime]]:.3f} MB)")
+            f"{r['size_mb'][size_key(runtime)]:.3f} MB)")
 
 
 def pick_line(choice: dict, runtime: str, budget_ms: float | None, budget_mb: float | None) -> str:
@@ -363,7 +359,7 @@ def pick_line(choice: dict, runtime: str, budget_ms: float | None, budget_mb: fl
     if budget_ms is not None:
         limits.append(f"{budget_ms:g} ms on {runtime}")
     if budget_mb is not None:
-        limits.append(f"{budget_mb:g} MB as {RUNTIME_FORMAT[runtime]}")
+        limits.append(f"{budget_mb:g} MB as {size_key(runtime)}")
     why = (f"the best validation accuracy of the {choice['within']} points within " + " and ".join(limits)
            if limits else f"the best validation accuracy of all {choice['within']} points (no budget given)")
     runner = choice["runner_up"]
