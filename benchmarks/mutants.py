@@ -209,11 +209,11 @@ MUTANTS = [
            '    sizes = [1, *wanted] or probe(data, path, "mobilenet.deploy.litert:_probe_child"',
            [LT + "test_metadata_that_does_not_fit_the_model_is_refused"]),
     # --- mobilenet report --------------------------------------------------------------
-    Mutant("the report does not escape", "report: a hostile folder cannot script the page", "src/mobilenet/report/page.py",
+    Mutant("the report does not escape", "report: a hostile folder cannot script the page", "src/mobilenet/report/html.py",
            "    return html.escape(str(value), quote=True)\n", "    return str(value)\n",
            [RP + "test_a_class_named_like_markup_is_escaped", RP + "test_a_hostile_class_name_cannot_script_the_page"]),
     Mutant("the report shows the least confident mistakes", "report: the most confidently wrong images",
-           "src/mobilenet/report/page.py", 'key=lambda e: -e["p"])[:count]', 'key=lambda e: e["p"])[:count]',
+           "src/mobilenet/report/scan.py", 'key=lambda e: -e["p"])[:count]', 'key=lambda e: e["p"])[:count]',
            [RP + "test_the_gallery_shows_the_most_confident_mistakes_first",
             RP + "test_the_gallery_keeps_the_most_confident_mistakes_across_batches"]),
     # --- mobilenet sweep ---------------------------------------------------------------

@@ -177,3 +177,16 @@ def test_bars_on_a_terminal_only(small_run, tmp_path):
             break
         seen += chunk
     assert proc.wait() == 0 and b"evaluate:" in seen and b"img" in seen
+
+
+def test_a_bug_keeps_its_traceback_after_one_line_that_says_so(monkeypatch, capsys):
+    """Only the user's errors (MobileNetError) become one line; anything else is a bug, said
+    as one, and its traceback is kept."""
+    import mobilenet.cli as cli_module
+
+    def broken(args):
+        raise ValueError("an internal slip")
+    monkeypatch.setattr(cli_module, "_cmd_models", broken)
+    with pytest.raises(ValueError, match="an internal slip"):
+        main(["models"])
+    assert "mobilenet models: internal error" in capsys.readouterr().err

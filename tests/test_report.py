@@ -47,11 +47,11 @@ def test_the_page_has_every_section_and_embeds_everything(small_report):
 
 
 def test_the_gallery_shows_the_most_confident_mistakes_first(small_run):
-    from mobilenet.report.page import WRONG, _open, _state, scan
+    from mobilenet.report.scan import WRONG, checkpoint_state, open_data, scan
     from mobilenet.run.folder import load_model
 
     model, info = load_model(small_run[0])
-    metrics, examples = scan(model, _open(info, _state(small_run[0]), None), info, "fashion-mnist")
+    metrics, examples = scan(model, open_data(info, checkpoint_state(small_run[0]), None), info, "fashion-mnist")
     wrong = metrics["images"] - round(metrics["top1"] * metrics["images"])
     assert len(examples["wrong"]) == min(WRONG, wrong)
     assert [e["p"] for e in examples["wrong"]] == sorted((e["p"] for e in examples["wrong"]), reverse=True)
@@ -66,7 +66,7 @@ def test_the_gallery_shows_the_most_confident_mistakes_first(small_run):
 def test_the_gallery_keeps_the_most_confident_mistakes_across_batches():
     import torch
 
-    from mobilenet.report.page import RIGHT, WRONG, _keep
+    from mobilenet.report.scan import RIGHT, WRONG, _keep
 
     torch.manual_seed(0)
     kept, wrong, right = {"wrong": [], "right": []}, [], []

@@ -1,6 +1,6 @@
 """The `mobilenet` command. Thin: each subcommand parses its arguments and calls one
-library function. User errors (MobileNetError, bad config values) become one line on
-stderr and a non-zero exit status; anything else is a bug and keeps its traceback."""
+library function. User errors (MobileNetError) become one line on stderr and a non-zero
+exit status; anything else is a bug, said as one, and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -125,8 +125,12 @@ def _cmd_evaluate(args) -> int:
 
 def _cmd_report(args) -> int:
     from .report.page import report
+    from .sweep.page import is_sweep, sweep_report
 
-    report(args.model, out=args.out, data=args.data, workers=args.workers)
+    if is_sweep(args.model):
+        sweep_report(args.model, out=args.out)
+    else:
+        report(args.model, out=args.out, data=args.data, workers=args.workers)
     return 0
 
 
@@ -487,9 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mobilenet cost | head -1`: the reader left; end quietly, as `cat` would
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush has nowhere to fail
         return 141  # 128 + SIGPIPE, what a shell reports for a tool that a closed pipe stopped
-    except (MobileNetError, ValueError) as e:
+    except MobileNetError as e:
         print(f"mobilenet {args.command}: error: {printable(e)}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+        return e.exit_code
     except MemoryError:  # numpy's or Python's; whatever asked for it, the answer is the same
         print(f"mobilenet {args.command}: error: out of memory; use a smaller model, batch or image set",
               file=sys.stderr)
@@ -497,3 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mobilenet {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # not the user's input: keep the traceback, and say so before it
+        print(f"mobilenet {args.command}: internal error in mobilenet {__version__}, a bug: please report it with "
+              "the command and the traceback below", file=sys.stderr)
+        raise

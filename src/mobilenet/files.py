@@ -151,3 +151,13 @@ def atomic_savefig(path, figure) -> None:
     buf = io.BytesIO()
     figure.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_json_object(path, what: str = "--model") -> dict:
+    """The JSON object in `path`, read to JSON_LIMIT; {} when it is missing, unreadable, too
+    large or not an object: for records whose absence only leaves a line out."""
+    try:
+        found = json.loads(read_regular(path, JSON_LIMIT, what))
+    except (OSError, ValueError, MobileNetError, RecursionError):
+        return {}
+    return found if isinstance(found, dict) else {}

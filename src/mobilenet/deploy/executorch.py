@@ -22,13 +22,12 @@ from torch import nn
 from ..errors import MobileNetError, first_line, install_hint
 from ..files import JSON_LIMIT, read_regular
 from ..net.cost import state_bytes
-from ..progress import bar
 from ..report.metrics import check_scores
 from ..run.info import ModelInfo
 from .native import child_fails, detail, probe as probe_in_child, quiet_stderr
+from .pt2e import calibrated
 
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
-CALIBRATION_BATCH = 32
 PROGRAM_LIMIT = 1 << 30  # a program whose sidecar names no network
 
 
@@ -81,19 +80,6 @@ def pte_int8_bytes(model: nn.Module, example: torch.Tensor, calibration: torch.T
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     observed = calibrated(_export(model.eval(), example).module(), quantizer, calibration)
     return _lower(_export(convert_pt2e(observed), example))
-
-
-def calibrated(module: nn.Module, quantizer, calibration: torch.Tensor) -> nn.Module:
-    """PT2E's first half, for ExecuTorch's int8 and LiteRT's alike: `module` (torch.export's)
-    prepared for `quantizer`, its observers run on `calibration` CALIBRATION_BATCH at a time."""
-    with quiet_stderr():  # torchao logs a torch deprecation line as it is imported
-        from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
-
-    observed = prepare_pt2e(module, quantizer)
-    with torch.no_grad():
-        for chunk in bar(calibration.split(CALIBRATION_BATCH), desc="int8: calibration"):
-            observed(chunk)
-    return observed
 
 
 def _runtime():

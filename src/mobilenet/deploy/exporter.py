@@ -27,8 +27,7 @@ from ..formats import EXPORT_FORMATS, get_format
 from ..limits import EVAL_BATCH_SIZE
 from ..progress import bar
 from ..report.metrics import evaluate_batches
-from ..report.page import record_export
-from ..run.folder import load_model
+from ..run.folder import load_model, record_export
 from ..run.info import ModelInfo
 from ..run.ownership import refuse_foreign
 from .executorch import sidecar

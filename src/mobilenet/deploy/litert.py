@@ -91,7 +91,7 @@ def _quantize(model, example, dynamic, calibration: np.ndarray):
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    from .executorch import calibrated
+    from .pt2e import calibrated
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     observed = calibrated(torch.export.export(model, example, dynamic_shapes=dynamic).module(), quantizer,

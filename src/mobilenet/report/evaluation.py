@@ -1,5 +1,5 @@
-"""Evaluating a trained model folder on its test split: the pass is report.scan's, which the
-report's page shares; torch_logits serves the training loop's own evaluation."""
+"""Evaluating a trained model folder on its test split: the pass is scan.py's, which the
+page shares; torch_logits serves the training loop's own evaluation."""
 
 from __future__ import annotations
 

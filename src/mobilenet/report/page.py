@@ -11,8 +11,6 @@ file:// anywhere, a phone included.
 from __future__ import annotations
 
 import base64
-import html
-import io
 import json
 import tempfile
 import time
@@ -22,137 +20,40 @@ import numpy as np
 import torch
 
 from ..data.augment import choice_line
-from ..errors import MobileNetError
-from ..files import JSON_LIMIT, atomic_write_json, atomic_write_text, make_dir, read_regular
+from ..files import read_json_object
 from ..formats import title_of
-from ..limits import EVAL_BATCH_SIZE
 from ..net.activation_maps import cam
 from ..net.cost import cost_report
-from ..progress import bar
-from ..run.folder import load_checkpoint, load_model, upgrade_checkpoint
+from ..run.folder import load_model, read_exports
 from ..run.info import ModelInfo
-from .metrics import Metrics
+from .html import escape, html_page, number, png_uri, table, write_page
+from .scan import checkpoint_state, open_data, scan
 
-WRONG, RIGHT = 16, 4  # confidently wrong test images shown, and confidently right ones for contrast
 IMBALANCE = 5.0  # the largest training class over the smallest that earns a warning
 TILE = 112  # pixels of each shown image and of its map
-EXPORTS = "exports.json"  # what `export` checked, by file name (deploy/exporter.py writes it)
 BENCH = "bench.json"  # `mobilenet bench --model DIR --json > DIR/bench.json`
-SWEEP_PLAN, SWEEP_TABLE = "sweep_plan.json", "sweep.json"  # a sweep folder's (sweep/run.py writes them)
-CSS = """body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px;color:#222}
-h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:2px;margin-top:1.6em}
-table{border-collapse:collapse;margin:6px 0}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left}
-td.n,th.n{text-align:right}.scroll{overflow-x:auto}.cm td{text-align:right;min-width:2.2em}
-.grid{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:230px}figure img{width:100%;image-rendering:pixelated}
-figcaption{font-size:13px}.warn{background:#fff3cd;border:1px solid #e0c060;padding:6px}
-img.curve{width:min(100%,480px)}"""
-POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def report(model_dir, out=None, data: str | None = None, workers: int | None = None, source=None,
            log=print) -> dict:
-    """A run folder's page (model_report), or a sweep folder's (sweep_report)."""
-    if (Path(model_dir) / SWEEP_PLAN).is_file():
-        return sweep_report(model_dir, out, log)
-    return model_report(model_dir, out, data, workers, source, log)
-
-
-def model_report(model_dir, out=None, data: str | None = None, workers: int | None = None, source=None,
-                 log=print) -> dict:
     """Write the page to `out` (default model_dir/report.html); returns {"path", "metrics"
     (metrics.json's figures, from the same pass), "seconds"}. `source` is the opened data set
     (training passes its own), else `data` (default the model's) is opened as it was trained."""
     start = time.perf_counter()
     model_dir = Path(model_dir)
     model, info = load_model(model_dir)
-    state = _state(model_dir)
-    source = source or _open(info, state, data, workers)
+    state = checkpoint_state(model_dir)
+    source = source or open_data(info, state, data, workers)
     metrics, examples = scan(model, source, info, data or info.data_name)
     tiles = {name: _tiles(model, found, info) for name, found in examples.items()}
     page = _page(model_dir, info, state, source, metrics, tiles)
-    path = _write(page, Path(out) if out else model_dir / "report.html", log)
+    path = write_page(page, Path(out) if out else model_dir / "report.html", log)
     return {"path": str(path), "metrics": metrics, "seconds": time.perf_counter() - start}
-
-
-def _write(page: str, path: Path, log) -> Path:
-    make_dir(path.parent)
-    atomic_write_text(path, page)
-    log(f"wrote {path}")
-    return path
-
-
-def _state(model_dir: Path) -> dict:
-    """The run's checkpoint (recipe, history, kept epoch, machine), or {} for a folder without one."""
-    path = model_dir / "checkpoint.pt"
-    try:
-        return upgrade_checkpoint(load_checkpoint(path)) if path.is_file() else {}
-    except MobileNetError:  # not ours, or damaged: the card says what it cannot know
-        return {}
-
-
-def _open(info: ModelInfo, state: dict, data: str | None, workers: int | None = None):
-    """The data set split as it was trained: the same seed, test split, limit and validation split."""
-    cfg = state.get("train_config", {})
-    return info.open_data(data, workers, cfg.get("limit"), cfg.get("val_split"))
-
-
-def scan(model, source, info: ModelInfo, name: str) -> tuple[dict, dict]:
-    """One pass over the test split: metrics.json's figures, and the most confidently wrong
-    and right images (prepared tensors) with their labels, predictions and probabilities."""
-    found, kept = Metrics(len(info.classes)), {"wrong": [], "right": []}
-    bad = []
-    with torch.inference_mode(), bar(total=source.num_test, desc="evaluate", unit="img") as shown:
-        for batch in source.test_batches(EVAL_BATCH_SIZE):
-            images, labels, bad_files = batch
-            bad += bad_files
-            shown.update(len(labels) + len(bad_files))
-            if not len(labels):
-                continue
-            model = model.to(images.device)
-            z = model(images.contiguous(memory_format=torch.channels_last)).float()
-            y = torch.as_tensor(labels, device=z.device)
-            found.add(z.cpu().numpy(), y.cpu().numpy())
-            _keep(kept, images, y, torch.softmax(z, 1))
-    metrics = found.report(info.classes, str(name), bad, getattr(source, "skipped", 0))
-    return metrics, kept
-
-
-def _keep(kept: dict, images, labels, probs) -> None:
-    """Merge this batch's most confident wrong and right answers into `kept`."""
-    confidence, predicted = probs.max(1)
-    for name, mask, count in (("wrong", predicted != labels, WRONG), ("right", predicted == labels, RIGHT)):
-        index = mask.nonzero()[:, 0]
-        index = index[confidence[index].argsort(descending=True)[:count]]
-        kept[name] += [{"image": images[i].cpu(), "label": int(labels[i]), "predicted": int(predicted[i]),
-                        "p": float(confidence[i]), "p_true": float(probs[i, labels[i]])} for i in index]
-        kept[name] = sorted(kept[name], key=lambda e: -e["p"])[:count]
-
-
-# --- the page -------------------------------------------------------------------------------
-
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _table(headers: list[str] | None, rows: list[list], numeric: set[int] = frozenset(), cls: str = "") -> str:
-    head = "".join(f'<th{" class=n" if i in numeric else ""}>{_e(h)}</th>' for i, h in enumerate(headers or []))
-    body = "".join("<tr>" + "".join(f'<td{" class=n" if i in numeric else ""}>{_e(v)}</td>' for i, v in enumerate(r))
-                   + "</tr>" for r in rows)
-    return f'<div class=scroll><table class="{cls}">{f"<tr>{head}</tr>" if head else ""}{body}</table></div>'
-
-
-def _png(array: np.ndarray) -> str:
-    """An (H, W, 3) float image in [0, 1] as a data: URI."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray((np.clip(array, 0, 1) * 255).astype(np.uint8)).save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def _page(model_dir, info, state, source, metrics, tiles) -> str:
     title = f"MobileNet V1 α={info.model.width_mult} ρ={info.model.resolution}: {model_dir.name}"
-    return _html(title, [
+    return html_page(title, [
         ("card", "Model card", _card(info, state, source, metrics)),
         ("curves", "Training curves", _curves(state.get("history", []))),
         ("confusion", "Confusion matrix (test split)", _confusion(metrics, info.classes)),
@@ -163,15 +64,6 @@ def _page(model_dir, info, state, source, metrics, tiles) -> str:
         ("balance", "Class balance", _balance(source.class_counts(), info.classes)),
         ("exports", "Exported files", _exports(model_dir)),
     ])
-
-
-def _html(title: str, sections: list[tuple[str, str, str]]) -> str:
-    """The page: `sections` are (id, heading, escaped content)."""
-    body = "".join(f'<section id="{key}"><h2>{_e(name)}</h2>{content}</section>' for key, name, content in sections)
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><style>{CSS}</style></head><body><h1>{_e(title)}</h1>{body}</body></html>\n")
 
 
 def _card(info: ModelInfo, state: dict, source, metrics: dict) -> str:
@@ -189,7 +81,7 @@ def _card(info: ModelInfo, state: dict, source, metrics: dict) -> str:
             ["time", f"{len(history)} epochs, {_duration(sum(h['seconds'] for h in history))} of training"
                      if history else "not recorded"],
             ["machine", _machine(state.get("machine"))]]
-    return _table(None, rows)
+    return table(None, rows)
 
 
 def _data_line(source) -> str:
@@ -256,8 +148,8 @@ def _curves(history: list[dict]) -> str:
 def _confusion(metrics: dict, classes: list[str]) -> str:
     confusion = np.asarray(metrics["confusion_matrix"])
     top = max(int(confusion.max()), 1)
-    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{_e(c)}</th>" for c in classes) + "</tr>"
-    rows = "".join(f"<tr><th>{_e(c)}</th>" + "".join(
+    head = "<tr><th>true \\ predicted</th>" + "".join(f"<th>{escape(c)}</th>" for c in classes) + "</tr>"
+    rows = "".join(f"<tr><th>{escape(c)}</th>" + "".join(
         f'<td style="background:rgba(40,100,200,{0.85 * v / top:.2f}){";color:#fff" if v > top / 2 else ""}">'
         f"{int(v)}</td>" for v in confusion[i])
         + "</tr>" for i, c in enumerate(classes))
@@ -268,7 +160,7 @@ def _classes(metrics: dict, classes: list[str]) -> str:
     scores = metrics["per_class_scores"]
     rows = [[c, f"{scores[c]['precision']:.3f}", f"{scores[c]['recall']:.3f}", f"{scores[c]['f1']:.3f}",
              scores[c]["support"]] for c in classes]
-    return _table(["class", "precision", "recall", "F1", "support"], rows, numeric={1, 2, 3, 4})
+    return table(["class", "precision", "recall", "F1", "support"], rows, numeric={1, 2, 3, 4})
 
 
 def _tiles(model, found: list[dict], info: ModelInfo) -> list[dict]:
@@ -291,7 +183,7 @@ def _tiles(model, found: list[dict], info: ModelInfo) -> list[dict]:
         both = np.concatenate([picture, 0.5 * picture + 0.5 * heat(m)[..., :3]], axis=1)
         scale = max(1, TILE // x.shape[1])
         tiles.append({**{k: e[k] for k in ("label", "predicted", "p", "p_true")},
-                      "uri": _png(both.repeat(scale, 0).repeat(scale, 1)), "classes": info.classes})
+                      "uri": png_uri(both.repeat(scale, 0).repeat(scale, 1)), "classes": info.classes})
     return tiles
 
 
@@ -306,13 +198,13 @@ def _cam_note(info: ModelInfo) -> str:
 
 def _gallery(tiles: list[dict], empty: str) -> str:
     if not tiles:
-        return f"<p>{_e(empty)}</p>"
+        return f"<p>{escape(empty)}</p>"
     figures = []
     for t in tiles:
         true, said = t["classes"][t["label"]], t["classes"][t["predicted"]]
         caption = f"true {true}, predicted {said} ({100 * t['p']:.1f}%)" + (
             f"; {100 * t['p_true']:.1f}% for {true}" if t["label"] != t["predicted"] else "")
-        figures.append(f'<figure><img src="{t["uri"]}" alt="{_e(caption)}"><figcaption>{_e(caption)}'
+        figures.append(f'<figure><img src="{t["uri"]}" alt="{escape(caption)}"><figcaption>{escape(caption)}'
                        "</figcaption></figure>")
     return f'<div class=grid>{"".join(figures)}</div>'
 
@@ -322,25 +214,25 @@ def _balance(counts: dict, classes: list[str]) -> str:
     ratio = train.max() / train.min() if train.min() else float("inf")
     big, small = classes[int(train.argmax())], classes[int(train.argmin())]
     if ratio > IMBALANCE:
-        gap = (f"the largest training class ({_e(big)}, {train.max():,} images) has {ratio:.1f}× the images of the "
-               f"smallest ({_e(small)}, {train.min():,})" if train.min() else
-               f"the training class {_e(small)} has no images, against {train.max():,} for {_e(big)}")
+        gap = (f"the largest training class ({escape(big)}, {train.max():,} images) has {ratio:.1f}× the images of the "
+               f"smallest ({escape(small)}, {train.min():,})" if train.min() else
+               f"the training class {escape(small)} has no images, against {train.max():,} for {escape(big)}")
         said = (f"<p class=warn>Warning: {gap}. Accuracy hides the small classes: read their recall above, and "
                 "add images to them if you can.</p>")
     else:
         said = f"<p>The largest training class has {ratio:.2f}× the images of the smallest.</p>"
     splits = [name for name, c in counts.items() if sum(c)]
     rows = [[c, *(counts[s][i] for s in splits)] for i, c in enumerate(classes)]
-    return said + _table(["class", *splits], rows, numeric=set(range(1, len(splits) + 1)))
+    return said + table(["class", *splits], rows, numeric=set(range(1, len(splits) + 1)))
 
 
 def _exports(model_dir: Path) -> str:
     files = sorted(p for p in model_dir.iterdir() if title_of(p) and p.is_file())
-    records = _read_json(model_dir / EXPORTS)
+    records = read_exports(model_dir)
     rows = [[p.name, title_of(p),
              f"{p.stat().st_size / 1e6:.2f} MB", _check_line(records.get(p.name), p)] for p in files]
-    found = _table(["file", "format", "size", "check"], rows) if rows else "<p>None yet: `mobilenet export`.</p>"
-    return found + _bench(_read_json(model_dir / BENCH))
+    found = table(["file", "format", "size", "check"], rows) if rows else "<p>None yet: `mobilenet export`.</p>"
+    return found + _bench(read_json_object(model_dir / BENCH))
 
 
 def _check_line(record, path: Path) -> str:
@@ -363,85 +255,10 @@ def _bench(result) -> str:
     if not isinstance(rows, list):
         return ""
     keys = ("runtime", "batch_size", "median_ms", "images_per_s", "file_mb", "speedup_vs_timm")
-    table = [[_number(r.get(k)) for k in keys] for r in rows if isinstance(r, dict)]
+    cells = [[number(r.get(k)) for k in keys] for r in rows if isinstance(r, dict)]
     machine = result.get("machine") if isinstance(result.get("machine"), dict) else {}
-    return (f"<p>Speed ({_e(BENCH)}: `mobilenet bench`, {_e(machine.get('cpu', 'machine not given'))}):</p>"
-            + _table(["runtime", "batch", "ms per batch", "images/s", "file MB", "× timm"], table,
+    return (f"<p>Speed ({escape(BENCH)}: `mobilenet bench`, {escape(machine.get('cpu', 'machine not given'))}):</p>"
+            + table(["runtime", "batch", "ms per batch", "images/s", "file MB", "× timm"], cells,
                      numeric={1, 2, 3, 4, 5}))
 
 
-def _number(v) -> str:
-    return f"{v:,.2f}" if isinstance(v, float) else "-" if v is None else str(v)
-
-
-def record_export(model_dir, name: str, found: dict) -> None:
-    """Note in model_dir/exports.json what `export` checked of the file `name` beside the model."""
-    path = Path(model_dir) / EXPORTS
-    atomic_write_json(path, {**_read_json(path), name: found})
-
-
-def _read_json(path: Path):
-    try:
-        found = json.loads(read_regular(path, JSON_LIMIT, "--model"))
-    except (OSError, ValueError, MobileNetError, RecursionError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-# --- a sweep folder -----------------------------------------------------------------------------
-
-def sweep_report(folder, out=None, log=print) -> dict:
-    """A sweep folder's page: its plan, the pick (`best`), the trade-off pictures, and the
-    table of points, each linked to its own report. Needs `sweep --collect`'s sweep.json."""
-    folder = Path(folder)
-    found = _read_json(folder / SWEEP_TABLE)
-    if not isinstance(found.get("points"), list) or not isinstance(found.get("plan"), dict):
-        raise MobileNetError(f"{folder}: no readable {SWEEP_TABLE}; run `mobilenet sweep --collect {folder}` first")
-    plan, points = found["plan"], [p for p in found["points"] if isinstance(p, dict)]
-    best = (folder / "best").resolve().name if (folder / "best").is_symlink() else None
-    pictures = "".join(f'<img class=curve src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
-                       f'alt="{_e(p.stem)}">' for p in sorted(folder.glob("tradeoff_*.png")))
-    page = _html(f"MobileNet V1 sweep: {folder.name}", [
-        ("plan", "The grid", _sweep_plan(plan, best)),
-        ("tradeoff", "Accuracy against cost", f"<div class=grid>{pictures}</div>" if pictures else "<p>None.</p>"),
-        ("points", "Every point", _sweep_table(folder, plan, points, best)),
-    ])
-    return {"path": str(_write(page, Path(out) if out else folder / "report.html", log))}
-
-
-def _sweep_plan(plan: dict, best: str | None) -> str:
-    train = plan.get("train") if isinstance(plan.get("train"), dict) else {}
-    rows = [["widths α", ", ".join(map(str, plan.get("widths", [])))],
-            ["resolutions ρ", ", ".join(map(str, plan.get("resolutions", [])))],
-            ["each point", f"{train.get('epochs')} epochs on {train.get('data')}, batch {train.get('batch_size')}, "
-                           f"validation split {train.get('val_split')}"],
-            ["timed with", ", ".join(map(str, plan.get("runtimes", [])))],
-            ["the pick", f"{best}, linked as best: the most accurate on the validation images (within the budget, "
-                         "if the last collect gave one)" if best else "none: nothing fitted the last collect's budget"]]
-    return _table(None, rows)
-
-
-def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None) -> str:
-    runtimes = [str(r) for r in plan.get("runtimes", [])]
-    head = ["point", "α", "ρ", "mult-adds (M)", "parameters", "validation", "test", *(f"{r} ms" for r in runtimes)]
-    rows = []
-    for p in sorted(points, key=lambda p: (-_float(p.get("alpha")), -_float(p.get("rho")))):
-        run = str(p.get("run"))
-        page = folder / run / "report.html"
-        name = (f'<a href="./{_e(run)}/report.html">{_e(run)}</a>' if page.is_file() else _e(run)) + (
-            " (the pick)" if run == best else "")
-        cells = [p.get("alpha"), p.get("rho"), f"{_float(p.get('mult_adds')) / 1e6:.2f}", p.get("params"),
-                 _percent(p.get("val_acc")), _percent(p.get("test_acc")),
-                 *(_number(_float((p.get("latency_ms") or {}).get(r))) for r in runtimes)]
-        rows.append(f"<tr><td>{name}</td>" + "".join(f"<td class=n>{_e(c)}</td>" for c in cells) + "</tr>")
-    header = "".join(f"<th>{_e(h)}</th>" for h in head)
-    return (f"<div class=scroll><table><tr>{header}</tr>{''.join(rows)}</table></div>"
-            "<p>Each point's own report, linked, has its card, curves and mistakes.</p>")
-
-
-def _float(v) -> float:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
-
-
-def _percent(v) -> str:
-    return f"{100 * _float(v):.2f}%"

@@ -22,7 +22,9 @@ import torch
 
 from ..data.images import FASHION_MNIST
 from ..errors import MobileNetError, first_line, printable
-from ..files import JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_regular
+from ..files import (
+    JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_json_object, read_regular,
+)
 from ..net.config import TABLE1, channels
 from ..net.cost import state_bytes
 from ..net.model import MobileNetConfig, MobileNetV1
@@ -31,6 +33,7 @@ from .info import SAFETENSORS_FORMAT, ModelInfo
 # What a run writes into its folder (atomically, see files.py).
 RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png",
              "report.html")
+EXPORTS = "exports.json"  # what `export` checked of each file beside the model, by file name
 HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
                   "images_per_s", "bad_files", "ema_test_loss", "ema_test_acc",  # empty without --ema
                   "val_loss", "val_acc"]  # the kept model's on the validation images; empty without --val-split
@@ -38,6 +41,16 @@ HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "
 # about 250 M parameters, beyond any MobileNet V1 a run here would train.
 CHECKPOINT_LIMIT = 4 << 30
 HEADER_LIMIT = 1 << 20  # a safetensors header of MobileNet's 140 tensors takes about 20 kB
+
+
+def record_export(model_dir, name: str, found: dict) -> None:
+    """Note in model_dir/exports.json what `export` checked of the file `name` beside the model."""
+    atomic_write_json(Path(model_dir) / EXPORTS, {**read_exports(model_dir), name: found})
+
+
+def read_exports(model_dir) -> dict:
+    """exports.json's records, by file name; {} when there is none to read."""
+    return read_json_object(Path(model_dir) / EXPORTS)
 
 
 def weights_limit(config: MobileNetConfig) -> int:

@@ -27,12 +27,13 @@ from ..files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_tex
 from ..formats import EXPORT_FORMATS, RUNTIMES, size_key
 from ..net.cost import cost_report
 from ..training.config import TrainConfig
+from .page import PLAN, TABLE, sweep_report
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)  # the paper's α
 RESOLUTIONS = {FASHION_MNIST: (64, 48, 40, 32),  # small sizes from 32 up: Fashion-MNIST is 28×28
                "folder": (224, 192, 160, 128)}  # the paper's ρ
 SWEEP_RUNTIMES = tuple(r for r in RUNTIMES if r != "timm")  # timm is bench's reference, not a deployment
-PLAN, POINT = "sweep_plan.json", "sweep_point.json"
+POINT = "sweep_point.json"  # each point's record, in its run folder
 
 
 @dataclass
@@ -241,7 +242,7 @@ def _exported_onnx(folder: Path) -> dict:
     same graph; only its metadata differs): when it is the file export checked, by the digest
     in exports.json; else nothing, and bench exports its own."""
     from ..files import FILE_LIMIT
-    from ..report.page import EXPORTS
+    from ..run.folder import EXPORTS
 
     try:
         data = read_regular(folder / "model.onnx", FILE_LIMIT, "--out")
@@ -270,14 +271,12 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
         raise MobileNetError(f"{printable(out)}: {len(missing)} points are not done ({', '.join(missing)}); run the "
                              "shards that hold them (the same command), then collect again")
     result = {"plan": plan, "points": rows}
-    atomic_write_json(out / "sweep.json", result)
+    atomic_write_json(out / TABLE, result)
     atomic_write_text(out / "sweep.csv", table_csv(rows, plan))
     from ..report.plots import plot_tradeoff
 
     plot_tradeoff(rows, plan["runtimes"][0], out)
     log(format_table(rows, plan))
-    from ..report.page import sweep_report  # torch comes with it: not at import, which `mobilenet --help` does
-
     try:
         result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
     except MobileNetError:

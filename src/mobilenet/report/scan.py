@@ -1,0 +1,64 @@
+"""One pass over a model folder's test split: metrics.json's figures and the most confident
+mistakes. The page and evaluate share it, so both report the same numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import MobileNetError
+from ..limits import EVAL_BATCH_SIZE
+from ..progress import bar
+from ..run.folder import load_checkpoint, upgrade_checkpoint
+from ..run.info import ModelInfo
+from .metrics import Metrics
+
+WRONG, RIGHT = 16, 4  # confidently wrong test images shown, and confidently right ones for contrast
+
+
+def checkpoint_state(model_dir: Path) -> dict:
+    """The run's checkpoint (recipe, history, kept epoch, machine), or {} for a folder without one."""
+    path = model_dir / "checkpoint.pt"
+    try:
+        return upgrade_checkpoint(load_checkpoint(path)) if path.is_file() else {}
+    except MobileNetError:  # not ours, or damaged: the card says what it cannot know
+        return {}
+
+
+def open_data(info: ModelInfo, state: dict, data: str | None, workers: int | None = None):
+    """The data set split as it was trained: the same seed, test split, limit and validation split."""
+    cfg = state.get("train_config", {})
+    return info.open_data(data, workers, cfg.get("limit"), cfg.get("val_split"))
+
+
+def scan(model, source, info: ModelInfo, name: str) -> tuple[dict, dict]:
+    """One pass over the test split: metrics.json's figures, and the most confidently wrong
+    and right images (prepared tensors) with their labels, predictions and probabilities."""
+    found, kept = Metrics(len(info.classes)), {"wrong": [], "right": []}
+    bad = []
+    with torch.inference_mode(), bar(total=source.num_test, desc="evaluate", unit="img") as shown:
+        for batch in source.test_batches(EVAL_BATCH_SIZE):
+            images, labels, bad_files = batch
+            bad += bad_files
+            shown.update(len(labels) + len(bad_files))
+            if not len(labels):
+                continue
+            model = model.to(images.device)
+            z = model(images.contiguous(memory_format=torch.channels_last)).float()
+            y = torch.as_tensor(labels, device=z.device)
+            found.add(z.cpu().numpy(), y.cpu().numpy())
+            _keep(kept, images, y, torch.softmax(z, 1))
+    metrics = found.report(info.classes, str(name), bad, getattr(source, "skipped", 0))
+    return metrics, kept
+
+
+def _keep(kept: dict, images, labels, probs) -> None:
+    """Merge this batch's most confident wrong and right answers into `kept`."""
+    confidence, predicted = probs.max(1)
+    for name, mask, count in (("wrong", predicted != labels, WRONG), ("right", predicted == labels, RIGHT)):
+        index = mask.nonzero()[:, 0]
+        index = index[confidence[index].argsort(descending=True)[:count]]
+        kept[name] += [{"image": images[i].cpu(), "label": int(labels[i]), "predicted": int(predicted[i]),
+                        "p": float(confidence[i]), "p_true": float(probs[i, labels[i]])} for i in index]
+        kept[name] = sorted(kept[name], key=lambda e: -e["p"])[:count]

@@ -1,0 +1,67 @@
+"""A sweep folder's page: its plan, the pick, the trade-off pictures and the table of
+points, each linked to its own report."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from ..errors import MobileNetError
+from ..files import read_json_object
+from ..report.html import as_float, escape, html_page, number, percent, table, write_page
+
+PLAN, TABLE = "sweep_plan.json", "sweep.json"  # what a sweep writes first, and what `sweep --collect` writes
+
+
+def is_sweep(folder) -> bool:
+    """Whether `folder` is a sweep's (it has the plan every point shares)."""
+    return (Path(folder) / PLAN).is_file()
+
+
+def sweep_report(folder, out=None, log=print) -> dict:
+    """A sweep folder's page: its plan, the pick (`best`), the trade-off pictures, and the
+    table of points, each linked to its own report. Needs `sweep --collect`'s sweep.json."""
+    folder = Path(folder)
+    found = read_json_object(folder / TABLE)
+    if not isinstance(found.get("points"), list) or not isinstance(found.get("plan"), dict):
+        raise MobileNetError(f"{folder}: no readable {TABLE}; run `mobilenet sweep --collect {folder}` first")
+    plan, points = found["plan"], [p for p in found["points"] if isinstance(p, dict)]
+    best = (folder / "best").resolve().name if (folder / "best").is_symlink() else None
+    pictures = "".join(f'<img class=curve src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
+                       f'alt="{escape(p.stem)}">' for p in sorted(folder.glob("tradeoff_*.png")))
+    page = html_page(f"MobileNet V1 sweep: {folder.name}", [
+        ("plan", "The grid", _sweep_plan(plan, best)),
+        ("tradeoff", "Accuracy against cost", f"<div class=grid>{pictures}</div>" if pictures else "<p>None.</p>"),
+        ("points", "Every point", _sweep_table(folder, plan, points, best)),
+    ])
+    return {"path": str(write_page(page, Path(out) if out else folder / "report.html", log))}
+
+
+def _sweep_plan(plan: dict, best: str | None) -> str:
+    train = plan.get("train") if isinstance(plan.get("train"), dict) else {}
+    rows = [["widths α", ", ".join(map(str, plan.get("widths", [])))],
+            ["resolutions ρ", ", ".join(map(str, plan.get("resolutions", [])))],
+            ["each point", f"{train.get('epochs')} epochs on {train.get('data')}, batch {train.get('batch_size')}, "
+                           f"validation split {train.get('val_split')}"],
+            ["timed with", ", ".join(map(str, plan.get("runtimes", [])))],
+            ["the pick", f"{best}, linked as best: the most accurate on the validation images (within the budget, "
+                         "if the last collect gave one)" if best else "none: nothing fitted the last collect's budget"]]
+    return table(None, rows)
+
+
+def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None) -> str:
+    runtimes = [str(r) for r in plan.get("runtimes", [])]
+    head = ["point", "α", "ρ", "mult-adds (M)", "parameters", "validation", "test", *(f"{r} ms" for r in runtimes)]
+    rows = []
+    for p in sorted(points, key=lambda p: (-as_float(p.get("alpha")), -as_float(p.get("rho")))):
+        run = str(p.get("run"))
+        page = folder / run / "report.html"
+        name = (f'<a href="./{escape(run)}/report.html">{escape(run)}</a>' if page.is_file() else escape(run)) + (
+            " (the pick)" if run == best else "")
+        cells = [p.get("alpha"), p.get("rho"), f"{as_float(p.get('mult_adds')) / 1e6:.2f}", p.get("params"),
+                 percent(p.get("val_acc")), percent(p.get("test_acc")),
+                 *(number(as_float((p.get("latency_ms") or {}).get(r))) for r in runtimes)]
+        rows.append(f"<tr><td>{name}</td>" + "".join(f"<td class=n>{escape(c)}</td>" for c in cells) + "</tr>")
+    header = "".join(f"<th>{escape(h)}</th>" for h in head)
+    return (f"<div class=scroll><table><tr>{header}</tr>{''.join(rows)}</table></div>"
+            "<p>Each point's own report, linked, has its card, curves and mistakes.</p>")
