@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from mobilenet.data.augment import PRESETS
-from mobilenet.data.sources import load_fashion_mnist
+from mobilenet.data.fashion import load_fashion_mnist
 from mobilenet.seeds import stratified_split
 from mobilenet.training.loop import TrainConfig, train
 

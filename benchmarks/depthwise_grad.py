@@ -14,8 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mobilenet.net import depthwise
 from mobilenet.deploy.benchmark import cpu_features, cpu_name
+from mobilenet.net import depthwise
 from mobilenet.net.model import MobileNetV1
 
 CASES = [(0.5, 256, 32), (1.0, 64, 32), (0.25, 64, 32), (1.0, 64, 64), (0.5, 64, 224)]  # α, batch, ρ

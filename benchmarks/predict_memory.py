@@ -44,8 +44,8 @@ def write_jpegs(folder: Path, n: int, seed: int = 0) -> None:
 
 def write_model(out: Path, runtime: str) -> Path:
     """An untrained α = 0.25 model folder at 224×224 (and its .onnx file for onnxruntime)."""
-    from mobilenet.net.config import MobileNetConfig
     from mobilenet.data.images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec
+    from mobilenet.net.config import MobileNetConfig
     from mobilenet.net.model import MobileNetV1
     from mobilenet.run.folder import save_model
 

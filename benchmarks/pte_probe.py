@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from mobilenet.deploy.benchmark import cpu_name
 from mobilenet.data.images import crop_input_spec
+from mobilenet.deploy.benchmark import cpu_name
+from mobilenet.deploy.executorch import PteModel, pte_bytes, sidecar
 from mobilenet.net.model import MobileNetConfig, MobileNetV1
 from mobilenet.run.info import ModelInfo
-from mobilenet.deploy.executorch import PteModel, pte_bytes, sidecar
 
 
 def main() -> None:

@@ -29,7 +29,9 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from mobilenet.data import sources as data_module
+from mobilenet.data import folder as data_module
+from mobilenet.data.augment import folder_transforms
+from mobilenet.data.images import IMAGENET_MEAN, IMAGENET_STD
 from mobilenet.deploy.benchmark import cpu_name
 from mobilenet.training.config import COMPILE_MODES
 from mobilenet.training.loop import TrainConfig, train
@@ -132,7 +134,7 @@ def folders(args, device, tmp):
         result[f"ours_prefetch_{prefetch}"] = _timed_epochs(
             lambda e: (b.images for b in source.train_batches(e, batch)), device)
         del source
-    transform = data_module.folder_transforms(224, data_module.IMAGENET_MEAN, data_module.IMAGENET_STD, "crop-flip")
+    transform = folder_transforms(224, IMAGENET_MEAN, IMAGENET_STD, "crop-flip")
     loader = torch.utils.data.DataLoader(ImageFolder(str(root), transform=transform), batch_size=batch, shuffle=True,
                                          num_workers=args.workers, pin_memory=device.type == "cuda")
     result["plain_imagefolder"] = _timed_epochs(lambda e: (x for x, _ in loader), device)

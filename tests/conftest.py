@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-
 # `make test` runs two pytest-xdist workers on the two cores. One thread each keeps them and
 # their child processes from oversubscribing the cores with spinning OpenMP threads (that
 # cost about a quarter more CPU time). Multi-threaded determinism has a test of its own.
@@ -212,9 +211,9 @@ def converted_once(module, function: str, small_run, data: bytes):
     which a fixture has just converted with it. The int8 exports convert the float32 model
     first, to check it and to compare with it: those conversions are deterministic (the same
     bytes each time), so the test run need not pay for each twice."""
-    from mobilenet.run.folder import load_model
-
     import torch
+
+    from mobilenet.run.folder import load_model
 
     real = getattr(module, function)
     state = load_model(small_run[0])[0].state_dict()

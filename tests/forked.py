@@ -19,16 +19,17 @@ import matplotlib
 
 matplotlib.use("Agg")  # as the package's plots do, so the server's import is theirs
 import matplotlib.pyplot  # noqa: E402,F401  (imported once, in the server)
-import mobilenet.cli  # noqa: E402,F401
-import mobilenet.report.evaluation  # noqa: E402,F401
-import mobilenet.deploy.exporter  # noqa: E402,F401
-import mobilenet.deploy.predictor  # noqa: E402,F401
-import mobilenet.deploy.runtime  # noqa: E402,F401
-import mobilenet.training.loop  # noqa: E402,F401
-import mobilenet.training.weights  # noqa: E402,F401
 import onnx  # noqa: E402,F401
 import onnxruntime  # noqa: E402,F401
 import torch._dynamo  # noqa: E402,F401  (torch.optim imports it at the first optimizer)
+
+import mobilenet.cli  # noqa: E402,F401
+import mobilenet.deploy.exporter  # noqa: E402,F401
+import mobilenet.deploy.predictor  # noqa: E402,F401
+import mobilenet.deploy.runtime  # noqa: E402,F401
+import mobilenet.report.evaluation  # noqa: E402,F401
+import mobilenet.training.loop  # noqa: E402,F401
+import mobilenet.training.weights  # noqa: E402,F401
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload([__name__])

@@ -10,9 +10,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from mobilenet.data import augment
-from mobilenet.training import trial
-from mobilenet.data.sources import FolderSource
+from mobilenet.data.folder import FolderSource
 from mobilenet.net.model import MobileNetConfig
+from mobilenet.training import trial
 from mobilenet.training.loop import TrainConfig, train
 
 TRIAL = dict(lr=0.05, batch_size=16, run_steps=1000, device=torch.device("cpu"))  # 120 trial steps

@@ -86,11 +86,11 @@ def test_train_options_are_the_train_config_fields():
     run's own and a new run turns into the field's default."""
     from dataclasses import fields
 
+    from mobilenet.cli import build_parser, subcommand_options
+    from mobilenet.cli.train import _train_config
     from mobilenet.data.augment import AUGMENTATIONS
-    from mobilenet.cli import _train_config, build_parser, subcommand_options
-    from mobilenet.training.config import COMPILE_MODES
     from mobilenet.limits import LIMITS
-    from mobilenet.training.config import LR, TrainConfig
+    from mobilenet.training.config import COMPILE_MODES, LR, TrainConfig
 
     options = {o["option"]: o for o in subcommand_options()["train"]}
     flags = {f.name: f.metadata.get("flag") for f in fields(TrainConfig)}
@@ -136,10 +136,10 @@ def bars():
 
 
 def test_slow_passes_show_progress_bars(small_run, image_folder, tmp_path, capsys, bars):
-    from mobilenet.deploy.benchmark import bench
-    from mobilenet.report.evaluation import evaluate
-    from mobilenet.deploy.exporter import export
     from mobilenet.data.images import scan_folder
+    from mobilenet.deploy.benchmark import bench
+    from mobilenet.deploy.exporter import export
+    from mobilenet.report.evaluation import evaluate
 
     out, _ = small_run
     evaluate(out, out=tmp_path)
@@ -182,11 +182,11 @@ def test_bars_on_a_terminal_only(small_run, tmp_path):
 def test_a_bug_keeps_its_traceback_after_one_line_that_says_so(monkeypatch, capsys):
     """Only the user's errors (MobileNetError) become one line; anything else is a bug, said
     as one, and its traceback is kept."""
-    import mobilenet.cli as cli_module
+    from mobilenet.cli import model
 
     def broken(args):
         raise ValueError("an internal slip")
-    monkeypatch.setattr(cli_module, "_cmd_models", broken)
+    monkeypatch.setattr(model, "_cmd_models", broken)
     with pytest.raises(ValueError, match="an internal slip"):
         main(["models"])
     assert "mobilenet models: internal error" in capsys.readouterr().err

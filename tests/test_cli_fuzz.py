@@ -3,8 +3,7 @@ output and exit 0, or one line on stderr and a non-zero exit; never a traceback.
 
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from mobilenet.cli import main, subcommand_options
 

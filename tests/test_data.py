@@ -4,8 +4,9 @@ import torch
 from PIL import Image
 
 from mobilenet.data.augment import flip_and_shift, random_erasing
+from mobilenet.data.fashion import TensorSource, load_fashion_mnist
+from mobilenet.data.folder import FolderSource
 from mobilenet.data.images import DEBIAN_DIR, FASHION_CLASSES, fashion_files, load_image
-from mobilenet.data.sources import FolderSource, load_fashion_mnist
 from mobilenet.errors import MobileNetError
 
 
@@ -99,7 +100,9 @@ def test_folder_errors(tmp_path):
 
 def test_numpy_preparation_matches_the_torch_test_pipeline(image_folder, tmp_path):
     """predict (and the torch-free runtime) must see what evaluation sees."""
-    from mobilenet.data.sources import FASHION_MEAN, FASHION_STD, folder_transforms, normalize_resize
+    from mobilenet.data.augment import folder_transforms
+    from mobilenet.data.batches import normalize_resize
+    from mobilenet.data.fashion import FASHION_MEAN, FASHION_STD
     from mobilenet.data.images import bilinear_resize, prepare
 
     x = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
@@ -132,7 +135,7 @@ def test_random_erasing_is_seeded_and_erases_what_it_says():
 
 
 def test_validation_split_is_seeded_stratified_and_apart_from_training(fake_fashion, image_folder):
-    from mobilenet.data.sources import fashion_mnist
+    from mobilenet.data.fashion import fashion_mnist
 
     a, b = fashion_mnist(32, seed=0, val_split=0.2), fashion_mnist(32, seed=0, val_split=0.2)
     assert a.num_val == 80 and a.num_train == 320 and torch.equal(a.val_x, b.val_x)
@@ -161,3 +164,16 @@ def test_the_salts_mix_and_the_splits_never_change():
                     "trial subset": [3, 18, 25, 16, 26, 5]}
     with pytest.raises(MobileNetError, match="--val-split must be between 0 and 1"):
         seeds.stratified_split(samples, 1.0, 5, "val")
+
+
+def test_both_sources_implement_the_source_protocol_themselves():
+    """The loop, evaluate and the report read a data set through batches.Source; each source
+    gives every part of it itself, except the steps per epoch and the move to a device (the
+    protocol's: files stay on the host)."""
+    from mobilenet.data.batches import Source
+
+    parts = [m for m in vars(Source) if not m.startswith("_") and m not in ("steps_per_epoch", "to")]
+    for cls in (TensorSource, FolderSource):
+        assert Source in cls.__mro__
+        inherited = [m for m in parts if next(k for k in cls.__mro__ if m in vars(k)) is Source]
+        assert not inherited, f"{cls.__name__} leaves {inherited} to the protocol's empty stubs"

@@ -120,10 +120,10 @@ def test_folder_workers_persist_and_still_augment_each_epoch_anew(tmp_path, monk
     """Persistent DataLoader workers keep their own copy of the data set, so the epoch
     reaches them with each index: with 2 workers each epoch's batches equal those made
     without workers, and the two epochs differ (in the same order, by augmentation alone)."""
-    from mobilenet.data import sources as data
-    from mobilenet.data.sources import FolderSource
+    from mobilenet.data import folder
+    from mobilenet.data.folder import FolderSource
 
-    monkeypatch.setattr(data, "_epoch_order", lambda n, *_: torch.arange(n))
+    monkeypatch.setattr(folder, "epoch_order", lambda n, *_: torch.arange(n))
     root = make_image_folder(tmp_path / "images", per_class=4, corrupt=False)
     plain, workers = (FolderSource(root, 32, seed=0, workers=n) for n in (0, 2))
     first = _batches(workers, 0)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet.errors import MobileNetError
-from mobilenet.deploy.exporter import export, fast_inference, fuse_for_inference
-from mobilenet.run.folder import load_model
-from mobilenet.deploy.predictor import Predictor
-from mobilenet.deploy.executorch import sidecar
-from mobilenet.deploy.runtime import OnnxModel, evaluate_file
-
 import mobilenet.deploy.exporter as exporter
+from mobilenet.deploy.executorch import sidecar
+from mobilenet.deploy.exporter import export, fast_inference, fuse_for_inference
+from mobilenet.deploy.predictor import Predictor
+from mobilenet.deploy.runtime import OnnxModel, evaluate_file
+from mobilenet.errors import MobileNetError
+from mobilenet.run.folder import load_model
+
 from conftest import cli, converted_once
 
 
@@ -245,8 +245,9 @@ def test_an_export_that_disagrees_with_pytorch_writes_nothing(small_run, tmp_pat
 
 @pytest.mark.fault
 def test_int8_with_nothing_to_calibrate_on(tmp_path):
-    from conftest import make_image_folder
     import shutil
+
+    from conftest import make_image_folder
 
     images = make_image_folder(tmp_path / "images", corrupt=False)
     r = cli("train", "--data", str(images), "--epochs", "1", "--resolution", "32", "--width", "0.25",
@@ -267,8 +268,8 @@ def test_int8_with_nothing_to_calibrate_on(tmp_path):
 
 @pytest.mark.fault
 def test_a_program_wider_than_its_class_list_is_refused(pte_export):
-    from mobilenet.run.info import ModelInfo
     from mobilenet.deploy.executorch import PteModel
+    from mobilenet.run.info import ModelInfo
 
     info = ModelInfo([str(i) for i in range(9)],  # the program gives 10 scores
                      {"channels": 1, "resolution": 32, "mean": [0.0], "std": [1.0], "image_size": 32})
@@ -283,8 +284,8 @@ def test_an_onnx_export_at_any_resolution_passes_the_onnx_check(resolution):
     only the ops a stranger's .onnx is allowed (onnx_check), or predict would refuse it."""
     from mobilenet.deploy.benchmark import _bench_info
     from mobilenet.deploy.exporter import onnx_bytes
-    from mobilenet.net.model import MobileNetConfig, MobileNetV1
     from mobilenet.deploy.onnx_check import ALLOWED_OPS, check_onnx
+    from mobilenet.net.model import MobileNetConfig, MobileNetV1
 
     model = MobileNetV1.from_config(MobileNetConfig(num_classes=3, width_mult=0.25, resolution=resolution)).eval()
     model = model.to(memory_format=torch.channels_last)  # as load_model gives it to export

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenet.errors import MobileNetError
 from mobilenet.data.images import load_image
+from mobilenet.errors import MobileNetError
 from mobilenet.training.loop import TrainConfig, train
 
 from conftest import HANG, TINY, cli, wait_for
@@ -261,9 +261,9 @@ def test_input_blocks_that_do_not_fit_the_network(small_run, onnx_file, tmp_path
     import json
     import shutil
 
-    from mobilenet.run.folder import read_config
     from mobilenet.deploy.exporter import set_metadata
     from mobilenet.deploy.runtime import OnnxModel
+    from mobilenet.run.folder import read_config
 
     folder = tmp_path / "model"
     shutil.copytree(small_run[0], folder)
@@ -305,8 +305,9 @@ def test_an_extreme_aspect_ratio_is_refused_before_it_is_resized(tmp_path):
 
 
 def test_a_link_loop_in_an_image_folder_is_walked_once(tmp_path):
-    from conftest import make_image_folder
     from mobilenet.data.images import scan_folder
+
+    from conftest import make_image_folder
 
     root = make_image_folder(tmp_path / "images", per_class=3, corrupt=False)
     before = scan_folder(root)

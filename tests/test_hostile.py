@@ -139,8 +139,8 @@ def test_paths_and_messages_reach_the_terminal_escaped(small_run, tmp_path):
 
 def test_the_bench_table_reaches_the_terminal_escaped(monkeypatch, capsys):
     """Its notes quote runtimes' own messages (and the CPU's name), which we do not write."""
-    from mobilenet.deploy import benchmark
     from mobilenet import cli as cli_module
+    from mobilenet.deploy import benchmark
 
     monkeypatch.setattr(benchmark, "bench", lambda *a, **k: {})
     monkeypatch.setattr(benchmark, "format_table", lambda result: f"runtime  note\nonnx  failed: {ESC}]0;owned{chr(7)}")

@@ -59,7 +59,7 @@ if kind in ("write", "sigwrite"):
         return real_fsync(fd)
     os.fsync = fsync
 elif kind in ("eval", "evalsig"):
-    from mobilenet.data.sources import TensorSource
+    from mobilenet.data.fashion import TensorSource
     real_batches = TensorSource.test_batches
     def test_batches(self, *a, **kw):
         for batch in real_batches(self, *a, **kw):

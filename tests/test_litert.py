@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from mobilenet.errors import MobileNetError
 from mobilenet.deploy.exporter import _real_inputs, export
 from mobilenet.deploy.predictor import Predictor
-from mobilenet.run.folder import load_model
 from mobilenet.deploy.runtime import evaluate_file
+from mobilenet.errors import MobileNetError
+from mobilenet.run.folder import load_model
 
 from conftest import _exported, cli, optional
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mobilenet.errors import MobileNetError
-from mobilenet.run.info import ModelInfo
 from mobilenet.run.folder import read_config, write_config
+from mobilenet.run.info import ModelInfo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from mobilenet.deploy import runtime
-from mobilenet.errors import MobileNetError
 from mobilenet.deploy.runtime import OpenVinoModel
+from mobilenet.errors import MobileNetError
 
 import forked
 from conftest import cli

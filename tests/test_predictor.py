@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilenet.deploy import predictor
-from mobilenet.errors import MobileNetError
 from mobilenet.data.images import prepare_files
+from mobilenet.deploy import predictor
 from mobilenet.deploy.predictor import Predictor
+from mobilenet.errors import MobileNetError
 
 
 def bar_image(label: int, seed: int = 0) -> np.ndarray:

@@ -10,15 +10,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_interrupts import FAULT
 
+from mobilenet.errors import MobileNetError
 from mobilenet.net.config import MobileNetConfig
 from mobilenet.net.cost import cost_report
-from mobilenet.errors import MobileNetError
 from mobilenet.sweep.run import pick, pick_line
 
 import forked
 from conftest import cli, make_fashion_like
-from test_interrupts import FAULT
 
 # 2 × 2 points, 400 images (360 to train after the validation split: 11 steps of 32), 2 epochs.
 GRID = ["--widths", "0.5,0.25", "--resolutions", "40,32", "--epochs", "2", "--limit", "400", "--batch-size", "32",

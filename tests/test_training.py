@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from mobilenet.data.sources import open_source
+from mobilenet.deploy.predictor import Predictor
 from mobilenet.errors import MobileNetError
 from mobilenet.report.evaluation import evaluate
-from mobilenet.deploy.predictor import Predictor
 from mobilenet.run.folder import HISTORY_FIELDS, load_model
 from mobilenet.training.loop import TrainConfig, train
 

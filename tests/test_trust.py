@@ -11,8 +11,9 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from conftest import HANG, TINY, cli
 from mobilenet.errors import MobileNetError
+
+from conftest import HANG, TINY, cli
 
 pytestmark = pytest.mark.fault
 WAIT = HANG  # a refusal takes seconds, a blocked read forever: the bound only ends a hang

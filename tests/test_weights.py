@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import load_file
 
 from mobilenet.errors import MobileNetError
-from mobilenet.run.folder import load_model
 from mobilenet.net.model import MobileNetV1
+from mobilenet.run.folder import load_model
 from mobilenet.training.weights import fit_state_dict, read_weight_file
 
 from conftest import cli

@@ -1,5 +1,5 @@
 """Training: `train(TrainConfig)` runs the loop and resumes it. The loop is in named parts,
-as torchvision's reference scripts have them: _build, _train_one_epoch, _evaluate_epoch,
+as torchvision's reference scripts have them: build_run (build.py), _train_one_epoch, _evaluate_epoch,
 _end_epoch; _train reads as the table of contents of a run. The step itself is step.py's
 (the trial's too), the EMA ema.py's, the optimizer and schedule optim.py's, the log
 log.py's and where the run stands state.py's; the run folder's files are
@@ -15,19 +15,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data.augment import PRESETS, random_erasing
-from ..data.images import FASHION_MNIST
-from ..data.sources import open_source
-from ..errors import Interrupted, MobileNetError, first_line, printable
+from ..errors import Interrupted, MobileNetError, printable
 from ..files import make_dir, remove_unfinished
 from ..limits import EVAL_BATCH_SIZE
 from ..machine import describe
-from ..net.model import MobileNetConfig, MobileNetV1
 from ..progress import Heartbeat, bar as progress_bar, show as show_progress
 from ..report.metrics import EvaluationStopped
 from ..report.page import report
@@ -39,32 +36,23 @@ from ..run.folder import (
 from ..run.info import ModelInfo
 from ..run.ownership import refuse_foreign
 from ..seeds import DROPOUT, ERASING, generator, mix
-from .config import COMPILE_MODES, LR, TrainConfig
+from .build import Run, build_run, restore
+from .config import TrainConfig
 from .distributed import Dist, Signals, launch
-from .ema import EMA
 from .log import RunLog, epoch_line
-from .optim import make_optimizer, make_schedule, set_peak
 from .scoring import score_epoch
 from .settings import run_settings
-from .state import RunState, history_row
-from .step import Learner, check_batch_memory, out_of_memory, train_step
-from .weights import check_init, fit_state_dict, load_init
+from .state import history_row
+from .step import out_of_memory, train_step
+from .weights import check_init
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
-FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (docs/results.md)
-FOLDER_RESOLUTION = 224  # the paper's input size
 AUGMENT_GAP = 0.15  # training accuracy this far below validation (halfway) draws a warning
 SYNC_EVERY = 50  # training steps between reads of the device's sums (progress bar, non-finite loss)
 
 
 class TrainingStopped(MobileNetError):
     """The run stopped early (NaN loss or a signal); its last checkpoint is intact."""
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = False) -> dict:
@@ -122,28 +110,6 @@ def _escaped(log):
 
 
 @dataclass
-class _Run:
-    """What a run holds while it trains: made by _build, moved on by each epoch."""
-    cfg: TrainConfig
-    out: Path
-    dist: Dist
-    log: RunLog
-    source: object
-    learner: Learner  # the model and what steps it
-    eval_models: list  # evaluation's: the model, then the EMA (compiled with --compile)
-    device: torch.device
-    lr: float
-    steps: int
-    info: ModelInfo  # what config.json says
-    args: dict  # the TrainConfig stored in the checkpoint
-    state: RunState = field(default_factory=RunState)
-
-    @property
-    def model(self) -> MobileNetV1:
-        return self.learner.model
-
-
-@dataclass
 class _Sums:
     """An epoch's sums on the device, read every SYNC_EVERY steps only: summed loss and
     correct, and the epoch's first step with a non-finite loss (-1: none yet)."""
@@ -154,10 +120,10 @@ class _Sums:
 def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist: Dist) -> dict:
     """The table of contents of a run."""
     cfg, checkpoint = run_settings(cfg, out, resume, dist)
-    run = _build(cfg, out, dist, log, fresh=checkpoint is None)
+    run = build_run(cfg, out, dist, log, fresh=checkpoint is None)
     choice = None
     if checkpoint is not None:
-        _restore(run, checkpoint)
+        restore(run, checkpoint)
     elif cfg.augment == "auto":
         choice = _choose_augmentation(run)
     if dist.main:
@@ -187,87 +153,7 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
     return summary
 
 
-def _build(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> _Run:
-    """Data, model (maybe from --init), optimizer, schedule and precision for this run."""
-    device = dist.device if dist.world > 1 else _device(cfg.device)
-    resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
-    source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.test_split, cfg.workers, cfg.augment,
-                         cfg.val_split)
-    init_state = None
-    if cfg.init and fresh:
-        init_state, activation = load_init(cfg.init)
-        cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
-    if hasattr(source, "to"):  # in memory: held on the device, batches made there
-        source.to(device)
-    if getattr(source, "skipped", 0):
-        log(f"skipped {source.skipped} entries of {source.name}: links that leave it, or no regular file")
-    model = _model(cfg, source, resolution, init_state, log)
-    check_batch_memory(cfg.batch_size, model.config, source.num_train // dist.world, device)
-    # --batch-size is per process; the learning rate follows the global batch linearly (Goyal et al. 2017).
-    lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size * dist.world / 128
-    steps = source.steps_per_epoch(cfg.batch_size, dist.world)
-    if steps == 0:
-        raise MobileNetError(f"{source.name} has too few training images for one batch")
-    learner = _learner(cfg, model, device, dist, lr, steps)
-    eval_models = [learner.model] + ([learner.ema.module] if learner.ema is not None else [])
-    if cfg.compile != "off":
-        eval_models = [torch.compile(m, mode=COMPILE_MODES[cfg.compile]) for m in eval_models]
-    info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(), {"preset": cfg.augment})
-    args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
-    args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
-    return _Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info, args)
-
-
-def _learner(cfg: TrainConfig, model: MobileNetV1, device: torch.device, dist: Dist, lr: float,
-             steps: int) -> Learner:
-    """The model on the device, wrapped for torchrun and --compile, with its optimizer, schedule,
-    GradScaler and EMA; mixed precision on GPU (bf16 where supported, else fp16 with the
-    GradScaler), float32 on CPU."""
-    # channels_last: about 2× faster depthwise convs on CPU (benchmarks/), and the Tensor Core layout on GPU.
-    model = model.to(device, memory_format=torch.channels_last)
-    net = model
-    if dist.world > 1:
-        if device.type == "cuda":  # SyncBatchNorm runs on CUDA only
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile != "off":  # the step's forward and backward; learner.model stays the module we save
-        net = torch.compile(net, mode=COMPILE_MODES[cfg.compile])
-    amp = None
-    if device.type == "cuda":
-        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.weight_decay, lr)
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    return Learner(model, net, optimizer, make_schedule(optimizer, steps, cfg.epochs),
-                   torch.amp.GradScaler("cuda", enabled=amp == torch.float16), ema, amp)
-
-
-def _model(cfg: TrainConfig, source, resolution: int, init_state, log) -> MobileNetV1:
-    model_cfg = MobileNetConfig(num_classes=len(source.classes), width_mult=cfg.width_mult, resolution=resolution,
-                                in_channels=source.in_channels, dropout=cfg.dropout, activation=cfg.activation)
-    torch.manual_seed(cfg.seed)
-    model = MobileNetV1.from_config(model_cfg)
-    if init_state is not None:
-        model.load_state_dict(fit_state_dict(init_state, model), strict=False)  # the classifier may stay fresh
-        log(f"initialised from {cfg.init} (activation {cfg.activation})")
-    return model
-
-
-def _restore(run: _Run, checkpoint: dict) -> None:
-    """Weights, optimizer, schedule, where the run stands and RNG from the checkpoint."""
-    try:
-        run.learner.load_state_dict(checkpoint)
-    except (KeyError, ValueError, TypeError, RuntimeError) as e:
-        raise MobileNetError(f"--resume: {run.out / 'checkpoint.pt'} does not fit this run "
-                             f"({first_line(e)}); start a new run in another --out folder") from None
-    set_peak(run.learner.scheduler, run.learner.optimizer, run.lr)
-    state = run.state = RunState.from_checkpoint(checkpoint)
-    run.info.augment = checkpoint.get("augment") or run.info.augment  # with the trial's figures
-    torch.set_rng_state(checkpoint["rng"])
-    run.log.say(f"resuming {run.out} at epoch {state.start_epoch + 1}"
-                + (f", step {state.start_step}" if state.start_step else ""))
-
-
-def _choose_augmentation(run: _Run) -> str:
+def _choose_augmentation(run: Run) -> str:
     """--augment auto on a folder: rank 0's trial (trial.py) picks the preset for every rank;
     the choice and its figures go to config.json and the checkpoint, and its line (returned)
     to the log and train.log, once it is open."""
@@ -295,14 +181,14 @@ def _open_outputs(out: Path, history: list, info: ModelInfo, log: RunLog) -> Non
     log.open(out)
 
 
-def _checkpoint(run: _Run, epoch: int, step: int, partial) -> None:
+def _checkpoint(run: Run, epoch: int, step: int, partial) -> None:
     if run.dist.main:  # only rank 0 writes files
         save_checkpoint(run.out, {**run.learner.state_dict(), **run.state.checkpoint(epoch, step, partial),
                                   "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(),
                                   "augment": run.info.augment, "machine": describe(run.device)})
 
 
-def _start_line(run: _Run) -> str:
+def _start_line(run: Run) -> str:
     cfg, source = run.cfg, run.source
     return (f"training MobileNet V1 α={cfg.width_mult} ρ={run.model.config.resolution} on {source.name}: "
             f"{source.num_train} train / {source.num_test} test images, {len(source.classes)} classes, "
@@ -311,7 +197,7 @@ def _start_line(run: _Run) -> str:
             + f", {cfg.epochs} epochs, {run.device.type}; out {run.out}")
 
 
-def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) -> dict:
+def _train_one_epoch(run: Run, epoch: int, signals: Signals, progress: bool) -> dict:
     """One pass over the training images from the run's start step; the epoch's summed loss,
     correct, seen, bad files and seconds. A signal saves a partial checkpoint and stops.
     Loss and correct are summed on the device and read every SYNC_EVERY steps only: a
@@ -359,7 +245,7 @@ def _train_one_epoch(run: _Run, epoch: int, signals: Signals, progress: bool) ->
             "began": began, "train_seconds": train_seconds}
 
 
-def _step(run: _Run, epoch: int, step: int, batch, sums: _Sums) -> int:
+def _step(run: Run, epoch: int, step: int, batch, sums: _Sums) -> int:
     """The run's side of a step (step.train_step): the batch on the device, seeded dropout
     and random erasing; adds its summed loss and correct to `sums` (on the device) and
     returns its count of images (0 for a batch too small for BatchNorm). A non-finite loss
@@ -395,7 +281,7 @@ def _check_finite(sums: _Sums, epoch: int, dist: Dist, lr: float, out: Path) -> 
                               f"lower --lr (it was {lr:g}). The last good checkpoint is in {out}")
 
 
-def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict:
+def _evaluate_epoch(run: Run, epoch: int, sums: dict, signals: Signals) -> dict:
     """The epoch's scores (scoring.py). In a single process a signal stops the test pass
     between two batches and saves the trained epoch."""
     dist = run.dist
@@ -409,7 +295,7 @@ def _evaluate_epoch(run: _Run, epoch: int, sums: dict, signals: Signals) -> dict
                           f"saved. {resume_hint(run.out)}") from None
 
 
-def _end_epoch(run: _Run, epoch: int, sums: dict, ev: dict) -> None:
+def _end_epoch(run: Run, epoch: int, sums: dict, ev: dict) -> None:
     """History, the best model, the curves, then the checkpoint (the epoch's commit point),
     TensorBoard and the epoch's line."""
     for line in ev["bad"]:
@@ -442,7 +328,7 @@ def _warn_if_augmentation_hurts(log: RunLog, preset: str, row: dict) -> None:
                  f"classes depend on; try a milder one ({', '.join(reversed(milder)) or 'none'})", err=True)
 
 
-def _summary(run: _Run) -> dict:
+def _summary(run: Run) -> dict:
     history, ema = run.state.history, run.learner.ema
     kept = history[run.state.kept_epoch - 1]  # the saved model's epoch: the last, or the best on validation
     best = max(history, key=lambda h: h["test_acc"])

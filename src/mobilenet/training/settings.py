@@ -23,7 +23,7 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
         checkpoint = upgrade_checkpoint(load_checkpoint(out / "checkpoint.pt"))
         args = checkpoint["train_config"]
         saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
-        if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (loop._build)
+        if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (build.build_run)
             raise MobileNetError(f"--resume: the checkpoint's data folder {saved.data!r} is not an absolute path, "
                                  "so this run was not written by `mobilenet train`; start a new run in another --out")
         if saved.data != FASHION_MNIST and not Path(saved.data).is_dir():
@@ -34,7 +34,7 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
         cfg = saved
     elif dist.from_main(float((out / "checkpoint.pt").exists()))[0]:  # every rank refuses together
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
-    if cfg.augment == "auto" and cfg.data == FASHION_MNIST:  # a folder's is its trial's (loop._build)
+    if cfg.augment == "auto" and cfg.data == FASHION_MNIST:  # a folder's is its trial's (build.build_run)
         cfg.augment = FASHION_PRESET
     if cfg.random_erasing is None:  # stored resolved, so a resume or a re-read config says what ran
         cfg.random_erasing = FASHION_ERASING if cfg.data == FASHION_MNIST else 0.0

@@ -1,0 +1,108 @@
+"""`mobilenet export`, `convert` and `bench`: files for other runtimes, and their speed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import BadArgument, printable
+from ..formats import EXPORT_FORMATS, RUNTIMES
+from ..net.config import MobileNetConfig
+from .options import RESOLUTION, WIDTH, force_option, int_list, json_option, number, runtime_list
+
+
+def _cmd_export(args) -> int:
+    from ..deploy.exporter import export
+
+    if args.int8_preset and not args.int8:
+        raise BadArgument("--int8-preset goes with --int8; add --int8, or drop --int8-preset")
+    if args.int8_preset and args.format != "onnx":
+        raise BadArgument("--int8-preset is for ONNX files; ExecuTorch's XNNPACK quantizer has one scheme")
+
+    def log(line):  # stdout holds the JSON alone
+        print(printable(line), file=sys.stderr if args.json else sys.stdout)
+
+    r = export(args.model, args.format, int8=args.int8, output=args.output, calibration_images=args.calibration,
+               int8_preset=args.int8_preset or "portable", log=log, force=args.force)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return 0
+    real = r["real"]["max_abs_diff"]
+    print(f"{args.format} float32 checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} "
+          "on random inputs" + (f", {real:.2e} on real test images (top-1 identical: {r['real']['same_top1']})"
+                                if real is not None else ""))
+    print(f"wrote {printable(r['output'])} ({r['bytes'] / 1e6:.2f} MB)")
+    return 0
+
+
+def add_export(sub) -> None:
+    p = sub.add_parser("export", help="one deployable file (ONNX, ExecuTorch or LiteRT, float32 or int8) that "
+                       "checks itself")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
+                   help="onnx (default); executorch: a .pte for XNNPACK, with its metadata in FILE.json; litert: a "
+                   ".tflite (the litert-export extra)")
+    p.add_argument("--int8", action="store_true",
+                   help="static int8 quantization (ONNX: ONNX Runtime's QDQ; executorch: PT2E with the XNNPACK "
+                   "quantizer; litert: PT2E with litert-torch's); default float32")
+    p.add_argument("--int8-preset", choices=["portable", "vnni"],
+                   help="portable (default): 7-bit weights, exact on every x86-64 and ARM CPU; vnni: 8-bit weights, "
+                   "for CPUs with VNNI or ARM only (on AVX2-only x86 its sums can saturate)")
+    p.add_argument("--calibration", type=number("calibration"), default=300,
+                   help="training images to calibrate int8 on (default 300)")
+    p.add_argument("--output", help="file to write (default: in --model)")
+    force_option(p, "a file (or its .json) that mobilenet did not write")
+    json_option(p, "print the export's report as one JSON object")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_convert(args) -> int:
+    from ..training.weights import convert_timm
+
+    print(f"wrote {printable(convert_timm(args.from_timm, args.output, args.resolution or 224, args.force))}")
+    return 0
+
+
+def add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="a model folder from a timm mobilenetv1 state dict")
+    p.add_argument("--from-timm", required=True, metavar="FILE", help="timm weights (.safetensors or .pth)")
+    p.add_argument("--output", required=True, metavar="DIR")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size stored in the config (default 224)")
+    force_option(p, "a model.safetensors or config.json that mobilenet did not write, or a trained run's model")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_bench(args) -> int:
+    from ..deploy.benchmark import bench, format_table
+
+    if args.model:
+        if args.width or args.resolution:
+            raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
+                              "from its config.json: give one or the other")
+        from ..run.folder import load_model
+
+        model, _ = load_model(args.model)
+        result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
+    else:
+        config = MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
+        result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:  # its notes quote runtimes' messages and the CPU's name: escaped line by line
+        print("\n".join(printable(line) for line in format_table(result).splitlines()))
+    return 0
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="inference speed of each runtime against timm, on this machine")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="a run folder; default: an untrained network of --width and --resolution")
+    p.add_argument("--width", type=WIDTH, help="width multiplier α (default 1.0)")
+    p.add_argument("--resolution", type=RESOLUTION, help="input size (default 224)")
+    p.add_argument("--batch-size", type=int_list, default=[1, 16], help="comma-separated (default 1,16)")
+    p.add_argument("--runtime", type=runtime_list, default=list(RUNTIMES),
+                   help=f"comma-separated, any of {','.join(RUNTIMES)} (default all)")
+    p.add_argument("--seconds", type=number("seconds"), default=1.0,
+                   help="timing per runtime and batch size, at least 10 runs (default 1)")
+    json_option(p)
+    p.set_defaults(func=_cmd_bench)

@@ -1,0 +1,115 @@
+"""`mobilenet evaluate`, `report`, `predict` and `samples`: a trained model at work."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..errors import printable
+from ..formats import runtime_for
+from .options import data_folder, json_option, number, runtime_option, workers_option
+
+
+def _cmd_evaluate(args) -> int:
+    args.runtime = runtime_for(args.model, args.runtime)
+    if args.runtime != "torch":
+        from ..deploy.runtime import evaluate_file
+
+        m = evaluate_file(args.model, args.runtime, data=args.data, out=args.out)
+    else:
+        from ..report.evaluation import evaluate
+
+        m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
+    if args.json:
+        print(json.dumps(m, indent=2))
+        return 0
+    print(f"{printable(m['data'])}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
+          f"loss {m['loss']:.4f}")
+    names = {printable(c): acc for c, acc in m["per_class"].items()}  # class names come from the model's files
+    width = max(len(c) for c in names)
+    for name, acc in names.items():
+        print(f"  {name:<{width}}  {100 * acc:6.2f}%")
+    if m["bad_files"] or m["skipped"]:
+        print(f"left out: {len(m['bad_files'])} files that did not decode, {m['skipped']} entries skipped "
+              "(links that leave the folder, or no regular file)")
+    where = args.out or (args.model if args.runtime == "torch" else os.path.dirname(args.model) or ".")
+    page = " and report.html" if args.runtime == "torch" else ""
+    print(f"wrote metrics.json, confusion_matrix.png{page} to {printable(where)}")
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("--data", type=data_folder, help="'fashion-mnist' or a folder (default: the data set the model "
+                   "was trained on)")
+    p.add_argument("--out", help="where metrics.json and confusion_matrix.png go (default: --model)")
+    workers_option(p)
+    runtime_option(p)
+    json_option(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_report(args) -> int:
+    from ..report.page import report
+    from ..sweep.page import is_sweep, sweep_report
+
+    if is_sweep(args.model):
+        sweep_report(args.model, out=args.out)
+    else:
+        report(args.model, out=args.out, data=args.data, workers=args.workers)
+    return 0
+
+
+def add_report(sub) -> None:
+    p = sub.add_parser("report", help="one HTML page: the model card, curves, confusion matrix, per-class scores, "
+                       "the most confident mistakes with activation maps, exports")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("--out", help="the page to write (default: report.html in --model)")
+    p.add_argument("--data", type=data_folder, help="'fashion-mnist' or a folder (default: the data set the model "
+                   "was trained on)")
+    workers_option(p)
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_predict(args) -> int:
+    from ..deploy.predictor import Predictor
+
+    results, failed = Predictor(args.model, runtime=args.runtime).predict(args.images, top_k=args.top_k)
+    for f in failed:
+        print(printable(f"mobilenet predict: error: {f['image']}: {f['reason']}"), file=sys.stderr)
+    if args.json:
+        print(json.dumps({"predictions": results, "failed": failed}, indent=2))
+    else:
+        for r in results:
+            print(printable(r["image"]))
+            for p in r["predictions"]:
+                print(f"  {100 * p['probability']:6.2f}%  {printable(p['class'])}")
+    return 1 if failed else 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="class names with softmax probabilities for images")
+    p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=number("top-k"), default=5,
+                   help="classes shown per image (default 5)")
+    json_option(p, "{predictions, failed}: each image's classes, and each image that failed with its reason")
+    runtime_option(p)
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_samples(args) -> int:
+    from ..data.fashion import write_samples
+
+    for path in write_samples(args.out, args.count):
+        print(printable(path))
+    return 0
+
+
+def add_samples(sub) -> None:
+    p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
+    p.add_argument("--out", default="samples", help="folder (default ./samples)")
+    p.add_argument("--count", type=number("count"), default=5, help="images to write (default 5)")
+    p.set_defaults(func=_cmd_samples)
