@@ -15,6 +15,7 @@ from mobilenet.deploy.exporter import export, fast_inference, fuse_for_inference
 from mobilenet.deploy.predictor import Predictor
 from mobilenet.deploy.runtime import OnnxModel, evaluate_file
 from mobilenet.errors import MobileNetError
+from mobilenet.net.model import MobileNetV1
 from mobilenet.run.folder import load_model
 
 from conftest import cli, converted_once
@@ -131,10 +132,30 @@ def test_int8_default_is_exact_on_cpus_without_vnni(small_run, onnx_export, onnx
     assert len(weights) >= 27  # every conv and the FC
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
     assert 2 * 255 * 64 <= 32767
-    with converted_once(exporter, "onnx_bytes", small_run, onnx_export[0].read_bytes()):
-        export(out, "onnx", int8=True, output=tmp_path / "v.onnx", calibration_images=32, int8_preset="vnni",
-               log=lambda _: None)
+    # the weights alone: the export's accuracy check would refuse a vnni file on a CPU without VNNI
+    _, info = load_model(out)
+    calibration = exporter._calibration(info, 32)
+    (tmp_path / "v.onnx").write_bytes(exporter.quantize_onnx(onnx_export[0].read_bytes(), calibration, preset="vnni"))
     assert max(int(np.abs(w.astype(np.int32)).max()) for w in _int8_weights(tmp_path / "v.onnx")) > 64
+
+
+@pytest.mark.fault
+def test_an_int8_onnx_that_loses_more_than_a_point_is_refused(small_run, onnx_export, tmp_path, monkeypatch):
+    """As for ExecuTorch and LiteRT: an int8 file that loses more than INT8_MAX_DROP of test
+    accuracy (here, quantization that gives an untrained network's file) writes nothing."""
+    out, _ = small_run
+    model, info = load_model(out)
+    torch.manual_seed(1)
+    other = exporter.onnx_bytes(MobileNetV1.from_config(model.config).eval(), info)
+    monkeypatch.setattr(exporter, "quantize_onnx", lambda *args, **kw: other)
+    with converted_once(exporter, "onnx_bytes", small_run, onnx_export[0].read_bytes()):
+        with pytest.raises(MobileNetError, match=r"int8 loses .* points, more than 1; nothing was written"):
+            export(out, "onnx", int8=True, output=tmp_path / "m.int8.onnx", calibration_images=32, log=lambda _: None)
+        monkeypatch.setattr(exporter, "cpu_features", lambda: ["avx2"])  # the vnni preset, checked on AVX2
+        with pytest.raises(MobileNetError, match="This CPU has no VNNI.*use the portable preset"):
+            export(out, "onnx", int8=True, output=tmp_path / "m.int8.onnx", calibration_images=32,
+                   int8_preset="vnni", log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fast_torch_path_predicts_identically(small_run):
