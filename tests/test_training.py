@@ -244,7 +244,8 @@ def test_validation_chooses_the_kept_epoch_and_patience_stops(fake_fashion, tmp_
 
 
 def test_a_checkpoint_from_before_the_validation_split_resumes_as_it_was(fake_fashion, tmp_path):
-    """Runs before 2026-11-28 stored their test hold-out as val_split, and had no EMA or erasing options."""
+    """Runs before 2026-11-28 stored their test hold-out as val_split, and had no EMA or erasing
+    options; runs before 2026-12-07 wrote "" for a figure they did not measure."""
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=16, out=str(out), ema=0, random_erasing=0),
           log=lambda _: None)
@@ -252,9 +253,12 @@ def test_a_checkpoint_from_before_the_validation_split_resumes_as_it_was(fake_fa
     for key in ("test_split", "val_split", "patience", "ema", "random_erasing", "label_smoothing"):
         del state["train_config"][key]
     state["train_config"]["val_split"] = 0.3
+    state["history"] = [{k: "" if v is None else v for k, v in row.items()} for row in state["history"]]  # then: ""
     torch.save(state, out / "checkpoint.pt")
     train(TrainConfig(epochs=2, out=str(out)), resume=True, log=lambda _: None)
     assert [r["val_acc"] for r in history(out)] == ["", ""]  # no validation split appeared
     assert [r["ema_test_acc"] for r in history(out)] == ["", ""]  # nor an EMA
-    saved = torch.load(out / "checkpoint.pt", weights_only=True)["train_config"]
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert [(r["val_acc"], r["ema_test_acc"]) for r in saved["history"]] == [(None, None)] * 2  # today's "absent"
+    saved = saved["train_config"]
     assert saved["test_split"] == 0.3 and saved["random_erasing"] == 0.0

@@ -155,7 +155,7 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
         raise MobileNetError(f"{path} is not the program {meta.name} describes (its SHA-256 differs): "
                              "the file was changed or damaged; export it again")
     sizes = probe(data, path)
-    wanted = (info.input["channels"], info.input["resolution"], info.input["resolution"])
+    wanted = info.input_shape
     if tuple(sizes[1:]) != wanted:
         raise MobileNetError(f"{meta} prepares images as {wanted}, the program takes {tuple(sizes[1:])}; "
                              "export the model again")

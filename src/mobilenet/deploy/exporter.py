@@ -88,8 +88,7 @@ def onnx_bytes(model: nn.Module, info: ModelInfo) -> bytes:
     torch.export (the TorchScript-based exporter is deprecated from torch 2.14)."""
     import onnx
 
-    spec = info.input
-    dummy = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])  # 1 would be specialised
+    dummy = torch.zeros(2, *info.input_shape)  # 1 would be specialised
     # contiguous weights: a channels_last model (as load_model gives it) above 32 pixels exports
     # Shape/Gather/Range arithmetic that the ONNX check (rightly) refuses to run
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
@@ -158,8 +157,7 @@ def _check(name: str, run, checks: dict, tolerance: float = FP32_TOLERANCE) -> d
 def _checks(model: nn.Module, info: ModelInfo, count: int, int8: bool, log) -> dict:
     """{"random": (x, eager logits), "real": (x, eager logits)} as numpy; no "real" when the
     model's data set is not here (e.g. a model converted from timm), unless int8 needs it."""
-    spec = info.input
-    inputs = {"random": torch.randn(4, spec["channels"], spec["resolution"], spec["resolution"])}
+    inputs = {"random": torch.randn(4, *info.input_shape)}
     try:
         inputs["real"] = _real_inputs(info, count)[0]
     except MobileNetError as e:
@@ -239,8 +237,7 @@ def _executorch(model, info, checks, int8, calibration_images, log) -> tuple[byt
     """A .pte lowered to XNNPACK, checked in ExecuTorch's runtime; int8 by PT2E."""
     from .executorch import PteModel, pte_bytes, pte_int8_bytes
 
-    spec = info.input
-    example = torch.zeros(2, spec["channels"], spec["resolution"], spec["resolution"])
+    example = torch.zeros(2, *info.input_shape)
 
     def convert(calibration):
         return pte_bytes(model, example) if calibration is None else pte_int8_bytes(

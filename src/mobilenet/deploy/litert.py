@@ -70,9 +70,8 @@ def litert_bytes(model, info: ModelInfo, calibration: np.ndarray | None = None) 
     import torch
 
     litert_torch = _converter()
-    spec = info.input
     model = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
-    shape = (spec["channels"], spec["resolution"], spec["resolution"])
+    shape = info.input_shape
     example = (torch.zeros(2, *shape),)  # 1 would be specialised
     options = {"dynamic_shapes": ({0: torch.export.Dim("batch", min=1)},)}
     if calibration is not None:  # calibrated with any batch, converted for one image
@@ -157,7 +156,7 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
         raise MobileNetError(f"{path}: its metadata does not describe the network ({e}); {AGAIN}") from None
     if info.model and len(data) > 2 * state_bytes(info.model) + (16 << 20):
         raise MobileNetError(f"{path} is {len(data):,} bytes, more than the network its metadata names needs; {AGAIN}")
-    wanted = (info.input["channels"], info.input["resolution"], info.input["resolution"])
+    wanted = info.input_shape
     sizes = probe(data, path, "mobilenet.deploy.litert:_probe_child", "LiteRT's interpreter", "LiteRT model", AGAIN)
     if tuple(sizes[1:]) != wanted:
         raise MobileNetError(f"{path}: its metadata prepares images as {wanted}, the model takes "

@@ -24,7 +24,7 @@ def plot_curves(history: list[dict], out: Path) -> None:
     ):
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
-            rows = [h for h in history if h.get(key, "") != ""]  # "": not measured that epoch
+            rows = [h for h in history if h.get(key) is not None]  # None: not measured that epoch
             values = [100 * float(h[key]) if "acc" in key else float(h[key]) for h in rows]
             if rows:
                 ax.plot([h["epoch"] for h in rows], values, marker="o" if len(rows) < 30 else None,

@@ -17,6 +17,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 
@@ -34,9 +35,29 @@ from .info import SAFETENSORS_FORMAT, ModelInfo
 RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png",
              "report.html")
 EXPORTS = "exports.json"  # what `export` checked of each file beside the model, by file name
-HISTORY_FIELDS = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds",
-                  "images_per_s", "bad_files", "ema_test_loss", "ema_test_acc",  # empty without --ema
-                  "val_loss", "val_acc"]  # the kept model's on the validation images; empty without --val-split
+
+
+class EpochRow(TypedDict):
+    """An epoch's row of history.csv and of the checkpoint's history. None where the run
+    measured nothing: the EMA's without --ema, the validation images' without --val-split
+    (history.csv writes it as an empty field)."""
+    epoch: int
+    train_loss: float
+    train_acc: float
+    test_loss: float
+    test_acc: float
+    lr: float
+    seconds: float
+    images_per_s: float
+    bad_files: int
+    ema_test_loss: float | None
+    ema_test_acc: float | None
+    val_loss: float | None  # the kept model's on the validation images
+    val_acc: float | None
+
+
+HISTORY_FIELDS = list(EpochRow.__annotations__)
+
 # A checkpoint holds the model, its EMA, two optimizer moments and the history: 4 GiB is
 # about 250 M parameters, beyond any MobileNet V1 a run here would train.
 CHECKPOINT_LIMIT = 4 << 30
@@ -75,8 +96,8 @@ def write_history(history: list[dict], out: Path) -> None:
     writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in history:
-        values = {k: row.get(k, "") for k in HISTORY_FIELDS}  # rows of older runs lack the newer columns
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in values.items()})
+        values = {k: row.get(k) for k in HISTORY_FIELDS}  # rows of older runs lack the newer columns
+        writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else "" if v is None else v for k, v in values.items()})
     atomic_write_text(out / "history.csv", buf.getvalue())
 
 
@@ -136,8 +157,9 @@ def upgrade_checkpoint(state: dict) -> dict:
     if "compile" not in args and args["data"] != FASHION_MNIST and args.get("augment") == "flip-shift":
         args["augment"] = "crop-flip"  # what a folder's flip-shift was before the presets
     # before validation splits: no best validation accuracy, and the last epoch kept
+    history = [{k: None if v == "" else v for k, v in row.items()} for row in state["history"]]  # "": not measured
     return {"best_val": -1.0, "since_best": 0, "kept_epoch": len(state["history"]), "partial": None, **state,
-            "train_config": args}
+            "train_config": args, "history": history}
 
 
 def checkpoint_launch(out: Path) -> str | None:

@@ -35,6 +35,11 @@ class ModelInfo:
     augment: dict | None = None  # a run's preset, with the trial's figures under --augment auto
 
     @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, resolution, resolution): one prepared image, as the network takes it."""
+        return self.input["channels"], self.input["resolution"], self.input["resolution"]
+
+    @property
     def data_name(self) -> str:
         return self.data.get("name") or FASHION_MNIST
 

@@ -58,7 +58,7 @@ def epoch_line(row: dict, epochs: int, ema: bool) -> str:
             f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%  "
             f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
             + (f"  ema test loss {row['ema_test_loss']:.4f} acc {100 * row['ema_test_acc']:.2f}%" if ema else "")
-            + (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%" if row["val_acc"] != "" else "")
+            + (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%" if row["val_acc"] is not None else "")
             + (f"  {bad} files skipped" if bad else ""))
 
 

@@ -42,7 +42,7 @@ from .distributed import Dist, Signals, launch
 from .log import RunLog, epoch_line
 from .scoring import score_epoch
 from .settings import run_settings
-from .state import history_row
+from .state import EpochSums, history_row
 from .step import out_of_memory, train_step
 from .weights import check_init
 
@@ -205,11 +205,11 @@ def _train_one_epoch(run: Run, epoch: int, signals: Signals, progress: bool) -> 
     cfg, dist, state = run.cfg, run.dist, run.state
     run.model.train()
     # (after a mid-epoch stop rank 0 holds the all-reduced sums, the others start at 0)
-    zero = (0.0, 0, 0, 0, 0.0)
-    loss_sum, correct, seen, bad, seconds = (state.partial or {}).get("sums", zero) if dist.main else zero
-    sums = _Sums(torch.tensor([loss_sum, correct], dtype=torch.float64, device=run.device),
+    so_far = EpochSums(*(state.partial or {}).get("sums", ())) if dist.main else EpochSums()
+    sums = _Sums(torch.tensor([so_far.loss_sum, so_far.correct], dtype=torch.float64, device=run.device),
                  torch.tensor(-1, device=run.device))
-    began = time.perf_counter() - seconds
+    seen, bad = so_far.seen, so_far.bad
+    began = time.perf_counter() - so_far.seconds
     desc = f"epoch {epoch + 1}/{cfg.epochs}"
     bar = progress_bar(total=run.steps, initial=state.start_step, desc=desc, enabled=progress, mininterval=1.0)
     heartbeat = Heartbeat(run.log.say, desc, run.steps, state.start_step, enabled=not progress)
@@ -232,8 +232,8 @@ def _train_one_epoch(run: Run, epoch: int, signals: Signals, progress: bool) -> 
                             img_s=f"{seen / max(time.perf_counter() - began, 1e-9):.0f}", refresh=False)
         if signals.agreed(dist):
             _check_finite(sums, epoch, dist, run.lr, run.out)  # a diverged model is never saved
-            partial = tuple(dist.sum(*sums.totals.tolist(), seen, bad)) + (time.perf_counter() - began,)
-            _checkpoint(run, epoch, step + 1, {"sums": partial})
+            partial = EpochSums(*dist.sum(*sums.totals.tolist(), seen, bad), time.perf_counter() - began)
+            _checkpoint(run, epoch, step + 1, {"sums": tuple(partial)})  # a plain tuple: weights_only loads it
             raise Interrupted(f"stopped by {signals.received} at epoch {epoch + 1}, step {step + 1}; "
                               f"saved. {resume_hint(run.out)}")
     bar.close()
@@ -320,7 +320,7 @@ def _warn_if_augmentation_hurts(log: RunLog, preset: str, row: dict) -> None:
     """Halfway through, one line when the augmented training batches score far below the
     images as they are (validation images, or the test images when there are none): the
     symptom of a preset that hides what the label depends on. Only said: nothing is chosen."""
-    name, reference = ("validation", row["val_acc"]) if row["val_acc"] != "" else ("test", row["test_acc"])
+    name, reference = ("validation", row["val_acc"]) if row["val_acc"] is not None else ("test", row["test_acc"])
     if reference - row["train_acc"] > AUGMENT_GAP:
         milder = PRESETS[:PRESETS.index(preset)] if preset in PRESETS else ("none",)
         log.note(f"warning: halfway, training accuracy on augmented batches is {100 * row['train_acc']:.1f}% against "
@@ -333,7 +333,7 @@ def _summary(run: Run) -> dict:
     kept = history[run.state.kept_epoch - 1]  # the saved model's epoch: the last, or the best on validation
     best = max(history, key=lambda h: h["test_acc"])
     key = "ema_test" if ema is not None else "test"  # the saved model's figures
-    chosen = f" (epoch {kept['epoch']}, chosen on the validation images)" if kept["val_acc"] != "" else ""
+    chosen = f" (epoch {kept['epoch']}, chosen on the validation images)" if kept["val_acc"] is not None else ""
     run.log.say(f"done: test accuracy {100 * kept[key + '_acc']:.2f}%, test loss {kept[key + '_loss']:.4f} of the kept "
                 f"model{chosen}" + (", EMA weights" if ema is not None else "")
                 + f"; model in {run.out / 'model.safetensors'}")

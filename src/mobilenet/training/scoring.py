@@ -25,15 +25,15 @@ def score_epoch(learner, eval_models: list, source, batch_size: int, dist, devic
         raise MobileNetError(f"the test split of {source.name} has no readable images")
     ema = metrics[1] if len(metrics) > 1 else None
     return {"test_loss": metrics[0].loss, "test_acc": metrics[0].top1, "bad": found["bad_files"],
-            "ema_test_loss": ema.loss if ema else "", "ema_test_acc": ema.top1 if ema else "",
+            "ema_test_loss": ema.loss if ema else None, "ema_test_acc": ema.top1 if ema else None,
             "bad_count": int(dist.sum(len(found["bad_files"]))[0]), **_validate(source, logits[-1], batch_size, dist)}
 
 
 def _validate(source, logits, batch_size: int, dist) -> dict:
     """The kept model's (the EMA's with --ema) loss and accuracy on the validation images,
-    which alone choose the epoch to keep; empty without --val-split."""
+    which alone choose the epoch to keep; None without --val-split."""
     if not source.num_val:
-        return {"val_loss": "", "val_acc": ""}
+        return {"val_loss": None, "val_acc": None}
     batches = source.val_batches(batch_size, dist.rank, dist.world)
     found = evaluate_batches([logits], batches, len(source.classes), desc="val", confusion=False)
     metrics = Metrics(len(source.classes), False).from_list(dist.sum(*found["metrics"][0].to_list()))

@@ -5,6 +5,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ..run.folder import EpochRow
+
+
+class EpochSums(NamedTuple):
+    """An epoch's sums so far: what a checkpoint saved mid-epoch keeps (as a plain tuple) so
+    that the resumed epoch reports the whole epoch's loss, accuracy and time."""
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    bad: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
@@ -16,7 +29,7 @@ class RunState:
     kept_epoch: int = 0  # the epoch whose weights model.safetensors holds
     start_epoch: int = 0
     start_step: int = 0
-    partial: dict | None = None  # a stopped epoch's sums
+    partial: dict | None = None  # a stopped epoch's {"sums": tuple(EpochSums)}
     total_bad: int = 0
 
     @classmethod
@@ -36,16 +49,16 @@ class RunState:
         self.history.append(row)
         self.best_acc = max(self.best_acc, row["test_acc"])
         self.total_bad += row["bad_files"]
-        if row["val_acc"] != "" and row["val_acc"] <= self.best_val:
+        if row["val_acc"] is not None and row["val_acc"] <= self.best_val:
             self.since_best += 1
             return False
-        if row["val_acc"] != "":
+        if row["val_acc"] is not None:
             self.best_val, self.since_best = row["val_acc"], 0
         self.kept_epoch = row["epoch"]
         return True
 
 
-def history_row(epoch: int, sums: dict, ev: dict, lr: float, bad: int) -> dict:
+def history_row(epoch: int, sums: dict, ev: dict, lr: float, bad: int) -> EpochRow:
     """history.csv's row of an epoch from its training sums and its evaluation (`ev`)."""
     seen = sums["seen"]
     return {"epoch": epoch + 1, "train_loss": sums["loss_sum"] / max(seen, 1), "train_acc": sums["correct"] / max(seen, 1),
