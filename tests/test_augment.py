@@ -114,7 +114,7 @@ def test_a_warning_when_augmented_batches_score_far_below_validation(capsys):
     err = capsys.readouterr().err
     assert "warning: halfway" in err and "67.0% against 93.0% on validation" in err, err
     assert "try a milder one (crop, flip-shift, shift, none)" in err, err
-    _warn_if_augmentation_hurts(log, "crop-flip", {"train_acc": 0.67, "val_acc": "", "test_acc": 0.93})  # no val split
+    _warn_if_augmentation_hurts(log, "crop-flip", {"train_acc": 0.67, "val_acc": None, "test_acc": 0.93})  # no val split
     assert "93.0% on test images" in capsys.readouterr().err
     _warn_if_augmentation_hurts(log, "crop-flip", {"train_acc": 0.80, "val_acc": 0.93, "test_acc": 0.5})  # 13 points: fine
     assert capsys.readouterr().err == ""

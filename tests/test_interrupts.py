@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from mobilenet.run.folder import HISTORY_FIELDS, RUN_FILES
+from mobilenet.run.folder import HISTORY_FIELDS
+from mobilenet.run.names import RUN_FILES
 
 import forked
 from conftest import HANG, TINY, history, make_fashion_like, make_image_folder, wait_for

@@ -22,6 +22,7 @@ from ..files import FILE_LIMIT, read_regular
 from ..limits import EVAL_BATCH_SIZE
 from ..report.metrics import check_scores, evaluate_batches
 from ..run.info import ModelInfo
+from ..run.names import CONFUSION, METRICS
 from .onnx_check import check_onnx
 
 ORT_FATAL = 4  # ONNX Runtime's log quotes a file's node and tensor names raw; only fatal lines pass
@@ -197,6 +198,6 @@ def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = N
     found = evaluate_batches([model.logits], _test_batches(model, data, seen), len(model.classes))
     metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"], seen.get("skipped", 0))
     out = make_dir(out or Path(model_path).parent)
-    atomic_write_json(out / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], model.classes, out / "confusion_matrix.png")
+    atomic_write_json(out / METRICS, metrics)
+    plot_confusion(metrics["confusion_matrix"], model.classes, out / CONFUSION)
     return metrics

@@ -11,9 +11,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .config import (  # noqa: F401 - re-exported: model.TABLE1 etc.
-    KERNEL, TABLE1, MobileNetConfig, channels, get_config, layer_names, list_models,
-)
+from .config import KERNEL, TABLE1, MobileNetConfig, channels, get_config, layer_names, list_models  # noqa: F401 - re-exported: model.TABLE1 etc.
 from .depthwise import DepthwiseConv2d
 
 __all__ = [

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..files import atomic_write_json
+from ..run.names import CONFUSION, METRICS, REPORT
 from .page import report
 from .plots import plot_confusion
 
@@ -28,7 +29,7 @@ def evaluate(model_dir, data: str | None = None, out=None, workers: int | None =
     model's data set (or `data`): metrics.json, confusion_matrix.png and report.html, from
     one pass (report.report), go into `out` (default model_dir)."""
     out = Path(out or model_dir)  # made by report, once the model has loaded
-    metrics = report(model_dir, out / "report.html", data=data, workers=workers, log=lambda _: None)["metrics"]
-    atomic_write_json(out / "metrics.json", metrics)
-    plot_confusion(metrics["confusion_matrix"], list(metrics["per_class"]), out / "confusion_matrix.png")
+    metrics = report(model_dir, out / REPORT, data=data, workers=workers, log=lambda _: None)["metrics"]
+    atomic_write_json(out / METRICS, metrics)
+    plot_confusion(metrics["confusion_matrix"], list(metrics["per_class"]), out / CONFUSION)
     return metrics

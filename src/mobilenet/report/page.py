@@ -26,6 +26,7 @@ from ..net.activation_maps import cam
 from ..net.cost import cost_report
 from ..run.folder import load_model, read_exports
 from ..run.info import ModelInfo
+from ..run.names import REPORT
 from .html import escape, html_page, number, png_uri, table, write_page
 from .scan import checkpoint_state, open_data, scan
 
@@ -47,7 +48,7 @@ def report(model_dir, out=None, data: str | None = None, workers: int | None = N
     metrics, examples = scan(model, source, info, data or info.data_name)
     tiles = {name: _tiles(model, found, info) for name, found in examples.items()}
     page = _page(model_dir, info, state, source, metrics, tiles)
-    path = write_page(page, Path(out) if out else model_dir / "report.html", log)
+    path = write_page(page, Path(out) if out else model_dir / REPORT, log)
     return {"path": str(path), "metrics": metrics, "seconds": time.perf_counter() - start}
 
 

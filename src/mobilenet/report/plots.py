@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..files import atomic_savefig
+from ..run.names import CURVES
 
 
 def _pyplot():
@@ -18,10 +19,9 @@ def plot_curves(history: list[dict], out: Path) -> None:
     """total_acc.png (accuracy per epoch) and total_test_loss.png: the seed's two figures, with
     train and test, and validation and EMA where the run has them."""
     plt = _pyplot()
-    for name, keys, ylabel in (
-        ("total_acc", ("train_acc", "test_acc", "val_acc", "ema_test_acc"), "accuracy (%)"),
-        ("total_test_loss", ("test_loss", "train_loss", "val_loss", "ema_test_loss"), "cross-entropy loss"),
-    ):
+    for name, keys, ylabel in zip(CURVES, (("train_acc", "test_acc", "val_acc", "ema_test_acc"),
+                                           ("test_loss", "train_loss", "val_loss", "ema_test_loss")),
+                                  ("accuracy (%)", "cross-entropy loss")):
         fig, ax = plt.subplots(figsize=(6, 4))
         for key in keys:
             rows = [h for h in history if h.get(key) is not None]  # None: not measured that epoch
@@ -29,10 +29,10 @@ def plot_curves(history: list[dict], out: Path) -> None:
             if rows:
                 ax.plot([h["epoch"] for h in rows], values, marker="o" if len(rows) < 30 else None,
                         markersize=3, label=key.replace("_", " "))
-        ax.set(title=name, xlabel="epoch", ylabel=ylabel)
+        ax.set(title=Path(name).stem, xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
-        atomic_savefig(out / f"{name}.png", fig)
+        atomic_savefig(out / name, fig)
         plt.close(fig)
 
 

@@ -12,6 +12,7 @@ from ..limits import EVAL_BATCH_SIZE
 from ..progress import bar
 from ..run.folder import load_checkpoint, upgrade_checkpoint
 from ..run.info import ModelInfo
+from ..run.names import CHECKPOINT
 from .metrics import Metrics
 
 WRONG, RIGHT = 16, 4  # confidently wrong test images shown, and confidently right ones for contrast
@@ -19,7 +20,7 @@ WRONG, RIGHT = 16, 4  # confidently wrong test images shown, and confidently rig
 
 def checkpoint_state(model_dir: Path) -> dict:
     """The run's checkpoint (recipe, history, kept epoch, machine), or {} for a folder without one."""
-    path = model_dir / "checkpoint.pt"
+    path = model_dir / CHECKPOINT
     try:
         return upgrade_checkpoint(load_checkpoint(path)) if path.is_file() else {}
     except MobileNetError:  # not ours, or damaged: the card says what it cannot know

@@ -24,17 +24,14 @@ import torch
 from ..data.images import FASHION_MNIST
 from ..errors import MobileNetError, first_line, printable
 from ..files import (
-    JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_json_object, read_regular,
+    JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_json_object,
+    read_regular,
 )
 from ..net.config import TABLE1, channels
 from ..net.cost import state_bytes
 from ..net.model import MobileNetConfig, MobileNetV1
 from .info import SAFETENSORS_FORMAT, ModelInfo
-
-# What a run writes into its folder (atomically, see files.py).
-RUN_FILES = ("checkpoint.pt", "model.safetensors", "config.json", "history.csv", "total_acc.png", "total_test_loss.png",
-             "report.html")
-EXPORTS = "exports.json"  # what `export` checked of each file beside the model, by file name
+from .names import CHECKPOINT, CONFIG, EXPORTS, HISTORY, WEIGHTS
 
 
 class EpochRow(TypedDict):
@@ -98,7 +95,7 @@ def write_history(history: list[dict], out: Path) -> None:
     for row in history:
         values = {k: row.get(k) for k in HISTORY_FIELDS}  # rows of older runs lack the newer columns
         writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else "" if v is None else v for k, v in values.items()})
-    atomic_write_text(out / "history.csv", buf.getvalue())
+    atomic_write_text(out / HISTORY, buf.getvalue())
 
 
 def save_model(model: MobileNetV1, out: Path, info: ModelInfo) -> None:
@@ -106,20 +103,20 @@ def save_model(model: MobileNetV1, out: Path, info: ModelInfo) -> None:
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / "model.safetensors", save(state, metadata={"format": SAFETENSORS_FORMAT}))
+    atomic_write_bytes(out / WEIGHTS, save(state, metadata={"format": SAFETENSORS_FORMAT}))
     write_config(out, info)
 
 
 def write_config(out: Path, info: ModelInfo) -> None:
     """config.json alone, at a run's start: the folder says what it holds before any weights."""
-    atomic_write_json(out / "config.json", info.to_json())
+    atomic_write_json(out / CONFIG, info.to_json())
 
 
 def save_checkpoint(out: Path, state: dict) -> None:
     """checkpoint.pt: the commit point of an epoch (or of a stopped one)."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(out / "checkpoint.pt", buf.getvalue())
+    atomic_write_bytes(out / CHECKPOINT, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -165,8 +162,8 @@ def upgrade_checkpoint(state: dict) -> dict:
 def checkpoint_launch(out: Path) -> str | None:
     """The torchrun launch that wrote out's checkpoint (distributed.launch()), if any."""
     try:
-        data = read_regular(out / "checkpoint.pt", CHECKPOINT_LIMIT, "--out")
-        check_archive(data, out / "checkpoint.pt", "--out")
+        data = read_regular(out / CHECKPOINT, CHECKPOINT_LIMIT, "--out")
+        check_archive(data, out / CHECKPOINT, "--out")
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True).get("launch")
     except Exception:  # noqa: BLE001 - no readable checkpoint: nothing to resume automatically
         return None
@@ -230,7 +227,7 @@ def refuse_links(out: Path) -> None:
 
 def read_config(model_dir) -> ModelInfo:
     """config.json of a model folder, checked: one clear error if missing or corrupt."""
-    path = Path(model_dir) / "config.json"
+    path = Path(model_dir) / CONFIG
     if not Path(model_dir).is_dir():
         raise MobileNetError(f"--model {model_dir}: no such folder; give a folder made by `mobilenet train`")
     try:
@@ -249,7 +246,7 @@ def load_model(model_dir) -> tuple[MobileNetV1, ModelInfo]:
     from safetensors.torch import load
 
     info = read_config(model_dir)
-    path = Path(model_dir) / "model.safetensors"
+    path = Path(model_dir) / WEIGHTS
     try:
         state = load(read_regular(path, weights_limit(info.model), "--model"))
         _check_shapes(state, info.model)  # before the model is built: a config.json that lies allocates nothing

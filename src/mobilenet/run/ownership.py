@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import BadArgument, printable
 from ..files import FILE_LIMIT, JSON_LIMIT, read_regular
 from .info import PRODUCER, SAFETENSORS_FORMAT, ModelInfo
+from .names import CHECKPOINT
 
 
 def refuse_foreign(paths, option: str, force: bool = False) -> None:
@@ -34,7 +35,7 @@ def ours(path: Path) -> bool:
         return True
     if path.is_symlink() or not path.is_file():
         return False
-    if any((path.parent / name).is_file() for name in ("checkpoint.pt", ".lock")):
+    if any((path.parent / name).is_file() for name in (CHECKPOINT, ".lock")):
         return True
     try:
         return _marked(path)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import MobileNetError
 from ..files import read_json_object
 from ..report.html import as_float, escape, html_page, number, percent, table, write_page
+from ..run.names import REPORT
 
 PLAN, TABLE = "sweep_plan.json", "sweep.json"  # what a sweep writes first, and what `sweep --collect` writes
 
@@ -34,7 +35,7 @@ def sweep_report(folder, out=None, log=print) -> dict:
         ("tradeoff", "Accuracy against cost", f"<div class=grid>{pictures}</div>" if pictures else "<p>None.</p>"),
         ("points", "Every point", _sweep_table(folder, plan, points, best)),
     ])
-    return {"path": str(write_page(page, Path(out) if out else folder / "report.html", log))}
+    return {"path": str(write_page(page, Path(out) if out else folder / REPORT, log))}
 
 
 def _sweep_plan(plan: dict, best: str | None) -> str:
@@ -55,7 +56,7 @@ def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None)
     rows = []
     for p in sorted(points, key=lambda p: (-as_float(p.get("alpha")), -as_float(p.get("rho")))):
         run = str(p.get("run"))
-        page = folder / run / "report.html"
+        page = folder / run / REPORT
         name = (f'<a href="./{escape(run)}/report.html">{escape(run)}</a>' if page.is_file() else escape(run)) + (
             " (the pick)" if run == best else "")
         cells = [p.get("alpha"), p.get("rho"), f"{as_float(p.get('mult_adds')) / 1e6:.2f}", p.get("params"),

@@ -26,6 +26,7 @@ from ..errors import BadArgument, Interrupted, MobileNetError, printable
 from ..files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_regular
 from ..formats import EXPORT_FORMATS, RUNTIMES, size_key
 from ..net.cost import cost_report
+from ..run.names import CHECKPOINT, HISTORY, WEIGHTS
 from ..training.config import TrainConfig
 from .page import PLAN, TABLE, sweep_report
 
@@ -171,7 +172,7 @@ def train_point(out: str, plan: dict, p: tuple[float, int], log=_say) -> dict:
 
     alpha, rho = p
     folder = Path(out) / point_name(alpha, rho)
-    resume = (folder / "checkpoint.pt").is_file()
+    resume = (folder / CHECKPOINT).is_file()
     cfg = TrainConfig(**{**plan["train"], "width_mult": alpha, "resolution": rho, "out": str(folder)})
     say = (lambda line: log(f"[{point_name(alpha, rho)}] {line}"))
     try:
@@ -197,7 +198,7 @@ def _cost(folder: Path) -> dict:
 
 
 def _kept_val_acc(folder: Path, kept_epoch: int) -> float:
-    text = read_regular(folder / "history.csv", JSON_LIMIT, "--out").decode()
+    text = read_regular(folder / HISTORY, JSON_LIMIT, "--out").decode()
     row = next(r for r in csv.DictReader(io.StringIO(text)) if int(r["epoch"]) == kept_epoch)
     return float(row["val_acc"])
 
@@ -206,7 +207,7 @@ def _exports(folder: Path, int8: bool, log) -> dict:
     """Each format's file size in MB, and int8's test accuracy with --int8 (export's own check)."""
     from ..deploy.exporter import export
 
-    sizes = {"safetensors": (folder / "model.safetensors").stat().st_size / 1e6}
+    sizes = {"safetensors": (folder / WEIGHTS).stat().st_size / 1e6}
     sizes["onnx"] = export(folder, "onnx", log=log)["bytes"] / 1e6
     found = {"size_mb": sizes}
     if int8:
@@ -242,7 +243,7 @@ def _exported_onnx(folder: Path) -> dict:
     same graph; only its metadata differs): when it is the file export checked, by the digest
     in exports.json; else nothing, and bench exports its own."""
     from ..files import FILE_LIMIT
-    from ..run.folder import EXPORTS
+    from ..run.names import EXPORTS
 
     try:
         data = read_regular(folder / "model.onnx", FILE_LIMIT, "--out")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from ..data.images import FASHION_MNIST
 from ..data.batches import Source
+from ..data.images import FASHION_MNIST
 from ..data.sources import open_source
 from ..errors import MobileNetError, first_line
 from ..net.model import MobileNetConfig, MobileNetV1

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import MobileNetError, printable
 from ..files import open_append
+from ..run.names import LOG
 
 SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # of a history row, for TensorBoard
 
@@ -22,7 +23,7 @@ class RunLog:
     def open(self, out: Path) -> None:
         """TensorBoard (when installed) and train.log, opened for appending (never through a link)."""
         self.tb = _tensorboard(out)
-        self.path = out / "train.log"
+        self.path = out / LOG
         self.file = open_append(self.path)
 
     def close(self) -> None:

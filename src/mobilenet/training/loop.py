@@ -30,10 +30,11 @@ from ..report.metrics import EvaluationStopped
 from ..report.page import report
 from ..report.plots import plot_curves
 from ..run.folder import (
-    RUN_FILES, checkpoint_launch, default_out, lock, refuse_links, resume_hint, save_checkpoint, save_model,
-    write_config, write_history,
+    checkpoint_launch, default_out, lock, refuse_links, resume_hint, save_checkpoint, save_model, write_config,
+    write_history,
 )
 from ..run.info import ModelInfo
+from ..run.names import CHECKPOINT, CONFIG, RUN_FILES, WEIGHTS
 from ..run.ownership import refuse_foreign
 from ..seeds import DROPOUT, ERASING, generator, mix
 from .build import Run, build_run, restore
@@ -77,8 +78,8 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
         # Rank 0 decides for all; a checkpoint of another launch still needs --resume.
         restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
         resume = bool(dist.from_main(float(resume or (restarted and launch() == checkpoint_launch(out))))[0])
-        if resume and not (out / "checkpoint.pt").exists():
-            raise MobileNetError(f"--resume: {out / 'checkpoint.pt'} not found; start a new run without --resume")
+        if resume and not (out / CHECKPOINT).exists():
+            raise MobileNetError(f"--resume: {out / CHECKPOINT} not found; start a new run without --resume")
         if not resume:  # before the folder is made: nothing is left behind
             check_init(cfg.init)
             refuse_foreign([out / name for name in RUN_FILES], "--out", cfg.force)
@@ -95,7 +96,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
             log(f"removed the unfinished temporary files of an interrupted run in {out}")
         return _train(cfg, out, resume, log if dist.main else (lambda _: None), progress and dist.main, dist)
     except KeyboardInterrupt:  # a second Ctrl-C (or one before training began): stop now
-        saved = (out / "checkpoint.pt").exists()
+        saved = (out / CHECKPOINT).exists()
         raise Interrupted("interrupted at once; " + (f"{out} keeps its last checkpoint. {resume_hint(out)}"
                                                      if saved else "nothing was saved yet")) from None
     finally:
@@ -176,7 +177,7 @@ def _open_outputs(out: Path, history: list, info: ModelInfo, log: RunLog) -> Non
     if history:
         write_history(history, out)
         plot_curves(history, out)
-    if not (out / "config.json").exists():
+    if not (out / CONFIG).exists():
         write_config(out, info)
     log.open(out)
 
@@ -336,7 +337,7 @@ def _summary(run: Run) -> dict:
     chosen = f" (epoch {kept['epoch']}, chosen on the validation images)" if kept["val_acc"] is not None else ""
     run.log.say(f"done: test accuracy {100 * kept[key + '_acc']:.2f}%, test loss {kept[key + '_loss']:.4f} of the kept "
                 f"model{chosen}" + (", EMA weights" if ema is not None else "")
-                + f"; model in {run.out / 'model.safetensors'}")
+                + f"; model in {run.out / WEIGHTS}")
     return {"out": str(run.out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
             "kept_epoch": kept["epoch"], "final_test_acc": kept[key + "_acc"], "final_test_loss": kept[key + "_loss"],
             "seconds": sum(h["seconds"] for h in history), "bad_files": run.state.total_bad}

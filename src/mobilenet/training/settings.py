@@ -11,6 +11,7 @@ from ..data.augment import FASHION_PRESET
 from ..data.images import FASHION_MNIST
 from ..errors import MobileNetError
 from ..run.folder import load_checkpoint, upgrade_checkpoint
+from ..run.names import CHECKPOINT
 from .config import TrainConfig
 
 FASHION_ERASING = 0.5  # --random-erasing's default on Fashion-MNIST; folders: 0 (benchmarks/recipe.py)
@@ -20,7 +21,7 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
     """The run's settings: `cfg` for a new run; the checkpoint's, with what may change, on resume."""
     checkpoint = None
     if resume:
-        checkpoint = upgrade_checkpoint(load_checkpoint(out / "checkpoint.pt"))
+        checkpoint = upgrade_checkpoint(load_checkpoint(out / CHECKPOINT))
         args = checkpoint["train_config"]
         saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
         if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (build.build_run)
@@ -32,7 +33,7 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
         saved.lr = cfg.lr or saved.lr
         saved.out, saved.device, saved.workers, saved.compile = str(out), cfg.device, cfg.workers, cfg.compile
         cfg = saved
-    elif dist.from_main(float((out / "checkpoint.pt").exists()))[0]:  # every rank refuses together
+    elif dist.from_main(float((out / CHECKPOINT).exists()))[0]:  # every rank refuses together
         raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
     if cfg.augment == "auto" and cfg.data == FASHION_MNIST:  # a folder's is its trial's (build.build_run)
         cfg.augment = FASHION_PRESET

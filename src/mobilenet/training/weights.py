@@ -17,6 +17,7 @@ from ..files import check_readable, read_regular
 from ..net.model import MobileNetV1, config_from_timm_state_dict, timm_to_mobilenet_state_dict
 from ..run.folder import CHECKPOINT_LIMIT, check_archive, read_config, save_model
 from ..run.info import ModelInfo
+from ..run.names import CHECKPOINT, CONFIG, WEIGHTS
 from ..run.ownership import refuse_foreign
 
 TIMM_PREFIX = "timm:"
@@ -131,10 +132,10 @@ def convert_timm(file, output, resolution: int = 224, force: bool = False) -> Pa
     from ..files import make_dir
 
     output = Path(output)
-    if not force and (output / "checkpoint.pt").exists():
+    if not force and (output / CHECKPOINT).exists():
         raise BadArgument(f"--output {printable(output)} holds a trained run (checkpoint.pt), whose model this would "
                           "replace; choose another --output, or add --force")
-    refuse_foreign([output / "model.safetensors", output / "config.json"], "--output", force)
+    refuse_foreign([output / WEIGHTS, output / CONFIG], "--output", force)
     state = read_weight_file(file, "--from-timm")
     if not is_timm(state):
         raise MobileNetError(f"{file} is not a timm mobilenetv1 state dict (no conv_stem.weight)")

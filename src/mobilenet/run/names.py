@@ -1,0 +1,8 @@
+"""A run folder's file names, spelled here only. No torch: the deployed path reads them."""
+
+CHECKPOINT, WEIGHTS, CONFIG, HISTORY = "checkpoint.pt", "model.safetensors", "config.json", "history.csv"
+CURVES = ("total_acc.png", "total_test_loss.png")  # the seed's two figures
+REPORT, LOG = "report.html", "train.log"
+METRICS, CONFUSION = "metrics.json", "confusion_matrix.png"  # what evaluate writes
+RUN_FILES = (CHECKPOINT, WEIGHTS, CONFIG, HISTORY, *CURVES, REPORT)  # what a run writes (atomically, see files.py)
+EXPORTS = "exports.json"  # what `export` checked of each file beside the model, by file name
