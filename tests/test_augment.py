@@ -58,7 +58,7 @@ def _trial(root):
 def test_auto_never_flips_arrows(tmp_path):
     record = _trial(_arrows(tmp_path / "arrows"))
     assert record["chosen_by"] == "trial", record
-    assert not augment.flips(record["preset"]), record
+    assert not augment.preset_named(record["preset"]).flip, record
     kept = record["trial"]["kept"]
     assert kept["flip-shift"] < 0.5 and kept["crop-flip"] < 0.5 and kept["shift"] >= augment.KEEP, kept
 

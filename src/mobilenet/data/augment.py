@@ -25,6 +25,7 @@ gives late, so such a race would lean to `none`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import BadArgument
@@ -32,8 +33,22 @@ from ..errors import BadArgument
 if TYPE_CHECKING:  # annotations only: no torch at import
     import torch
 
-PRESETS = ("none", "shift", "flip-shift", "crop", "crop-flip")  # from mildest to strongest
-AUGMENTATIONS = (*PRESETS, "flip", "auto")  # flip: flips alone, as runs before the presets had it
+
+@dataclass(frozen=True)
+class Preset:
+    """What a preset does to a training image."""
+    name: str
+    crop: bool  # a random resized crop (crop_scale), else resized and centre-cropped as tested
+    shift: bool  # random shifts of up to SHIFT of the side, zero-filled
+    flip: bool  # random horizontal flips
+
+
+# From mildest to strongest; flip (flips alone) is what runs before the presets had.
+_TABLE = (Preset("none", False, False, False), Preset("shift", False, True, False),
+          Preset("flip-shift", False, True, True), Preset("crop", True, False, False),
+          Preset("crop-flip", True, False, True), Preset("flip", False, False, True))
+PRESETS = tuple(p.name for p in _TABLE if p.name != "flip")
+AUGMENTATIONS = (*(p.name for p in _TABLE), "auto")
 FAMILIES = {"small": ("none", "shift", "flip-shift"), "photo": ("none", "crop", "crop-flip")}
 PHOTO_SIDE = 128  # a folder whose median short side is this or more holds photos: crops keep the object
 FASHION_PRESET = "flip-shift"  # Fashion-MNIST's recipe, what auto gives it (docs/training.md, "The full run")
@@ -43,8 +58,12 @@ MAX_TRIAL_STEPS = 500  # a long run's trial need not grow with it
 TRIAL_SHARE = 0.12  # of the run's training steps that the trial model trains (evaluating it costs about 2% more)
 
 
-def flips(preset: str) -> bool:
-    return preset in ("flip", "flip-shift", "crop-flip")
+def preset_named(name: str) -> Preset:
+    """The preset named `name` (one of AUGMENTATIONS but auto)."""
+    found = next((p for p in _TABLE if p.name == name), None)
+    if found is None:
+        raise BadArgument(f"--augment {name!r}: use one of {', '.join(AUGMENTATIONS)}")
+    return found
 
 
 def shift_pixels(size: int) -> int:
@@ -80,20 +99,21 @@ def folder_transforms(resolution: int, mean, std, preset: str = "none"):
     import torch
     from torchvision.transforms import v2
 
-    if preset.startswith("crop"):
+    does = preset_named(preset)
+    if does.crop:
         head = [SizedCrop(resolution)]
     else:
         head = [v2.Resize(round(resolution * 256 / 224), antialias=True), v2.CenterCrop(resolution)]
-        if preset.endswith("shift"):
+        if does.shift:
             head.append(v2.RandomCrop(resolution, padding=shift_pixels(resolution)))
-    if flips(preset):
+    if does.flip:
         head.append(v2.RandomHorizontalFlip())
     return v2.Compose([*head, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
 def check_fashion_preset(preset: str) -> None:
     """Crops are for image folders: Fashion-MNIST's batches are shifted and flipped as tensors."""
-    if preset.startswith("crop"):
+    if preset != "auto" and preset_named(preset).crop:
         raise BadArgument(f"--augment {preset} is for image folders; Fashion-MNIST takes none, shift, flip or "
                           "flip-shift (auto: its recipe, flip-shift)")
 
