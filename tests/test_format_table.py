@@ -27,6 +27,19 @@ def test_the_commands_offer_what_the_table_holds():
         == ["safetensors", "onnx-int8", "onnx", "pte-int8", "tflite"]
 
 
+def test_each_row_names_a_module_and_an_extra_that_exist():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(formats.__file__).parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for f in formats.FORMATS:
+        assert (root / "src" / "mobilenet" / (f.module.replace(".", "/") + ".py")).is_file(), f
+        assert f.extra is None or f.extra in extras, f
+    packages = {p.split("[")[0].split(">")[0].split("=")[0] for deps in extras.values() for p in deps}
+    assert {r.package for r in formats.RUNTIME_TABLE} - {None} <= packages
+
+
 def test_a_file_opens_in_the_runtime_its_suffix_names(tmp_path):
     assert formats.runtime_for(tmp_path) == "torch"
     assert [formats.runtime_for(tmp_path / f"m{s}") for s in (".onnx", ".pte", ".tflite")] == [

@@ -10,8 +10,7 @@ MIN_WIDTH, MAX_WIDTH = 1 / 32, 4.0  # α below 1/32 leaves the first layer with 
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096  # 32 = the body's total stride
 EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or checked
 
-# The one table of limits on the numbers a user gives: the CLI's argument types,
-# TrainConfig.validate and MobileNetConfig all check against it. name: (low, high, kind)
+# name: (low, high, kind)
 LIMITS = {
     "num_classes": (1, 10**6, int), "width": (MIN_WIDTH, MAX_WIDTH, float),
     "resolution": (MIN_RESOLUTION, MAX_RESOLUTION, int), "in_channels": (1, 64, int),
