@@ -224,7 +224,7 @@ MUTANTS = [
            "todo = [p for p in mine if _record(out, p) is None]", "todo = list(mine)",
            [S + "test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left"]),
     Mutant("the sweep restarts an unfinished point", "sweep: resumable as a whole", "src/mobilenet/sweep/run.py",
-           'resume = (folder / "checkpoint.pt").is_file()', "resume = False",
+           "resume = (folder / CHECKPOINT).is_file()", "resume = False",
            [S + "test_kill_9_mid_sweep_then_the_same_command_trains_only_what_is_left"]),
     Mutant("a shard takes the wrong points", "sweep: shards and collect equal one run", "src/mobilenet/sweep/run.py",
            "mine = points(plan)[cfg.shard[0]::cfg.shard[1]]", "mine = points(plan)[cfg.shard[0]::cfg.shard[1]][:1]",
