@@ -52,7 +52,6 @@ EXPORT_FORMATS = tuple(f.name for f in FORMATS if f.exported)
 # Ways to run a model for inference (`mobilenet bench`): each runtime, then its int8 file.
 RUNTIMES = tuple(n for r in RUNTIME_TABLE for n in ((r.name, f"{r.name}-int8") if r.int8 else (r.name,)))
 PREDICT_RUNTIMES = tuple(r.name for r in RUNTIME_TABLE if r.predicts)
-EXPORTED_SUFFIXES = tuple(f.suffix for f in FORMATS if f.exported)
 
 
 def get_format(name: str) -> Format:

@@ -52,12 +52,13 @@ def add_evaluate(sub) -> None:
 
 
 def _cmd_report(args) -> int:
-    from ..report.page import report
     from ..sweep.page import is_sweep, sweep_report
 
-    if is_sweep(args.model):
+    if is_sweep(args.model):  # a sweep's page needs no torch
         sweep_report(args.model, out=args.out)
     else:
+        from ..report.page import report
+
         report(args.model, out=args.out, data=args.data, workers=args.workers)
     return 0
 

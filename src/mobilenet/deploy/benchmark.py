@@ -169,7 +169,8 @@ def _runner(name: str, model: MobileNetV1, x: torch.Tensor, data: bytes | None):
 def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
     """The asked-for runtimes that can run here, timm (the reference) first: an extra that is
     not installed leaves its rows out, and timm's reference exists at α = 1 only."""
-    here = [r for r in runtimes if runtime_row(r).package is None or _version(runtime_row(r).package) is not None]
+    needs = {r: runtime_row(r).package for r in runtimes}
+    here = [r for r in runtimes if needs[r] is None or _version(needs[r]) is not None]
     if cfg.width_mult != 1.0:
         here = [r for r in here if r != "timm"]
     return (["timm"] if "timm" in here else []) + [r for r in here if r != "timm"]

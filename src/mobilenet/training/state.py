@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from ..run.folder import EpochRow
+if TYPE_CHECKING:  # an annotation: run.folder imports torch, and this module does not
+    from ..run.folder import EpochRow
 
 
 class EpochSums(NamedTuple):
