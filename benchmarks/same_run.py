@@ -7,7 +7,8 @@ Run 1: Fashion-MNIST (first 3,000 images) with --ema, --random-erasing and --val
 Run 2: a generated folder of PNGs with --augment auto, so the trial trains too.
 Printed per run: the SHA-256 of model.safetensors, config.json, history.csv less its timing
 columns, the checkpoint's model and EMA tensors, and its `augment` record (the trial's
-wall time left out of it and of config.json).
+wall time left out of it and of config.json, and config.json's format number, which only a
+change of the run folder's format changes).
 """
 
 import argparse
@@ -57,8 +58,9 @@ def fingerprint(out: Path) -> dict:
     ema = state.get("ema")
     config = json.loads((out / "config.json").read_text())
     config["augment"] = _untimed(config.get("augment"))
+    config.pop("format_version", None)
     return {"model.safetensors": _sha((out / "model.safetensors").read_bytes()),
-            "config.json (less the trial's seconds)": _sha(json.dumps(config, sort_keys=True).encode()),
+            "config.json (less the trial's seconds and format)": _sha(json.dumps(config, sort_keys=True).encode()),
             "history.csv (less timing)": _history(out / "history.csv"),
             "checkpoint model": _tensors(state["model"]),
             "checkpoint ema": _tensors(ema) if ema else None,

@@ -1,14 +1,16 @@
 """ModelInfo: one type for config.json, an ONNX file's metadata and a .pte's sidecar. Model
-folders written before it still read, and are written back byte for byte."""
+folders written before it still read, and are written back as they were, with their format's
+number; a folder of a newer format is refused."""
 
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from mobilenet.errors import MobileNetError
-from mobilenet.run.folder import read_config, write_config
+from mobilenet.run.folder import FORMAT_VERSION, load_checkpoint, read_config, write_config
 from mobilenet.run.info import ModelInfo
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -26,7 +28,25 @@ def test_an_older_model_folder_reads_and_is_written_back_unchanged(tmp_path, nam
     again = tmp_path / "again"
     again.mkdir()
     write_config(again, info)
-    assert (again / "config.json").read_bytes() == (FIXTURES / name).read_bytes()
+    written = (again / "config.json").read_text()
+    assert written.startswith('{\n  "format_version": %d,' % FORMAT_VERSION)  # the folder's format, then as it was
+    assert json.loads(written) == {"format_version": FORMAT_VERSION, **json.loads((FIXTURES / name).read_text())}
+
+
+def test_a_folder_of_a_newer_format_is_refused_in_one_line(tmp_path):
+    newer = FORMAT_VERSION + 1
+    found = json.loads((FIXTURES / "fashion_config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({"format_version": newer, **found}))
+    refusal = f"format {newer}, and this mobilenet reads up to {FORMAT_VERSION}"
+    with pytest.raises(MobileNetError, match=refusal):
+        read_config(tmp_path)
+    state = {"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 1, "step": 0, "history": [], "best_acc": 0.0,
+             "rng": torch.get_rng_state(), "train_config": {"data": "fashion-mnist"}, "format_version": newer}
+    torch.save(state, tmp_path / "checkpoint.pt")
+    with pytest.raises(MobileNetError, match=refusal):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    torch.save({**state, "format_version": FORMAT_VERSION}, tmp_path / "checkpoint.pt")
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["format_version"] == FORMAT_VERSION
 
 
 def test_provenance_defaults_are_those_of_the_runs_that_wrote_them(tmp_path):

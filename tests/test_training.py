@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -10,8 +11,9 @@ from mobilenet.data.sources import open_source
 from mobilenet.deploy.predictor import Predictor
 from mobilenet.errors import MobileNetError
 from mobilenet.report.evaluation import evaluate
-from mobilenet.run.folder import HISTORY_FIELDS, load_model
+from mobilenet.run.folder import FORMAT_VERSION, HISTORY_FIELDS, load_model
 from mobilenet.training.loop import TrainConfig, train
+from mobilenet.training.settings import Facts, settle
 
 from conftest import cli, history
 
@@ -230,6 +232,23 @@ def test_library_arguments_are_checked_before_any_folder_is_made(bad, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_runs_config_is_settled_once_in_its_order_of_precedence(image_folder):
+    """settings.settle: the user's options, then --init's activation, then the trial's preset,
+    then the data's defaults; the result is frozen and settling it again changes nothing."""
+    given = settle(TrainConfig(augment="shift", random_erasing=0.1, resolution=48, ema=0.9),
+                   Facts(activation="relu6", preset="crop"))
+    assert (given.augment, given.random_erasing, given.resolution, given.ema, given.activation) == (
+        "shift", 0.1, 48, 0.9, "relu6")
+    fashion = settle(TrainConfig(ema=0))
+    assert (fashion.augment, fashion.random_erasing, fashion.resolution, fashion.ema) == ("flip-shift", 0.5, 64, None)
+    folder = settle(TrainConfig(data=os.path.relpath(image_folder)), Facts(preset="crop-flip"))
+    assert (folder.augment, folder.random_erasing, folder.resolution) == ("crop-flip", 0.0, 224)
+    assert folder.data == str(image_folder.resolve())  # absolute: a resume finds it from anywhere
+    assert all(settle(c) == c for c in (given, fashion, folder))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        folder.augment = "none"
+
+
 def test_validation_chooses_the_kept_epoch_and_patience_stops(fake_fashion, tmp_path):
     out = tmp_path / "run"
     summary = train(TrainConfig(epochs=12, width_mult=0.25, resolution=32, batch_size=16, augment="none",
@@ -244,12 +263,13 @@ def test_validation_chooses_the_kept_epoch_and_patience_stops(fake_fashion, tmp_
 
 
 def test_a_checkpoint_from_before_the_validation_split_resumes_as_it_was(fake_fashion, tmp_path):
-    """Runs before 2026-11-28 stored their test hold-out as val_split, and had no EMA or erasing
-    options; runs before 2026-12-07 wrote "" for a figure they did not measure."""
+    """Checkpoints of format 0 (unnumbered) came in shapes that stored the test hold-out as
+    val_split, had no EMA or erasing options, and wrote "" for a figure they did not measure."""
     out = tmp_path / "run"
     train(TrainConfig(epochs=1, width_mult=0.25, resolution=32, batch_size=16, out=str(out), ema=0, random_erasing=0),
           log=lambda _: None)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state.pop("format_version") == FORMAT_VERSION
     for key in ("test_split", "val_split", "patience", "ema", "random_erasing", "label_smoothing"):
         del state["train_config"][key]
     state["train_config"]["val_split"] = 0.3
@@ -260,5 +280,7 @@ def test_a_checkpoint_from_before_the_validation_split_resumes_as_it_was(fake_fa
     assert [r["ema_test_acc"] for r in history(out)] == ["", ""]  # nor an EMA
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert [(r["val_acc"], r["ema_test_acc"]) for r in saved["history"]] == [(None, None)] * 2  # today's "absent"
+    assert saved["format_version"] == FORMAT_VERSION
     saved = saved["train_config"]
     assert saved["test_split"] == 0.3 and saved["random_erasing"] == 0.0
+    assert (saved["augment"], saved["resolution"], saved["out"]) == ("flip-shift", 32, str(out))  # settled, once

@@ -14,7 +14,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import MobileNetError, printable
+from .errors import MobileNetError, first_line, printable
 
 TEMP_PREFIX = ".mobilenet-"  # temporary files: no file of the user's (".config.json.backup.tmp") has our shape
 JSON_LIMIT = 8 << 20  # config.json, sidecars: a thousand class names fill about 40 kB
@@ -153,11 +153,25 @@ def atomic_savefig(path, figure) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_json_object(path, what: str = "--model") -> dict:
-    """The JSON object in `path`, read to JSON_LIMIT; {} when it is missing, unreadable, too
-    large or not an object: for records whose absence only leaves a line out."""
+def load_json_object(path, what: str, fix: str) -> dict:
+    """The JSON object in `path`, read to JSON_LIMIT: the one reader of the JSON files this
+    toolkit writes. One clear line naming the file and `fix` (what to do) if it is not one;
+    FileNotFoundError passes through, for the caller to say what the file should have been."""
     try:
         found = json.loads(read_regular(path, JSON_LIMIT, what))
-    except (OSError, ValueError, MobileNetError, RecursionError):
+    except (FileNotFoundError, MobileNetError):
+        raise
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise MobileNetError(f"{printable(path)} is not readable JSON ({first_line(e)}); {fix}") from None
+    if not isinstance(found, dict):
+        raise MobileNetError(f"{printable(path)} is not a JSON object; {fix}")
+    return found
+
+
+def read_json_object(path, what: str = "--model") -> dict:
+    """load_json_object's, or {} when the file is missing or not a readable object: for
+    records whose absence only leaves a line out."""
+    try:
+        return load_json_object(path, what, "")
+    except (OSError, MobileNetError):
         return {}
-    return found if isinstance(found, dict) else {}

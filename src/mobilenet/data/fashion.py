@@ -11,7 +11,7 @@ import torch
 
 from ..errors import MobileNetError
 from ..seeds import generator
-from .augment import FASHION_PRESET, check_fashion_preset, flip_and_shift, preset_named, shift_pixels
+from .augment import check_fashion_preset, flip_and_shift, preset_named, shift_pixels
 from .batches import Batch, Source, class_counts, epoch_order, normalize_resize, subset, test_share, validation_split
 from .images import FASHION_CLASSES, FASHION_MNIST, fashion_files, fashion_mnist_dir, read_idx
 
@@ -117,7 +117,6 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment:
     if held:
         val = tuple(t[torch.tensor([i for i, _ in held])] for t in train)
         train = tuple(t[torch.tensor([i for i, _ in kept])] for t in train)
-    augment = FASHION_PRESET if augment == "auto" else augment
     check_fashion_preset(augment)
     does = preset_named(augment)
     shift = -1 if augment == "none" else shift_pixels(train[0].shape[-1]) if does.shift else 0

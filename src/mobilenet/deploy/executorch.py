@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MobileNetError, first_line, install_hint
-from ..files import JSON_LIMIT, read_regular
+from ..errors import MobileNetError, install_hint
+from ..files import load_json_object, read_regular
 from ..net.cost import state_bytes
 from ..report.metrics import check_scores
 from ..run.info import ModelInfo
@@ -202,12 +202,7 @@ def _read_sidecar(path: Path) -> dict:
     if not path.exists():  # the program's absence first: the sidecar's would mislead
         raise _missing(path)
     try:
-        found = json.loads(read_regular(meta, JSON_LIMIT, "--model"))
+        return load_json_object(meta, "--model", "export the model again")
     except FileNotFoundError:
         raise MobileNetError(f"{meta} is missing: it holds the class names and input preparation that travel "
                              f"with {path.name}; export the model again") from None
-    except (OSError, ValueError, RecursionError) as e:
-        raise MobileNetError(f"{meta} is not readable JSON ({first_line(e)}); export the model again") from None
-    if not isinstance(found, dict):
-        raise MobileNetError(f"{meta} is not a JSON object; export the model again")
-    return found

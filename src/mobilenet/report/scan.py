@@ -10,7 +10,7 @@ import torch
 from ..errors import MobileNetError
 from ..limits import EVAL_BATCH_SIZE
 from ..progress import bar
-from ..run.folder import load_checkpoint, upgrade_checkpoint
+from ..run.folder import load_checkpoint
 from ..run.info import ModelInfo
 from ..run.names import CHECKPOINT
 from .metrics import Metrics
@@ -22,7 +22,7 @@ def checkpoint_state(model_dir: Path) -> dict:
     """The run's checkpoint (recipe, history, kept epoch, machine), or {} for a folder without one."""
     path = model_dir / CHECKPOINT
     try:
-        return upgrade_checkpoint(load_checkpoint(path)) if path.is_file() else {}
+        return load_checkpoint(path) if path.is_file() else {}
     except MobileNetError:  # not ours, or damaged: the card says what it cannot know
         return {}
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ import torch
 from ..data.images import FASHION_MNIST
 from ..errors import MobileNetError, first_line, printable
 from ..files import (
-    JSON_LIMIT, atomic_write_bytes, atomic_write_json, atomic_write_text, open_lock_file, read_json_object,
+    atomic_write_bytes, atomic_write_json, atomic_write_text, load_json_object, open_lock_file, read_json_object,
     read_regular,
 )
 from ..net.config import TABLE1, channels
@@ -109,18 +108,19 @@ def save_model(model: MobileNetV1, out: Path, info: ModelInfo) -> None:
 
 def write_config(out: Path, info: ModelInfo) -> None:
     """config.json alone, at a run's start: the folder says what it holds before any weights."""
-    atomic_write_json(out / CONFIG, info.to_json())
+    atomic_write_json(out / CONFIG, {"format_version": FORMAT_VERSION, **info.to_json()})
 
 
 def save_checkpoint(out: Path, state: dict) -> None:
     """checkpoint.pt: the commit point of an epoch (or of a stopped one)."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save({"format_version": FORMAT_VERSION, **state}, buf)
     atomic_write_bytes(out / CHECKPOINT, buf.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict:
-    """checkpoint.pt read with weights_only=True and checked: one clear error if it is not ours."""
+    """checkpoint.pt read with weights_only=True, checked (one clear error if it is not ours)
+    and brought to this format (MIGRATIONS)."""
     try:
         data = read_regular(path, CHECKPOINT_LIMIT, "--resume")
     except FileNotFoundError:
@@ -137,26 +137,41 @@ def load_checkpoint(path: Path) -> dict:
     if wrong:
         raise MobileNetError(f"--resume: {path} is not a checkpoint of `mobilenet train` (no valid {', '.join(wrong)}); "
                              "start a new run in another --out folder")
-    return state
+    return _upgraded(state, path)
 
 
-# What the checkpoints of runs from before these options ran with.
-OLD_DEFAULTS = {"ema": None, "random_erasing": 0.0}
+def _upgraded(state: dict, path: Path) -> dict:
+    """A checkpoint of any format up to FORMAT_VERSION, in this one: its migrations in order."""
+    version = state.get("format_version", 0)
+    if not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
+        raise MobileNetError(f"--resume: {path} is of format {printable(str(version))}, and this mobilenet reads up to "
+                             f"{FORMAT_VERSION}; resume it with the mobilenet that wrote it, or a newer one")
+    for migrate in MIGRATIONS[version:]:
+        state = migrate(state)
+    return {**state, "format_version": FORMAT_VERSION}
 
 
-def upgrade_checkpoint(state: dict) -> dict:
-    """A checkpoint of an older run (load_checkpoint's) in today's form: its train_config
-    renamed and completed, and the fields added since as those runs had them."""
+def _from_unversioned(state: dict) -> dict:
+    """Format 0, the checkpoints written before formats were numbered, in format 1. They
+    came in several shapes, each told by what it lacks; every step fills in what its runs
+    had, so it leaves a newer shape as it is."""
     args = dict(state["train_config"])
-    if "test_split" not in args:  # runs before 2026-11-28 called the test hold-out val_split
+    if "test_split" not in args:  # the test hold-out was once called val_split
         args["test_split"] = args.pop("val_split", 0.2)
-    args = {**OLD_DEFAULTS, **args}  # runs from before these options had them off
+    args = {"ema": None, "random_erasing": 0.0, **args}  # runs from before these options had them off
     if "compile" not in args and args["data"] != FASHION_MNIST and args.get("augment") == "flip-shift":
-        args["augment"] = "crop-flip"  # what a folder's flip-shift was before the presets
-    # before validation splits: no best validation accuracy, and the last epoch kept
+        args["augment"] = "crop-flip"  # what a folder's flip-shift was before the presets were named
     history = [{k: None if v == "" else v for k, v in row.items()} for row in state["history"]]  # "": not measured
+    # before validation splits: no best validation accuracy, and the last epoch kept
     return {"best_val": -1.0, "since_best": 0, "kept_epoch": len(state["history"]), "partial": None, **state,
             "train_config": args, "history": history}
+
+
+# The run folder's format: each checkpoint and config.json says which it was written in,
+# and MIGRATIONS[v] brings format v to v + 1. A change to what a checkpoint holds adds a
+# version and its migration.
+MIGRATIONS = (_from_unversioned,)
+FORMAT_VERSION = len(MIGRATIONS)
 
 
 def checkpoint_launch(out: Path) -> str | None:
@@ -231,10 +246,15 @@ def read_config(model_dir) -> ModelInfo:
     if not Path(model_dir).is_dir():
         raise MobileNetError(f"--model {model_dir}: no such folder; give a folder made by `mobilenet train`")
     try:
-        info = ModelInfo.from_json(json.loads(read_regular(path, JSON_LIMIT, "--model").decode("utf-8")))
+        found = load_json_object(path, "--model", "retrain or re-export the model")
+        version = found.get("format_version", 0)  # config.json has kept its form since format 0
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise MobileNetError(f"{path} is of format {printable(str(version))}, and this mobilenet reads up to "
+                                 f"{FORMAT_VERSION}; use the mobilenet that wrote it, or a newer one")
+        info = ModelInfo.from_json(found)
     except FileNotFoundError:
         raise MobileNetError(f"{path} not found; a model folder holds config.json and model.safetensors") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as e:
+    except (KeyError, TypeError, ValueError) as e:
         detail = f"missing {e}" if isinstance(e, KeyError) else (str(e).splitlines() or [type(e).__name__])[0]
         raise MobileNetError(f"{path} is not a valid model config ({detail}); retrain or re-export the model") from None
     return info

@@ -10,12 +10,11 @@ ours and names its SHA-256.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 from ..errors import BadArgument, printable
-from ..files import FILE_LIMIT, JSON_LIMIT, read_regular
+from ..files import FILE_LIMIT, load_json_object, read_regular
 from .info import PRODUCER, SAFETENSORS_FORMAT, ModelInfo
 from .names import CHECKPOINT
 
@@ -68,7 +67,4 @@ def _marked(path: Path) -> bool:
 
 
 def _json(path: Path) -> dict:
-    found = json.loads(read_regular(path, JSON_LIMIT, "--output"))
-    if not isinstance(found, dict):
-        raise ValueError("not a JSON object")
-    return found
+    return load_json_object(path, "--output", "")

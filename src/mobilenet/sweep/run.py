@@ -16,17 +16,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, Interrupted, MobileNetError, printable
-from ..files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_regular
+from ..files import (
+    JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, load_json_object, make_dir, read_json_object,
+    read_regular,
+)
 from ..formats import EXPORT_FORMATS, RUNTIMES, size_key
 from ..net.cost import cost_report
-from ..run.names import CHECKPOINT, HISTORY, WEIGHTS
+from ..run.names import CHECKPOINT, EXPORTS, HISTORY, WEIGHTS
 from ..training.config import TrainConfig
 from .page import PLAN, TABLE, sweep_report
 
@@ -134,13 +136,7 @@ def _open_plan(out: Path, plan: dict) -> dict:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        found = json.loads(read_regular(path, JSON_LIMIT, "--out"))
-    except ValueError as e:
-        raise MobileNetError(f"{printable(path)} is not valid JSON ({e}); remove it to run that part again") from None
-    if not isinstance(found, dict):
-        raise MobileNetError(f"{printable(path)} is not a JSON object; remove it to run that part again")
-    return found
+    return load_json_object(path, "--out", "remove it to run that part again")
 
 
 def _record(out: Path, p: tuple[float, int]) -> dict | None:
@@ -243,12 +239,11 @@ def _exported_onnx(folder: Path) -> dict:
     same graph; only its metadata differs): when it is the file export checked, by the digest
     in exports.json; else nothing, and bench exports its own."""
     from ..files import FILE_LIMIT
-    from ..run.names import EXPORTS
 
     try:
         data = read_regular(folder / "model.onnx", FILE_LIMIT, "--out")
-        checked = json.loads(read_regular(folder / EXPORTS, JSON_LIMIT, "--out"))["model.onnx"]["sha256"]
-    except (OSError, ValueError, LookupError, TypeError, MobileNetError):
+        checked = read_json_object(folder / EXPORTS, "--out")["model.onnx"]["sha256"]
+    except (OSError, LookupError, TypeError, MobileNetError):
         return {}
     return {"onnxruntime": data} if hashlib.sha256(data).hexdigest() == checked else {}
 

@@ -1,14 +1,15 @@
 """What a run is made of, before its first step: the data source, the model (maybe from
---init), its learner (optimizer, schedule, precision, EMA, wrappers), and, on --resume,
-the checkpoint's weights and state put back."""
+--init), its learner (optimizer, schedule, precision, EMA, wrappers), --augment auto's trial,
+the settled config (settings.settle), and, on --resume, the checkpoint's weights and state put back."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..data.augment import PRESETS, choice_line
 from ..data.batches import Source
 from ..data.images import FASHION_MNIST
 from ..data.sources import open_source
@@ -20,13 +21,10 @@ from .distributed import Dist
 from .ema import EMA
 from .log import RunLog
 from .optim import make_optimizer, make_schedule, set_peak
+from .settings import Facts, data_preset, data_resolution, settle
 from .state import RunState
 from .step import Learner, check_batch_memory
 from .weights import fit_state_dict, load_init
-
-# Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
-FASHION_RESOLUTION = 64  # 28×28 upsampled to 64×64: the best of 32, 48, 64 measured (docs/results.md)
-FOLDER_RESOLUTION = 224  # the paper's input size
 
 
 def device_named(name: str) -> torch.device:
@@ -38,7 +36,7 @@ def device_named(name: str) -> torch.device:
 @dataclass
 class Run:
     """What a run holds while it trains: made by build_run, moved on by each epoch."""
-    cfg: TrainConfig
+    cfg: TrainConfig  # settled: what the checkpoint stores
     out: Path
     dist: Dist
     log: RunLog
@@ -49,7 +47,7 @@ class Run:
     lr: float
     steps: int
     info: ModelInfo  # what config.json says
-    args: dict  # the TrainConfig stored in the checkpoint
+    choice: str | None = None  # --augment auto's line, for the log once it is open
     state: RunState = field(default_factory=RunState)
 
     @property
@@ -58,19 +56,16 @@ class Run:
 
 
 def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
-    """Data, model (maybe from --init), optimizer, schedule and precision for this run."""
+    """Data, model (maybe from --init), optimizer, schedule and precision for this run, and
+    its settled config. `cfg` is the user's (or the checkpoint's), as run_settings gave it."""
     device = dist.device if dist.world > 1 else device_named(cfg.device)
-    resolution = cfg.resolution or (FASHION_RESOLUTION if cfg.data == FASHION_MNIST else FOLDER_RESOLUTION)
-    source = open_source(cfg.data, resolution, cfg.seed, cfg.limit, cfg.test_split, cfg.workers, cfg.augment,
-                         cfg.val_split)
-    init_state = None
-    if cfg.init and fresh:
-        init_state, activation = load_init(cfg.init)
-        cfg.activation = activation or cfg.activation  # kept in the checkpoint for --resume
+    source = open_source(cfg.data, data_resolution(cfg), cfg.seed, cfg.limit, cfg.test_split, cfg.workers,
+                         data_preset(cfg), cfg.val_split)
+    init_state, activation = load_init(cfg.init) if cfg.init and fresh else (None, None)
     source.to(device)  # in memory: held on the device, batches made there
     if getattr(source, "skipped", 0):
         log(f"skipped {source.skipped} entries of {source.name}: links that leave it, or no regular file")
-    model = _model(cfg, source, resolution, init_state, log)
+    model = _model(cfg, source, activation or cfg.activation, init_state, log)
     check_batch_memory(cfg.batch_size, model.config, source.num_train // dist.world, device)
     # --batch-size is per process; the learning rate follows the global batch linearly (Goyal et al. 2017).
     lr = cfg.lr or LR[cfg.optimizer] * cfg.batch_size * dist.world / 128
@@ -81,10 +76,26 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
     eval_models = [learner.model] + ([learner.ema.module] if learner.ema is not None else [])
     if cfg.compile != "off":
         eval_models = [torch.compile(m, mode=COMPILE_MODES[cfg.compile]) for m in eval_models]
-    info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(), {"preset": cfg.augment})
-    args = asdict(cfg)  # stored in the checkpoint, so --resume needs nothing else
-    args["data"] = cfg.data if cfg.data == FASHION_MNIST else source.name  # absolute: resume from anywhere
-    return Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info, args)
+    record = None
+    if cfg.augment == "auto" and cfg.data != FASHION_MNIST:  # a new run's: a resumed one's preset is settled
+        record = _trial(cfg, source, model, dist, device, lr, steps, learner.amp)
+    cfg = settle(cfg, Facts(activation, record and record["preset"]))
+    if record:
+        source.set_augment(cfg.augment)
+    info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(),
+                     record or {"preset": cfg.augment})
+    choice = choice_line(record) if record and dist.main else None  # the others hold no trial's figures to tell
+    return Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info, choice)
+
+
+def _trial(cfg: TrainConfig, source, model, dist: Dist, device, lr: float, steps: int, amp) -> dict:
+    """--augment auto on a folder: rank 0's trial (trial.py) picks the preset for every rank;
+    its record goes to config.json and the checkpoint."""
+    from .trial import run_trial
+
+    record = (run_trial(source, cfg.seed, model.config, lr, cfg.batch_size, steps * cfg.epochs, device, amp)
+              if dist.main else {"preset": "none"})  # the others take rank 0's
+    return {**record, "preset": PRESETS[int(dist.from_main(float(PRESETS.index(record["preset"])))[0])]}
 
 
 def _learner(cfg: TrainConfig, model: MobileNetV1, device: torch.device, dist: Dist, lr: float,
@@ -110,14 +121,15 @@ def _learner(cfg: TrainConfig, model: MobileNetV1, device: torch.device, dist: D
                    torch.amp.GradScaler("cuda", enabled=amp == torch.float16), ema, amp)
 
 
-def _model(cfg: TrainConfig, source, resolution: int, init_state, log) -> MobileNetV1:
-    model_cfg = MobileNetConfig(num_classes=len(source.classes), width_mult=cfg.width_mult, resolution=resolution,
-                                in_channels=source.in_channels, dropout=cfg.dropout, activation=cfg.activation)
+def _model(cfg: TrainConfig, source, activation: str, init_state, log) -> MobileNetV1:
+    model_cfg = MobileNetConfig(num_classes=len(source.classes), width_mult=cfg.width_mult,
+                                resolution=data_resolution(cfg), in_channels=source.in_channels, dropout=cfg.dropout,
+                                activation=activation)
     torch.manual_seed(cfg.seed)
     model = MobileNetV1.from_config(model_cfg)
     if init_state is not None:
         model.load_state_dict(fit_state_dict(init_state, model), strict=False)  # the classifier may stay fresh
-        log(f"initialised from {cfg.init} (activation {cfg.activation})")
+        log(f"initialised from {cfg.init} (activation {activation})")
     return model
 
 

@@ -27,9 +27,10 @@ def option(default, flag: str, help: str, *, number: bool = False, choices=None,
         "choices": tuple(choices) if choices else None, "metavar": metavar, "folder": folder})
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """A training run's settings; `train(cfg)` checks them (validate) before it makes a folder."""
+    """A training run's settings; `train(cfg)` checks them (validate) before it makes a folder.
+    Frozen: settings.settle makes the run's own, defaults filled, with dataclasses.replace."""
 
     data: str = option(FASHION_MNIST, "--data", "'fashion-mnist' (default) or a folder, one sub-folder per class",
                        folder=True)

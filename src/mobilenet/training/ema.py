@@ -13,7 +13,7 @@ def ema_with_warmup(decay: float):
     @torch.no_grad()
     def update(ema_params, params, n):
         if torch.is_floating_point(ema_params[0]):
-            f = np.float32  # rounded as float32 tensors, as the runs before 2026-11-28 (afternoon) computed it
+            f = np.float32  # float32 arithmetic, as the averaging has always used: an older run resumes as it began
             torch._foreach_lerp_(ema_params, params, float(f(1) - min(f(1 + int(n)) / f(10 + int(n)), f(decay))))
         else:  # BN's num_batches_tracked: a count, not averaged
             torch._foreach_copy_(ema_params, params)

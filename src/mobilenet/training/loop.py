@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -122,16 +122,14 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
     """The table of contents of a run."""
     cfg, checkpoint = run_settings(cfg, out, resume, dist)
     run = build_run(cfg, out, dist, log, fresh=checkpoint is None)
-    choice = None
+    cfg = run.cfg  # settled
     if checkpoint is not None:
         restore(run, checkpoint)
-    elif cfg.augment == "auto":
-        choice = _choose_augmentation(run)
     if dist.main:
         _open_outputs(run.out, run.state.history, run.info, run.log)
     try:
-        if choice:
-            run.log.note(choice)
+        if run.choice:
+            run.log.note(run.choice)
         with Signals() as signals:  # from here a first signal means "save and stop"
             log(_start_line(run))
             for epoch in range(run.state.start_epoch, cfg.epochs):
@@ -154,23 +152,6 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
     return summary
 
 
-def _choose_augmentation(run: Run) -> str:
-    """--augment auto on a folder: rank 0's trial (trial.py) picks the preset for every rank;
-    the choice and its figures go to config.json and the checkpoint, and its line (returned)
-    to the log and train.log, once it is open."""
-    from ..data.augment import choice_line
-    from .trial import run_trial
-
-    cfg, dist = run.cfg, run.dist
-    record = (run_trial(run.source, cfg.seed, run.model.config, run.lr, cfg.batch_size, run.steps * cfg.epochs,
-                        run.device, run.learner.amp) if dist.main else {"preset": "none"})  # the others take rank 0's
-    preset = PRESETS[int(dist.from_main(float(PRESETS.index(record["preset"])))[0])]
-    cfg.augment = run.args["augment"] = preset  # --resume and a re-run take this
-    run.source.set_augment(preset)
-    run.info.augment = record
-    return choice_line(record) if dist.main else ""  # the others hold no trial's figures to tell
-
-
 def _open_outputs(out: Path, history: list, info: ModelInfo, log: RunLog) -> None:
     """Redraw what the checkpoint knows (a kill may have come between files); config.json
     first thing; train.log and TensorBoard opened for appending. Rank 0 only."""
@@ -185,7 +166,7 @@ def _open_outputs(out: Path, history: list, info: ModelInfo, log: RunLog) -> Non
 def _checkpoint(run: Run, epoch: int, step: int, partial) -> None:
     if run.dist.main:  # only rank 0 writes files
         save_checkpoint(run.out, {**run.learner.state_dict(), **run.state.checkpoint(epoch, step, partial),
-                                  "rng": torch.get_rng_state(), "train_config": run.args, "launch": launch(),
+                                  "rng": torch.get_rng_state(), "train_config": asdict(run.cfg), "launch": launch(),
                                   "augment": run.info.augment, "machine": describe(run.device)})
 
 

@@ -35,7 +35,7 @@ class RunState:
 
     @classmethod
     def from_checkpoint(cls, state: dict) -> "RunState":
-        """From a checkpoint in today's form (run.folder.upgrade_checkpoint)."""
+        """From a checkpoint in today's form (run.folder.load_checkpoint)."""
         return cls(list(state["history"]), state["best_acc"], state["best_val"], state["since_best"],
                    state["kept_epoch"], state["epoch"], state["step"], state["partial"])
 
