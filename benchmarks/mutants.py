@@ -229,6 +229,10 @@ MUTANTS = [
     Mutant("a shard takes the wrong points", "sweep: shards and collect equal one run", "src/mobilenet/sweep/run.py",
            "mine = points(plan)[cfg.shard[0]::cfg.shard[1]]", "mine = points(plan)[cfg.shard[0]::cfg.shard[1]][:1]",
            [S + "test_shards_then_collect_equal_one_run"]),
+    # --- nothing phones home -------------------------------------------------------------
+    Mutant("ONNX Runtime's telemetry left on", "docs/guarantees.md No telemetry", "src/mobilenet/__init__.py",
+           'os.environ["ORT_DISABLE_TELEMETRY"] = "1"\n', "",
+           ["tests/test_telemetry.py::test_no_runtime_writes_under_home_or_opens_a_network_socket"]),
 ]
 
 

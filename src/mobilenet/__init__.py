@@ -4,6 +4,12 @@ Names load on first use, so `mobilenet predict --runtime onnxruntime` never impo
 """
 
 import importlib
+import os
+
+# Nothing phones home. ONNX Runtime's Linux wheels send usage events and keep a device id
+# under ~/.cache/Microsoft unless this is set before onnxruntime is first imported (it is
+# read once, then latched); child processes inherit it. docs/guarantees.md, "No telemetry".
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
 _EXPORTS = {
     "TABLE1": "net.config", "MobileNetConfig": "net.config", "get_config": "net.config",

@@ -34,6 +34,7 @@ def open_session(model, threads: int | None = None):
     place a session is made."""
     import onnxruntime as ort
 
+    ort.disable_telemetry_events()  # what is left to do where onnxruntime was imported before mobilenet
     ort.set_default_logger_severity(ORT_FATAL)  # the log made while the file loads
     options = ort.SessionOptions()
     options.log_severity_level = ORT_FATAL  # the session's own, while it runs
