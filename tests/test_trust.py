@@ -331,6 +331,63 @@ def test_export_refuses_to_replace_files_it_did_not_write(small_run, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
+THEIRS = {"config.json": '{"my": "settings"}', "report.html": "<p>my thesis</p>", "history.csv": "a,b\n1,2\n",
+          "total_acc.png": "my picture", "model.onnx": "my model", "metrics.json": '{"top1": 1}'}
+
+
+@pytest.mark.parametrize("neighbour, data", [(".lock", b""), ("checkpoint.pt", os.urandom(4096))])
+def test_a_neighbours_name_never_makes_a_file_ours(small_run, tmp_path, neighbour, data):
+    """An empty .lock or random bytes named checkpoint.pt beside the user's files: train,
+    export and evaluate refuse to replace them, and write nothing."""
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    (folder / neighbour).write_bytes(data)
+    for name, text in THEIRS.items():
+        (folder / name).write_text(text)
+    for args in (["train", "--out", str(folder), "--epochs", "1"],
+                 ["export", "--model", str(small_run[0]), "--output", str(folder / "model.onnx")],
+                 ["evaluate", "--model", str(small_run[0]), "--out", str(folder)]):
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        _one_line(r, "was not written by mobilenet, and would be replaced")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {
+        neighbour: data, **{name: text.encode() for name, text in THEIRS.items()}}
+
+
+def test_each_writer_replaces_its_own_files_and_refuses_the_users(small_run, onnx_file, tmp_path):
+    """evaluate (of a folder and of a file), report and samples: a second run replaces what
+    the first wrote (ours by its mark: no checkpoint lies beside them), the user's files of
+    the same names are refused in one line before any work, and --force replaces them."""
+    from mobilenet.data.fashion import write_samples
+    from mobilenet.deploy.runtime import evaluate_file
+    from mobilenet.errors import BadArgument
+    from mobilenet.report.evaluation import evaluate
+    from mobilenet.report.page import report
+    from mobilenet.run.ownership import ours, refuse_foreign
+
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    shutil.copy(onnx_file, tmp_path / "m.onnx")
+    for _ in range(2):
+        evaluate(small_run[0], out=mine)
+        evaluate_file(tmp_path / "m.onnx", out=mine)
+        written = write_samples(mine, 2, lambda paths: refuse_foreign(paths, "--out"))
+    assert all(ours(p) for p in [*mine.iterdir(), *written]) and len(list(mine.iterdir())) == 5
+    theirs.mkdir()
+    for name in ("metrics.json", "confusion_matrix.png", "report.html", written[0].name):
+        (theirs / name).write_text("the user's")
+    calls = [lambda force: evaluate(small_run[0], out=theirs, force=force),
+             lambda force: evaluate_file(tmp_path / "m.onnx", out=theirs, force=force),
+             lambda force: report(small_run[0], out=theirs / "report.html", force=force),
+             lambda force: write_samples(theirs, 1, lambda paths: refuse_foreign(paths, "--out", force))]
+    for call in calls:
+        with pytest.raises(BadArgument, match="was not written by mobilenet"):
+            call(False)
+    assert all(p.read_text() == "the user's" for p in theirs.iterdir())
+    for call in calls:
+        call(True)
+    assert all(ours(p) for p in theirs.iterdir())
+
+
 def test_convert_refuses_a_trained_run_and_the_users_files(small_run, tmp_path):
     trained = _folder(small_run, tmp_path)
     theirs = tmp_path / "theirs"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .errors import MobileNetError, first_line, printable
 
+PRODUCER = "mobilenet"  # our mark in the files we write (run/ownership.py reads it)
 TEMP_PREFIX = ".mobilenet-"  # temporary files: no file of the user's (".config.json.backup.tmp") has our shape
 JSON_LIMIT = 8 << 20  # config.json, sidecars: a thousand class names fill about 40 kB
 FILE_LIMIT = 1 << 30  # an exported model (.onnx, .pte, .tflite); MobileNet V1 at α = 1 with 1,000 classes takes 17 MB
@@ -149,7 +150,8 @@ def atomic_write_json(path, data) -> None:
 
 def atomic_savefig(path, figure) -> None:
     buf = io.BytesIO()
-    figure.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    figure.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight",
+                   metadata={"Software": PRODUCER})
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -8,7 +8,7 @@ import sys
 
 from ..errors import printable
 from ..formats import runtime_for
-from .options import data_folder, json_option, number, runtime_option, workers_option
+from .options import data_folder, force_option, json_option, number, runtime_option, workers_option
 
 
 def _cmd_evaluate(args) -> int:
@@ -16,11 +16,11 @@ def _cmd_evaluate(args) -> int:
     if args.runtime != "torch":
         from ..deploy.runtime import evaluate_file
 
-        m = evaluate_file(args.model, args.runtime, data=args.data, out=args.out)
+        m = evaluate_file(args.model, args.runtime, data=args.data, out=args.out, force=args.force)
     else:
         from ..report.evaluation import evaluate
 
-        m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers)
+        m = evaluate(args.model, data=args.data, out=args.out, workers=args.workers, force=args.force)
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
@@ -48,6 +48,7 @@ def add_evaluate(sub) -> None:
     workers_option(p)
     runtime_option(p)
     json_option(p)
+    force_option(p, "a metrics.json, confusion_matrix.png or report.html that mobilenet did not write")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -55,11 +56,11 @@ def _cmd_report(args) -> int:
     from ..sweep.page import is_sweep, sweep_report
 
     if is_sweep(args.model):  # a sweep's page needs no torch
-        sweep_report(args.model, out=args.out)
+        sweep_report(args.model, out=args.out, force=args.force)
     else:
         from ..report.page import report
 
-        report(args.model, out=args.out, data=args.data, workers=args.workers)
+        report(args.model, out=args.out, data=args.data, workers=args.workers, force=args.force)
     return 0
 
 
@@ -71,6 +72,7 @@ def add_report(sub) -> None:
     p.add_argument("--data", type=data_folder, help="'fashion-mnist' or a folder (default: the data set the model "
                    "was trained on)")
     workers_option(p)
+    force_option(p, "a page that mobilenet did not write")
     p.set_defaults(func=_cmd_report)
 
 
@@ -104,7 +106,9 @@ def add_predict(sub) -> None:
 def _cmd_samples(args) -> int:
     from ..data.fashion import write_samples
 
-    for path in write_samples(args.out, args.count):
+    from ..run.ownership import refuse_foreign
+
+    for path in write_samples(args.out, args.count, lambda paths: refuse_foreign(paths, "--out", args.force)):
         print(printable(path))
     return 0
 
@@ -113,4 +117,5 @@ def add_samples(sub) -> None:
     p = sub.add_parser("samples", help="write Fashion-MNIST test images as PNG files, to try predict on")
     p.add_argument("--out", default="samples", help="folder (default ./samples)")
     p.add_argument("--count", type=number("count"), default=5, help="images to write (default 5)")
+    force_option(p, "PNG files of those names that mobilenet did not write")
     p.set_defaults(func=_cmd_samples)

@@ -124,21 +124,25 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment:
                         shift, val, does.flip)
 
 
-def write_samples(out, count: int = 5) -> list[Path]:
+def write_samples(out, count: int = 5, refuse=None) -> list[Path]:
     """The first `count` Fashion-MNIST test images as PNG files named by their class, to
-    try `mobilenet predict` on."""
-    from PIL import Image
+    try `mobilenet predict` on. `refuse(paths)` is called before any is written: the
+    caller's check that none of them is a file of the user's (run/ownership.py)."""
+    from PIL import Image, PngImagePlugin
 
-    from ..files import atomic_write_bytes, make_dir
+    from ..files import PRODUCER, atomic_write_bytes, make_dir
 
     images, labels = load_fashion_mnist("test")
-    out = make_dir(out)
-    paths = []
-    for i in range(min(count, len(labels))):
-        name = FASHION_CLASSES[labels[i]].replace("/", "-").replace(" ", "-")
-        path = out / f"{i:05d}_{name}.png"
+    count = min(count, len(labels))
+    paths = [Path(out) / f"{i:05d}_{FASHION_CLASSES[labels[i]].replace('/', '-').replace(' ', '-')}.png"
+             for i in range(count)]
+    if refuse:
+        refuse(paths)
+    make_dir(out)
+    mark = PngImagePlugin.PngInfo()
+    mark.add_text("Software", PRODUCER)  # the mark that makes them ours to replace
+    for i, path in enumerate(paths):
         buf = io.BytesIO()
-        Image.fromarray(images[i, 0].numpy(), "L").save(buf, format="PNG")
+        Image.fromarray(images[i, 0].numpy(), "L").save(buf, format="PNG", pnginfo=mark)
         atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
     return paths

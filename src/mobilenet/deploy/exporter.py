@@ -192,13 +192,14 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
         from .executorch import require_executorch
 
         require_executorch()
+    marked = None
     if fmt == "litert":
-        from .litert import require_runtime
+        from .litert import is_ours as marked, require_runtime
 
         require_runtime()  # the self-check runs the file in LiteRT's interpreter
     model, info = load_model(model_dir)
     output = _output(model_dir, output, fmt, int8)
-    refuse_foreign([output, *([sidecar(output)] if fmt == "executorch" else [])], "--output", force)
+    refuse_foreign([output, *([sidecar(output)] if fmt == "executorch" else [])], "--output", force, marked)
     checks = _checks(model, info, check_images, int8, log)
     if fmt == "executorch":
         data, report = _executorch(model, info, checks, int8, calibration_images, log)

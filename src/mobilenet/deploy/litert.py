@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MobileNetError, first_line, install_hint
-from ..files import FILE_LIMIT, read_regular
+from ..files import FILE_LIMIT, PRODUCER, read_regular
 from ..net.cost import state_bytes
 from ..report.metrics import check_scores
 from ..run.info import ModelInfo
@@ -138,6 +138,11 @@ def read_metadata(data: bytes, name) -> dict:
         raise MobileNetError(f"{name}: its flatbuffer or metadata is damaged ({detail(e)}); {AGAIN}") from None
     raise MobileNetError(f"{name} has no {METADATA.decode()!r} metadata (class names, input preparation): not a "
                          f"file this toolkit wrote; {AGAIN}")
+
+
+def is_ours(path: Path) -> bool:
+    """Whether the .tflite at `path` carries our metadata entry (run/ownership.py's test for it)."""
+    return read_metadata(read_regular(path, FILE_LIMIT, "--output"), path).get("producer") == PRODUCER
 
 
 def _open_file(path: Path) -> tuple[bytes, ModelInfo]:

@@ -187,18 +187,22 @@ def open_file(path, runtime: str):
     return OpenVinoModel(path) if runtime == "openvino" else OnnxModel(path)
 
 
-def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = None, out=None) -> dict:
+def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = None, out=None,
+                  force: bool = False) -> dict:
     """As evaluation.evaluate, for an exported file in its runtime (open_file):
     metrics.json and confusion_matrix.png go into `out` (default: the file's folder)."""
-    from ..files import atomic_write_json, make_dir
+    from ..files import PRODUCER, atomic_write_json, make_dir
     from ..report.plots import plot_confusion
+    from ..run.ownership import refuse_foreign
 
+    out = Path(out or Path(model_path).parent)
+    refuse_foreign([out / METRICS, out / CONFUSION], "--out", force)
     model = open_file(model_path, runtime)
     data = data or model.info.data_name
     seen = {}
     found = evaluate_batches([model.logits], _test_batches(model, data, seen), len(model.classes))
     metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"], seen.get("skipped", 0))
-    out = make_dir(out or Path(model_path).parent)
-    atomic_write_json(out / METRICS, metrics)
+    out = make_dir(out)
+    atomic_write_json(out / METRICS, {**metrics, "producer": PRODUCER})
     plot_confusion(metrics["confusion_matrix"], model.classes, out / CONFUSION)
     return metrics

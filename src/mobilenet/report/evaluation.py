@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic_write_json
+from ..files import PRODUCER, atomic_write_json
 from ..run.names import CONFUSION, METRICS, REPORT
+from ..run.ownership import refuse_foreign
 from .page import report
 from .plots import plot_confusion
 
@@ -24,12 +25,14 @@ def torch_logits(model: torch.nn.Module, device: torch.device | str = "cpu", amp
     return run
 
 
-def evaluate(model_dir, data: str | None = None, out=None, workers: int | None = None) -> dict:
+def evaluate(model_dir, data: str | None = None, out=None, workers: int | None = None, force: bool = False) -> dict:
     """Top-1, top-5, per-class accuracy, precision, recall and F1 on the test split of the
     model's data set (or `data`): metrics.json, confusion_matrix.png and report.html, from
-    one pass (report.report), go into `out` (default model_dir)."""
+    one pass (report.report), go into `out` (default model_dir). Files there that mobilenet
+    did not write are replaced only with `force`."""
     out = Path(out or model_dir)  # made by report, once the model has loaded
-    metrics = report(model_dir, out / REPORT, data=data, workers=workers, log=lambda _: None)["metrics"]
-    atomic_write_json(out / METRICS, metrics)
+    refuse_foreign([out / METRICS, out / CONFUSION, out / REPORT], "--out", force)
+    metrics = report(model_dir, out / REPORT, data=data, workers=workers, log=lambda _: None, force=True)["metrics"]
+    atomic_write_json(out / METRICS, {**metrics, "producer": PRODUCER})
     plot_confusion(metrics["confusion_matrix"], list(metrics["per_class"]), out / CONFUSION)
     return metrics

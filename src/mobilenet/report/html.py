@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write_text, make_dir
+from ..run.ownership import PAGE_MARK
 
 CSS = """body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;padding-bottom:2px;margin-top:1.6em}
@@ -47,7 +48,7 @@ def html_page(title: str, sections: list[tuple[str, str, str]]) -> str:
     """The page: `sections` are (id, heading, escaped content)."""
     body = "".join(f'<section id="{key}"><h2>{escape(name)}</h2>{content}</section>' for key, name, content in sections)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
+            f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">{PAGE_MARK}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{CSS}</style></head><body><h1>{escape(title)}</h1>{body}</body></html>\n")
 

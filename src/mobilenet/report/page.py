@@ -27,6 +27,7 @@ from ..net.cost import cost_report
 from ..run.folder import load_model, read_exports
 from ..run.info import ModelInfo
 from ..run.names import REPORT
+from ..run.ownership import refuse_foreign
 from .html import escape, html_page, number, png_uri, table, write_page
 from .scan import checkpoint_state, open_data, scan
 
@@ -36,19 +37,22 @@ BENCH = "bench.json"  # `mobilenet bench --model DIR --json > DIR/bench.json`
 
 
 def report(model_dir, out=None, data: str | None = None, workers: int | None = None, source=None,
-           log=print) -> dict:
-    """Write the page to `out` (default model_dir/report.html); returns {"path", "metrics"
-    (metrics.json's figures, from the same pass), "seconds"}. `source` is the opened data set
-    (training passes its own), else `data` (default the model's) is opened as it was trained."""
+           log=print, force: bool = False) -> dict:
+    """Write the page to `out` (default model_dir/report.html), replacing a file there that
+    mobilenet did not write only with `force`; returns {"path", "metrics" (metrics.json's
+    figures, from the same pass), "seconds"}. `source` is the opened data set (training
+    passes its own), else `data` (default the model's) is opened as it was trained."""
     start = time.perf_counter()
     model_dir = Path(model_dir)
+    path = Path(out) if out else model_dir / REPORT
+    refuse_foreign([path], "--out", force)
     model, info = load_model(model_dir)
     state = checkpoint_state(model_dir)
     source = source or open_data(info, state, data, workers)
     metrics, examples = scan(model, source, info, data or info.data_name)
     tiles = {name: _tiles(model, found, info) for name, found in examples.items()}
     page = _page(model_dir, info, state, source, metrics, tiles)
-    path = write_page(page, Path(out) if out else model_dir / REPORT, log)
+    path = write_page(page, path, log)
     return {"path": str(path), "metrics": metrics, "seconds": time.perf_counter() - start}
 
 

@@ -23,8 +23,8 @@ import torch
 from ..data.images import FASHION_MNIST
 from ..errors import MobileNetError, first_line, printable
 from ..files import (
-    atomic_write_bytes, atomic_write_json, atomic_write_text, load_json_object, open_lock_file, read_json_object,
-    read_regular,
+    PRODUCER, atomic_write_bytes, atomic_write_json, atomic_write_text, load_json_object, open_lock_file,
+    read_json_object, read_regular,
 )
 from ..net.config import TABLE1, channels
 from ..net.cost import state_bytes
@@ -62,12 +62,12 @@ HEADER_LIMIT = 1 << 20  # a safetensors header of MobileNet's 140 tensors takes 
 
 def record_export(model_dir, name: str, found: dict) -> None:
     """Note in model_dir/exports.json what `export` checked of the file `name` beside the model."""
-    atomic_write_json(Path(model_dir) / EXPORTS, {**read_exports(model_dir), name: found})
+    atomic_write_json(Path(model_dir) / EXPORTS, {**read_exports(model_dir), name: found, "producer": PRODUCER})
 
 
 def read_exports(model_dir) -> dict:
     """exports.json's records, by file name; {} when there is none to read."""
-    return read_json_object(Path(model_dir) / EXPORTS)
+    return {k: v for k, v in read_json_object(Path(model_dir) / EXPORTS).items() if k != "producer"}
 
 
 def weights_limit(config: MobileNetConfig) -> int:

@@ -16,10 +16,10 @@ import numpy as np
 
 from ..data.images import FASHION_MNIST, MAX_RESIZE
 from ..errors import MobileNetError, has_control, look_alike, printable
+from ..files import PRODUCER  # the producer key of an exported file's metadata
 from ..limits import MAX_RESOLUTION, MIN_RESOLUTION
 from ..net.config import MobileNetConfig
 
-PRODUCER = "mobilenet"  # the producer key of an exported file's metadata
 SAFETENSORS_FORMAT = "mobilenet-v1"  # the format key of a model.safetensors header's metadata
 
 

@@ -10,6 +10,7 @@ from ..errors import MobileNetError
 from ..files import read_json_object
 from ..report.html import as_float, escape, html_page, number, percent, table, write_page
 from ..run.names import REPORT
+from ..run.ownership import refuse_foreign
 
 PLAN, TABLE = "sweep_plan.json", "sweep.json"  # what a sweep writes first, and what `sweep --collect` writes
 
@@ -19,10 +20,13 @@ def is_sweep(folder) -> bool:
     return (Path(folder) / PLAN).is_file()
 
 
-def sweep_report(folder, out=None, log=print) -> dict:
+def sweep_report(folder, out=None, log=print, force: bool = False) -> dict:
     """A sweep folder's page: its plan, the pick (`best`), the trade-off pictures, and the
-    table of points, each linked to its own report. Needs `sweep --collect`'s sweep.json."""
+    table of points, each linked to its own report. Needs `sweep --collect`'s sweep.json.
+    A file at `out` that mobilenet did not write is replaced only with `force`."""
     folder = Path(folder)
+    path = Path(out) if out else folder / REPORT
+    refuse_foreign([path], "--out", force)
     found = read_json_object(folder / TABLE)
     if not isinstance(found.get("points"), list) or not isinstance(found.get("plan"), dict):
         raise MobileNetError(f"{folder}: no readable {TABLE}; run `mobilenet sweep --collect {folder}` first")
@@ -35,7 +39,7 @@ def sweep_report(folder, out=None, log=print) -> dict:
         ("tradeoff", "Accuracy against cost", f"<div class=grid>{pictures}</div>" if pictures else "<p>None.</p>"),
         ("points", "Every point", _sweep_table(folder, plan, points, best)),
     ])
-    return {"path": str(write_page(page, Path(out) if out else folder / REPORT, log))}
+    return {"path": str(write_page(page, path, log))}
 
 
 def _sweep_plan(plan: dict, best: str | None) -> str:
