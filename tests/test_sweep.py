@@ -211,6 +211,113 @@ def test_budget_and_export_on_collect(reference, env, tmp_path):
     assert not os.path.lexists(out / "best")  # no pick of another budget is left standing
 
 
+def _copy(reference, tmp_path) -> Path:
+    return shutil.copytree(reference[0], tmp_path / "sweep", symlinks=True)
+
+
+def _victim(tmp_path) -> Path:
+    """A folder of the user's outside the sweep, with files of the names a point writes."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for name in ("model.onnx", "metrics.json", "sweep_point.json", "notes.txt"):
+        (victim / name).write_text("the user's")
+    return victim
+
+
+def _untouched(victim: Path) -> bool:
+    return {p.name: p.read_text() for p in victim.iterdir()} == dict.fromkeys(
+        ("model.onnx", "metrics.json", "sweep_point.json", "notes.txt"), "the user's")
+
+
+@pytest.mark.fault
+def test_a_sweep_never_writes_outside_its_folder(reference, env, tmp_path):
+    """A point folder that is a link out, a record whose run names another folder, and a
+    `best` that is a real folder: the same command, and collect with --export, are one line
+    each, and the folder outside keeps its files."""
+    victim = _victim(tmp_path)
+    out = _copy(reference, tmp_path)
+    point = out / ORDER[0]
+    shutil.copy(point / "sweep_point.json", victim / "sweep_point.json")
+    shutil.rmtree(point)
+    point.symlink_to(victim, target_is_directory=True)
+    for args in (["sweep", "--out", out, *GRID], ["sweep", "--collect", out, "--export", "onnx"]):
+        r = cli(*args, env=env)
+        assert r.returncode == 1 and "is a link or a file, not a point folder" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    (victim / "sweep_point.json").write_text("the user's")
+    assert _untouched(victim) and not (out / "best").resolve().is_relative_to(victim)
+    out = _copy(reference, tmp_path / "2")
+    record = json.loads((out / ORDER[0] / "sweep_point.json").read_text())
+    (out / ORDER[0] / "sweep_point.json").write_text(json.dumps({**record, "run": "../victim"}))
+    r = cli("sweep", "--collect", out, "--export", "onnx", env=env)
+    assert r.returncode == 1 and "run must be 'a0.5-r40'" in r.stderr and _untouched(victim), r.stderr
+    out = _copy(reference, tmp_path / "3")
+    (out / "best").unlink()
+    (out / "best").mkdir()
+    r = cli("sweep", "--collect", out, env=env)
+    assert r.returncode == 1 and "best is not the link the sweep made" in r.stderr, r.stderr
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("edit, words", [
+    (lambda r: r.pop("val_acc"), "val_acc must be a finite number, got None"),
+    (lambda r: r.update(val_acc="0.9"), "val_acc must be a finite number"),
+    (lambda r: r.update(train_seconds=float("inf")), "train_seconds must be a finite number"),
+    (lambda r: r.update(kept_epoch=10.5), "kept_epoch must be a whole number"),
+    (lambda r: r.update(size_mb=[1.0]), "size_mb must be an object of finite numbers"),
+    (lambda r: r.update(latency_ms={"onnxruntime": "fast"}), "latency_ms must be an object of finite numbers"),
+    (lambda r: r.update(alpha=0.75), "alpha and rho must be 0.5 and 40"),
+])
+def test_an_edited_point_record_is_one_line(reference, tmp_path, edit, words):
+    from mobilenet.sweep.run import collect
+
+    out = _copy(reference, tmp_path)
+    path = out / ORDER[0] / "sweep_point.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+    with pytest.raises(MobileNetError, match="sweep_point.json: " + words.replace("(", "\\(")):
+        collect(out, log=lambda _: None)
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("edit, words", [
+    (lambda p: p.update(widths=[0.5, "0.25"]), "widths: width must be a number"),
+    (lambda p: p.pop("resolutions"), "resolutions must be a list of different numbers"),
+    (lambda p: p.update(widths=[0.25 + i / 4000 for i in range(3000)], resolutions=list(range(32, 3032))),
+     "a grid of 9000000 points is too large"),
+    (lambda p: p.update(runtimes=["curl"]), "runtimes must list some of"),
+    (lambda p: p["train"].update(shell="rm -rf"), "train the options of `mobilenet train`"),
+])
+def test_an_edited_plan_is_one_line(reference, tmp_path, edit, words):
+    from mobilenet.sweep.run import collect
+
+    out = _copy(reference, tmp_path)
+    plan = json.loads((out / "sweep_plan.json").read_text())
+    edit(plan)
+    (out / "sweep_plan.json").write_text(json.dumps(plan))
+    with pytest.raises(MobileNetError, match=words.replace("(", "\\(")):
+        collect(out, log=lambda _: None)
+
+
+@pytest.mark.fault
+def test_the_sweep_page_embeds_only_its_own_pictures(reference, tmp_path):
+    """A link named like a trade-off picture (to a secret, to /dev/zero) and a FIFO: the page
+    leaves them out, reads none of them, and does not hang."""
+    from mobilenet.sweep.page import sweep_report
+
+    out = _copy(reference, tmp_path)
+    (tmp_path / "secret.png").write_text("TOKEN=hunter2")
+    (out / "tradeoff_env.png").symlink_to(tmp_path / "secret.png")
+    (out / "tradeoff_zero.png").symlink_to("/dev/zero")
+    os.mkfifo(out / "tradeoff_fifo.png")
+    (out / "tradeoff_text.png").write_text("TOKEN=in-the-folder")  # a regular file, but no PNG
+    sweep_report(out, log=lambda _: None)
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and "aHVudGVyM" not in page  # base64 of the secret
+    assert "TOKEN" not in page  # the folder's own non-PNG file is left out too
+
+
 def _row(run, val, test, ms, mb, macs=1):
     return {"run": run, "val_acc": val, "test_acc": test, "mult_adds": macs, "latency_ms": {"onnxruntime": ms},
             "size_mb": {"onnx": mb}}

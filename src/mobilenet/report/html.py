@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text, make_dir
+from ..errors import MobileNetError
+from ..files import atomic_write_text, make_dir, read_regular
 from ..run.ownership import PAGE_MARK
 
 CSS = """body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px;color:#222}
@@ -22,6 +23,7 @@ td.n,th.n{text-align:right}.scroll{overflow-x:auto}.cm td{text-align:right;min-w
 figcaption{font-size:13px}.warn{background:#fff3cd;border:1px solid #e0c060;padding:6px}
 img.curve{width:min(100%,480px)}"""
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+PICTURE_LIMIT = 16 << 20  # a picture of ours takes about 100 kB
 
 
 def escape(value) -> str:
@@ -42,6 +44,24 @@ def png_uri(array: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray((np.clip(array, 0, 1) * 255).astype(np.uint8)).save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def png_file_uri(path: Path) -> str | None:
+    """The PNG at `path` as a data: URI, if it is a regular file (not a link), within
+    PICTURE_LIMIT, that decodes as a PNG; None otherwise: a page embeds nothing else."""
+    from PIL import Image
+
+    if path.is_symlink():
+        return None
+    try:
+        data = read_regular(path, PICTURE_LIMIT, "--model")
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format != "PNG":
+                return None
+            image.verify()
+    except (OSError, ValueError, SyntaxError, MobileNetError):  # PIL's decoders raise all three
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
 def html_page(title: str, sections: list[tuple[str, str, str]]) -> str:

@@ -3,16 +3,17 @@ points, each linked to its own report."""
 
 from __future__ import annotations
 
-import base64
+import os
 from pathlib import Path
 
 from ..errors import MobileNetError
 from ..files import read_json_object
-from ..report.html import as_float, escape, html_page, number, percent, table, write_page
+from ..report.html import as_float, escape, html_page, number, percent, png_file_uri, table, write_page
 from ..run.names import REPORT
 from ..run.ownership import refuse_foreign
+from .records import BEST, PLAN
 
-PLAN, TABLE = "sweep_plan.json", "sweep.json"  # what a sweep writes first, and what `sweep --collect` writes
+TABLE = "sweep.json"  # what `sweep --collect` writes
 
 
 def is_sweep(folder) -> bool:
@@ -31,9 +32,9 @@ def sweep_report(folder, out=None, log=print, force: bool = False) -> dict:
     if not isinstance(found.get("points"), list) or not isinstance(found.get("plan"), dict):
         raise MobileNetError(f"{folder}: no readable {TABLE}; run `mobilenet sweep --collect {folder}` first")
     plan, points = found["plan"], [p for p in found["points"] if isinstance(p, dict)]
-    best = (folder / "best").resolve().name if (folder / "best").is_symlink() else None
-    pictures = "".join(f'<img class=curve src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
-                       f'alt="{escape(p.stem)}">' for p in sorted(folder.glob("tradeoff_*.png")))
+    best = os.readlink(folder / BEST) if (folder / BEST).is_symlink() else None
+    found = {p.stem: png_file_uri(p) for p in sorted(folder.glob("tradeoff_*.png"))}
+    pictures = "".join(f'<img class=curve src="{uri}" alt="{escape(stem)}">' for stem, uri in found.items() if uri)
     page = html_page(f"MobileNet V1 sweep: {folder.name}", [
         ("plan", "The grid", _sweep_plan(plan, best)),
         ("tradeoff", "Accuracy against cost", f"<div class=grid>{pictures}</div>" if pictures else "<p>None.</p>"),

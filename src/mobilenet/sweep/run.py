@@ -22,21 +22,19 @@ from pathlib import Path
 
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, Interrupted, MobileNetError, printable
-from ..files import (
-    JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, load_json_object, make_dir, read_json_object,
-    read_regular,
-)
-from ..formats import EXPORT_FORMATS, RUNTIMES, size_key
+from ..files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_json_object, read_regular
+from ..formats import EXPORT_FORMATS, size_key
 from ..net.cost import cost_report
 from ..run.names import CHECKPOINT, EXPORTS, HISTORY, WEIGHTS
 from ..training.config import TrainConfig
-from .page import PLAN, TABLE, sweep_report
+from .page import TABLE, sweep_report
+from .records import (
+    PLAN, POINT, SWEEP_RUNTIMES, check_grid, link_best, point_dir, point_name, points, read_plan, read_point, unlink_best,
+)
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)  # the paper's α
 RESOLUTIONS = {FASHION_MNIST: (64, 48, 40, 32),  # small sizes from 32 up: Fashion-MNIST is 28×28
                "folder": (224, 192, 160, 128)}  # the paper's ρ
-SWEEP_RUNTIMES = tuple(r for r in RUNTIMES if r != "timm")  # timm is bench's reference, not a deployment
-POINT = "sweep_point.json"  # each point's record, in its run folder
 
 
 @dataclass
@@ -73,6 +71,7 @@ class SweepConfig:
             raise BadArgument(f"--shard {index}/{count}: I must be from 0 to N-1")
         if len(set(self.widths)) != len(self.widths) or len(set(self.resolutions or ())) != len(self.resolutions or ()):
             raise BadArgument("--widths and --resolutions take each value once")
+        check_grid(len(self.widths) * len(self.resolutions or RESOLUTIONS[FASHION_MNIST]))
 
     def plan(self) -> dict:
         """What every point of this sweep shares: a rerun, a shard and collect must agree on it."""
@@ -82,15 +81,6 @@ class SweepConfig:
             train["data"] = str(Path(train["data"]).resolve())
         return {"widths": list(self.widths), "resolutions": list(resolutions), "train": train,
                 "runtimes": list(self.runtimes), "int8": self.int8}
-
-
-def points(plan: dict) -> list[tuple[float, int]]:
-    """The grid in the paper's order: α, then ρ, each from the largest."""
-    return [(a, r) for a in sorted(plan["widths"], reverse=True) for r in sorted(plan["resolutions"], reverse=True)]
-
-
-def point_name(alpha: float, rho: int) -> str:
-    return f"a{alpha:g}-r{rho}"
 
 
 def sweep(cfg: SweepConfig, log=print) -> dict:
@@ -103,7 +93,7 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
         return collect(out, cfg.budget_ms, cfg.budget_mb, cfg.export, log)
     plan = _open_plan(out, cfg.plan())
     mine = points(plan)[cfg.shard[0]::cfg.shard[1]]
-    todo = [p for p in mine if _record(out, p) is None]
+    todo = [p for p in mine if read_point(out, p) is None]
     if len(todo) < len(mine):
         log(f"{len(mine) - len(todo)} of {len(mine)} points already trained in {printable(out)}; going on with the rest")
     _train_points(out, plan, todo, cfg.jobs, log)
@@ -119,8 +109,8 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
 def _open_plan(out: Path, plan: dict) -> dict:
     """DIR's plan: written by the first run, and the same for every later run or shard."""
     path = out / PLAN
-    if path.is_file():
-        found = _read_json(path)
+    if os.path.lexists(path):
+        found = read_plan(path)
         if found != plan:
             differ = sorted(k for k in plan if found.get(k) != plan[k])
             raise BadArgument(f"--out {printable(out)} holds a sweep with other settings ({', '.join(differ)}); "
@@ -135,13 +125,6 @@ def _open_plan(out: Path, plan: dict) -> dict:
     return plan
 
 
-def _read_json(path: Path) -> dict:
-    return load_json_object(path, "--out", "remove it to run that part again")
-
-
-def _record(out: Path, p: tuple[float, int]) -> dict | None:
-    path = out / point_name(*p) / POINT
-    return _read_json(path) if path.is_file() else None
 
 
 def _train_points(out: Path, plan: dict, todo: list, jobs: int, log) -> None:
@@ -167,7 +150,7 @@ def train_point(out: str, plan: dict, p: tuple[float, int], log=_say) -> dict:
     from ..training.loop import train
 
     alpha, rho = p
-    folder = Path(out) / point_name(alpha, rho)
+    folder = point_dir(Path(out), p)
     resume = (folder / CHECKPOINT).is_file()
     cfg = TrainConfig(**{**plan["train"], "width_mult": alpha, "resolution": rho, "out": str(folder)})
     say = (lambda line: log(f"[{point_name(alpha, rho)}] {line}"))
@@ -215,22 +198,22 @@ def _exports(folder: Path, int8: bool, log) -> dict:
 
 def _time_point(out: Path, plan: dict, p: tuple[float, int], seconds: float, log) -> None:
     """Phase two: batch-1 latency of each runtime, by bench, unless the record has it."""
-    record = _record(out, p)
+    record, folder = read_point(out, p), point_dir(out, p)
     if set(record.get("latency_ms", {})) >= set(plan["runtimes"]):
         return
     from ..deploy.benchmark import bench
     from ..run.folder import load_model
 
-    model, _ = load_model(out / record["run"])
+    model, _ = load_model(folder)
     result = bench(model=model, batch_sizes=[1], runtimes=plan["runtimes"], min_seconds=seconds,
-                   files=_exported_onnx(out / record["run"]))
+                   files=_exported_onnx(folder))
     rows = {r["runtime"]: r for r in result["rows"]}
     record["latency_ms"] = {r: rows[r]["median_ms"] for r in plan["runtimes"]}
     for r in plan["runtimes"]:  # the .pte sizes come from bench's own lowering
         if rows[r]["file_mb"] is not None:
             record["size_mb"].setdefault(size_key(r), rows[r]["file_mb"])
     record["machine"] = {k: result["machine"][k] for k in ("cpu", "isa", "threads")}
-    atomic_write_json(out / record["run"] / POINT, record)
+    atomic_write_json(folder / POINT, record)
     log(f"[{record['run']}] batch 1: " + ", ".join(f"{r} {ms:.2f} ms" for r, ms in record["latency_ms"].items()))
 
 
@@ -253,12 +236,12 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
     """Merge the points in `out` (one run or every shard's): sweep.csv, sweep.json, the
     three pictures, the table on `log`, and the pick, linked as `best` (and exported)."""
     out = Path(out)
-    if not (out / PLAN).is_file():
+    if not os.path.lexists(out / PLAN):
         raise BadArgument(f"--collect {printable(out)}: no {PLAN} there; give the --out of a sweep")
-    plan = _read_json(out / PLAN)
+    plan = read_plan(out / PLAN)
     rows, missing = [], []
     for p in points(plan):
-        record = _record(out, p)
+        record = read_point(out, p)
         if record is None or "latency_ms" not in record:
             missing.append(point_name(*p))
         else:
@@ -276,14 +259,15 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
     try:
         result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
     except MobileNetError:
-        (out / "best").unlink(missing_ok=True)  # an earlier pick, under another budget
+        unlink_best(out)  # an earlier pick, under another budget
         sweep_report(out, log=lambda _: None)
         raise
     log(pick_line(result["pick"], plan["runtimes"][0], budget_ms, budget_mb))
-    _link_best(out, result["pick"]["run"])
+    picked = next(p for p in points(plan) if point_name(*p) == result["pick"]["run"])
+    link_best(out, point_name(*picked))
     sweep_report(out, log=lambda _: None)  # report.html: the grid, the pictures, each point's page linked
     if export:
-        result["export"] = _export_pick(out / result["pick"]["run"], export, plan["int8"], log)
+        result["export"] = _export_pick(point_dir(out, picked), export, plan["int8"], log)
     return result
 
 
@@ -360,14 +344,6 @@ def pick_line(choice: dict, runtime: str, budget_ms: float | None, budget_mb: fl
     runner = choice["runner_up"]
     return (f"picked {_describe(choice['point'], runtime)}: {why}; runner-up "
             + (_describe(runner, runtime) if runner else "none"))
-
-
-def _link_best(out: Path, run: str) -> None:
-    """DIR/best -> the picked run folder, replaced atomically."""
-    tmp = out / ".mobilenet-best.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(run, tmp)
-    os.replace(tmp, out / "best")
 
 
 def _export_pick(folder: Path, fmt: str, int8: bool, log) -> dict:
