@@ -242,6 +242,12 @@ MUTANTS = [
     Mutant("a page counts as ours without its mark", "docs/guarantees.md The user's files",
            "src/mobilenet/run/ownership.py", "return PAGE_MARK in head if", "return True if",
            [T + "test_each_writer_replaces_its_own_files_and_refuses_the_users"]),
+    Mutant("a sweep's point folder may be a link out", "docs/guarantees.md The sweep",
+           "src/mobilenet/sweep/records.py", "    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):",
+           "    if False:", [S + "test_a_sweep_never_writes_outside_its_folder"]),
+    Mutant("the sweep page embeds a linked file", "docs/guarantees.md The sweep", "src/mobilenet/report/html.py",
+           "    if path.is_symlink():\n        return None\n", "",
+           [S + "test_the_sweep_page_embeds_only_its_own_pictures"]),
     # --- nothing phones home -------------------------------------------------------------
     Mutant("ONNX Runtime's telemetry left on", "docs/guarantees.md No telemetry", "src/mobilenet/__init__.py",
            'os.environ["ORT_DISABLE_TELEMETRY"] = "1"\n', "",

@@ -302,19 +302,26 @@ def test_an_edited_plan_is_one_line(reference, tmp_path, edit, words):
 
 @pytest.mark.fault
 def test_the_sweep_page_embeds_only_its_own_pictures(reference, tmp_path):
-    """A link named like a trade-off picture (to a secret, to /dev/zero) and a FIFO: the page
-    leaves them out, reads none of them, and does not hang."""
+    """A link named like a trade-off picture (to a PNG outside, to /dev/zero) and a FIFO: the
+    page leaves them out, reads none of them, and does not hang."""
+    import base64
+
+    from PIL import Image, PngImagePlugin
+
     from mobilenet.sweep.page import sweep_report
 
     out = _copy(reference, tmp_path)
-    (tmp_path / "secret.png").write_text("TOKEN=hunter2")
+    secret = PngImagePlugin.PngInfo()
+    secret.add_text("Comment", "TOKEN=hunter2")
+    Image.new("L", (4, 4)).save(tmp_path / "secret.png", pnginfo=secret)
     (out / "tradeoff_env.png").symlink_to(tmp_path / "secret.png")
     (out / "tradeoff_zero.png").symlink_to("/dev/zero")
     os.mkfifo(out / "tradeoff_fifo.png")
     (out / "tradeoff_text.png").write_text("TOKEN=in-the-folder")  # a regular file, but no PNG
     sweep_report(out, log=lambda _: None)
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 3 and "aHVudGVyM" not in page  # base64 of the secret
+    assert page.count('src="data:image/png;base64,') == 3
+    assert base64.b64encode((tmp_path / "secret.png").read_bytes()).decode() not in page
     assert "TOKEN" not in page  # the folder's own non-PNG file is left out too
 
 
