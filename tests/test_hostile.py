@@ -127,6 +127,20 @@ def test_a_class_folder_with_control_characters_is_refused(tmp_path):
     assert ESC not in str(e.value)
 
 
+def test_a_class_folder_whose_name_is_not_utf8_is_refused_up_front(tmp_path):
+    """Its name would fail at the end of training, when config.json is written: refused at
+    the scan instead, by `train` as by the library, in one line."""
+    from mobilenet.data.images import scan_folder
+
+    root = make_image_folder(tmp_path / "images", per_class=2, corrupt=False)
+    os.rename(bytes(root / "cat"), bytes(root) + b"/caf\xe9")  # Latin-1's é: not UTF-8
+    with pytest.raises(MobileNetError, match=r"class folder 'caf\\udce9' has a name that is not UTF-8"):
+        scan_folder(root)
+    r = cli("train", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1", "--resolution", "32")
+    assert r.returncode == 1 and "is not UTF-8; rename it" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_paths_and_messages_reach_the_terminal_escaped(small_run, tmp_path):
     shutil.copy(small_run[0] / "total_acc.png", tmp_path / f"a{ESC}[2Jb.png")
     (tmp_path / f"c{ESC}[31md.png").write_bytes(b"not a png")

@@ -149,6 +149,14 @@ def short_side(path) -> int | None:
         return None
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")  # a byte that is not UTF-8 decodes to a lone surrogate, which does not encode
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int]], int]:
     """ImageFolder's convention without torch: class = sub-folder (sorted), images found
     recursively by extension. Links are followed while they stay inside `inside` (default
@@ -163,6 +171,10 @@ def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int
     if named is not None:
         raise MobileNetError(f"{root}: the class folder {printable(named)} has control "
                              "characters in its name; rename it")
+    named = next((c for c in classes if not _utf8(c)), None)
+    if named is not None:  # its name could not go into config.json or an exported file's metadata
+        raise MobileNetError(f"{printable(root)}: the class folder {ascii(named)} has a name that is not UTF-8; "
+                             "rename it")
     pair = look_alike(classes)
     if pair:
         raise MobileNetError(f"{root}: the class folders {ascii(pair[0])} and {ascii(pair[1])} differ only in how "
