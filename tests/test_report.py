@@ -165,3 +165,31 @@ def test_a_hostile_class_name_cannot_script_the_page(hostile_report):
     assert seen["dialogs"] == [] and seen["errors"] == [] and seen["requests"] == []
     assert HOSTILE in seen["text"]  # shown as text
     assert all(i["src"].startswith("data:") for i in seen["images"])  # no <img src=x> made of the name
+
+
+@pytest.mark.fault
+def test_exported_files_are_hashed_only_when_regular_and_within_the_networks_size(small_run, tmp_path):
+    """exports.json's records of the wrong shape, a 3 GB sparse model.onnx, and an .onnx that
+    is a link to a file outside: the page says what it can, reads none of them, and keeps
+    memory far below the sparse file's size."""
+    import resource
+
+    from mobilenet.report.page import report
+
+    folder = shutil.copytree(small_run[0], tmp_path / "run", symlinks=True)
+    with open(folder / "model.onnx", "wb") as f:
+        f.truncate(3 << 30)  # sparse: no disk taken, 3 GB if read
+    (tmp_path / "outside.onnx").write_bytes(b"the user's")
+    (folder / "theirs.onnx").symlink_to(tmp_path / "outside.onnx")
+    (folder / "m.int8.onnx").write_bytes(b"small")
+    (folder / "exports.json").write_text(json.dumps({
+        "model.onnx": {"sha256": "0" * 64}, "theirs.onnx": {"sha256": "0" * 64},
+        "m.int8.onnx": {"sha256": __import__("hashlib").sha256(b"small").hexdigest(), "real": [1],
+                        "accuracy_fp32": "high", "accuracy_int8": None, "shrink": {}}}))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report(folder, log=lambda _: None)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before  # KiB
+    page = (folder / "report.html").read_text()
+    assert "larger than any export of this network: not read" in page and "theirs.onnx" not in page
+    assert "checked against PyTorch on random inputs" in page  # the int8 record's other fields, of the wrong kind, left out
+    assert grown < (1 << 20), grown  # under 1 GiB: the sparse file was never read

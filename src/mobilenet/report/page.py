@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -20,10 +21,11 @@ import numpy as np
 import torch
 
 from ..data.augment import choice_line
-from ..files import read_json_object
+from ..errors import MobileNetError
+from ..files import read_json_object, read_regular
 from ..formats import title_of
 from ..net.activation_maps import cam
-from ..net.cost import cost_report
+from ..net.cost import cost_report, state_bytes
 from ..run.folder import load_model, read_exports
 from ..run.info import ModelInfo
 from ..run.names import REPORT
@@ -33,6 +35,7 @@ from .scan import checkpoint_state, open_data, scan
 
 IMBALANCE = 5.0  # the largest training class over the smallest that earns a warning
 TILE = 112  # pixels of each shown image and of its map
+EXPORT_ROOM = 16 << 20  # beyond twice the weights: a program's code and metadata
 BENCH = "bench.json"  # `mobilenet bench --model DIR --json > DIR/bench.json`
 
 
@@ -67,7 +70,7 @@ def _page(model_dir, info, state, source, metrics, tiles) -> str:
                                                                                  "none: every test image is right")),
         ("right", "Confidently right, for contrast", _gallery(tiles["right"], "none: no test image is right")),
         ("balance", "Class balance", _balance(source.class_counts(), info.classes)),
-        ("exports", "Exported files", _exports(model_dir)),
+        ("exports", "Exported files", _exports(model_dir, info.model)),
     ])
 
 
@@ -231,28 +234,44 @@ def _balance(counts: dict, classes: list[str]) -> str:
     return said + table(["class", *splits], rows, numeric=set(range(1, len(splits) + 1)))
 
 
-def _exports(model_dir: Path) -> str:
-    files = sorted(p for p in model_dir.iterdir() if title_of(p) and p.is_file())
+def _exports(model_dir: Path, config) -> str:
+    """The exported files beside the model (regular files, not links), each with what
+    exports.json says `export` checked of it, if it is still that file."""
+    files = sorted(p for p in model_dir.iterdir() if title_of(p) and not p.is_symlink() and p.is_file())
     records = read_exports(model_dir)
+    limit = 2 * state_bytes(config) + EXPORT_ROOM
     rows = [[p.name, title_of(p),
-             f"{p.stat().st_size / 1e6:.2f} MB", _check_line(records.get(p.name), p)] for p in files]
+             f"{p.stat().st_size / 1e6:.2f} MB", _check_line(records.get(p.name), p, limit)] for p in files]
     found = table(["file", "format", "size", "check"], rows) if rows else "<p>None yet: `mobilenet export`.</p>"
     return found + _bench(read_json_object(model_dir / BENCH))
 
 
-def _check_line(record, path: Path) -> str:
+def _check_line(record, path: Path, limit: int) -> str:
+    """What export checked of `path`, when its record's SHA-256 is the file's. The file is
+    hashed only within `limit`, the most an export of this network takes."""
     import hashlib
 
-    if not isinstance(record, dict) or record.get("sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
-        return "no record of its check here (exported elsewhere, or changed since)"
-    real = record.get("real") or {}
-    diff = real.get("max_abs_diff")
+    unknown = "no record of its check here (exported elsewhere, or changed since)"
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return unknown
+    if path.stat().st_size > limit:
+        return "larger than any export of this network: not read"
+    try:
+        if hashlib.sha256(read_regular(path, limit, "--model")).hexdigest() != record["sha256"]:
+            return unknown
+    except (OSError, MobileNetError):
+        return unknown
+    diff = (record.get("real") if isinstance(record.get("real"), dict) else {}).get("max_abs_diff")
     line = (f"float32 checked against PyTorch: largest difference {diff:.1e} on real test images, same top-1"
-            if isinstance(diff, float) else "checked against PyTorch on random inputs")
-    if "accuracy_int8" in record:
-        line += (f"; int8 test accuracy {100 * record['accuracy_fp32']:.2f}% → {100 * record['accuracy_int8']:.2f}%, "
-                 f"{record['shrink']:.1f}× smaller")
+            if _is_number(diff) else "checked against PyTorch on random inputs")
+    fp32, int8, shrink = (record.get(k) for k in ("accuracy_fp32", "accuracy_int8", "shrink"))
+    if all(map(_is_number, (fp32, int8, shrink))):
+        line += f"; int8 test accuracy {100 * fp32:.2f}% → {100 * int8:.2f}%, {shrink:.1f}× smaller"
     return line
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _bench(result) -> str:
