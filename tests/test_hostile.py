@@ -367,3 +367,18 @@ def test_a_deeply_nested_config(small_run, tmp_path):
     folder = _copy(small_run, tmp_path)
     (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
     _one_line(cli("predict", "--model", str(folder), str(folder / "total_acc.png")), "config.json")
+
+
+def test_no_control_character_reaches_matplotlib(tmp_path, monkeypatch):
+    """Matplotlib quotes a missing glyph in its warnings, and some of its versions write it
+    raw: a class name's ESC or BEL would reach the terminal. The pictures draw names escaped."""
+    import matplotlib.axes
+
+    from mobilenet.report.plots import plot_confusion
+
+    drawn = []
+    real = matplotlib.axes.Axes.set_xticks
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xticks",
+                        lambda self, ticks, labels=None, **kw: (drawn.extend(labels or []), real(self, ticks, labels, **kw)))
+    plot_confusion([[1, 0], [0, 1]], [f"a{ESC}[2J\a", "b"], tmp_path / "confusion.png")
+    assert drawn == ["a\\x1b[2J\\x07", "b"]

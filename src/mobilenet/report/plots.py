@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import printable
 from ..files import atomic_savefig
 from ..run.names import CURVES
 
@@ -48,8 +49,9 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -
     ax.imshow(confusion, cmap="Blues")
     if n <= 30:
         # parse_math off: a class name with $ in it is a name, not mathtext (which may not even parse)
-        ax.set_xticks(range(n), classes, rotation=90, parse_math=False)
-        ax.set_yticks(range(n), classes, parse_math=False)
+        labels = [printable(c) for c in classes]  # no control character reaches matplotlib, or its warnings
+        ax.set_xticks(range(n), labels, rotation=90, parse_math=False)
+        ax.set_yticks(range(n), labels, parse_math=False)
         top = confusion.max() or 1
         for i in range(n):
             for j in range(n):
@@ -106,7 +108,7 @@ def plot_tradeoff(rows: list[dict], runtime: str, out: Path) -> None:
         if name != "tradeoff_latency":  # as the paper draws them
             _log_axis(ax.xaxis)
         for r in rows:
-            ax.annotate(r["run"], (x(r), acc(r)), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(printable(r["run"]), (x(r), acc(r)), fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set(xlabel=xlabel, ylabel="validation accuracy (%)", title=name.replace("_", " "))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
