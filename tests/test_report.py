@@ -193,3 +193,43 @@ def test_exported_files_are_hashed_only_when_regular_and_within_the_networks_siz
     assert "larger than any export of this network: not read" in page and "theirs.onnx" not in page
     assert "checked against PyTorch on random inputs" in page  # the int8 record's other fields, of the wrong kind, left out
     assert grown < (1 << 20), grown  # under 1 GiB: the sparse file was never read
+
+
+def _edit_checkpoint(folder, change) -> None:
+    import torch
+
+    state = torch.load(folder / "checkpoint.pt", weights_only=True)
+    change(state)
+    torch.save(state, folder / "checkpoint.pt")
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("change", [
+    lambda s: s["history"][0].pop("seconds"),
+    lambda s: s["history"][0].update(seconds=float("inf")),
+    lambda s: s.update(kept_epoch=10**9),
+    lambda s: s["train_config"].update(limit="abc"),
+    lambda s: s.update(history=[{**s["history"][0], "test_acc": "high"}]),
+], ids=["row-without-seconds", "seconds-inf", "kept-epoch-1e9", "limit-a-string", "accuracy-a-string"])
+def test_an_edited_checkpoint_is_one_line_on_resume_and_left_out_of_the_page(small_run, tmp_path, change):
+    from mobilenet.errors import MobileNetError
+    from mobilenet.report.page import report
+    from mobilenet.run.folder import load_checkpoint
+
+    folder = shutil.copytree(small_run[0], tmp_path / "run", symlinks=True)
+    _edit_checkpoint(folder, change)
+    with pytest.raises(MobileNetError, match="checkpoint.pt: .* must be"):
+        load_checkpoint(folder / "checkpoint.pt")
+    report(folder, log=lambda _: None)  # the page is made without what the checkpoint cannot tell
+    assert "not recorded (no checkpoint.pt)" in (folder / "report.html").read_text()
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("augment", [3, ["crop"], {"chosen_by": "trial"}])
+def test_an_augment_record_of_the_wrong_kind_is_one_line(small_run, tmp_path, augment):
+    folder = shutil.copytree(small_run[0], tmp_path / "run", symlinks=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "augment": augment}))
+    r = cli("report", "--model", folder)
+    assert r.returncode == 1 and "'augment' must be an object naming its preset" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

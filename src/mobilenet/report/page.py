@@ -122,7 +122,9 @@ def _kept(state: dict, cfg: dict) -> str:
     history, epoch = state["history"], state["kept_epoch"]
     if not cfg.get("val_split"):
         return f"the last epoch ({epoch} of {len(history)}): no validation split, so nothing was chosen"
-    row = history[epoch - 1]
+    row = history[epoch - 1] if epoch else {}
+    if row.get("val_acc") is None:
+        return f"epoch {epoch} of {len(history)}, chosen on the validation images (their accuracy not recorded)"
     stopped = f"; stopped early, {cfg['patience']} epochs without a better one" if (
         cfg.get("patience") and state.get("since_best", 0) >= cfg["patience"]) else ""
     return (f"epoch {epoch} of {len(history)}, the best validation accuracy ({100 * float(row['val_acc']):.2f}%) on "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from datetime import datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from ..files import (
     PRODUCER, atomic_write_bytes, atomic_write_json, atomic_write_text, load_json_object, open_lock_file,
     read_json_object, read_regular,
 )
+from ..limits import check_number
 from ..net.config import TABLE1, channels
 from ..net.cost import state_bytes
 from ..net.model import MobileNetConfig, MobileNetV1
@@ -137,7 +139,56 @@ def load_checkpoint(path: Path) -> dict:
     if wrong:
         raise MobileNetError(f"--resume: {path} is not a checkpoint of `mobilenet train` (no valid {', '.join(wrong)}); "
                              "start a new run in another --out folder")
-    return _upgraded(state, path)
+    state = _upgraded(state, path)
+    _check_state(state, path)
+    return {**state, "history": [{k: row.get(k) for k in HISTORY_FIELDS} for row in state["history"]]}
+
+
+ESSENTIAL = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")  # in every run's rows
+# train_config's numbers (each a LIMITS entry) that a resume, the report or evaluate reads;
+# None: off, or resolved by the data
+CONFIG_NUMBERS = ("epochs", "batch_size", "lr", "weight_decay", "dropout", "ema", "random_erasing", "label_smoothing",
+                  "seed", "limit", "test_split", "val_split", "patience")
+
+
+def _check_state(state: dict, path: Path) -> None:
+    """One line naming the checkpoint and the field, for a history row, kept epoch or
+    setting of the wrong kind: what reads them (resume, the report) then needs no checks."""
+    def wrong(what: str, value, kind: str):
+        return MobileNetError(f"--resume: {path}: {what} must be {kind}, got {printable(repr(value))[:40]}; "
+                              "start a new run in another --out folder")
+
+    for i, row in enumerate(state["history"], 1):
+        if not isinstance(row, dict):
+            raise wrong(f"history row {i}", row, "a row of figures")
+        for key, kind in EpochRow.__annotations__.items():
+            value = row.get(key)  # rows of older runs lack the newer columns: None
+            whole = getattr(kind, "__forward_arg__", kind) == "int"
+            if not ((value is None and key not in ESSENTIAL) or _finite(value, whole)):
+                raise wrong(f"history row {i}'s {key}", value, "a number")
+    partial = state["partial"]
+    sums = partial.get("sums") if isinstance(partial, dict) else None
+    if partial is not None and not (isinstance(sums, (list, tuple)) and len(sums) == 5
+                                    and all(_finite(v, whole=False) for v in sums)):
+        raise wrong("partial", partial, "a stopped epoch's five sums")
+    kept = state["kept_epoch"]
+    if not (isinstance(kept, int) and 0 <= kept <= len(state["history"])):
+        raise wrong("kept_epoch", kept, f"an epoch of its history (0 to {len(state['history'])})")
+    args = state["train_config"]
+    for key in CONFIG_NUMBERS:
+        if args.get(key) is not None:
+            try:
+                check_number(key, args[key], f"train_config's {key}", exact=True)
+            except ValueError as e:
+                raise MobileNetError(f"--resume: {path}: {e}; start a new run in another --out folder") from None
+    for key in ("data", "optimizer", "augment"):
+        if not isinstance(args.get(key), str):
+            raise wrong(f"train_config's {key}", args.get(key), "a name")
+
+
+def _finite(value, whole: bool) -> bool:
+    return (isinstance(value, int) if whole else isinstance(value, (int, float))) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def _upgraded(state: dict, path: Path) -> dict:

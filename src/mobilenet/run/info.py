@@ -68,6 +68,9 @@ class ModelInfo:
         data = found.get("data")
         if data is not None and not (isinstance(data, dict) and isinstance(data.get("name", ""), str)):
             raise ValueError("'data' must be an object naming the data set")
+        augment = found.get("augment")
+        if augment is not None and not (isinstance(augment, dict) and isinstance(augment.get("preset"), str)):
+            raise ValueError("'augment' must be an object naming its preset")
         info = cls(found["classes"], found["input"], None if model is None else MobileNetConfig.from_dict(model),
                    data or {}, found.get("augment"))
         info.validate(fixed)
