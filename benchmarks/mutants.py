@@ -248,6 +248,9 @@ MUTANTS = [
     Mutant("the sweep page embeds a linked file", "docs/guarantees.md The sweep", "src/mobilenet/report/html.py",
            "    if path.is_symlink():\n        return None\n", "",
            [S + "test_the_sweep_page_embeds_only_its_own_pictures"]),
+    Mutant("a probe child outlives its parent", "docs/guarantees.md A stranger's files",
+           "src/mobilenet/deploy/native.py", '    code = f"{_die_with(os.getpid())}from', '    code = f"from',
+           [T + "test_a_probe_child_ends_with_its_parent"]),
     # --- nothing phones home -------------------------------------------------------------
     Mutant("ONNX Runtime's telemetry left on", "docs/guarantees.md No telemetry", "src/mobilenet/__init__.py",
            'os.environ["ORT_DISABLE_TELEMETRY"] = "1"\n', "",

@@ -41,7 +41,8 @@ def test_a_folder_of_a_newer_format_is_refused_in_one_line(tmp_path):
     with pytest.raises(MobileNetError, match=refusal):
         read_config(tmp_path)
     state = {"model": {}, "optimizer": {}, "scheduler": {}, "epoch": 1, "step": 0, "history": [], "best_acc": 0.0,
-             "rng": torch.get_rng_state(), "train_config": {"data": "fashion-mnist"}, "format_version": newer}
+             "rng": torch.get_rng_state(), "train_config": {"data": "fashion-mnist", "optimizer": "sgd", "augment": "none"},
+             "best_val": -1.0, "since_best": 0, "kept_epoch": 0, "partial": None, "format_version": newer}
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(MobileNetError, match=refusal):
         load_checkpoint(tmp_path / "checkpoint.pt")

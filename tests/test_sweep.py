@@ -360,3 +360,23 @@ def test_the_pareto_front_is_the_points_nothing_beats_on_both():
 
     front = pareto_front(ROWS, lambda r: r["latency_ms"]["onnxruntime"])
     assert [r["run"] for r in front] == ["small", "twin", "big"]  # mid: twin is faster and as accurate
+
+
+@pytest.mark.fault
+def test_the_sweep_page_reads_an_edited_table_as_it_is(reference, tmp_path):
+    """sweep.json with widths of mixed kinds, no resolutions, runtimes that are no list, a
+    point whose latencies are a list and one whose run leads out: the page is written, with
+    no traceback and no link out of the folder."""
+    from mobilenet.sweep.page import sweep_report
+
+    out = _copy(reference, tmp_path)
+    table = json.loads((out / "sweep.json").read_text())
+    table["plan"].update(widths=[0.5, "x", None], runtimes=5)
+    del table["plan"]["resolutions"]
+    table["points"][0]["latency_ms"] = [1, 2]
+    table["points"][1]["run"] = "../.."
+    table["points"].append("not a point")
+    (out / "sweep.json").write_text(json.dumps(table))
+    sweep_report(out, log=lambda _: None)
+    page = (out / "report.html").read_text()
+    assert "0.5, x, None" in page and 'href="./../..' not in page

@@ -4,6 +4,10 @@ refused before ONNX Runtime runs it."""
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnx
@@ -527,3 +531,46 @@ def test_init_is_read_before_the_run_makes_its_folder(tmp_path, fake_fashion):
             env={"MOBILENET_FASHION_MNIST": str(fake_fashion)}, timeout=WAIT)
     _one_line(r, "--init " + str(tmp_path / "w.pth") + ": not a regular file")
     assert not (tmp_path / "run").exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except OSError:
+        return False
+
+
+ORPHAN = 300  # seconds: a child that starts slowly still sees its parent gone long before this
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_probe_child_ends_with_its_parent(sig):
+    """A probe child that hangs (here Python's own console, fed a sleep on stdin) ends when
+    mobilenet is killed, by kill -9 or SIGTERM: it never runs on alone."""
+    script = ("from mobilenet.deploy.native import probe; "
+              "probe(b'import time\\ntime.sleep(600)\\n', 'x', 'code:interact', 'e', 'k', 'a')")
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    began = time.monotonic()
+    while not (children := _children(parent.pid)):
+        assert parent.poll() is None and time.monotonic() - began < HANG, "the probe child never started"
+        time.sleep(0.05)
+    parent.send_signal(sig)
+    parent.wait()
+    ended = time.monotonic()
+    while _alive(children[0]):  # at once, or once it has started far enough to see that its parent is gone
+        assert time.monotonic() - ended < ORPHAN, "the probe child outlived its parent"
+        time.sleep(0.05)

@@ -17,6 +17,20 @@ from pathlib import Path
 from ..errors import MobileNetError, first_line, printable
 
 PROBE_SECONDS = 300  # loading a model takes seconds; one that takes longer is refused, not waited on
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> str:
+    """The child's first lines: it is killed when its parent ends, by a SIGTERM or kill -9 too
+    (Linux's parent-death signal), and ends at once if the parent is already gone, so a
+    probe left hanging never runs on alone."""
+    return ("import ctypes, os, signal, sys\n"
+            "try:\n"
+            f"    ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, signal.SIGKILL)\n"
+            "except (OSError, AttributeError):\n"  # not Linux: the parent's timeout still ends it
+            "    pass\n"
+            f"if os.getppid() != {parent}:\n"
+            "    sys.exit(1)\n")
 
 
 @contextlib.contextmanager
@@ -44,9 +58,10 @@ def probe(data: bytes, name, child: str, engine: str, kind: str, again: str):
     module, function = child.split(":")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]),
                                                                      os.environ.get("PYTHONPATH")]))}
+    code = f"{_die_with(os.getpid())}from {module} import {function}; {function}()"
     try:
-        r = subprocess.run([sys.executable, "-c", f"from {module} import {function}; {function}()"],
-                           input=data, capture_output=True, timeout=PROBE_SECONDS, env=env)
+        r = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, timeout=PROBE_SECONDS,
+                           env=env)
     except subprocess.TimeoutExpired:
         raise MobileNetError(f"{name}: {engine} did not load it in {PROBE_SECONDS} s: not a file this toolkit "
                              f"wrote, or damaged; {again}") from None

@@ -166,12 +166,12 @@ def _check_state(state: dict, path: Path) -> None:
             whole = getattr(kind, "__forward_arg__", kind) == "int"
             if not ((value is None and key not in ESSENTIAL) or _finite(value, whole)):
                 raise wrong(f"history row {i}'s {key}", value, "a number")
-    partial = state["partial"]
+    partial = state.get("partial")
     sums = partial.get("sums") if isinstance(partial, dict) else None
     if partial is not None and not (isinstance(sums, (list, tuple)) and len(sums) == 5
                                     and all(_finite(v, whole=False) for v in sums)):
         raise wrong("partial", partial, "a stopped epoch's five sums")
-    kept = state["kept_epoch"]
+    kept = state.get("kept_epoch")
     if not (isinstance(kept, int) and 0 <= kept <= len(state["history"])):
         raise wrong("kept_epoch", kept, f"an epoch of its history (0 to {len(state['history'])})")
     args = state["train_config"]

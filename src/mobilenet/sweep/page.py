@@ -45,28 +45,34 @@ def sweep_report(folder, out=None, log=print, force: bool = False) -> dict:
 
 def _sweep_plan(plan: dict, best: str | None) -> str:
     train = plan.get("train") if isinstance(plan.get("train"), dict) else {}
-    rows = [["widths α", ", ".join(map(str, plan.get("widths", [])))],
-            ["resolutions ρ", ", ".join(map(str, plan.get("resolutions", [])))],
+    rows = [["widths α", ", ".join(_listed(plan, "widths"))],
+            ["resolutions ρ", ", ".join(_listed(plan, "resolutions"))],
             ["each point", f"{train.get('epochs')} epochs on {train.get('data')}, batch {train.get('batch_size')}, "
                            f"validation split {train.get('val_split')}"],
-            ["timed with", ", ".join(map(str, plan.get("runtimes", [])))],
+            ["timed with", ", ".join(_listed(plan, "runtimes"))],
             ["the pick", f"{best}, linked as best: the most accurate on the validation images (within the budget, "
                          "if the last collect gave one)" if best else "none: nothing fitted the last collect's budget"]]
     return table(None, rows)
 
 
+def _listed(plan: dict, key: str) -> list[str]:
+    """plan[key] as text, item by item: sweep.json is read as it is, edited or not."""
+    return [str(v) for v in plan[key]] if isinstance(plan.get(key), list) else []
+
+
 def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None) -> str:
-    runtimes = [str(r) for r in plan.get("runtimes", [])]
+    runtimes = _listed(plan, "runtimes")
     head = ["point", "α", "ρ", "mult-adds (M)", "parameters", "validation", "test", *(f"{r} ms" for r in runtimes)]
     rows = []
     for p in sorted(points, key=lambda p: (-as_float(p.get("alpha")), -as_float(p.get("rho")))):
         run = str(p.get("run"))
-        page = folder / run / REPORT
-        name = (f'<a href="./{escape(run)}/report.html">{escape(run)}</a>' if page.is_file() else escape(run)) + (
-            " (the pick)" if run == best else "")
+        inside = run not in ("", ".", "..") and "/" not in run  # a link to a point's own page, never out
+        name = (f'<a href="./{escape(run)}/report.html">{escape(run)}</a>'
+                if inside and (folder / run / REPORT).is_file() else escape(run)) + (" (the pick)" if run == best else "")
+        latency = p.get("latency_ms") if isinstance(p.get("latency_ms"), dict) else {}
         cells = [p.get("alpha"), p.get("rho"), f"{as_float(p.get('mult_adds')) / 1e6:.2f}", p.get("params"),
                  percent(p.get("val_acc")), percent(p.get("test_acc")),
-                 *(number(as_float((p.get("latency_ms") or {}).get(r))) for r in runtimes)]
+                 *(number(as_float(latency.get(r))) for r in runtimes)]
         rows.append(f"<tr><td>{name}</td>" + "".join(f"<td class=n>{escape(c)}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{escape(h)}</th>" for h in head)
     return (f"<div class=scroll><table><tr>{header}</tr>{''.join(rows)}</table></div>"
