@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import onnx
@@ -17,7 +16,7 @@ from PIL import Image
 
 from mobilenet.errors import MobileNetError
 
-from conftest import HANG, TINY, cli
+from conftest import HANG, TINY, cli, wait_for
 
 pytestmark = pytest.mark.fault
 WAIT = HANG  # a refusal takes seconds, a blocked read forever: the bound only ends a hang
@@ -564,13 +563,17 @@ def test_a_probe_child_ends_with_its_parent(sig):
     script = ("from mobilenet.deploy.native import probe; "
               "probe(b'import time\\ntime.sleep(600)\\n', 'x', 'code:interact', 'e', 'k', 'a')")
     parent = subprocess.Popen([sys.executable, "-c", script])
-    began = time.monotonic()
-    while not (children := _children(parent.pid)):
-        assert parent.poll() is None and time.monotonic() - began < HANG, "the probe child never started"
-        time.sleep(0.05)
+    wait_for(lambda: _children(parent.pid), parent)
+    child = _children(parent.pid)[0]
     parent.send_signal(sig)
     parent.wait()
-    ended = time.monotonic()
-    while _alive(children[0]):  # at once, or once it has started far enough to see that its parent is gone
-        assert time.monotonic() - ended < ORPHAN, "the probe child outlived its parent"
-        time.sleep(0.05)
+    # at once, or once it has started far enough to see that its parent is gone
+    wait_for(lambda: not _alive(child), _Ended, timeout=ORPHAN)
+
+
+class _Ended:
+    """wait_for's process to watch, where none is left: the parent has already ended."""
+
+    @staticmethod
+    def poll():
+        return None
