@@ -557,17 +557,17 @@ ORPHAN = 300  # seconds: a child that starts slowly still sees its parent gone l
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux's /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_a_probe_child_ends_with_its_parent(sig):
+def test_a_probe_child_ends_with_its_parent(sig, tmp_path):
     """A probe child that hangs (here Python's own console, fed a sleep on stdin) ends when
     mobilenet is killed, by kill -9 or SIGTERM: it never runs on alone."""
-    script = ("from mobilenet.deploy.native import probe; "
-              "probe(b'import time\\ntime.sleep(600)\\n', 'x', 'code:interact', 'e', 'k', 'a')")
+    started = tmp_path / "started"
+    hang = f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(600)\n".encode()
+    script = f"from mobilenet.deploy.native import probe; probe({hang!r}, 'x', 'code:interact', 'e', 'k', 'a')"
     parent = subprocess.Popen([sys.executable, "-c", script])
-    wait_for(lambda: _children(parent.pid), parent)
+    wait_for(started.exists, parent)  # the child has read its input and hangs: only its parent's end can end it
     child = _children(parent.pid)[0]
     parent.send_signal(sig)
     parent.wait()
-    # at once, or once it has started far enough to see that its parent is gone
     wait_for(lambda: not _alive(child), _Ended, timeout=ORPHAN)
 
 
