@@ -128,3 +128,16 @@ def test_peak_activations_are_the_largest_layer_input_and_output(alpha, rho, cha
         h.remove()
     assert len(sizes) == 29 and peak_activation_bytes(layer_costs(cfg)) == max(sizes)
     assert cost_report(cfg)["peak_activation_bytes"] == max(sizes)
+
+
+def test_an_evaluation_batch_follows_the_networks_memory():
+    """256 images at the sizes one trains, fewer where that many would pass EVAL_MEMORY at the
+    network's largest layer: a config.json edited to ρ 4096 no longer asks for 17 GB."""
+    from mobilenet.net.cost import EVAL_MEMORY, eval_batch_size, layer_costs, peak_activation_bytes
+
+    for config in (MobileNetConfig(), MobileNetConfig(resolution=64, in_channels=1, num_classes=10)):
+        assert eval_batch_size(config, 256) == 256
+    huge = MobileNetConfig(width_mult=0.25, resolution=4096, in_channels=1, num_classes=10)
+    size = eval_batch_size(huge, 256)
+    assert 1 <= size < 256 and size * peak_activation_bytes(layer_costs(huge)) <= EVAL_MEMORY
+    assert eval_batch_size(MobileNetConfig(width_mult=4.0, resolution=4096), 256) == 1  # one image, whatever it needs

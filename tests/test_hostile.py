@@ -382,3 +382,26 @@ def test_no_control_character_reaches_matplotlib(tmp_path, monkeypatch):
                         lambda self, ticks, labels=None, **kw: (drawn.extend(labels or []), real(self, ticks, labels, **kw)))
     plot_confusion([[1, 0], [0, 1]], [f"a{ESC}[2J\a", "b"], tmp_path / "confusion.png")
     assert drawn == ["a\\x1b[2J\\x07", "b"]
+
+
+def test_a_config_json_edited_to_a_huge_resolution_evaluates_in_small_batches(small_run, tmp_path, monkeypatch):
+    """ρ 4096 in config.json: the report's pass asks for batches that fit the network's memory
+    (not 256 images upsampled to 4096², 17 GB)."""
+    from mobilenet.data.fashion import TensorSource
+    from mobilenet.report.page import report
+
+    folder = shutil.copytree(small_run[0], tmp_path / "run")
+    _edit_config(folder, lambda c: (c["model"].update(resolution=4096), c["input"].update(resolution=4096)))
+    asked = []
+
+    class Asked(Exception):
+        pass
+
+    def test_batches(self, batch_size, *args, **kw):
+        asked.append(batch_size)
+        raise Asked  # the sizes asked for are the point; no 4096² pass is run
+
+    monkeypatch.setattr(TensorSource, "test_batches", test_batches)
+    with pytest.raises(Asked):
+        report(folder, log=lambda _: None)
+    assert asked and asked[0] <= 8, asked

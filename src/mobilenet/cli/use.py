@@ -105,7 +105,6 @@ def add_predict(sub) -> None:
 
 def _cmd_samples(args) -> int:
     from ..data.fashion import write_samples
-
     from ..run.ownership import refuse_foreign
 
     for path in write_samples(args.out, args.count, lambda paths: refuse_foreign(paths, "--out", args.force)):

@@ -20,6 +20,7 @@ from ..data.images import (
 from ..errors import MobileNetError, first_line, install_hint
 from ..files import FILE_LIMIT, read_regular
 from ..limits import EVAL_BATCH_SIZE
+from ..net.cost import eval_batch_size
 from ..report.metrics import check_scores, evaluate_batches
 from ..run.info import ModelInfo
 from ..run.names import CONFUSION, METRICS
@@ -200,7 +201,8 @@ def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = N
     model = open_file(model_path, runtime)
     data = data or model.info.data_name
     seen = {}
-    found = evaluate_batches([model.logits], _test_batches(model, data, seen), len(model.classes))
+    size = eval_batch_size(model.info.model, EVAL_BATCH_SIZE) if model.info.model else EVAL_BATCH_SIZE
+    found = evaluate_batches([model.logits], _test_batches(model, data, seen, size), len(model.classes))
     metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"], seen.get("skipped", 0))
     out = make_dir(out)
     atomic_write_json(out / METRICS, {**metrics, "producer": PRODUCER})

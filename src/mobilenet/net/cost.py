@@ -109,6 +109,15 @@ def peak_activation_bytes(layers: list[LayerCost]) -> int:
     return 4 * max(math.prod(r.input_shape) + math.prod(r.output_shape) for r in layers)
 
 
+EVAL_MEMORY = 2 << 30  # an evaluation batch: its images and the network's working memory, at most
+
+
+def eval_batch_size(config: MobileNetConfig, largest: int) -> int:
+    """`largest` images per evaluation batch, or fewer where that many would pass
+    EVAL_MEMORY at the network's largest layer (a large ρ): memory follows the network."""
+    return max(1, min(largest, EVAL_MEMORY // peak_activation_bytes(layer_costs(config))))
+
+
 def state_bytes(config: MobileNetConfig) -> int:
     """Bytes of the module's state dict in float32: its params, and each BN's running mean
     and variance (two per channel, as its scale and shift) and int64 step count. What a

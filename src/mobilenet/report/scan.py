@@ -9,6 +9,7 @@ import torch
 
 from ..errors import MobileNetError
 from ..limits import EVAL_BATCH_SIZE
+from ..net.cost import eval_batch_size
 from ..progress import bar
 from ..run.folder import load_checkpoint
 from ..run.info import ModelInfo
@@ -39,7 +40,7 @@ def scan(model, source, info: ModelInfo, name: str) -> tuple[dict, dict]:
     found, kept = Metrics(len(info.classes)), {"wrong": [], "right": []}
     bad = []
     with torch.inference_mode(), bar(total=source.num_test, desc="evaluate", unit="img") as shown:
-        for batch in source.test_batches(EVAL_BATCH_SIZE):
+        for batch in source.test_batches(eval_batch_size(info.model, EVAL_BATCH_SIZE)):
             images, labels, bad_files = batch
             bad += bad_files
             shown.update(len(labels) + len(bad_files))

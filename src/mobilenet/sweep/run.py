@@ -22,7 +22,9 @@ from pathlib import Path
 
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, Interrupted, MobileNetError, printable
-from ..files import JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_json_object, read_regular
+from ..files import (
+    JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_json_object, read_regular,
+)
 from ..formats import EXPORT_FORMATS, size_key
 from ..net.cost import cost_report
 from ..run.names import CHECKPOINT, EXPORTS, HISTORY, WEIGHTS
