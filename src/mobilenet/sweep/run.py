@@ -262,12 +262,14 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
         result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
     except MobileNetError:
         unlink_best(out)  # an earlier pick, under another budget
-        sweep_report(out, log=lambda _: None)
+        sweep_report(out, log=lambda _: None, force=True)  # the page of a folder whose plan is this sweep's
         raise
     log(pick_line(result["pick"], plan["runtimes"][0], budget_ms, budget_mb))
     picked = next(p for p in points(plan) if point_name(*p) == result["pick"]["run"])
     link_best(out, point_name(*picked))
-    sweep_report(out, log=lambda _: None)  # report.html: the grid, the pictures, each point's page linked
+    # report.html: the grid, the pictures, each point's page linked; ours, as the folder's plan is
+    # (older sweeps' pages carry no mark)
+    sweep_report(out, log=lambda _: None, force=True)
     if export:
         result["export"] = _export_pick(point_dir(out, picked), export, plan["int8"], log)
     return result
