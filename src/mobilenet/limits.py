@@ -34,6 +34,12 @@ def check_number(name: str, value, label: str | None = None, exact: bool = False
     _check_number(label or name, value, low, high, kind)
 
 
+def finite_number(value, whole: bool = False) -> bool:
+    """Whether `value`, as JSON or a checkpoint gives it, is a finite number (an int when
+    `whole`): what a record's figure must be. A bool is no number."""
+    return isinstance(value, int if whole else (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_number(name: str, value, low: float, high: float, kind=float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (
         kind is int and not float(value).is_integer()

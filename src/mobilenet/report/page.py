@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..data.augment import choice_line
 from ..errors import MobileNetError
 from ..files import read_json_object, read_regular
 from ..formats import title_of
+from ..limits import finite_number
 from ..net.activation_maps import cam
 from ..net.cost import cost_report, state_bytes
 from ..run.folder import load_model, read_exports
@@ -265,15 +265,11 @@ def _check_line(record, path: Path, limit: int) -> str:
         return unknown
     diff = (record.get("real") if isinstance(record.get("real"), dict) else {}).get("max_abs_diff")
     line = (f"float32 checked against PyTorch: largest difference {diff:.1e} on real test images, same top-1"
-            if _is_number(diff) else "checked against PyTorch on random inputs")
+            if finite_number(diff) else "checked against PyTorch on random inputs")
     fp32, int8, shrink = (record.get(k) for k in ("accuracy_fp32", "accuracy_int8", "shrink"))
-    if all(map(_is_number, (fp32, int8, shrink))):
+    if all(map(finite_number, (fp32, int8, shrink))):
         line += f"; int8 test accuracy {100 * fp32:.2f}% → {100 * int8:.2f}%, {shrink:.1f}× smaller"
     return line
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _bench(result) -> str:

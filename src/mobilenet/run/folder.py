@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import os
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +26,7 @@ from ..files import (
     PRODUCER, atomic_write_bytes, atomic_write_json, atomic_write_text, load_json_object, open_lock_file,
     read_json_object, read_regular,
 )
-from ..limits import check_number
+from ..limits import check_number, finite_number
 from ..net.config import TABLE1, channels
 from ..net.cost import state_bytes
 from ..net.model import MobileNetConfig, MobileNetV1
@@ -164,12 +163,12 @@ def _check_state(state: dict, path: Path) -> None:
         for key, kind in EpochRow.__annotations__.items():
             value = row.get(key)  # rows of older runs lack the newer columns: None
             whole = getattr(kind, "__forward_arg__", kind) == "int"
-            if not ((value is None and key not in ESSENTIAL) or _finite(value, whole)):
+            if not ((value is None and key not in ESSENTIAL) or finite_number(value, whole)):
                 raise wrong(f"history row {i}'s {key}", value, "a number")
     partial = state.get("partial")
     sums = partial.get("sums") if isinstance(partial, dict) else None
     if partial is not None and not (isinstance(sums, (list, tuple)) and len(sums) == 5
-                                    and all(_finite(v, whole=False) for v in sums)):
+                                    and all(map(finite_number, sums))):
         raise wrong("partial", partial, "a stopped epoch's five sums")
     kept = state.get("kept_epoch")
     if not (isinstance(kept, int) and 0 <= kept <= len(state["history"])):
@@ -184,11 +183,6 @@ def _check_state(state: dict, path: Path) -> None:
     for key in ("data", "optimizer", "augment"):
         if not isinstance(args.get(key), str):
             raise wrong(f"train_config's {key}", args.get(key), "a name")
-
-
-def _finite(value, whole: bool) -> bool:
-    return (isinstance(value, int) if whole else isinstance(value, (int, float))) and not isinstance(value, bool) \
-        and math.isfinite(value)
 
 
 def _upgraded(state: dict, path: Path) -> dict:

@@ -6,7 +6,6 @@ ever a link the sweep made, replaced atomically."""
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 from dataclasses import fields
@@ -15,7 +14,7 @@ from pathlib import Path
 from ..errors import BadArgument, MobileNetError, printable
 from ..files import TEMP_PREFIX, load_json_object
 from ..formats import RUNTIMES
-from ..limits import check_number
+from ..limits import check_number, finite_number
 from ..training.config import TrainConfig
 
 PLAN = "sweep_plan.json"  # what every point shares, written first
@@ -65,7 +64,10 @@ def read_plan(path: Path) -> dict:
         if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
             raise MobileNetError(f"{where}: {key} must be a list of different numbers; {AGAIN}")
         for value in values:
-            _checked(check_number, where, key, limit, value, exact=True)
+            try:
+                check_number(limit, value, exact=True)
+            except ValueError as e:
+                raise MobileNetError(f"{where}: {key}: {e}; {AGAIN}") from None
     check_grid(len(widths) * len(resolutions))
     runtimes = plan.get("runtimes")
     if not isinstance(runtimes, list) or not runtimes or not all(r in SWEEP_RUNTIMES for r in runtimes):
@@ -97,24 +99,13 @@ def read_point(out: Path, p: tuple[float, int]) -> dict | None:
 
 def _field(where: str, key: str, value, kind) -> None:
     if kind is dict:
-        ok = isinstance(value, dict) and all(isinstance(k, str) and _finite(v) for k, v in value.items())
+        ok = isinstance(value, dict) and all(isinstance(k, str) and finite_number(v) for k, v in value.items())
         what = "an object of finite numbers"
     else:
-        ok = _finite(value) and (kind is float or isinstance(value, int))
+        ok = finite_number(value, whole=kind is int)
         what = "a whole number" if kind is int else "a finite number"
     if not ok:
         raise MobileNetError(f"{where}: {key} must be {what}, got {printable(repr(value))[:40]}; {AGAIN}")
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _checked(check, where: str, key: str, *args, **kw) -> None:
-    try:
-        check(*args, **kw)
-    except ValueError as e:
-        raise MobileNetError(f"{where}: {key}: {e}; {AGAIN}") from None
 
 
 def link_best(out: Path, run: str) -> None:
