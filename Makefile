@@ -52,9 +52,10 @@ pip-install:
 		$(PY) -m pip install --quiet --upgrade pip && $(PY) -m pip install --quiet -e '.$(EXTRA)'; \
 	fi
 
-# Two workers: much of the suite waits on child processes, so two cores share it well.
+# Two workers: much of the suite waits on child processes, so two cores share it well. worksteal:
+# a worker that runs out takes tests queued for the other, so the run does not end on one queue.
 test: install-test
-	$(PY) -m pytest -q -n 2 --durations=10
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=10
 
 # Planted bugs, one at a time, against the tests that claim to catch them (benchmarks/mutants.py):
 # about 10 minutes on 2 cores, so not part of `make test`.

@@ -14,7 +14,6 @@ change of the run folder's format changes).
 import argparse
 import csv
 import hashlib
-import io
 import json
 import subprocess
 import sys

@@ -68,9 +68,11 @@ def test_executorch_round_trip(small_run, pte_export, tmp_path):
 
 
 def test_executorch_int8_keeps_accuracy_and_shrinks(pte_int8_export, tmp_path):
+    from mobilenet.deploy.exporter import INT8_MIN_SHRINK
+
     program, q = pte_int8_export
     assert round(q["accuracy_fp32"] - q["accuracy_int8"], 9) <= 0.01 and q["accuracy_fp32"] >= 0.9
-    assert q["fp32_bytes"] / q["bytes"] >= 3  # α = 0.25: the program's fixed part weighs more than at α = 1
+    assert q["fp32_bytes"] / q["bytes"] >= INT8_MIN_SHRINK == 3.5
     assert q["bytes"] == program.stat().st_size
     assert json.loads(sidecar(program).read_text())["int8"] is True
     metrics = evaluate_file(program, "executorch", out=tmp_path)
@@ -101,7 +103,7 @@ def _untrained_copy(small_run_dir, folder, width_mult: float):
 
 
 def test_int8_keeps_accuracy_and_shrinks(small_run, onnx_int8_export, tmp_path):
-    """Accuracy on the trained α = 0.25 model; size on an untrained α = 1.0 one (3.2M
+    """Accuracy on the trained α = 0.5 model; size on an untrained α = 1.0 one (3.2M
     parameters, 12.9 MB in float32), where the file's fixed part is small enough that the
     INT8_MIN_SHRINK bound holds without excuse."""
     from mobilenet.deploy.exporter import INT8_MIN_SHRINK
@@ -211,14 +213,24 @@ def test_bench_json_on_a_tiny_model():
     assert result["machine"]["threads"] >= 1 and result["machine"]["torch"]
 
 
-def test_bench_has_executorch_rows_and_file_sizes():
-    pytest.importorskip("executorch")
-    r = cli("bench", "--width", "0.5", "--resolution", "32", "--batch-size", "1", "--runtime",
-            "executorch,executorch-int8", "--seconds", "0.05", "--json")
-    assert r.returncode == 0, r.stderr
-    rows = {row["runtime"]: row for row in json.loads(r.stdout)["rows"]}
-    assert set(rows) == {"executorch", "executorch-int8"} and all(row["images_per_s"] > 0 for row in rows.values())
-    assert rows["executorch"]["file_mb"] / rows["executorch-int8"]["file_mb"] >= 3.5  # INT8_MIN_SHRINK
+def test_bench_times_each_exported_file_as_it_is(onnx_export, onnx_int8_export, pte_export, pte_int8_export):
+    """`bench --model FILE`: the file that ships, timed in each runtime that runs it, with no
+    export of its own; a row says int8 when the file is."""
+    wanted = [(onnx_export, {"onnxruntime", "openvino"}), (onnx_int8_export, {"onnxruntime-int8", "openvino-int8"}),
+              (pte_export, {"executorch"}), (pte_int8_export, {"executorch-int8"})]
+    for (path, _), runtimes in wanted:
+        r = cli("bench", "--model", path, "--batch-size", "1,3", "--seconds", "0.05", "--json")
+        assert r.returncode == 0, r.stderr
+        result = json.loads(r.stdout)
+        assert result["file"] == str(path) and result["model"]["width_mult"] == 0.5
+        assert {(row["runtime"], row["batch_size"]) for row in result["rows"]} == {(n, b) for n in runtimes
+                                                                                 for b in (1, 3)}
+        assert all(row["images_per_s"] > 0 and row["file_mb"] == path.stat().st_size / 1e6 for row in result["rows"])
+    r = cli("bench", "--model", onnx_export[0], "--runtime", "onnxruntime-int8", "--seconds", "0.05", "--json")
+    assert r.returncode == 0 and {row["runtime"] for row in json.loads(r.stdout)["rows"]} == {"onnxruntime"}
+    r = cli("bench", "--model", pte_export[0], "--runtime", "onnxruntime")
+    assert r.returncode == 2 and "runs with --runtime executorch, not onnxruntime" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
 
 
 @pytest.mark.fault

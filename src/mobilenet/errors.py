@@ -19,6 +19,10 @@ class Interrupted(MobileNetError):
     exit_code = 130
 
 
+class NotInstalled(MobileNetError):
+    """An optional runtime or converter that is not installed here (or does not load)."""
+
+
 class BadArgument(MobileNetError):
     """Arguments that cannot go together, found after argparse: exit 2, as argparse does."""
 

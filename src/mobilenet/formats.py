@@ -74,13 +74,20 @@ def title_of(path) -> str | None:
     return next((f.title for f in FORMATS if f.exported and Path(path).suffix == f.suffix), None)
 
 
+def file_runtimes(path) -> list[str]:
+    """The runtimes that run the exported file `path`, by its suffix, in order of preference;
+    none for a folder or another suffix."""
+    formats = [] if os.path.isdir(path) else [f.name for f in FORMATS if f.exported and Path(path).suffix == f.suffix]
+    return [r.name for r in RUNTIME_TABLE if r.predicts and r.format in formats]
+
+
 def runtime_for(model, runtime: str | None = None) -> str:
     """The runtime that opens `model`: `runtime` when given and it runs that kind of model;
     else a file's is the first runtime that predicts with its suffix, and a folder's torch."""
-    formats = [] if os.path.isdir(model) else [f.name for f in FORMATS if f.exported and Path(model).suffix == f.suffix]
-    fits = [r.name for r in RUNTIME_TABLE if r.predicts and r.format in formats] if formats else ["torch"]
+    runs = file_runtimes(model)
+    fits = runs or ["torch"]
     if runtime is None:
         return fits[0]
-    if runtime not in fits and (formats or os.path.isdir(model)):
+    if runtime not in fits and (runs or os.path.isdir(model)):
         raise BadArgument(f"--model {model} runs with --runtime {' or '.join(fits)}, not {runtime}")
     return runtime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import BadArgument, printable
@@ -73,19 +74,24 @@ def add_convert(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from ..deploy.benchmark import bench, format_table
+    from ..deploy.benchmark import bench, bench_file, format_table
 
     if args.model:
         if args.width or args.resolution:
             raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
-                              "from its config.json: give one or the other")
+                              "from the model: give one or the other")
+    if args.model and not os.path.isdir(args.model):  # an exported file, timed as it is
+        result = bench_file(args.model, args.batch_size, args.runtime, args.seconds)
+    elif args.model:
         from ..run.folder import load_model
 
         model, _ = load_model(args.model)
-        result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
+        result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime or RUNTIMES,
+                       min_seconds=args.seconds)
     else:
         config = MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
-        result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime, min_seconds=args.seconds)
+        result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime or RUNTIMES,
+                       min_seconds=args.seconds)
     if args.json:
         print(json.dumps(result, indent=2))
     else:  # its notes quote runtimes' messages and the CPU's name: escaped line by line
@@ -96,12 +102,13 @@ def _cmd_bench(args) -> int:
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="inference speed of each runtime against timm, on this machine")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="a run folder; default: an untrained network of --width and --resolution")
+    src.add_argument("--model", help="a run folder, or an exported file (.onnx, .pte, .tflite) timed as it is; "
+                                     "default: an untrained network of --width and --resolution")
     p.add_argument("--width", type=WIDTH, help="width multiplier α (default 1.0)")
     p.add_argument("--resolution", type=RESOLUTION, help="input size (default 224)")
     p.add_argument("--batch-size", type=int_list, default=[1, 16], help="comma-separated (default 1,16)")
-    p.add_argument("--runtime", type=runtime_list, default=list(RUNTIMES),
-                   help=f"comma-separated, any of {','.join(RUNTIMES)} (default all)")
+    p.add_argument("--runtime", type=runtime_list,
+                   help=f"comma-separated, any of {','.join(RUNTIMES)} (default all, or all that run the file)")
     p.add_argument("--seconds", type=number("seconds"), default=1.0,
                    help="timing per runtime and batch size, at least 10 runs (default 1)")
     json_option(p)

@@ -19,14 +19,14 @@ import time
 import numpy as np
 import torch
 
-from ..errors import MobileNetError
-from ..formats import RUNTIMES, get_format, runtime_row
+from ..errors import BadArgument, MobileNetError, NotInstalled
+from ..formats import RUNTIMES, file_runtimes, get_format, runtime_row
 from ..machine import cpu_features, cpu_name  # noqa: F401 - benchmark.cpu_name for the scripts
 from ..net.cost import cost_report
 from ..net.model import MobileNetConfig, MobileNetV1
 from ..progress import bar
 from ..run.info import ModelInfo
-from .runtime import open_openvino, open_session
+from .runtime import open_file, open_openvino, open_session
 
 
 def _rss_mb() -> float | None:
@@ -176,6 +176,11 @@ def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
     return (["timm"] if "timm" in here else []) + [r for r in here if r != "timm"]
 
 
+def _check_batches(batch_sizes) -> None:
+    if any(b < 1 for b in batch_sizes):
+        raise MobileNetError(f"--batch-size must be whole numbers of at least 1, got {list(batch_sizes)}")
+
+
 def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = None, batch_sizes=(1, 16),
           runtimes=RUNTIMES, min_seconds: float = 1.0, min_iters: int = 10,
           calibration: np.ndarray | None = None, files: dict[str, bytes] | None = None) -> dict:
@@ -184,16 +189,11 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise MobileNetError(f"--runtime {','.join(unknown)}: unknown; use any of {','.join(RUNTIMES)}")
-    if any(b < 1 for b in batch_sizes):
-        raise MobileNetError(f"--batch-size must be whole numbers of at least 1, got {list(batch_sizes)}")
+    _check_batches(batch_sizes)
     model = (model or MobileNetV1.from_config(config or MobileNetConfig())).eval()
-    cfg = model.config
-    order = _available(runtimes, cfg)
-    cost = cost_report(cfg)
-    roofline = matmul_gflops(seconds=min(0.5, min_seconds))
-    rows = []
+    order = _available(runtimes, model.config)
     # export and quantization, once: the exported graphs take any batch size; not timed
-    sample = torch.randn(1, cfg.in_channels, cfg.resolution, cfg.resolution)
+    sample = torch.randn(1, model.config.in_channels, model.config.resolution, model.config.resolution)
     shown = bar(total=len(order) + len(batch_sizes), desc="bench")
     prepared = {}
     for name in order:  # openvino runs onnxruntime's file: quantized once when both are asked for
@@ -203,31 +203,88 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
         else:
             prepared[name] = prepared[same] if same in prepared else _prepare(name, model, sample, calibration)
         shown.update()
+    sizes = {name: len(data) if data else None for name, data in prepared.items()}
+    return _timed(model.config, {name: lambda x, name=name: _runner(name, model, x, prepared[name]) for name in order},
+                  sizes, batch_sizes, min_seconds, min_iters, shown)
+
+
+def bench_file(path, batch_sizes=(1, 16), runtimes=None, min_seconds: float = 1.0, min_iters: int = 10) -> dict:
+    """Time an exported file (.onnx, .pte, .tflite) as it is, in each runtime that runs its
+    format, or in those of `runtimes` (names with or without "-int8": the file says which it
+    is). Each loads it as predict does, with its checks; a row is named "<runtime>-int8" for
+    an int8 file. The table has bench's shape."""
+    _check_batches(batch_sizes)
+    fits = file_runtimes(path)
+    if not fits:
+        found = "not an exported file" if os.path.exists(path) else "no such folder or file"
+        raise MobileNetError(f"--model {path}: {found}; give a run folder, or an .onnx, .pte or .tflite file made "
+                             "by `mobilenet export`")
+    asked = fits if runtimes is None else list(dict.fromkeys(r.removesuffix("-int8") for r in runtimes))
+    wrong = [r for r in asked if r not in fits]
+    if wrong:
+        raise BadArgument(f"--model {path} runs with --runtime {' or '.join(fits)}, not {','.join(wrong)}")
+    shown = bar(total=len(asked) + len(batch_sizes), desc="bench")
+    loaded, missing = {}, []
+    for runtime in asked:
+        try:
+            model = open_file(path, runtime, torch.get_num_threads())
+            loaded[f"{runtime}-int8" if model.int8 else runtime] = model
+        except NotInstalled as e:  # as bench leaves out an extra that is not installed, unless it was asked for
+            if runtimes is not None:
+                raise
+            missing.append(e)
+        shown.update()
+    if not loaded:
+        raise missing[0]
+    cfg = next(iter(loaded.values())).info.model
+    if cfg is None:
+        raise MobileNetError(f"--model {path}: its metadata does not name the network, so its cost is unknown; "
+                             "export it again with `mobilenet export`")
+    return _timed(cfg, {name: _file_runner(model) for name, model in loaded.items()},
+                  dict.fromkeys(loaded, os.path.getsize(path)), batch_sizes, min_seconds, min_iters, shown,
+                  file=str(path))
+
+
+def _file_runner(model):
+    """bench's runner for a loaded file: its logits on the batch, as predict gets them."""
+    def runner(x: torch.Tensor):
+        xn = x.numpy()
+        return lambda: model.logits(xn)
+    return runner
+
+
+def _timed(cfg: MobileNetConfig, runners: dict, sizes: dict, batch_sizes, min_seconds: float, min_iters: int, shown,
+           **about) -> dict:
+    """bench's table: runners[name](x) gives a function that runs the batch x once; each is
+    warmed up and timed at each batch size, interleaved with the others."""
+    cost = cost_report(cfg)
+    roofline = matmul_gflops(seconds=min(0.5, min_seconds))
+    rows = []
     for batch in batch_sizes:
         x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)
         runs, memory = {}, {}
         with torch.inference_mode():
-            for name in order:
+            for name, runner in runners.items():
                 with _PeakMemory() as peak:
-                    runs[name] = _runner(name, model, x, prepared[name])
+                    runs[name] = runner(x)
                     for _ in range(3):  # warm-up, inside the memory window: first runs allocate
                         runs[name]()
                 memory[name] = peak.mb
             times = _interleaved(runs, min_seconds * len(runs), min_iters)
         reference = statistics.median(times["timm"]) if "timm" in times else None
-        for name in order:
+        for name in runners:
             ms = 1000 * statistics.median(times[name])
             gflops = 2 * cost["mult_adds"] * batch / (ms / 1000) / 1e9
             rows.append({"runtime": name, "batch_size": batch, "median_ms": ms, "images_per_s": 1000 * batch / ms,
                          "iterations": len(times[name]), "peak_memory_mb": memory[name],
-                         "file_mb": len(prepared[name]) / 1e6 if prepared[name] else None,
+                         "file_mb": sizes[name] / 1e6 if sizes[name] else None,
                          "params": None if name == "timm" else cost["params"],  # timm: its own module
                          "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline,
                          "speedup_vs_timm": 1000 * reference / ms if reference else None})
         shown.update()
     shown.close()
     return {
-        "model": cfg.to_dict(), "rows": rows, "roofline_gflops": roofline,
+        "model": cfg.to_dict(), **about, "rows": rows, "roofline_gflops": roofline,
         "machine": {"cpu": cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
                     "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
                     "openvino": _version("openvino"), "executorch": _version("executorch"), "timm": _version("timm"),
@@ -248,14 +305,15 @@ def _version(package: str) -> str | None:
 
 def format_table(result: dict) -> str:
     m, cfg = result["machine"], result["model"]
-    lines = [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
-             f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
-             f"onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, executorch {m.get('executorch')}, "
-             f"ai-edge-litert {m.get('ai-edge-litert')}, "
-             f"timm {m['timm']}",
-             f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
-             f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "
-             f"{'peak MB':>8} {'file MB':>8} {'vs timm':>8}"]
+    lines = [f"timed as it is: {result['file']}"] if result.get("file") else []
+    lines += [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
+              f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
+              f"onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, executorch {m.get('executorch')}, "
+              f"ai-edge-litert {m.get('ai-edge-litert')}, "
+              f"timm {m['timm']}",
+              f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
+              f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "
+              f"{'peak MB':>8} {'file MB':>8} {'vs timm':>8}"]
     for r in result["rows"]:
         mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
         size = "-" if r.get("file_mb") is None else f"{r['file_mb']:.2f}"

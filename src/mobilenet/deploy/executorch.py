@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MobileNetError, install_hint
+from ..errors import MobileNetError, NotInstalled, install_hint
 from ..files import load_json_object, read_regular
 from ..net.cost import state_bytes
 from ..report.metrics import check_scores
@@ -41,7 +41,7 @@ def require_executorch():
         import executorch  # noqa: F401
     except ImportError:
         hint = install_hint("executorch", "executorch")
-        raise MobileNetError(f"ExecuTorch is not installed; {hint}") from None
+        raise NotInstalled(f"ExecuTorch is not installed; {hint}") from None
 
 
 def _export(model: nn.Module, example: torch.Tensor):
@@ -108,7 +108,8 @@ def _runtime():
 
 
 class PteModel:
-    """An exported .pte: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation), `.logits(batch)`.
+    """An exported .pte: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation),
+    `.int8` (as its sidecar says; None for bytes), `.logits(batch)`.
 
     `source` is a .pte path (its metadata read from sidecar(path); the program checked
     against it and probed in a child process first) or the bytes of a program this process
@@ -117,7 +118,7 @@ class PteModel:
     def __init__(self, source, info: ModelInfo | None = None):
         require_executorch()
         self.name = name = "the program" if isinstance(source, bytes) else str(source)
-        data, self.info = (source, info) if isinstance(source, bytes) else _open_file(Path(source))
+        data, self.info, self.int8 = (source, info, None) if isinstance(source, bytes) else _open_file(Path(source))
         self.classes, self.spec = self.info.classes, self.info.input
         self._data = data  # the runtime reads the program from these bytes for as long as it runs
         try:
@@ -139,9 +140,9 @@ class PteModel:
         return z
 
 
-def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
-    """A .pte's bytes and metadata, checked: the sidecar names the program's SHA-256, and the
-    program, probed in a child, takes the input the sidecar prepares."""
+def _open_file(path: Path) -> tuple[bytes, ModelInfo, bool]:
+    """A .pte's bytes, metadata and int8 flag, checked: the sidecar names the program's
+    SHA-256, and the program, probed in a child, takes the input the sidecar prepares."""
     found = _read_sidecar(path)
     meta = sidecar(path)
     try:
@@ -159,7 +160,7 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
     if tuple(sizes[1:]) != wanted:
         raise MobileNetError(f"{meta} prepares images as {wanted}, the program takes {tuple(sizes[1:])}; "
                              "export the model again")
-    return data, info
+    return data, info, found.get("int8") is True
 
 
 def probe(data: bytes, name) -> list[int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MobileNetError, first_line, install_hint
+from ..errors import MobileNetError, NotInstalled, first_line, install_hint
 from ..files import FILE_LIMIT, PRODUCER, read_regular
 from ..net.cost import state_bytes
 from ..report.metrics import check_scores
@@ -41,7 +41,7 @@ def require_runtime():
     try:
         from ai_edge_litert import interpreter
     except ImportError as e:
-        raise MobileNetError(f"LiteRT is not installed or does not load ({first_line(e)}); "
+        raise NotInstalled(f"LiteRT is not installed or does not load ({first_line(e)}); "
                              + install_hint("litert", "ai-edge-litert")) from None
     return interpreter
 
@@ -52,7 +52,7 @@ def _converter():
         with quiet_stderr():  # JAX, absl and torch log lines as it is imported (6 to 16 s)
             import litert_torch
     except ImportError as e:
-        raise MobileNetError(f"LiteRT's converter is not installed or does not load ({first_line(e)}); "
+        raise NotInstalled(f"LiteRT's converter is not installed or does not load ({first_line(e)}); "
                              + install_hint("litert-export", "litert-torch")) from None
     return litert_torch
 
@@ -221,7 +221,7 @@ def dequantize(q: np.ndarray, details: dict) -> np.ndarray:
 
 class LiteRtModel:
     """An exported .tflite: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation),
-    `.logits(batch)` in float32 whatever the file's input and output types.
+    `.int8` (int8 in and out), `.logits(batch)` in float32 whatever the file's input and output types.
 
     `source` is a .tflite path (its metadata checked, the file probed in a child process
     first) or the bytes of a model this process has just converted, with `info` given."""
@@ -235,6 +235,7 @@ class LiteRtModel:
             with quiet_stderr():
                 self.interpreter = interpreter.Interpreter(model_content=self._data, num_threads=threads or _cores())
             self._in, self._out = _io(self.interpreter)
+            self.int8 = self._in["dtype"] != np.float32
         except Exception as e:  # noqa: BLE001 - the interpreter raises its own types for a bad file
             raise MobileNetError(f"{self.name} is not a loadable LiteRT model ({detail(e)}); {AGAIN}") from None
         fixed = self._in["shape_signature"][0] != -1

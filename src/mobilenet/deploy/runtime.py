@@ -17,7 +17,7 @@ from ..data.images import (
     FASHION_CLASSES, FASHION_MNIST, bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image,
     prepare, read_idx,
 )
-from ..errors import MobileNetError, first_line, install_hint
+from ..errors import MobileNetError, NotInstalled, first_line, install_hint
 from ..files import FILE_LIMIT, read_regular
 from ..limits import EVAL_BATCH_SIZE
 from ..net.cost import eval_batch_size
@@ -56,7 +56,7 @@ def import_openvino():
         try:
             import openvino  # noqa: F401
         except ImportError as e:
-            raise MobileNetError(f"OpenVINO is not installed or does not load ({first_line(e)}); "
+            raise NotInstalled(f"OpenVINO is not installed or does not load ({first_line(e)}); "
                                  + install_hint("openvino", "openvino")) from None
         finally:
             del sys.modules[OVC]  # the caller's own `import openvino.tools.ovc` still works
@@ -78,7 +78,8 @@ def open_openvino(model, threads: int | None = None):
 
 
 class OnnxModel:
-    """An exported MobileNet: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation), `.logits(batch)`.
+    """An exported MobileNet: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation),
+    `.int8` (an int8 file), `.logits(batch)`.
     Run by ONNX Runtime; OpenVinoModel runs the same file, checked the same way."""
 
     engine = "ONNX Runtime"  # who ran it, in a failure's line
@@ -94,6 +95,7 @@ class OnnxModel:
         try:  # from the bytes checked, unless tensors live beside the file (the runtime finds those)
             meta, shape = self._open(path if external else data, threads)
             self.info = ModelInfo.from_onnx_metadata(meta, tuple(d if isinstance(d, int) else None for d in shape[1:3]))
+            self.int8 = "int8" in meta  # quantize_onnx names its preset there
         except KeyError as e:
             raise MobileNetError(f"{path} has no {e} metadata; export it with `mobilenet export`") from None
         except (ValueError, TypeError) as e:  # also JSONDecodeError
@@ -173,10 +175,10 @@ def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVA
         yield (np.stack(arrays) if arrays else None), np.asarray(labels, np.int64), bad
 
 
-def open_file(path, runtime: str):
+def open_file(path, runtime: str, threads: int | None = None):
     """An exported file in its runtime: OnnxModel (onnxruntime), OpenVinoModel (openvino),
-    pte.PteModel (executorch) or litert.LiteRtModel (litert), each with .info, .classes, .spec
-    and .logits(batch)."""
+    pte.PteModel (executorch) or litert.LiteRtModel (litert), each with .info, .classes, .spec,
+    .int8 and .logits(batch). `threads`: the runtime's own default where None (ExecuTorch's always)."""
     if runtime == "executorch":
         from .executorch import PteModel  # torch comes with it: ExecuTorch's runtime takes torch tensors
 
@@ -184,8 +186,8 @@ def open_file(path, runtime: str):
     if runtime == "litert":
         from .litert import LiteRtModel
 
-        return LiteRtModel(path)
-    return OpenVinoModel(path) if runtime == "openvino" else OnnxModel(path)
+        return LiteRtModel(path, threads=threads)
+    return OpenVinoModel(path, threads) if runtime == "openvino" else OnnxModel(path, threads)
 
 
 def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = None, out=None,
