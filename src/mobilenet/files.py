@@ -148,11 +148,16 @@ def atomic_write_json(path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def atomic_savefig(path, figure) -> None:
+def figure_bytes(figure, tight: bool = True, fmt: str = "png") -> bytes:
+    """The figure as a file's bytes, marked as ours. `tight`: cropped to what it draws (a
+    second layout pass, for labels of unknown length); else the figure's own margins."""
     buf = io.BytesIO()
-    figure.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight",
-                   metadata={"Software": PRODUCER})
-    atomic_write_bytes(path, buf.getvalue())
+    figure.savefig(buf, format=fmt, dpi=110, bbox_inches="tight" if tight else None, metadata={"Software": PRODUCER})
+    return buf.getvalue()
+
+
+def atomic_savefig(path, figure) -> None:
+    atomic_write_bytes(path, figure_bytes(figure, fmt=Path(path).suffix.lstrip(".") or "png"))
 
 
 def load_json_object(path, what: str, fix: str) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -145,14 +144,11 @@ def _machine(machine) -> str:
 def _curves(history: list[dict]) -> str:
     if not history:
         return "<p>No training history here (a converted or imported model).</p>"
-    from .plots import plot_curves
+    from .plots import curve_pngs
 
-    with tempfile.TemporaryDirectory() as tmp:
-        plot_curves(history, Path(tmp))
-        uris = ["data:image/png;base64," + base64.b64encode((Path(tmp) / f"{n}.png").read_bytes()).decode()
-                for n in ("total_acc", "total_test_loss")]
-    return "<div class=grid>" + "".join(f'<img class=curve src="{u}" alt="{n}">' for u, n in zip(
-        uris, ("total_acc", "total_test_loss"))) + "</div>"
+    return "<div class=grid>" + "".join(
+        f'<img class=curve src="data:image/png;base64,{base64.b64encode(data).decode()}" alt="{Path(name).stem}">'
+        for name, data in curve_pngs(history).items()) + "</div>"
 
 
 def _confusion(metrics: dict, classes: list[str]) -> str:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ..errors import printable
-from ..files import atomic_savefig
+from ..files import atomic_savefig, atomic_write_bytes, figure_bytes
 from ..run.names import CURVES
 
 
@@ -19,7 +20,25 @@ def _pyplot():
 def plot_curves(history: list[dict], out: Path) -> None:
     """total_acc.png (accuracy per epoch) and total_test_loss.png: the seed's two figures, with
     train and test, and validation and EMA where the run has them."""
+    for name, data in curve_pngs(history).items():
+        atomic_write_bytes(out / name, data)
+
+
+_drawn: dict = {}  # the last history's curves: a run's page shows what its last epoch drew
+
+
+def curve_pngs(history: list[dict]) -> dict[str, bytes]:
+    """plot_curves' two PNGs, by file name, drawn once for a given history."""
+    key = json.dumps(history, sort_keys=True, default=str)
+    if key not in _drawn:
+        _drawn.clear()
+        _drawn[key] = _draw_curves(history)
+    return _drawn[key]
+
+
+def _draw_curves(history: list[dict]) -> dict[str, bytes]:
     plt = _pyplot()
+    found = {}
     for name, keys, ylabel in zip(CURVES, (("train_acc", "test_acc", "val_acc", "ema_test_acc"),
                                            ("test_loss", "train_loss", "val_loss", "ema_test_loss")),
                                   ("accuracy (%)", "cross-entropy loss")):
@@ -33,8 +52,9 @@ def plot_curves(history: list[dict], out: Path) -> None:
         ax.set(title=Path(name).stem, xlabel="epoch", ylabel=ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
-        atomic_savefig(out / name, fig)
+        found[name] = figure_bytes(fig, tight=False)  # short labels: the default margins hold them
         plt.close(fig)
+    return found
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path) -> None:
