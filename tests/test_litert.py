@@ -161,7 +161,10 @@ def test_trained_files_run_at_batch_1_and_3_with_and_without_xnnpack(small_run, 
         assert np.abs(runner.logits(x.numpy()) - eager).max() <= bound
 
 
-def test_a_file_with_a_fixed_batch_is_fed_in_chunks(small_run, tflite, tmp_path):
+@pytest.mark.fault
+def test_a_file_for_more_than_one_image_at_a_time_is_refused(small_run, tmp_path):
+    """A declared batch is work per call (one of 100,000 once took 4 GB to predict one
+    image): a file takes one image or any number, as export writes them."""
     import litert_torch
 
     from mobilenet.deploy.litert import LiteRtModel, with_metadata
@@ -169,10 +172,33 @@ def test_a_file_with_a_fixed_batch_is_fed_in_chunks(small_run, tflite, tmp_path)
     model, info = load_model(small_run[0])
     fixed = litert_torch.convert(model.eval(), (torch.zeros(4, 1, 32, 32),)).model_content()
     (tmp_path / "four.tflite").write_bytes(with_metadata(fixed, info.exported(False)))
-    four, anything = LiteRtModel(tmp_path / "four.tflite"), LiteRtModel(tflite[0] / "m.tflite")
-    assert four.batch == 4 and anything.batch is None
-    x = np.random.default_rng(1).standard_normal((10, 1, 32, 32)).astype(np.float32)
-    np.testing.assert_allclose(four.logits(x), anything.logits(x), atol=1e-4)
+    with pytest.raises(MobileNetError, match="four.tflite takes 4 images at a time, where this toolkit's files take "
+                                             "one or any number"):
+        LiteRtModel(tmp_path / "four.tflite")
+
+
+class _OnlyOnZeros(torch.nn.Module):
+    """The network's scores on an all-zero image, and infinite ones on any other."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x) / (x.abs().amax(dim=(1, 2, 3)) == 0).float()[:, None]
+
+
+@pytest.mark.fault
+def test_the_probe_runs_a_file_on_an_image_that_is_not_zeros(small_run, tmp_path):
+    import litert_torch
+
+    from mobilenet.deploy.litert import LiteRtModel, with_metadata
+
+    model, info = load_model(small_run[0])
+    data = litert_torch.convert(_OnlyOnZeros(model.eval()).eval(), (torch.zeros(1, 1, 32, 32),)).model_content()
+    (tmp_path / "zeros.tflite").write_bytes(with_metadata(data, info.exported(False)))
+    with pytest.raises(MobileNetError, match=r"zeros.tflite gives non-finite scores of shape \[1, 10\] for one image"):
+        LiteRtModel(tmp_path / "zeros.tflite")
 
 
 def test_running_a_tflite_imports_no_torch(tflite, tmp_path):
@@ -240,7 +266,7 @@ def test_metadata_that_does_not_fit_the_model_is_refused(small_run, tflite, tmp_
     entry = info.exported(False)
     entry["input"] = {**entry["input"], "resolution": 64, "image_size": 64}
     (tmp_path / "m.tflite").write_bytes(with_metadata((tflite[0] / "m.tflite").read_bytes(), entry))
-    with pytest.raises(MobileNetError, match=r"prepares images as \(1, 64, 64\), the model takes \(1, 32, 32\)"):
+    with pytest.raises(MobileNetError, match=r"prepares images as \(1, 64, 64\), the LiteRT model takes \(1, 32, 32\)"):
         LiteRtModel(tmp_path / "m.tflite")
 
 

@@ -275,6 +275,24 @@ def test_the_probe_child_failing_or_crashing_is_one_line(child, says):
     assert str(e.value).startswith(says) and str(e.value).endswith("; export it again")
 
 
+def test_a_probe_that_runs_on_is_stopped_in_a_time_its_network_bounds(tiny_pte, monkeypatch):
+    """A file that loops (here the child's console, fed a sleep) is stopped after the probe's
+    time, one line; that time comes from the network's mult-adds, far under the bound for a
+    file whose metadata names no network."""
+    import mobilenet.deploy.native as native
+    from mobilenet.deploy.executorch import PteModel
+    from mobilenet.net.cost import cost_report
+
+    with pytest.raises(MobileNetError, match=r"^x: e did not load and run it on one image in 1 s, far more than"):
+        native.probe(b"import time\ntime.sleep(3600)\n", "x", "code:interact", "e", "k", "a", seconds=1)
+    given = []
+    real = native.probe
+    monkeypatch.setattr(native, "probe", lambda *args, **kw: given.append(args[-1]) or real(*args, **kw))
+    program = PteModel(tiny_pte)
+    assert given == [native.LOAD_SECONDS + cost_report(program.info.model)["mult_adds"] / native.SLOWEST_MACS]
+    assert given[0] < native.PROBE_SECONDS
+
+
 def test_a_program_its_sidecar_does_not_describe_is_refused(tiny_pte, tmp_path):
     from mobilenet.deploy.executorch import PteModel
 
@@ -292,7 +310,7 @@ def test_the_sidecar_input_is_checked_against_the_program(tiny_pte, tmp_path, ke
         meta["input"].update(mean=[0.5] * meta["input"]["channels"], std=[0.5] * meta["input"]["channels"],
                              resize=meta["input"]["resolution"] * 8 // 7)
     path = _program(tiny_pte, tmp_path, sidecar=change)
-    with pytest.raises(MobileNetError, match=r"prepares images as .*, the program takes \(1, 32, 32\)"):
+    with pytest.raises(MobileNetError, match=r"prepares images as .*, the ExecuTorch program takes \(1, 32, 32\)"):
         PteModel(path)
 
 
@@ -522,6 +540,24 @@ def test_train_refuses_a_folder_of_the_users_files(tmp_path, fake_fashion):
     r = cli("train", *TINY, "--epochs", "1", "--limit", "64", "--out", str(theirs), "--force", env=env, timeout=WAIT)
     assert r.returncode == 0, r.stderr
     assert (theirs / ".config.json.backup.tmp").read_text() == "a backup"
+
+
+def test_train_log_is_ours_by_its_first_line(small_run, tmp_path, fake_fashion):
+    """train.log is appended to, never replaced: a user's file of that name in --out is
+    refused before any work, as the others are; ours is ours alone, by its first line."""
+    from mobilenet.run.ownership import ours
+
+    (tmp_path / "lone").mkdir()
+    shutil.copy(small_run[0] / "train.log", tmp_path / "lone" / "train.log")
+    assert ours(tmp_path / "lone" / "train.log")  # no checkpoint beside it
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "train.log").write_text("day 1: ran 5 km\n")
+    r = cli("train", *TINY, "--epochs", "1", "--limit", "64", "--out", str(theirs),
+            env={"MOBILENET_FASHION_MNIST": str(fake_fashion)}, timeout=WAIT)
+    _one_line(r, "train.log was not written by mobilenet, and would be replaced")
+    assert r.returncode == 2 and [p.name for p in theirs.iterdir()] == ["train.log"]
+    assert not ours(theirs / "train.log") and (theirs / "train.log").read_text() == "day 1: ran 5 km\n"
 
 
 def test_init_is_read_before_the_run_makes_its_folder(tmp_path, fake_fashion):

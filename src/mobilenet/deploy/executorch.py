@@ -21,10 +21,10 @@ from torch import nn
 
 from ..errors import MobileNetError, NotInstalled, install_hint
 from ..files import load_json_object, read_regular
-from ..net.cost import state_bytes
+from ..net.cost import cost_report, state_bytes
 from ..report.metrics import check_scores
 from ..run.info import ModelInfo
-from .native import child_fails, detail, probe as probe_in_child, quiet_stderr
+from .native import child_fails, detail, probe_file, probe_image, quiet_stderr
 from .pt2e import calibrated
 
 MAX_BATCH = 64  # the program's batch dimension is dynamic up to this (XNNPACK plans for a bound)
@@ -155,32 +155,35 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo, bool]:
     if found.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
         raise MobileNetError(f"{path} is not the program {meta.name} describes (its SHA-256 differs): "
                              "the file was changed or damaged; export it again")
-    sizes = probe(data, path)
-    wanted = info.input_shape
-    if tuple(sizes[1:]) != wanted:
-        raise MobileNetError(f"{meta} prepares images as {wanted}, the program takes {tuple(sizes[1:])}; "
-                             "export the model again")
+    probe(data, path, info)
     return data, info, found.get("int8") is True
 
 
-def probe(data: bytes, name) -> list[int]:
-    """The input sizes of the program `data`, loaded and run once on zeros in a child process
-    (native.probe): some damaged programs abort or segfault ExecuTorch's runtime, in XNNPACK."""
-    return probe_in_child(data, name, "mobilenet.deploy.executorch:_probe_child", "ExecuTorch's runtime",
-                          "ExecuTorch program", "export it again with `mobilenet export --format executorch`")
+def probe(data: bytes, name, info: ModelInfo) -> dict:
+    """The program `data`, loaded and run on one non-zero image in a child process and held
+    against `info` (native.probe_file): some damaged programs abort or segfault ExecuTorch's
+    runtime, in XNNPACK. Its batch bound is at most MAX_BATCH, as this toolkit lowers it."""
+    return probe_file(data, name, "mobilenet.deploy.executorch:_probe_child", "ExecuTorch's runtime",
+                      "ExecuTorch program", "export it again with `mobilenet export --format executorch`",
+                      info.input_shape, len(info.classes), MAX_BATCH,
+                      info.model and cost_report(info.model)["mult_adds"])
 
 
 def _probe_child() -> None:
-    """probe's child: the program from stdin, its input sizes on stdout, one line on stderr
-    if it does not load (the runtime's own lines, if it crashes, stay above that)."""
+    """probe's child: the program from stdin, run on one non-zero image; on stdout its
+    input's sizes and batch bound, the scores' shape and whether they are finite, or one
+    line on stderr if it does not load (the runtime's own lines, if it crashes, stay above)."""
     data = sys.stdin.buffer.read()
     try:
-        method = _runtime().get().load_program(data).load_method("forward")
-        sizes = list(method.metadata.input_tensor_meta(0).sizes())
-        method.execute([torch.zeros(1, *sizes[1:])])
+        program = _runtime().get().load_program(data)
+        sizes = list(program.metadata("forward").input_tensor_meta(0).sizes())
+        if not 1 <= sizes[0] <= MAX_BATCH:  # the parent refuses it: no memory planned for its batch
+            print(json.dumps({"input": sizes, "batch": sizes[0], "output": None, "finite": False}))
+            return
+        z = program.load_method("forward").execute([torch.from_numpy(probe_image(sizes[1:]))])[0].numpy()
     except Exception as e:  # noqa: BLE001 - reported to the parent as one line
         child_fails(e)
-    print(json.dumps(sizes))
+    print(json.dumps({"input": sizes, "batch": sizes[0], "output": list(z.shape), "finite": bool(np.isfinite(z).all())}))
 
 
 def _read(path: Path, info: ModelInfo) -> bytes:

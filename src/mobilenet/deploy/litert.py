@@ -24,10 +24,10 @@ import numpy as np
 
 from ..errors import MobileNetError, NotInstalled, first_line, install_hint
 from ..files import FILE_LIMIT, PRODUCER, read_regular
-from ..net.cost import state_bytes
+from ..net.cost import cost_report, state_bytes
 from ..report.metrics import check_scores
 from ..run.info import ModelInfo
-from .native import child_fails, detail, probe, quiet_stderr
+from .native import child_fails, detail, probe_file, probe_image, quiet_stderr
 
 METADATA = b"mobilenet"  # the name of our Model.metadata entry
 IDENTIFIER = b"TFL3"  # a LiteRT flatbuffer's file identifier, bytes 4-8
@@ -161,28 +161,32 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
         raise MobileNetError(f"{path}: its metadata does not describe the network ({e}); {AGAIN}") from None
     if info.model and len(data) > 2 * state_bytes(info.model) + (16 << 20):
         raise MobileNetError(f"{path} is {len(data):,} bytes, more than the network its metadata names needs; {AGAIN}")
-    wanted = info.input_shape
-    sizes = probe(data, path, "mobilenet.deploy.litert:_probe_child", "LiteRT's interpreter", "LiteRT model", AGAIN)
-    if tuple(sizes[1:]) != wanted:
-        raise MobileNetError(f"{path}: its metadata prepares images as {wanted}, the model takes "
-                             f"{tuple(sizes[1:])}; {AGAIN}")
+    probe_file(data, path, "mobilenet.deploy.litert:_probe_child", "LiteRT's interpreter", "LiteRT model", AGAIN,
+               info.input_shape, len(info.classes), 1, info.model and cost_report(info.model)["mult_adds"])
     return data, info
 
 
 def _probe_child() -> None:
-    """probe's child: the model from stdin, loaded and run once on zeros; its input sizes on
-    stdout, or one line on stderr."""
+    """probe's child: the model from stdin, loaded and run on one non-zero image; on stdout
+    its input's sizes and batch (None: any), the scores' shape and whether they are finite,
+    or one line on stderr."""
     data = sys.stdin.buffer.read()
     try:
         interpreter = require_runtime().Interpreter(model_content=data, num_threads=1)
         found, out = _io(interpreter)
+        sizes = [int(v) for v in found["shape"]]
+        batch = None if found["shape_signature"][0] == -1 else sizes[0]
+        if batch not in (None, 1):  # the parent refuses it: nothing allocated for its batch
+            print(json.dumps({"input": sizes, "batch": batch, "output": None, "finite": False}))
+            return
+        interpreter.resize_tensor_input(found["index"], [1, *sizes[1:]])
         interpreter.allocate_tensors()
-        interpreter.set_tensor(found["index"], np.zeros(found["shape"], found["dtype"]))
+        interpreter.set_tensor(found["index"], quantize(probe_image(sizes[1:]), found))
         interpreter.invoke()
-        interpreter.get_tensor(out["index"])
+        z = dequantize(interpreter.get_tensor(out["index"]), out)
     except Exception as e:  # noqa: BLE001 - reported to the parent as one line
         child_fails(e)
-    print(json.dumps([int(v) for v in found["shape"]]))
+    print(json.dumps({"input": sizes, "batch": batch, "output": list(z.shape), "finite": bool(np.isfinite(z).all())}))
 
 
 def _io(interpreter) -> tuple[dict, dict]:
@@ -239,7 +243,7 @@ class LiteRtModel:
         except Exception as e:  # noqa: BLE001 - the interpreter raises its own types for a bad file
             raise MobileNetError(f"{self.name} is not a loadable LiteRT model ({detail(e)}); {AGAIN}") from None
         fixed = self._in["shape_signature"][0] != -1
-        self.batch = int(self._in["shape"][0]) if fixed else None  # None: any batch, fed CHUNK at a time
+        self.batch = int(self._in["shape"][0]) if fixed else None  # 1 (a file's is probed), or None: CHUNK at a time
         self._size = None  # the batch the interpreter's tensors are allocated for
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -253,9 +257,6 @@ class LiteRtModel:
         return z
 
     def _invoke(self, x: np.ndarray) -> np.ndarray:
-        n = len(x)
-        if self.batch:  # a file with a fixed batch: the last chunk padded with zeros
-            x = np.concatenate([x, np.zeros((self.batch - n, *x.shape[1:]), x.dtype)])
         if len(x) != self._size:
             with quiet_stderr():  # the first allocation logs "Created TensorFlow Lite XNNPACK delegate"
                 self.interpreter.resize_tensor_input(self._in["index"], [len(x), *x.shape[1:]])
@@ -264,4 +265,4 @@ class LiteRtModel:
         self.interpreter.set_tensor(self._in["index"], quantize(x, self._in))
         with quiet_stderr():  # and XNNPACK's "Created TensorFlow Lite XNNPACK delegate" where it comes late
             self.interpreter.invoke()
-        return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)[:n]
+        return dequantize(self.interpreter.get_tensor(self._out["index"]), self._out)

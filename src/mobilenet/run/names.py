@@ -3,6 +3,7 @@
 CHECKPOINT, WEIGHTS, CONFIG, HISTORY = "checkpoint.pt", "model.safetensors", "config.json", "history.csv"
 CURVES = ("total_acc.png", "total_test_loss.png")  # the seed's two figures
 REPORT, LOG = "report.html", "train.log"
+LOG_MARK = "# mobilenet train log: the run's lines as they were shown"  # train.log's first line
 METRICS, CONFUSION = "metrics.json", "confusion_matrix.png"  # what evaluate writes
 RUN_FILES = (CHECKPOINT, WEIGHTS, CONFIG, HISTORY, *CURVES, REPORT)  # what a run writes (atomically, see files.py)
 EXPORTS = "exports.json"  # what `export` checked of each file beside the model, by file name

@@ -8,7 +8,8 @@ A file is ours when it carries our mark:
 - a .pte whose sidecar is ours and names its SHA-256;
 - a JSON object with our producer key (sidecars, metrics.json, exports.json), or one that
   reads as a ModelInfo (config.json);
-- a PNG whose Software text is ours, an HTML page whose generator is ours, history.csv's header;
+- a PNG whose Software text is ours, an HTML page whose generator is ours, history.csv's header,
+  train.log's first line;
 - a checkpoint.pt that loads (weights_only) as one of `mobilenet train`'s;
 - a format of its own, through the `marked` test its writer gives (a .tflite's metadata);
 or when it lies in a run folder, beside a checkpoint.pt that is ours by that test (the
@@ -24,7 +25,7 @@ from pathlib import Path
 from ..errors import BadArgument, MobileNetError, printable
 from ..files import FILE_LIMIT, PRODUCER, load_json_object, read_regular
 from .info import SAFETENSORS_FORMAT, ModelInfo
-from .names import CHECKPOINT, HISTORY
+from .names import CHECKPOINT, HISTORY, LOG, LOG_MARK
 
 PAGE_MARK = f'<meta name="generator" content="{PRODUCER}">'  # in the head of every page we write
 HEAD = 4096  # bytes of a page or a CSV file its mark must lie in
@@ -83,9 +84,11 @@ def _marked(path: Path) -> bool:
 
         with Image.open(path) as image:
             return image.format == "PNG" and image.info.get("Software") == PRODUCER
-    if suffix in (".html", ".csv"):
+    if suffix in (".html", ".csv", ".log"):
         with open(path, "rb") as f:
             head = f.read(HEAD).decode("utf-8", "replace")
+        if suffix == ".log":
+            return path.name == LOG and head.split("\n", 1)[0] == LOG_MARK
         return PAGE_MARK in head if suffix == ".html" else path.name == HISTORY and _history_header(head)
     return path.name == CHECKPOINT and _our_checkpoint(path)
 

@@ -3,12 +3,13 @@ the same lines in train.log, and the epochs' scalars in TensorBoard."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from ..errors import MobileNetError, printable
 from ..files import open_append
-from ..run.names import LOG
+from ..run.names import LOG, LOG_MARK
 
 SCALARS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")  # of a history row, for TensorBoard
 
@@ -25,6 +26,8 @@ class RunLog:
         self.tb = _tensorboard(out)
         self.path = out / LOG
         self.file = open_append(self.path)
+        if os.fstat(self.file.fileno()).st_size == 0:  # a new log: its mark first (run/ownership.py)
+            self._write(LOG_MARK)
 
     def close(self) -> None:
         if self.file:
@@ -38,11 +41,14 @@ class RunLog:
         line = printable(line)
         (print(line, file=sys.stderr) if err else self.say(line))
         if self.file:
-            try:
-                self.file.write(line + "\n")
-                self.file.flush()
-            except OSError as e:  # a full disk: say so; the checkpoint written before is intact
-                raise MobileNetError(f"cannot write {self.path}: {e.strerror}") from None
+            self._write(line)
+
+    def _write(self, line: str) -> None:
+        try:
+            self.file.write(line + "\n")
+            self.file.flush()
+        except OSError as e:  # a full disk: say so; the checkpoint written before is intact
+            raise MobileNetError(f"cannot write {self.path}: {e.strerror}") from None
 
     def scalars(self, row: dict) -> None:
         """An epoch's history row in TensorBoard."""

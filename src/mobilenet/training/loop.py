@@ -34,7 +34,7 @@ from ..run.folder import (
     write_history,
 )
 from ..run.info import ModelInfo
-from ..run.names import CHECKPOINT, CONFIG, RUN_FILES, WEIGHTS
+from ..run.names import CHECKPOINT, CONFIG, LOG, RUN_FILES, WEIGHTS
 from ..run.ownership import refuse_foreign
 from ..seeds import DROPOUT, ERASING, generator, mix
 from .build import Run, build_run, restore
@@ -82,7 +82,7 @@ def train(cfg: TrainConfig, resume: bool = False, log=print, progress: bool = Fa
             raise MobileNetError(f"--resume: {out / CHECKPOINT} not found; start a new run without --resume")
         if not resume:  # before the folder is made: nothing is left behind
             check_init(cfg.init)
-            refuse_foreign([out / name for name in RUN_FILES], "--out", cfg.force)
+            refuse_foreign([out / name for name in (*RUN_FILES, LOG)], "--out", cfg.force)  # train.log: appended
         make_dir(out)
     except BaseException:
         dist.close()
