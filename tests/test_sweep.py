@@ -268,8 +268,10 @@ def test_a_sweep_never_writes_outside_its_folder(reference, env, tmp_path):
     (lambda r: r.update(size_mb=[1.0]), "size_mb must be an object of finite numbers"),
     (lambda r: r.update(latency_ms={"onnxruntime": "fast"}), "latency_ms must be an object of finite numbers"),
     (lambda r: r.update(alpha=0.75), "alpha and rho must be 0.5 and 40"),
+    (lambda r: r.update(run="a0.5-r40\x1b[2J\npicked a0.25-r32"), "run must be 'a0.5-r40', the folder it is in"),
 ])
 def test_an_edited_point_record_is_one_line(reference, tmp_path, edit, words):
+    """One line naming the field, and nothing of what the record holds reaches the terminal raw."""
     from mobilenet.sweep.run import collect
 
     out = _copy(reference, tmp_path)
@@ -277,8 +279,9 @@ def test_an_edited_point_record_is_one_line(reference, tmp_path, edit, words):
     record = json.loads(path.read_text())
     edit(record)
     path.write_text(json.dumps(record))
-    with pytest.raises(MobileNetError, match="sweep_point.json: " + words.replace("(", "\\(")):
+    with pytest.raises(MobileNetError, match="sweep_point.json: " + words.replace("(", "\\(")) as found:
         collect(out, log=lambda _: None)
+    assert "\x1b" not in str(found.value) and "\n" not in str(found.value)
 
 
 @pytest.mark.fault
