@@ -7,19 +7,19 @@ import shutil
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
 
 from conftest import _exported
 
-RUNNER = "src/mobilenet/deploy/device_runner.py"
+RUNNER = Path(__file__).parents[1] / "src/mobilenet/deploy/device_runner.py"
 
 
 def _run(tmp_path, *argv, blocked=("mobilenet",)):
     """The runner copied alone to tmp_path and run there, with `blocked` modules unimportable."""
-    from pathlib import Path
-
     copy = tmp_path / "device_runner.py"
-    shutil.copy(Path(__file__).parents[1] / RUNNER, copy)
+    shutil.copy(RUNNER, copy)
     code = (f"import sys\nfor name in {list(blocked)!r}:\n    sys.modules[name] = None\n"
             f"sys.argv = [{str(copy)!r}, *{[str(a) for a in argv]!r}]\n"
             f"exec(compile(open({str(copy)!r}).read(), 'device_runner.py', 'exec'), {{'__name__': '__main__'}})\n")
@@ -47,3 +47,14 @@ def test_the_runner_times_each_runtimes_file_with_nothing_of_the_package(small_r
 def test_a_missing_runtime_names_its_package(onnx_file, tmp_path):
     code, found = _run(tmp_path, onnx_file, "onnxruntime", blocked=("mobilenet", "onnxruntime"))
     assert code == 1 and found["error"] == "missing" and found["package"] == "onnxruntime"
+
+
+def test_the_runner_ends_when_its_session_does(onnx_file, tmp_path):
+    """--watch-stdin: stdin closes when the SSH session that started it dies, and the runner
+    ends then, in the middle of runs that would otherwise go on for hours."""
+    from conftest import HANG
+
+    proc = subprocess.Popen([sys.executable, str(RUNNER), str(onnx_file), "onnxruntime", "--runs", "100000000",
+                             "--watch-stdin"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path.parent)
+    proc.stdin.close()
+    assert proc.wait(timeout=HANG) == 3 and proc.stdout.read() == b""
