@@ -215,8 +215,9 @@ MUTANTS = [
            "src/mobilenet/deploy/native.py", "    if batch is not None and not 1 <= batch <= batches:\n",
            "    if False:\n", [LT + "test_a_file_for_more_than_one_image_at_a_time_is_refused"]),
     Mutant("the probe waits as long for every file", "docs/guarantees.md A stranger's files",
-           "src/mobilenet/deploy/native.py", "    found = probe(data, name, child, engine, kind, again, probe_seconds(mult_adds))",
-           "    found = probe(data, name, child, engine, kind, again)",
+           "src/mobilenet/deploy/native.py",
+           '                  probe_seconds(info.model and cost_report(info.model)["mult_adds"]))',
+           "                  )",
            [T + "test_a_probe_that_runs_on_is_stopped_in_a_time_its_network_bounds"]),
     # --- mobilenet report --------------------------------------------------------------
     Mutant("the report does not escape", "report: a hostile folder cannot script the page", "src/mobilenet/report/html.py",

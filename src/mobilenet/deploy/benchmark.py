@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from ..errors import BadArgument, MobileNetError, NotInstalled
-from ..formats import RUNTIMES, file_runtimes, get_format, runtime_row
+from ..errors import MobileNetError, NotInstalled
+from ..formats import RUNTIMES, file_runtimes, get_format, runtime_for, runtime_row
 from ..machine import cpu_features, cpu_name  # noqa: F401 - benchmark.cpu_name for the scripts
 from ..net.cost import cost_report
 from ..net.model import MobileNetConfig, MobileNetV1
@@ -220,9 +220,8 @@ def bench_file(path, batch_sizes=(1, 16), runtimes=None, min_seconds: float = 1.
         raise MobileNetError(f"--model {path}: {found}; give a run folder, or an .onnx, .pte or .tflite file made "
                              "by `mobilenet export`")
     asked = fits if runtimes is None else list(dict.fromkeys(r.removesuffix("-int8") for r in runtimes))
-    wrong = [r for r in asked if r not in fits]
-    if wrong:
-        raise BadArgument(f"--model {path} runs with --runtime {' or '.join(fits)}, not {','.join(wrong)}")
+    for runtime in asked:
+        runtime_for(path, runtime)  # a runtime that does not run the file: one line, exit 2
     shown = bar(total=len(asked) + len(batch_sizes), desc="bench")
     loaded, missing = {}, []
     for runtime in asked:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import MobileNetError, NotInstalled, install_hint
 from ..files import load_json_object, read_regular
-from ..net.cost import cost_report, state_bytes
+from ..net.cost import state_bytes
 from ..report.metrics import check_scores
 from ..run.info import ModelInfo
 from .native import child_fails, detail, probe_file, probe_image, quiet_stderr
@@ -164,9 +164,8 @@ def probe(data: bytes, name, info: ModelInfo) -> dict:
     against `info` (native.probe_file): some damaged programs abort or segfault ExecuTorch's
     runtime, in XNNPACK. Its batch bound is at most MAX_BATCH, as this toolkit lowers it."""
     return probe_file(data, name, "mobilenet.deploy.executorch:_probe_child", "ExecuTorch's runtime",
-                      "ExecuTorch program", "export it again with `mobilenet export --format executorch`",
-                      info.input_shape, len(info.classes), MAX_BATCH,
-                      info.model and cost_report(info.model)["mult_adds"])
+                      "ExecuTorch program", "export it again with `mobilenet export --format executorch`", info,
+                      MAX_BATCH)
 
 
 def _probe_child() -> None:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import MobileNetError, NotInstalled, first_line, install_hint
 from ..files import FILE_LIMIT, PRODUCER, read_regular
-from ..net.cost import cost_report, state_bytes
+from ..net.cost import state_bytes
 from ..report.metrics import check_scores
 from ..run.info import ModelInfo
 from .native import child_fails, detail, probe_file, probe_image, quiet_stderr
@@ -162,7 +162,7 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
     if info.model and len(data) > 2 * state_bytes(info.model) + (16 << 20):
         raise MobileNetError(f"{path} is {len(data):,} bytes, more than the network its metadata names needs; {AGAIN}")
     probe_file(data, path, "mobilenet.deploy.litert:_probe_child", "LiteRT's interpreter", "LiteRT model", AGAIN,
-               info.input_shape, len(info.classes), 1, info.model and cost_report(info.model)["mult_adds"])
+               info, 1)
     return data, info
 
 

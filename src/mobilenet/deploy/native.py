@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MobileNetError, first_line, printable
+from ..net.cost import cost_report
+from ..run.info import ModelInfo
 
 PROBE_SECONDS = 300  # a probe of a file whose metadata does not name its network
 LOAD_SECONDS = 120  # a fresh interpreter, the runtime's import and the file's load, on a slow, busy CPU
@@ -89,12 +91,14 @@ def probe(data: bytes, name, child: str, engine: str, kind: str, again: str, sec
         raise MobileNetError(f"{name} is not a loadable {kind} (its probe gave no answer); {again}") from None
 
 
-def probe_file(data: bytes, name, child: str, engine: str, kind: str, again: str, wanted: tuple, classes: int,
-               batches: int, mult_adds: int | None) -> dict:
-    """probe()'s findings, held against the metadata: the file takes the input it prepares
-    (`wanted`: channels, height, width) in batches of at most `batches` images, or any batch;
-    one non-zero image gives `classes` finite scores; and all of it within probe_seconds."""
-    found = probe(data, name, child, engine, kind, again, probe_seconds(mult_adds))
+def probe_file(data: bytes, name, child: str, engine: str, kind: str, again: str, info: ModelInfo,
+               batches: int) -> dict:
+    """probe()'s findings, held against the file's metadata `info`: the file takes the input it
+    prepares in batches of at most `batches` images, or any batch; one non-zero image gives a
+    finite score for each class; and all of it within probe_seconds of its network."""
+    wanted, classes = info.input_shape, len(info.classes)
+    found = probe(data, name, child, engine, kind, again,
+                  probe_seconds(info.model and cost_report(info.model)["mult_adds"]))
     try:
         sizes, batch, scores, finite = found["input"], found["batch"], found["output"], found["finite"]
     except (KeyError, TypeError):
