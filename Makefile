@@ -32,6 +32,11 @@ $(TESTED): $(STAMP)
 		apt-get install -y -q chromium >/dev/null 2>&1 || \
 		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
 		echo "note: could not install chromium; the report's browser tests will be skipped"; fi
+	@# Debian's OpenSSH server: the device of the `bench --on` and `sweep --on` tests, on loopback.
+	@if [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q openssh-server >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null 2>&1; } || \
+		echo "note: could not install openssh-server; the device tests will be skipped"; fi
 	$(MAKE) --no-print-directory EXTRA='[test]' pip-install
 	touch $(TESTED)
 

@@ -266,3 +266,17 @@ def pte_int8_export(small_run, pte_export, tmp_path_factory):
 
     with converted_once(pte, "pte_bytes", small_run, pte_export[0].read_bytes()):
         return _exported(small_run, tmp_path_factory, "m.int8.pte", "executorch", int8=True)
+
+
+@pytest.fixture(scope="session")
+def ssh_device(tmp_path_factory):
+    """A real OpenSSH server on loopback (tests/sshd.py), one per worker, as the device of
+    `bench --on` and `sweep --on`; its Python is this one. CI installs openssh-server and
+    never skips these tests."""
+    import sshd
+
+    if not (shutil.which("sshd") or os.path.exists(sshd.SSHD)) or not shutil.which("ssh"):
+        unavailable("OpenSSH's server and client are needed: apt-get install openssh-server")
+    server = sshd.Server(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

@@ -34,7 +34,7 @@ def test_the_runner_times_each_runtimes_file_with_nothing_of_the_package(small_r
     path = onnx_file if fmt == "onnx" else _exported(small_run, tmp_path_factory, {
         "litert": "m.int8.tflite", "executorch": "m.pte"}[fmt], fmt, **({"int8": True} if fmt == "litert" else {}))[0]
     blocked = ("mobilenet",) if runtime == "executorch" else ("mobilenet", "torch")
-    code, found = _run(tmp_path, path, runtime, "--batch-size", "1,3", "--runs", "5", "--warmup", "1",
+    code, found = _run(tmp_path, path, runtime, "--batch-size", "1,3", "--threads", "1", "--runs", "5", "--warmup", "1",
                        blocked=blocked)
     assert code == 0, found
     assert [(r["batch_size"], r["threads"]) for r in found["rows"]] == [(1, 1), (3, 1)]

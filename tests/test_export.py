@@ -210,7 +210,7 @@ def test_bench_json_on_a_tiny_model():
     assert len(result["rows"]) == 6 and result["roofline_gflops"] > 0
     for row in result["rows"]:
         assert row["median_ms"] > 0 and row["images_per_s"] > 0 and row["mult_adds"] > 0 and row["iterations"] >= 10
-    assert result["machine"]["threads"] >= 1 and result["machine"]["torch"]
+    assert result["machine"]["threads"] >= 1 and result["machine"]["versions"]["torch"]
 
 
 def test_bench_times_each_exported_file_as_it_is(onnx_export, onnx_int8_export, pte_export, pte_int8_export):

@@ -290,4 +290,4 @@ def test_bench_has_litert_rows_and_int8_is_3_5_times_smaller_at_width_1():
     assert set(rows) == {(n, b) for n in ("litert", "litert-int8") for b in (1, 3)}
     assert all(row["images_per_s"] > 0 for row in rows.values())
     assert rows["litert", 1]["file_mb"] / rows["litert-int8", 1]["file_mb"] >= 3.5  # INT8_MIN_SHRINK
-    assert result["machine"]["ai-edge-litert"]
+    assert result["machine"]["versions"]["ai-edge-litert"]

@@ -145,7 +145,7 @@ def test_bench_has_openvino_rows():
     assert all(row["images_per_s"] > 0 and row["iterations"] >= 10 for row in rows.values())
     assert rows["openvino-int8"]["file_mb"] == rows["onnxruntime-int8"]["file_mb"]  # the same file
     assert rows["openvino"]["file_mb"] / rows["openvino-int8"]["file_mb"] >= 3
-    assert result["machine"]["openvino"]
+    assert result["machine"]["versions"]["openvino"]
 
 
 def test_bench_leaves_openvino_out_when_it_is_not_installed(monkeypatch):

@@ -16,14 +16,13 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 @pytest.fixture(scope="module")
 def small_report(small_run, tmp_path_factory):
-    """small_run's folder copied (train wrote its report), with an export and bench output beside it."""
+    """small_run's folder copied (train wrote its report), with an export and bench's kept timings beside it."""
     folder = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(small_run[0], folder)
     assert cli("export", "--model", str(folder)).returncode == 0
     r = cli("bench", "--model", str(folder), "--batch-size", "1", "--runtime", "torch,onnxruntime", "--seconds",
             "0.05", "--json")
-    assert r.returncode == 0, r.stderr
-    (folder / "bench.json").write_text(r.stdout)
+    assert r.returncode == 0 and (folder / "latency.json").is_file(), r.stderr
     r = cli("report", "--model", str(folder))
     assert r.returncode == 0 and r.stderr == "", r.stderr
     return folder
@@ -38,6 +37,7 @@ def test_the_page_has_every_section_and_embeds_everything(small_report):
     page = (small_report / "report.html").read_text()
     assert all(f'<section id="{s}">' in page for s in SECTIONS)
     assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert "<p>Latency (latency.json" in page  # bench's kept timings, a column per device
     assert page.count('src="data:image/png;base64,') >= 2 + 4  # two curves, and at least the right answers
     for needle in ("parameters", "mult-adds", "peak activation memory", "fashion", "train ", "test ", "sgd",
                    "the last epoch", "epochs,", "precision", "model.onnx", "ONNX",

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,43 @@ def test_budget_and_export_on_collect(reference, env, tmp_path):
     r = cli("sweep", "--collect", out, "--budget-ms", "0.001", env=env)
     assert r.returncode == 1 and "no point fits the budget" in r.stderr
     assert not os.path.lexists(out / "best")  # no pick of another budget is left standing
+
+
+def _point(out: Path, run: str) -> dict:
+    return json.loads((out / run / "sweep_point.json").read_text())
+
+
+def test_the_sweep_on_a_device_times_there_and_picks_on_its_latency(reference, env, tmp_path, ssh_device):
+    """`sweep --on`: every point's export timed on the device (here a loopback SSH server),
+    kept in its record so that the same command times nothing twice; another device's
+    columns join the first's; the pick under --budget-ms reads the device's latency."""
+    out = _copy(reference, tmp_path)
+    on = [*ssh_device.args(), "--python", sys.executable]
+    r = cli("sweep", "--out", out, *GRID, *on, "--device-name", "board", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("] batch 1 on board:") == 4 and "latency at batch 1 on board" in r.stdout
+    timed = {run: _point(out, run) for run in ORDER}
+    assert all(p["device_ms"]["board"]["onnxruntime"] > 0 for p in timed.values())
+    assert json.loads((out / "sweep.json").read_text())["latency_on"] == "board"
+    assert "onnxruntime ms on board" in (out / "report.html").read_text()
+    again = cli("sweep", "--out", out, *GRID, *on, "--device-name", "board", env=env)
+    assert again.returncode == 0 and "] batch 1 on" not in again.stdout, again.stderr
+    assert {run: _point(out, run) for run in ORDER} == timed
+    r = cli("sweep", "--collect", out, *on, "--device-name", "board2", "--seconds", "0.02", env=env)
+    assert r.returncode == 0 and r.stdout.count("] batch 1 on board2:") == 4, r.stderr
+    header = (out / "sweep.csv").read_text().splitlines()[0].split(",")
+    assert {"latency_ms_onnxruntime", "latency_ms_onnxruntime@board", "latency_ms_onnxruntime@board2"} <= set(header)
+    assert ssh_device.left() == []
+    # the most accurate point, made slow on the board only: the board's pick leaves it out, the host's keeps it
+    best = os.readlink(out / "best")
+    record = _point(out, best)
+    record["device_ms"]["board"]["onnxruntime"] = 1000.0
+    (out / best / "sweep_point.json").write_text(json.dumps(record))
+    r = cli("sweep", "--collect", out, *on, "--device-name", "board", "--budget-ms", "500", env=env)
+    assert r.returncode == 0 and os.readlink(out / "best") != best, r.stderr
+    assert "500 ms on onnxruntime on board" in r.stdout
+    r = cli("sweep", "--collect", out, "--budget-ms", "500", env=env)
+    assert r.returncode == 0 and os.readlink(out / "best") == best, r.stderr
 
 
 def _copy(reference, tmp_path) -> Path:

@@ -123,3 +123,14 @@ def shard(text):
     if not 0 <= index < count:
         raise argparse.ArgumentTypeError(f"{text!r}: I must be from 0 to N-1, e.g. 0/4")
     return index, count
+
+
+def device_options(p, what: str) -> None:
+    """--on DEST and what reaching it takes (bench, sweep)."""
+    p.add_argument("--on", metavar="DEST", help=f"a device reached by ssh (user@host, a Host of your SSH config, "
+                   f"ssh://user@host:port): {what}; it needs Python 3 with numpy and the runtime only")
+    p.add_argument("--ssh-config", metavar="FILE", help="with --on: the OpenSSH client config (ssh -F FILE; "
+                   "default: yours)")
+    p.add_argument("--python", default="python3", help="with --on: the device's Python (default python3)")
+    p.add_argument("--device-name", metavar="NAME", help="the name results are kept under (default: the device's "
+                   "host and CPU)")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 from ..errors import BadArgument, printable
 from ..formats import EXPORT_FORMATS, RUNTIMES
 from ..net.config import MobileNetConfig
-from .options import RESOLUTION, WIDTH, force_option, int_list, json_option, number, runtime_list
+from .options import RESOLUTION, WIDTH, device_options, force_option, int_list, json_option, number, runtime_list
 
 
 def _cmd_export(args) -> int:
@@ -75,32 +76,64 @@ def add_convert(sub) -> None:
 
 def _cmd_bench(args) -> int:
     from ..deploy.benchmark import bench, bench_file, format_table
+    from ..run.latency import keep_latency, kept_in
 
-    if args.model:
-        if args.width or args.resolution:
-            raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
-                              "from the model: give one or the other")
-    if args.model and not os.path.isdir(args.model):  # an exported file, timed as it is
-        result = bench_file(args.model, args.batch_size, args.runtime, args.seconds)
+    if args.model and (args.width or args.resolution):
+        raise BadArgument("--width and --resolution describe an untrained network; with --model they come "
+                          "from the model: give one or the other")
+    if args.threads and not args.on:
+        raise BadArgument("--threads goes with --on; here bench uses torch's threads (set OMP_NUM_THREADS)")
+    keep = kept_in(args.model) if args.model else None
+    if keep:
+        from ..run.ownership import refuse_foreign
+
+        refuse_foreign([keep / "latency.json"], "--model", args.force)  # before any timing
+    if args.on:
+        result = _bench_on(args)
+    elif args.model and not os.path.isdir(args.model):  # an exported file, timed as it is
+        result = bench_file(args.model, args.batch_size, args.runtime, args.seconds, name=args.device_name)
     elif args.model:
         from ..run.folder import load_model
 
         model, _ = load_model(args.model)
         result = bench(model=model, batch_sizes=args.batch_size, runtimes=args.runtime or RUNTIMES,
-                       min_seconds=args.seconds)
+                       min_seconds=args.seconds, name=args.device_name)
     else:
         config = MobileNetConfig(width_mult=args.width or 1.0, resolution=args.resolution or 224)
         result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime or RUNTIMES,
-                       min_seconds=args.seconds)
+                       min_seconds=args.seconds, name=args.device_name)
+    if keep:
+        keep_latency(keep, result, force=args.force)
     if args.json:
         print(json.dumps(result, indent=2))
     else:  # its notes quote runtimes' messages and the CPU's name: escaped line by line
         print("\n".join(printable(line) for line in format_table(result).splitlines()))
+        if keep:
+            print(printable(f"kept in {keep / 'latency.json'} under {result['device']!r}"))
     return 0
 
 
+def _bench_on(args) -> dict:
+    """Each exported file given (or every one in a run folder) timed on the device."""
+    from ..deploy.benchmark import bench_on
+    from ..deploy.remote import Device
+    from ..formats import title_of
+
+    if not args.model:
+        raise BadArgument("--on needs --model: an exported file (.onnx, .pte, .tflite) or a run folder with some")
+    device = Device(args.on, args.ssh_config, args.python, args.device_name)
+    if not os.path.isdir(args.model):
+        return bench_on(device, args.model, args.batch_size, args.runtime, args.threads, args.seconds)
+    files = sorted(f for f in Path(args.model).iterdir() if title_of(f) and f.is_file() and not f.is_symlink())
+    if not files:
+        raise BadArgument(f"--model {printable(args.model)}: no exported file there; `mobilenet export` one first")
+    results = [bench_on(device, f, args.batch_size, args.runtime, args.threads, args.seconds) for f in files]
+    return {**results[0], "file": None, "rows": [row for r in results for row in r["rows"]]}
+
+
 def add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="inference speed of each runtime against timm, on this machine")
+    p = sub.add_parser("bench", help="inference speed of each runtime against timm, on this machine or a device "
+                       "over SSH")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="a run folder, or an exported file (.onnx, .pte, .tflite) timed as it is; "
                                      "default: an untrained network of --width and --resolution")
@@ -111,5 +144,9 @@ def add_bench(sub) -> None:
                    help=f"comma-separated, any of {','.join(RUNTIMES)} (default all, or all that run the file)")
     p.add_argument("--seconds", type=number("seconds"), default=1.0,
                    help="timing per runtime and batch size, at least 10 runs (default 1)")
+    device_options(p, "time --model's exported files there (every one in a run folder), in each runtime it has")
+    p.add_argument("--threads", type=int_list, help="with --on: comma-separated thread counts (default: the "
+                   "device's cores)")
+    force_option(p, "a latency.json that mobilenet did not write")
     json_option(p)
     p.set_defaults(func=_cmd_bench)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..formats import EXPORT_FORMATS
 from ..training.config import TrainConfig, cli_fields
-from .options import list_of, number, option, runtime_list, shard
+from .options import device_options, list_of, number, option, runtime_list, shard
 
 SWEEP_TRAIN_OPTIONS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment", "dropout", "ema",
                        "random_erasing", "label_smoothing", "seed", "limit", "test_split", "val_split", "patience",
@@ -19,10 +19,15 @@ def _cmd_sweep(args) -> int:
     from ..sweep.run import SweepConfig, sweep
 
     train = TrainConfig(**{name: getattr(args, name) for name in SWEEP_TRAIN_OPTIONS})
+    device = None
+    if args.on:
+        from ..deploy.remote import Device
+
+        device = Device(args.on, args.ssh_config, args.python, args.device_name)
     sweep(SweepConfig(out=args.out or args.collect, train=train, widths=args.widths, resolutions=args.resolutions,
                       runtimes=tuple(args.runtime), int8=args.int8, seconds=args.seconds, budget_ms=args.budget_ms,
                       budget_mb=args.budget_mb, export=args.export, jobs=args.jobs, shard=args.shard,
-                      collect=bool(args.collect)))
+                      collect=bool(args.collect), device=device))
     return 0
 
 
@@ -51,6 +56,8 @@ def add_sweep(sub) -> None:
                    "first --runtime (default: no limit)")
     p.add_argument("--budget-mb", type=number("budget-mb"), metavar="Y", help="pick within Y MB of that runtime's "
                    "file (default: no limit)")
+    device_options(p, "time each point there instead (with --collect: the points it has not timed yet); its latency "
+                   "is then the table's, the picture's and --budget-ms's")
     p.add_argument("--export", choices=EXPORT_FORMATS, help="export the pick (int8 with --int8; default: none)")
     p.add_argument("--jobs", type=number("jobs"), default=1, help="points trained at once (default 1; on several "
                    "GPUs, one point per GPU in turn)")

@@ -15,6 +15,7 @@ import platform
 import statistics
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +27,8 @@ from ..net.cost import cost_report
 from ..net.model import MobileNetConfig, MobileNetV1
 from ..progress import bar
 from ..run.info import ModelInfo
+from .native import LOAD_SECONDS, probe_seconds
+from .remote import ABOUT_SECONDS as ABOUT_BOUND
 from .runtime import open_file, open_openvino, open_session
 
 
@@ -183,7 +186,8 @@ def _check_batches(batch_sizes) -> None:
 
 def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = None, batch_sizes=(1, 16),
           runtimes=RUNTIMES, min_seconds: float = 1.0, min_iters: int = 10,
-          calibration: np.ndarray | None = None, files: dict[str, bytes] | None = None) -> dict:
+          calibration: np.ndarray | None = None, files: dict[str, bytes] | None = None,
+          name: str | None = None) -> dict:
     """Time each runtime at each batch size; returns the table as plain data. `files`: a
     runtime's file already exported from `model`, timed as it is instead of exported again."""
     unknown = [r for r in runtimes if r not in RUNTIMES]
@@ -205,43 +209,122 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
         shown.update()
     sizes = {name: len(data) if data else None for name, data in prepared.items()}
     return _timed(model.config, {name: lambda x, name=name: _runner(name, model, x, prepared[name]) for name in order},
-                  sizes, batch_sizes, min_seconds, min_iters, shown)
+                  sizes, batch_sizes, min_seconds, min_iters, shown, name=name)
 
 
-def bench_file(path, batch_sizes=(1, 16), runtimes=None, min_seconds: float = 1.0, min_iters: int = 10) -> dict:
-    """Time an exported file (.onnx, .pte, .tflite) as it is, in each runtime that runs its
-    format, or in those of `runtimes` (names with or without "-int8": the file says which it
-    is). Each loads it as predict does, with its checks; a row is named "<runtime>-int8" for
-    an int8 file. The table has bench's shape."""
-    _check_batches(batch_sizes)
+def _exported_file(path, runtimes) -> tuple[list[str], list[str] | None]:
+    """The runtimes that run the file, and those asked for (None: all of them, leaving out
+    the ones not installed); one line for a path that is no exported file, or a runtime
+    that does not run it."""
     fits = file_runtimes(path)
     if not fits:
         found = "not an exported file" if os.path.exists(path) else "no such folder or file"
         raise MobileNetError(f"--model {path}: {found}; give a run folder, or an .onnx, .pte or .tflite file made "
                              "by `mobilenet export`")
-    asked = fits if runtimes is None else list(dict.fromkeys(r.removesuffix("-int8") for r in runtimes))
-    for runtime in asked:
+    asked = None if runtimes is None else list(dict.fromkeys(r.removesuffix("-int8") for r in runtimes))
+    for runtime in asked or []:
         runtime_for(path, runtime)  # a runtime that does not run the file: one line, exit 2
-    shown = bar(total=len(asked) + len(batch_sizes), desc="bench")
-    loaded, missing = {}, []
-    for runtime in asked:
+    return fits, asked
+
+
+def _named_network(path, cfg: MobileNetConfig | None) -> MobileNetConfig:
+    if cfg is None:
+        raise MobileNetError(f"--model {path}: its metadata does not name the network, so its cost is unknown; "
+                             "export it again with `mobilenet export`")
+    return cfg
+
+
+def bench_file(path, batch_sizes=(1, 16), runtimes=None, min_seconds: float = 1.0, min_iters: int = 10,
+               name: str | None = None) -> dict:
+    """Time an exported file (.onnx, .pte, .tflite) as it is, in each runtime that runs its
+    format, or in those of `runtimes` (names with or without "-int8": the file says which it
+    is). Each loads it as predict does, with its checks; a row is named "<runtime>-int8" for
+    an int8 file. The table has bench's shape."""
+    _check_batches(batch_sizes)
+    fits, asked = _exported_file(path, runtimes)
+    shown = bar(total=len(asked or fits) + len(batch_sizes), desc="bench")
+    loaded, missing, load_seconds = {}, [], {}
+    for runtime in asked or fits:
         try:
+            start = time.perf_counter()
             model = open_file(path, runtime, torch.get_num_threads())
-            loaded[f"{runtime}-int8" if model.int8 else runtime] = model
+            row = f"{runtime}-int8" if model.int8 else runtime
+            loaded[row], load_seconds[row] = model, time.perf_counter() - start
         except NotInstalled as e:  # as bench leaves out an extra that is not installed, unless it was asked for
-            if runtimes is not None:
+            if asked is not None:
                 raise
             missing.append(e)
         shown.update()
     if not loaded:
         raise missing[0]
-    cfg = next(iter(loaded.values())).info.model
-    if cfg is None:
-        raise MobileNetError(f"--model {path}: its metadata does not name the network, so its cost is unknown; "
-                             "export it again with `mobilenet export`")
+    cfg = _named_network(path, next(iter(loaded.values())).info.model)
     return _timed(cfg, {name: _file_runner(model) for name, model in loaded.items()},
                   dict.fromkeys(loaded, os.path.getsize(path)), batch_sizes, min_seconds, min_iters, shown,
-                  file=str(path))
+                  file=str(path), name=name, load_seconds=load_seconds)
+
+
+def bench_on(device, path, batch_sizes=(1, 16), runtimes=None, threads=None, min_seconds: float = 1.0,
+             min_iters: int = 10) -> dict:
+    """bench_file on another machine: the file timed there by deploy/device_runner.py over
+    SSH (deploy/remote.Device), in each runtime the device has (or those asked for), at each
+    batch size and thread count. The table has bench's shape; roofline and timm are the
+    host's business, so None."""
+    from .device_runner import PACKAGES
+    from .remote import DeviceMissing
+
+    _check_batches(batch_sizes)
+    fits, asked = _exported_file(path, runtimes)
+    data, info, int8 = read_exported(path)
+    cfg = _named_network(path, info.model)
+    about = device.describe()
+    cost = cost_report(cfg)
+    # a bound no device is slower than: each call of each batch at the slowest pace, runs and warm-up
+    calls = (min_iters + 4) * len(threads or [1])
+    timeout = 2 * ABOUT_BOUND + calls * sum(probe_seconds(cost["mult_adds"] * b) - LOAD_SECONDS
+                                            for b in batch_sizes) + 2 * min_seconds * len(batch_sizes)
+    rows, missing, versions = [], [], {}
+    shown = bar(total=len(asked or fits), desc=f"bench on {device.name}")
+    for runtime in asked or fits:
+        try:
+            found = device.time(data, Path(path).suffix, runtime, batch_sizes, threads, min_iters, min_seconds,
+                                timeout)
+        except DeviceMissing as e:
+            if asked is not None:
+                raise
+            missing.append(e)
+            shown.update()
+            continue
+        versions[PACKAGES[runtime]] = found["device"].get("runtime_version")
+        for r in found["rows"]:
+            rows.append(_row(f"{runtime}-int8" if int8 else runtime, r["batch_size"], cost,
+                             r["median_ms"], threads=r["threads"],
+                             p10_ms=r["p10_ms"], p90_ms=r["p90_ms"], iterations=r["runs"],
+                             load_seconds=r["load_seconds"], first_run_ms=r["first_run_ms"],
+                             peak_memory_mb=found.get("peak_memory_mb"), file_mb=len(data) / 1e6,
+                             file=Path(path).name))
+        shown.update()
+    shown.close()
+    if not rows:
+        raise missing[0]
+    machine = _machine(name=device.name, host=about.get("host"), cpu=about.get("cpu"), isa=about.get("isa"),
+                       arch=about.get("arch"), system=about.get("system"), cores=about.get("cores"),
+                       threads=rows[0]["threads"], python=about.get("python"), governor=about.get("governor"),
+                       temperature_c=about.get("temperature_c"), versions={"numpy": about.get("numpy"), **versions},
+                       platform=None, ssh=device.dest)
+    return _result(cfg, rows, None, machine, file=str(path))
+
+
+def read_exported(path) -> tuple[bytes, ModelInfo, bool]:
+    """An exported file's bytes, metadata and int8 flag, read and checked here without
+    running it (the device runs it): no runtime needed on this machine but for ONNX."""
+    suffix = Path(path).suffix
+    if suffix == ".pte":
+        from .executorch import read_file
+    elif suffix == ".tflite":
+        from .litert import read_file
+    else:
+        from .runtime import read_onnx as read_file
+    return read_file(Path(path))
 
 
 def _file_runner(model):
@@ -252,45 +335,77 @@ def _file_runner(model):
     return runner
 
 
+ROW_KEYS = ("file", "runtime", "batch_size", "threads", "median_ms", "p10_ms", "p90_ms", "images_per_s", "iterations",
+            "load_seconds", "first_run_ms", "peak_memory_mb", "file_mb", "params", "mult_adds", "gflops",
+            "roofline_pct", "speedup_vs_timm")
+MACHINE_KEYS = ("name", "host", "cpu", "isa", "arch", "system", "cores", "threads", "python", "governor",
+                "temperature_c", "versions", "platform", "ssh")
+
+
+def _row(runtime: str, batch: int, cost: dict, median_ms: float, **found) -> dict:
+    """One row of bench's table, the same keys wherever it was timed (None where unknown)."""
+    gflops = 2 * cost["mult_adds"] * batch / (median_ms / 1000) / 1e9
+    row = {"runtime": runtime, "batch_size": batch, "median_ms": median_ms, "images_per_s": 1000 * batch / median_ms,
+           "params": None if runtime == "timm" else cost["params"],  # timm: its own module
+           "mult_adds": cost["mult_adds"], "gflops": gflops, **found}
+    return {k: row.get(k) for k in ROW_KEYS}
+
+
+def _machine(**found) -> dict:
+    return {k: found.get(k) for k in MACHINE_KEYS}
+
+
+def _result(cfg: MobileNetConfig, rows: list[dict], roofline: float | None, machine: dict, file: str | None) -> dict:
+    return {"model": cfg.to_dict(), "file": file, "device": machine["name"], "rows": rows,
+            "roofline_gflops": roofline, "machine": machine, "date": time.strftime("%Y-%m-%d")}
+
+
+def local_name() -> str:
+    """This machine's name for its kept results, as a device's: its host and CPU."""
+    return f"{platform.node()} ({cpu_name()})"
+
+
 def _timed(cfg: MobileNetConfig, runners: dict, sizes: dict, batch_sizes, min_seconds: float, min_iters: int, shown,
-           **about) -> dict:
+           file: str | None = None, name: str | None = None, load_seconds: dict | None = None) -> dict:
     """bench's table: runners[name](x) gives a function that runs the batch x once; each is
     warmed up and timed at each batch size, interleaved with the others."""
     cost = cost_report(cfg)
     roofline = matmul_gflops(seconds=min(0.5, min_seconds))
+    threads = torch.get_num_threads()
     rows = []
     for batch in batch_sizes:
         x = torch.randn(batch, cfg.in_channels, cfg.resolution, cfg.resolution)
-        runs, memory = {}, {}
+        runs, memory, first = {}, {}, {}
         with torch.inference_mode():
-            for name, runner in runners.items():
+            for runtime, runner in runners.items():
                 with _PeakMemory() as peak:
-                    runs[name] = runner(x)
-                    for _ in range(3):  # warm-up, inside the memory window: first runs allocate
-                        runs[name]()
-                memory[name] = peak.mb
+                    runs[runtime] = runner(x)
+                    start = time.perf_counter()
+                    runs[runtime]()
+                    first[runtime] = 1000 * (time.perf_counter() - start)
+                    for _ in range(2):  # warm-up, inside the memory window: first runs allocate
+                        runs[runtime]()
+                memory[runtime] = peak.mb
             times = _interleaved(runs, min_seconds * len(runs), min_iters)
         reference = statistics.median(times["timm"]) if "timm" in times else None
-        for name in runners:
-            ms = 1000 * statistics.median(times[name])
-            gflops = 2 * cost["mult_adds"] * batch / (ms / 1000) / 1e9
-            rows.append({"runtime": name, "batch_size": batch, "median_ms": ms, "images_per_s": 1000 * batch / ms,
-                         "iterations": len(times[name]), "peak_memory_mb": memory[name],
-                         "file_mb": sizes[name] / 1e6 if sizes[name] else None,
-                         "params": None if name == "timm" else cost["params"],  # timm: its own module
-                         "mult_adds": cost["mult_adds"], "gflops": gflops, "roofline_pct": 100 * gflops / roofline,
-                         "speedup_vs_timm": 1000 * reference / ms if reference else None})
+        for runtime in runners:
+            ms = [1000 * t for t in times[runtime]]
+            p10, median, p90 = np.percentile(ms, [10, 50, 90])
+            rows.append(_row(runtime, batch, cost, float(median), threads=threads, p10_ms=float(p10),
+                             p90_ms=float(p90), iterations=len(ms), load_seconds=(load_seconds or {}).get(runtime),
+                             first_run_ms=first[runtime], peak_memory_mb=memory[runtime],
+                             file_mb=sizes[runtime] / 1e6 if sizes[runtime] else None,
+                             roofline_pct=100 * 2 * cost["mult_adds"] * batch / (median / 1000) / 1e9 / roofline,
+                             speedup_vs_timm=1000 * reference / median if reference else None,
+                             file=Path(file).name if file else None))
         shown.update()
     shown.close()
-    return {
-        "model": cfg.to_dict(), **about, "rows": rows, "roofline_gflops": roofline,
-        "machine": {"cpu": cpu_name(), "isa": cpu_features(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
-                    "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": _version("onnxruntime"),
-                    "openvino": _version("openvino"), "executorch": _version("executorch"), "timm": _version("timm"),
-                    "ai-edge-litert": _version("ai-edge-litert"),
-                    "platform": platform.platform()},
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    versions = {p: _version(p) for p in ("torch", "onnxruntime", "openvino", "executorch", "ai-edge-litert", "timm",
+                                         "numpy")}
+    machine = _machine(name=name or local_name(), host=platform.node(), cpu=cpu_name(), isa=cpu_features(),
+                       arch=platform.machine(), system=platform.system(), cores=os.cpu_count(), threads=threads,
+                       python=platform.python_version(), versions=versions, platform=platform.platform())
+    return _result(cfg, rows, roofline, machine, file)
 
 
 def _version(package: str) -> str | None:
@@ -303,20 +418,22 @@ def _version(package: str) -> str | None:
 
 
 def format_table(result: dict) -> str:
-    m, cfg = result["machine"], result["model"]
+    m, cfg, v = result["machine"], result["model"], result["machine"]["versions"]
     lines = [f"timed as it is: {result['file']}"] if result.get("file") else []
+    where = f"on {m['name']} over SSH" if m.get("ssh") else m["name"]
     lines += [f"MobileNet V1 α={cfg['width_mult']} {cfg['resolution']}×{cfg['resolution']}×{cfg['in_channels']}, "
-              f"{cfg['num_classes']} classes; {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), {m['threads']} threads; torch {m['torch']}, "
-              f"onnxruntime {m['onnxruntime']}, openvino {m.get('openvino')}, executorch {m.get('executorch')}, "
-              f"ai-edge-litert {m.get('ai-edge-litert')}, "
-              f"timm {m['timm']}",
-              f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s", "",
-              f"{'runtime':<17} {'batch':>5} {'ms/batch':>9} {'images/s':>9} {'GFLOP/s':>8} {'roofline':>8} "
-              f"{'peak MB':>8} {'file MB':>8} {'vs timm':>8}"]
+              f"{cfg['num_classes']} classes; {where}: {m['cpu']} ({' '.join(m.get('isa') or ['no AVX2'])}), "
+              f"{m['cores']} cores; " + ", ".join(f"{k} {val}" for k, val in v.items() if val)]
+    if result["roofline_gflops"]:
+        lines.append(f"roofline: float32 matmul {result['roofline_gflops']:.1f} GFLOP/s")
+    lines += ["", f"{'runtime':<17} {'batch':>5} {'threads':>7} {'ms/batch':>9} {'p10-p90 ms':>15} {'images/s':>9} "
+              f"{'GFLOP/s':>8} {'roofline':>8} {'peak MB':>8} {'file MB':>8} {'vs timm':>8}"]
     for r in result["rows"]:
         mem = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}"
         size = "-" if r.get("file_mb") is None else f"{r['file_mb']:.2f}"
         vs = "-" if r["speedup_vs_timm"] is None else f"{r['speedup_vs_timm']:.2f}×"
-        lines.append(f"{r['runtime']:<17} {r['batch_size']:>5} {r['median_ms']:>9.2f} {r['images_per_s']:>9.1f} "
-                     f"{r['gflops']:>8.1f} {r['roofline_pct']:>7.1f}% {mem:>8} {size:>8} {vs:>8}")
+        roof = "-" if r["roofline_pct"] is None else f"{r['roofline_pct']:.1f}%"
+        spread = f"{r['p10_ms']:.2f}-{r['p90_ms']:.2f}"
+        lines.append(f"{r['runtime']:<17} {r['batch_size']:>5} {r['threads']:>7} {r['median_ms']:>9.2f} {spread:>15} "
+                     f"{r['images_per_s']:>9.1f} {r['gflops']:>8.1f} {roof:>8} {mem:>8} {size:>8} {vs:>8}")
     return "\n".join(lines)

@@ -141,8 +141,16 @@ class PteModel:
 
 
 def _open_file(path: Path) -> tuple[bytes, ModelInfo, bool]:
-    """A .pte's bytes, metadata and int8 flag, checked: the sidecar names the program's
-    SHA-256, and the program, probed in a child, takes the input the sidecar prepares."""
+    """A .pte's bytes, metadata and int8 flag, checked: read_file's checks, and the program,
+    probed in a child, takes the input the sidecar prepares."""
+    data, info, int8 = read_file(path)
+    probe(data, path, info)
+    return data, info, int8
+
+
+def read_file(path: Path) -> tuple[bytes, ModelInfo, bool]:
+    """A .pte's bytes, metadata and int8 flag, without running it: the sidecar names the
+    program's SHA-256."""
     found = _read_sidecar(path)
     meta = sidecar(path)
     try:
@@ -155,7 +163,6 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo, bool]:
     if found.get("sha256") not in (None, hashlib.sha256(data).hexdigest()):
         raise MobileNetError(f"{path} is not the program {meta.name} describes (its SHA-256 differs): "
                              "the file was changed or damaged; export it again")
-    probe(data, path, info)
     return data, info, found.get("int8") is True
 
 

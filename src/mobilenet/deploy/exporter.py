@@ -168,8 +168,13 @@ def _checks(model: nn.Module, info: ModelInfo, count: int, int8: bool, log) -> d
         return {kind: (x.numpy(), model(x).numpy()) for kind, x in inputs.items()}
 
 
+def export_path(model_dir, fmt: str, int8: bool) -> Path:
+    """Where export writes when no --output is given."""
+    return Path(model_dir) / f"model{'.int8' if int8 else ''}{get_format(fmt).suffix}"
+
+
 def _output(model_dir, output, fmt: str, int8: bool) -> Path:
-    output = Path(output) if output else Path(model_dir) / f"model{'.int8' if int8 else ''}{get_format(fmt).suffix}"
+    output = Path(output) if output else export_path(model_dir, fmt, int8)
     if not output.parent.is_dir():
         raise MobileNetError(f"--output {output}: folder {output.parent} does not exist")
     if not os.access(output.parent, os.W_OK):

@@ -146,8 +146,17 @@ def is_ours(path: Path) -> bool:
 
 
 def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
-    """A .tflite's bytes and metadata, checked: the file is no larger than its network
-    needs, and the interpreter, probed in a child, takes the input the metadata prepares."""
+    """A .tflite's bytes and metadata, checked: read_file's checks, and the interpreter,
+    probed in a child, takes the input the metadata prepares."""
+    data, info, _ = read_file(path)
+    probe_file(data, path, "mobilenet.deploy.litert:_probe_child", "LiteRT's interpreter", "LiteRT model", AGAIN,
+               info, 1)
+    return data, info
+
+
+def read_file(path: Path) -> tuple[bytes, ModelInfo, bool]:
+    """A .tflite's bytes, metadata and int8 flag, without running it: the file is no larger
+    than its network needs."""
     try:
         data = read_regular(path, FILE_LIMIT, "--model")
     except FileNotFoundError:
@@ -161,9 +170,7 @@ def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
         raise MobileNetError(f"{path}: its metadata does not describe the network ({e}); {AGAIN}") from None
     if info.model and len(data) > 2 * state_bytes(info.model) + (16 << 20):
         raise MobileNetError(f"{path} is {len(data):,} bytes, more than the network its metadata names needs; {AGAIN}")
-    probe_file(data, path, "mobilenet.deploy.litert:_probe_child", "LiteRT's interpreter", "LiteRT model", AGAIN,
-               info, 1)
-    return data, info
+    return data, info, read_metadata(data, path).get("int8") is True
 
 
 def _probe_child() -> None:

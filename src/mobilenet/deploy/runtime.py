@@ -175,6 +175,12 @@ def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVA
         yield (np.stack(arrays) if arrays else None), np.asarray(labels, np.int64), bad
 
 
+def read_onnx(path: Path) -> tuple[bytes, ModelInfo, bool]:
+    """An .onnx file's bytes, metadata and int8 flag, checked as OnnxModel checks it."""
+    model = OnnxModel(path, 1)
+    return read_regular(path, FILE_LIMIT, "--model"), model.info, model.int8
+
+
 def open_file(path, runtime: str, threads: int | None = None):
     """An exported file in its runtime: OnnxModel (onnxruntime), OpenVinoModel (openvino),
     pte.PteModel (executorch) or litert.LiteRtModel (litert), each with .info, .classes, .spec,

@@ -19,23 +19,23 @@ import numpy as np
 import torch
 
 from ..data.augment import choice_line
-from ..errors import MobileNetError
-from ..files import read_json_object, read_regular
+from ..errors import MobileNetError, printable
+from ..files import read_regular
 from ..formats import title_of
 from ..limits import finite_number
 from ..net.activation_maps import cam
 from ..net.cost import cost_report, state_bytes
 from ..run.folder import load_model, read_exports
+from ..run.latency import ROW, read_latency
 from ..run.info import ModelInfo
 from ..run.names import REPORT
 from ..run.ownership import refuse_foreign
-from .html import escape, html_page, number, png_uri, table, write_page
+from .html import as_float, escape, html_page, number, png_uri, table, write_page
 from .scan import checkpoint_state, open_data, scan
 
 IMBALANCE = 5.0  # the largest training class over the smallest that earns a warning
 TILE = 112  # pixels of each shown image and of its map
 EXPORT_ROOM = 16 << 20  # beyond twice the weights: a program's code and metadata
-BENCH = "bench.json"  # `mobilenet bench --model DIR --json > DIR/bench.json`
 
 
 def report(model_dir, out=None, data: str | None = None, workers: int | None = None, source=None,
@@ -241,7 +241,7 @@ def _exports(model_dir: Path, config) -> str:
     rows = [[p.name, title_of(p),
              f"{p.stat().st_size / 1e6:.2f} MB", _check_line(records.get(p.name), p, limit)] for p in files]
     found = table(["file", "format", "size", "check"], rows) if rows else "<p>None yet: `mobilenet export`.</p>"
-    return found + _bench(read_json_object(model_dir / BENCH))
+    return found + latency_table(read_latency(model_dir))
 
 
 def _check_line(record, path: Path, limit: int) -> str:
@@ -268,15 +268,21 @@ def _check_line(record, path: Path, limit: int) -> str:
     return line
 
 
-def _bench(result) -> str:
-    rows = result.get("rows") if isinstance(result, dict) else None
-    if not isinstance(rows, list):
+def latency_table(devices: dict[str, dict]) -> str:
+    """latency.json as one table: a row per file, runtime, batch size and threads, a column
+    of median milliseconds per device."""
+    if not devices:
         return ""
-    keys = ("runtime", "batch_size", "median_ms", "images_per_s", "file_mb", "speedup_vs_timm")
-    cells = [[number(r.get(k)) for k in keys] for r in rows if isinstance(r, dict)]
-    machine = result.get("machine") if isinstance(result.get("machine"), dict) else {}
-    return (f"<p>Speed ({escape(BENCH)}: `mobilenet bench`, {escape(machine.get('cpu', 'machine not given'))}):</p>"
-            + table(["runtime", "batch", "ms per batch", "images/s", "file MB", "× timm"], cells,
-                     numeric={1, 2, 3, 4, 5}))
+    names = list(devices)
+    cells: dict[tuple, dict] = {}
+    for name, entry in devices.items():
+        for r in entry["rows"]:
+            key = tuple(printable(str(r.get(k) if r.get(k) is not None else "-")) for k in ROW)
+            cells.setdefault(key, {})[name] = r.get("median_ms")
+    rows = [[*key, *(number(as_float(by.get(n))) if by.get(n) is not None else "-" for n in names)]
+            for key, by in sorted(cells.items())]
+    return ("<p>Latency (latency.json: `mobilenet bench --model`, and `--on DEST` for a device), median ms per "
+            "batch:</p>" + table(["file", "runtime", "batch", "threads", *map(printable, names)], rows,
+                                  numeric=set(range(2, 4 + len(names)))))
 
 

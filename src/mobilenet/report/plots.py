@@ -106,15 +106,16 @@ def _log_axis(axis) -> None:
     axis.set_minor_formatter(plain)
 
 
-def plot_tradeoff(rows: list[dict], runtime: str, out: Path) -> None:
+def plot_tradeoff(rows: list[dict], runtime: str, out: Path, on: str | None = None) -> None:
     """A sweep's pictures, validation accuracy against: mult-adds on a log axis, one line
     per α (the paper's Figure 4); parameters on a log axis, one line per ρ (Figure 5); and
-    `runtime`'s batch-1 latency, with the Pareto front."""
+    `runtime`'s batch-1 latency, with the Pareto front: this machine's, or device `on`'s."""
     plt = _pyplot()
     acc = lambda r: 100 * r["val_acc"]  # noqa: E731
+    where = f" on {printable(on)}" if on else ""
     specs = (("tradeoff_macs", "alpha", lambda r: r["mult_adds"] / 1e6, "mult-adds (millions, log scale)", "α"),
              ("tradeoff_params", "rho", lambda r: r["params"] / 1e6, "parameters (millions, log scale)", "ρ"),
-             ("tradeoff_latency", "alpha", lambda r: r["latency_ms"][runtime], f"{runtime} latency at batch 1 (ms)", "α"))
+             ("tradeoff_latency", "alpha", lambda r: r["latency_ms"][runtime], f"{runtime} latency at batch 1 (ms){where}", "α"))
     for name, group, x, xlabel, symbol in specs:
         fig, ax = plt.subplots(figsize=(6, 4))
         for value in sorted({r[group] for r in rows}, reverse=True):

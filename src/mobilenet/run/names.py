@@ -7,3 +7,4 @@ LOG_MARK = "# mobilenet train log: the run's lines as they were shown"  # train.
 METRICS, CONFUSION = "metrics.json", "confusion_matrix.png"  # what evaluate writes
 RUN_FILES = (CHECKPOINT, WEIGHTS, CONFIG, HISTORY, *CURVES, REPORT)  # what a run writes (atomically, see files.py)
 EXPORTS = "exports.json"  # what `export` checked of each file beside the model, by file name
+LATENCY = "latency.json"  # each device's bench timings of the model, by device name

@@ -11,7 +11,7 @@ from ..files import read_json_object
 from ..report.html import as_float, escape, html_page, number, percent, png_file_uri, table, write_page
 from ..run.names import REPORT
 from ..run.ownership import refuse_foreign
-from .records import BEST, PLAN
+from .records import BEST, DEVICE_MS, PLAN
 
 TABLE = "sweep.json"  # what `sweep --collect` writes
 
@@ -60,9 +60,16 @@ def _listed(plan: dict, key: str) -> list[str]:
     return [str(v) for v in plan[key]] if isinstance(plan.get(key), list) else []
 
 
+def _times(point: dict, device: str) -> dict:
+    times = point[DEVICE_MS].get(device) if isinstance(point.get(DEVICE_MS), dict) else None
+    return times if isinstance(times, dict) else {}
+
+
 def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None) -> str:
     runtimes = _listed(plan, "runtimes")
-    head = ["point", "α", "ρ", "mult-adds (M)", "parameters", "validation", "test", *(f"{r} ms" for r in runtimes)]
+    devices = sorted({str(d) for p in points if isinstance(p.get(DEVICE_MS), dict) for d in p[DEVICE_MS]})
+    head = ["point", "α", "ρ", "mult-adds (M)", "parameters", "validation", "test", *(f"{r} ms" for r in runtimes),
+            *(f"{r} ms on {d}" for d in devices for r in runtimes)]
     rows = []
     for p in sorted(points, key=lambda p: (-as_float(p.get("alpha")), -as_float(p.get("rho")))):
         run = str(p.get("run"))
@@ -72,7 +79,8 @@ def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None)
         latency = p.get("latency_ms") if isinstance(p.get("latency_ms"), dict) else {}
         cells = [p.get("alpha"), p.get("rho"), f"{as_float(p.get('mult_adds')) / 1e6:.2f}", p.get("params"),
                  percent(p.get("val_acc")), percent(p.get("test_acc")),
-                 *(number(as_float(latency.get(r))) for r in runtimes)]
+                 *(number(as_float(latency.get(r))) for r in runtimes),
+                 *(number(as_float(_times(p, d).get(r))) for d in devices for r in runtimes)]
         rows.append(f"<tr><td>{name}</td>" + "".join(f"<td class=n>{escape(c)}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{escape(h)}</th>" for h in head)
     return (f"<div class=scroll><table><tr>{header}</tr>{''.join(rows)}</table></div>"

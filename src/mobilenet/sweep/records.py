@@ -30,6 +30,7 @@ TRAINED = {"alpha": float, "rho": int, "params": int, "mult_adds": int, "peak_ac
            "val_acc": float, "test_acc": float, "test_loss": float, "kept_epoch": int, "epochs": int,
            "train_seconds": float, "size_mb": dict}
 TIMED = {"latency_ms": dict}
+DEVICE_MS = "device_ms"  # {device name: {runtime: ms}}: `sweep --on`'s times, each device's own
 
 
 def point_name(alpha: float, rho: int) -> str:
@@ -90,6 +91,11 @@ def read_point(out: Path, p: tuple[float, int]) -> dict | None:
         raise MobileNetError(f"{where}: run must be {point_name(*p)!r}, the folder it is in; {AGAIN}")
     for key, kind in {**TRAINED, **(TIMED if "latency_ms" in record else {})}.items():
         _field(where, key, record.get(key), kind)
+    devices = record.get(DEVICE_MS, {})
+    if not isinstance(devices, dict) or not all(isinstance(k, str) for k in devices):
+        raise MobileNetError(f"{where}: {DEVICE_MS} must map device names to times; {AGAIN}")
+    for name, times in devices.items():
+        _field(where, f"{DEVICE_MS}: {printable(name)[:40]}", times, dict)
     if "test_acc_int8" in record:
         _field(where, "test_acc_int8", record["test_acc_int8"], float)
     if (record["alpha"], record["rho"]) != p:

@@ -5,7 +5,9 @@ Each grid point (α, ρ) is an ordinary run folder DIR/a{α}-r{ρ}. A point is d
 phases, each recorded in the folder's sweep_point.json, so that the sweep resumes as a
 whole after a kill: training (with --resume semantics when a checkpoint is there), the
 test split's evaluation and the exports; then latency at batch 1, timed by `bench` with
-nothing else of the sweep running. DIR/sweep_plan.json holds what every point shares;
+nothing else of the sweep running, or with --on on the user's device over SSH (each
+device's times kept in the record under its name, so the host's and several devices'
+columns stand side by side). DIR/sweep_plan.json holds what every point shares;
 shards (--shard I/N) write into one DIR and `collect` merges their points.
 
 The pick looks at validation accuracy only: the test split never chooses.
@@ -25,13 +27,14 @@ from ..errors import BadArgument, Interrupted, MobileNetError, printable
 from ..files import (
     JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_json_object, read_regular,
 )
-from ..formats import EXPORT_FORMATS, size_key
+from ..formats import EXPORT_FORMATS, runtime_row, size_key
 from ..net.cost import cost_report
 from ..run.names import CHECKPOINT, EXPORTS, HISTORY, WEIGHTS
 from ..training.config import TrainConfig
 from .page import TABLE, sweep_report
 from .records import (
-    PLAN, POINT, SWEEP_RUNTIMES, check_grid, link_best, point_dir, point_name, points, read_plan, read_point, unlink_best,
+    DEVICE_MS, PLAN, POINT, SWEEP_RUNTIMES, check_grid, link_best, point_dir, point_name, points, read_plan, read_point,
+    unlink_best,
 )
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)  # the paper's α
@@ -57,6 +60,7 @@ class SweepConfig:
     jobs: int = 1  # points trained at once
     shard: tuple[int, int] = (0, 1)  # (I, N): every N-th point from the I-th
     collect: bool = False  # only merge the points already in `out`
+    device: object = None  # deploy.remote.Device: time on it, and pick on its latency
 
     def validate(self) -> None:
         if not self.collect:
@@ -92,7 +96,7 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
     cfg.validate()
     out = Path(cfg.out)
     if cfg.collect:
-        return collect(out, cfg.budget_ms, cfg.budget_mb, cfg.export, log)
+        return collect(out, cfg.budget_ms, cfg.budget_mb, cfg.export, log, cfg.device, cfg.seconds)
     plan = _open_plan(out, cfg.plan())
     mine = points(plan)[cfg.shard[0]::cfg.shard[1]]
     todo = [p for p in mine if read_point(out, p) is None]
@@ -100,12 +104,15 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
         log(f"{len(mine) - len(todo)} of {len(mine)} points already trained in {printable(out)}; going on with the rest")
     _train_points(out, plan, todo, cfg.jobs, log)
     for p in mine:
-        _time_point(out, plan, p, cfg.seconds, log)
+        if cfg.device:
+            _time_on(out, plan, p, cfg.device, cfg.seconds, log)
+        else:
+            _time_point(out, plan, p, cfg.seconds, log)
     if cfg.shard[1] > 1:
         log(f"shard {cfg.shard[0]}/{cfg.shard[1]} done ({len(mine)} points); when every shard is done: "
             f"mobilenet sweep --collect {printable(out)}")
         return {"shard": list(cfg.shard), "points": [point_name(*p) for p in mine]}
-    return collect(out, cfg.budget_ms, cfg.budget_mb, cfg.export, log)
+    return collect(out, cfg.budget_ms, cfg.budget_mb, cfg.export, log, cfg.device, cfg.seconds)
 
 
 def _open_plan(out: Path, plan: dict) -> dict:
@@ -219,6 +226,39 @@ def _time_point(out: Path, plan: dict, p: tuple[float, int], seconds: float, log
     log(f"[{record['run']}] batch 1: " + ", ".join(f"{r} {ms:.2f} ms" for r, ms in record["latency_ms"].items()))
 
 
+def _time_on(out: Path, plan: dict, p: tuple[float, int], device, seconds: float, log) -> None:
+    """Phase two on a device: each runtime's file (exported here when the point has none
+    yet) timed there at batch 1; the record is written after each, so a killed sweep times
+    nothing twice."""
+    from ..deploy.benchmark import bench_on
+
+    record, folder = read_point(out, p), point_dir(out, p)
+    if not device.name:
+        device.describe()  # its name, as it reports itself
+    done = dict(record.get(DEVICE_MS, {}).get(device.name, {}))
+    todo = [r for r in plan["runtimes"] if r not in done]
+    for runtime in todo:
+        result = bench_on(device, _point_file(folder, runtime, log), [1], [runtime], None, seconds)
+        done[runtime] = result["rows"][0]["median_ms"]
+        record["size_mb"].setdefault(size_key(runtime), result["rows"][0]["file_mb"])
+        record.setdefault(DEVICE_MS, {})[device.name] = done
+        atomic_write_json(folder / POINT, record)
+    if todo:
+        log(printable(f"[{record['run']}] batch 1 on {device.name}: ")
+            + ", ".join(f"{r} {ms:.2f} ms" for r, ms in done.items()))
+
+
+def _point_file(folder: Path, runtime: str, log) -> Path:
+    """The point's file that `runtime` runs, exported now if it is not there yet."""
+    from ..deploy.exporter import export, export_path
+
+    fmt, int8 = runtime_row(runtime).format, runtime.endswith("-int8")
+    path = export_path(folder, fmt, int8)
+    if not path.is_file():
+        export(folder, fmt, int8=int8, log=log)
+    return path
+
+
 def _exported_onnx(folder: Path) -> dict:
     """The point's model.onnx, for bench to time rather than export the model once more (the
     same graph; only its metadata differs): when it is the file export checked, by the digest
@@ -234,29 +274,41 @@ def _exported_onnx(folder: Path) -> dict:
 
 
 def collect(out, budget_ms: float | None = None, budget_mb: float | None = None, export: str | None = None,
-            log=print) -> dict:
+            log=print, device=None, seconds: float = 1.0) -> dict:
     """Merge the points in `out` (one run or every shard's): sweep.csv, sweep.json, the
-    three pictures, the table on `log`, and the pick, linked as `best` (and exported)."""
+    three pictures, the table on `log`, and the pick, linked as `best` (and exported). With
+    a `device`, the points it has not timed yet are timed there first, and its latency is
+    the table's, the picture's and the budget's."""
     out = Path(out)
     if not os.path.lexists(out / PLAN):
         raise BadArgument(f"--collect {printable(out)}: no {PLAN} there; give the --out of a sweep")
     plan = read_plan(out / PLAN)
+    records = {p: read_point(out, p) for p in points(plan)}
+    if device:
+        for p, record in records.items():
+            if record is not None:
+                _time_on(out, plan, p, device, seconds, log)
+                records[p] = read_point(out, p)
+    on = device.name if device else _latency_source(records.values())
     rows, missing = [], []
-    for p in points(plan):
-        record = read_point(out, p)
-        if record is None or "latency_ms" not in record:
+    for p, record in records.items():
+        timed = record and (record.get(DEVICE_MS, {}).get(on) if on else record.get("latency_ms"))
+        if not timed or not set(plan["runtimes"]) <= set(timed):
             missing.append(point_name(*p))
         else:
             rows.append(record)
     if missing:
         raise MobileNetError(f"{printable(out)}: {len(missing)} points are not done ({', '.join(missing)}); run the "
                              "shards that hold them (the same command), then collect again")
-    result = {"plan": plan, "points": rows}
+    result = {"plan": plan, "points": rows, "latency_on": on}
     atomic_write_json(out / TABLE, result)
     atomic_write_text(out / "sweep.csv", table_csv(rows, plan))
     from ..report.plots import plot_tradeoff
 
-    plot_tradeoff(rows, plan["runtimes"][0], out)
+    rows = [_on(r, on) for r in rows]  # the pick, table and picture read the latency of `on`
+    plot_tradeoff(rows, plan["runtimes"][0], out, on)
+    if on:
+        log(printable(f"latency at batch 1 on {on}"))
     log(format_table(rows, plan))
     try:
         result["pick"] = pick(rows, plan["runtimes"][0], budget_ms, budget_mb)
@@ -264,7 +316,7 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
         unlink_best(out)  # an earlier pick, under another budget
         sweep_report(out, log=lambda _: None, force=True)  # the page of a folder whose plan is this sweep's
         raise
-    log(pick_line(result["pick"], plan["runtimes"][0], budget_ms, budget_mb))
+    log(pick_line(result["pick"], plan["runtimes"][0], budget_ms, budget_mb, on))
     picked = next(p for p in points(plan) if point_name(*p) == result["pick"]["run"])
     link_best(out, point_name(*picked))
     # report.html: the grid, the pictures, each point's page linked; ours, as the folder's plan is
@@ -275,25 +327,50 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
     return result
 
 
-def _columns(plan: dict) -> list[str]:
+def _latency_source(records) -> str | None:
+    """Whose latency a collect without --on reads: this machine's when every point has it,
+    else the one device every point was timed on (a sweep run with --on)."""
+    records = [r for r in records if r]
+    if not records or all("latency_ms" in r for r in records):
+        return None
+    shared = set.intersection(*(set(r.get(DEVICE_MS, {})) for r in records))
+    if len(shared) != 1:
+        raise BadArgument("the points were timed on " + (f"several devices ({', '.join(sorted(shared))})" if shared
+                          else "no one machine") + "; say which with --on DEST (and --device-name NAME)")
+    return shared.pop()
+
+
+def _on(record: dict, on: str | None) -> dict:
+    """The record with `on`'s latency as its latency_ms (the host's when None)."""
+    return {**record, "latency_ms": record[DEVICE_MS][on]} if on else record
+
+
+def _devices(rows: list[dict]) -> list[str]:
+    return sorted({name for r in rows for name in r.get(DEVICE_MS, {})})
+
+
+def _columns(plan: dict, devices=()) -> list[str]:
     int8 = ["test_acc_int8"] if plan["int8"] else []
     sizes = ["safetensors", "onnx"] + (["onnx-int8"] if plan["int8"] else [])
     sizes += [size_key(r) for r in plan["runtimes"] if size_key(r) not in sizes]
     return (["run", "alpha", "rho", "params", "mult_adds", "peak_activation_bytes", "val_acc", "test_acc", "test_loss"]
             + int8 + [f"size_mb_{s}" for s in sizes] + [f"latency_ms_{r}" for r in plan["runtimes"]]
+            + [f"latency_ms_{r}@{d}" for d in devices for r in plan["runtimes"]]
             + ["kept_epoch", "epochs", "train_seconds"])
 
 
 def _flat(record: dict) -> dict:
     flat = {k: v for k, v in record.items() if not isinstance(v, dict)}
     flat.update({f"size_mb_{k}": v for k, v in record["size_mb"].items()})
-    flat.update({f"latency_ms_{k}": v for k, v in record["latency_ms"].items()})
+    flat.update({f"latency_ms_{k}": v for k, v in record.get("latency_ms", {}).items()})
+    flat.update({f"latency_ms_{k}@{d}": v for d, times in record.get(DEVICE_MS, {}).items() for k, v in times.items()})
     return flat
 
 
 def table_csv(rows: list[dict], plan: dict) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_columns(plan), extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=_columns(plan, _devices(rows)), extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in _flat(r).items()})
@@ -337,10 +414,11 @@ def _describe(r: dict, runtime: str) -> str:
             f"{r['size_mb'][size_key(runtime)]:.3f} MB)")
 
 
-def pick_line(choice: dict, runtime: str, budget_ms: float | None, budget_mb: float | None) -> str:
+def pick_line(choice: dict, runtime: str, budget_ms: float | None, budget_mb: float | None,
+              on: str | None = None) -> str:
     limits = []
     if budget_ms is not None:
-        limits.append(f"{budget_ms:g} ms on {runtime}")
+        limits.append(f"{budget_ms:g} ms on {runtime}" + (f" on {printable(on)}" if on else ""))
     if budget_mb is not None:
         limits.append(f"{budget_mb:g} MB as {size_key(runtime)}")
     why = (f"the best validation accuracy of the {choice['within']} points within " + " and ".join(limits)
