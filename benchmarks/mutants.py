@@ -53,6 +53,7 @@ S = "tests/test_sweep.py::"
 OV = "tests/test_openvino.py::"
 LT = "tests/test_litert.py::"
 RP = "tests/test_report.py::"
+RM = "tests/test_remote.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training/loop.py",
@@ -266,6 +267,18 @@ MUTANTS = [
     Mutant("ONNX Runtime's telemetry left on", "docs/guarantees.md No telemetry", "src/mobilenet/__init__.py",
            'os.environ["ORT_DISABLE_TELEMETRY"] = "1"\n', "",
            ["tests/test_telemetry.py::test_no_runtime_writes_under_home_or_opens_a_network_socket"]),
+    # --- latency on the device -----------------------------------------------------------
+    Mutant("host-key checking turned off", "docs/guarantees.md On your device", "src/mobilenet/deploy/remote.py",
+           '"-o", "BatchMode=yes",', '"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",',
+           [RM + "test_each_failure_is_one_line_and_leaves_nothing_on_the_device[unknown-host-key]",
+            RM + "test_a_host_key_is_never_accepted_for_the_user"]),
+    Mutant("the device's folder left behind", "docs/guarantees.md On your device", "src/mobilenet/deploy/remote.py",
+           "finally:\n    shutil.rmtree(d, ignore_errors=True)\n", "finally:\n    pass\n",
+           [RM + "test_each_failure_is_one_line_and_leaves_nothing_on_the_device[runner-crashes]",
+            RM + "test_each_runtimes_file_is_timed_on_the_device[onnxruntime-onnx]"]),
+    Mutant("the pick made on the host's latency when a device was given", "docs/guarantees.md On your device",
+           "src/mobilenet/sweep/run.py", "rows = [_on(r, on) for r in rows]", "rows = [_on(r, None) for r in rows]",
+           [S + "test_the_sweep_on_a_device_times_there_and_picks_on_its_latency"]),
 ]
 
 

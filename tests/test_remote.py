@@ -104,7 +104,8 @@ STUB = ("import sys, types\nm = types.ModuleType('onnxruntime')\n"
     ("device", STUB.format("raise RuntimeError('INVALID_GRAPH: refused here')"), "could not run the file there "
      "(RuntimeError: INVALID_GRAPH: refused here)"),
     ("device", STUB.format("import os; os.abort()"), "the runner ended without a result"),
-])
+], ids=["unknown-host-key", "authentication-refused", "unreachable", "timeout", "no-python", "no-numpy",
+        "no-runtime", "file-refused", "runner-crashes"])
 def test_each_failure_is_one_line_and_leaves_nothing_on_the_device(onnx_file, tmp_path, ssh_device, host, site, words):
     python = (["--python", "/nonexistent/python3"] if site == "absent" else _python(tmp_path, site) if site
               else PYTHON)

@@ -278,10 +278,7 @@ def bench_on(device, path, batch_sizes=(1, 16), runtimes=None, threads=None, min
     cfg = _named_network(path, info.model)
     about = device.describe()
     cost = cost_report(cfg)
-    # a bound no device is slower than: each call of each batch at the slowest pace, runs and warm-up
-    calls = (min_iters + 4) * len(threads or [1])
-    timeout = 2 * ABOUT_BOUND + calls * sum(probe_seconds(cost["mult_adds"] * b) - LOAD_SECONDS
-                                            for b in batch_sizes) + 2 * min_seconds * len(batch_sizes)
+    timeout = _device_seconds(cost["mult_adds"], batch_sizes, len(threads or [1]), min_iters, min_seconds)
     rows, missing, versions = [], [], {}
     shown = bar(total=len(asked or fits), desc=f"bench on {device.name}")
     for runtime in asked or fits:
@@ -312,6 +309,15 @@ def bench_on(device, path, batch_sizes=(1, 16), runtimes=None, threads=None, min
                        temperature_c=about.get("temperature_c"), versions={"numpy": about.get("numpy"), **versions},
                        platform=None, ssh=device.dest)
     return _result(cfg, rows, None, machine, file=str(path))
+
+
+def _device_seconds(mult_adds: int, batch_sizes, counts: int, min_iters: int, min_seconds: float) -> float:
+    """How long a device may take for one file in one runtime: connecting and loading, then
+    at each thread count each call of each batch size (the first, the warm-up and the runs)
+    at a pace no CPU is slower than. A bound on a hang, no estimate."""
+    calls = min_iters + 4
+    each = sum(calls * (probe_seconds(mult_adds * b) - LOAD_SECONDS) + 2 * min_seconds for b in batch_sizes)
+    return 2 * ABOUT_BOUND + counts * each
 
 
 def read_exported(path) -> tuple[bytes, ModelInfo, bool]:
