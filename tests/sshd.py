@@ -4,7 +4,7 @@ It has a temporary host key, one authorized key, and a client config and known_h
 own (passed with --ssh-config), so the user's ~/.ssh is never read or written. Its sessions
 get TMPDIR set to a folder of the fixture's, where the runner's temporary folders appear and
 must be gone afterwards. Hosts in the config:
-- device: the server, known and trusted;
+- device: the server, known and trusted (also as ssh://USER@127.0.0.1:PORT, the uri property);
 - stranger: the same server, whose host key is not in its (empty) known_hosts;
 - refused: the same server with a key it does not authorize;
 - closed: a port where nothing listens;
@@ -67,6 +67,8 @@ class Server:
             f"  UserKnownHostsFile {folder}/known_hosts\n{common}"
             f"Host closed\n  Port {closed}\n  IdentityFile {folder}/id\n  UserKnownHostsFile {folder}/known_hosts\n"
             f"{common}"
+            f"Host 127.0.0.1\n  IdentityFile {folder}/id\n  UserKnownHostsFile {folder}/known_hosts\n"
+            f"  IdentitiesOnly yes\n  IdentityAgent none\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n"
             f"Host silent\n  Port {self.silent.getsockname()[1]}\n  IdentityFile {folder}/id\n"
             f"  UserKnownHostsFile {folder}/known_hosts\n{common.replace('ConnectTimeout 20', 'ConnectTimeout 2')}")
         if os.geteuid() == 0:
@@ -81,6 +83,10 @@ class Server:
             return True
         except OSError:
             return False
+
+    @property
+    def uri(self) -> str:
+        return f"ssh://{getpass.getuser()}@127.0.0.1:{self.port}"
 
     def args(self, host: str = "device") -> list[str]:
         return ["--on", host, "--ssh-config", str(self.config)]

@@ -62,7 +62,8 @@ def test_a_devices_result_has_local_benchs_shape_and_is_kept_beside_it(small_run
     model = _alone(onnx_file, folder, "model.onnx")
     here = cli("bench", "--model", model, "--runtime", "onnxruntime", "--batch-size", "1", "--seconds", "0.02",
                "--device-name", "host", "--json")
-    there = _bench(ssh_device, model, "--runtime", "onnxruntime", "--device-name", "board", "--threads", "1", "--json")
+    there = _bench(ssh_device, model, "--runtime", "onnxruntime", "--device-name", "board", "--threads", "1", "--json",
+                   host=ssh_device.uri)  # DEST as a URI, with its port
     assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
     here, there = json.loads(here.stdout), json.loads(there.stdout)
     assert here.keys() == there.keys() and here["machine"].keys() == there["machine"].keys()

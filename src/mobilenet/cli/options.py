@@ -128,7 +128,8 @@ def shard(text):
 def device_options(p, what: str) -> None:
     """--on DEST and what reaching it takes (bench, sweep)."""
     p.add_argument("--on", metavar="DEST", help=f"a device reached by ssh (user@host, a Host of your SSH config, "
-                   f"ssh://user@host:port): {what}; it needs Python 3 with numpy and the runtime only")
+                   f"ssh://user@host:port): {what}; it needs Python 3 with numpy and the runtime only (default: "
+                   "this machine)")
     p.add_argument("--ssh-config", metavar="FILE", help="with --on: the OpenSSH client config (ssh -F FILE; "
                    "default: yours)")
     p.add_argument("--python", default="python3", help="with --on: the device's Python (default python3)")

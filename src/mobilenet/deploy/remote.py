@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import BadArgument, MobileNetError, NotInstalled, has_control, printable
+from ..limits import finite_number
 
 RUNNER = Path(__file__).with_name("device_runner.py")
 STARTED = "mobilenet-device-runner: started"  # the bootstrap's first line: Python runs there
@@ -112,6 +113,9 @@ class Device:
         Python or numpy before any work), and the name its results go under."""
         if self.about is None:
             found = self._session({"about": True}, b"", ABOUT_SECONDS)
+            if not isinstance(found.get("device"), dict):
+                raise DeviceError(f"{self.dest}: the runner did not describe the device; is {printable(self.python)} "
+                                  "running this toolkit's runner?")
             self.about = found["device"]
             if not self.about.get("numpy"):
                 raise DeviceError(f"{self.dest}: {self.python} there has no numpy; install it there "
@@ -135,6 +139,22 @@ class Device:
         if found.get("error"):
             raise DeviceError(f"{self.dest}: {runtime} could not run the file there "
                               f"({printable(str(found.get('detail')))[:200]})")
+        return self._checked(found, job)
+
+    def _checked(self, found: dict, job: dict) -> dict:
+        """The runner's answer as time_file gives it: a row per batch size and thread count
+        asked for, each of finite numbers; anything else is one line, not a traceback."""
+        rows = found.get("rows")
+        numbers = ("median_ms", "p10_ms", "p90_ms", "load_seconds", "first_run_ms")
+        good = (isinstance(rows, list) and isinstance(found.get("device"), dict)
+                and len(rows) == len(job["batch_sizes"]) * max(1, len(job["threads"]))
+                and all(isinstance(r, dict) and all(finite_number(r.get(k)) and r[k] >= 0 for k in numbers)
+                        and r.get("batch_size") in job["batch_sizes"] and finite_number(r.get("threads"), whole=True)
+                        and finite_number(r.get("runs"), whole=True) for r in rows)
+                and (found.get("peak_memory_mb") is None or finite_number(found["peak_memory_mb"])))
+        if not good:
+            raise DeviceError(f"{self.dest}: the runner's answer is not the timings it should be; is "
+                              f"{printable(self.python)} running this toolkit's runner?")
         return found
 
     def _session(self, job: dict, data: bytes, timeout: float) -> dict:
