@@ -8,7 +8,9 @@ medians (device over local; 1 means the harness adds nothing to a timed call), a
 harness's overhead per `bench --on` call: its wall time less the device's own work (the
 load, the first call, the warm-up and the timed runs, as the runner reports them).
 
-    .venv/bin/python benchmarks/device_bench.py [--model FILE] [--rounds 5] [--seconds 2]
+    .venv/bin/python benchmarks/device_bench.py [--model FILE.onnx | --width 1 --resolution 224] [--rounds 5]
+
+Without --model, an untrained network of --width and --resolution is exported to ONNX first.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(ROOT / "runs/demo/model.onnx"))
+    p.add_argument("--model", help="an exported .onnx (default: an untrained network of --width and --resolution)")
+    p.add_argument("--width", type=float, default=1.0)
+    p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--runtime", default="onnxruntime")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=2.0)
@@ -40,7 +44,10 @@ def main() -> int:
 
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        server = sshd.Server(Path(tmp))
+        if not args.model:
+            args.model = _untrained_onnx(Path(tmp) / "model.onnx", args.width, args.resolution)
+        (Path(tmp) / "sshd").mkdir()
+        server = sshd.Server(Path(tmp) / "sshd")
         try:
             device = Device("device", str(server.config), sys.executable, "loopback")
             device.describe()
@@ -65,6 +72,16 @@ def main() -> int:
     print(f"harness overhead per bench --on call (s): {', '.join(f'{v:.2f}' for v in overhead)}; "
           f"median {statistics.median(overhead):.2f}")
     return 0
+
+
+def _untrained_onnx(path: Path, width: float, resolution: int) -> str:
+    from mobilenet.deploy.benchmark import _bench_info
+    from mobilenet.deploy.exporter import onnx_bytes
+    from mobilenet.net.model import MobileNetConfig, MobileNetV1
+
+    model = MobileNetV1.from_config(MobileNetConfig(width_mult=width, resolution=resolution)).eval()
+    path.write_bytes(onnx_bytes(model, _bench_info(model, torch.zeros(1, 3, resolution, resolution))))
+    return str(path)
 
 
 if __name__ == "__main__":
