@@ -237,8 +237,9 @@ def _time_on(out: Path, plan: dict, p: tuple[float, int], device, seconds: float
         device.describe()  # its name, as it reports itself
     done = dict(record.get(DEVICE_MS, {}).get(device.name, {}))
     todo = [r for r in plan["runtimes"] if r not in done]
+    say = (lambda line: log(f"[{record['run']}] {line}"))
     for runtime in todo:
-        result = bench_on(device, _point_file(folder, runtime, log), [1], [runtime], None, seconds)
+        result = bench_on(device, _point_file(folder, runtime, say), [1], [runtime], None, seconds)
         done[runtime] = result["rows"][0]["median_ms"]
         record["size_mb"].setdefault(size_key(runtime), result["rows"][0]["file_mb"])
         record.setdefault(DEVICE_MS, {})[device.name] = done
