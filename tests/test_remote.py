@@ -142,3 +142,31 @@ def test_a_kill_9_of_bench_leaves_nothing_on_the_device(onnx_file, tmp_path, ssh
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     wait_for(lambda: not ssh_device.left(), ssh_device.proc)
+
+
+def test_a_users_latency_json_is_refused_and_left_as_it_is(small_run, onnx_file, tmp_path):
+    """A model folder without our checkpoint (as `convert` writes one): its latency.json is
+    ours only by its mark (run/ownership.py)."""
+    folder = shutil.copytree(small_run[0], tmp_path / "run")
+    (folder / "checkpoint.pt").unlink()
+    model = _alone(onnx_file, folder, "model.onnx")
+    (folder / "latency.json").write_text('{"mine": true}')
+    r = cli("bench", "--model", model, "--runtime", "onnxruntime", "--batch-size", "1", "--seconds", "0.02")
+    assert r.returncode == 2 and "latency.json was not written by mobilenet" in r.stderr and r.stdout == ""
+    assert (folder / "latency.json").read_text() == '{"mine": true}'
+
+
+def test_an_edited_latency_json_is_shown_as_it_is_and_escaped(tmp_path):
+    from mobilenet.files import PRODUCER
+    from mobilenet.report.page import latency_table
+    from mobilenet.run.latency import read_latency
+
+    (tmp_path / "latency.json").write_text(json.dumps({"producer": PRODUCER, "devices": {
+        "<b>\x1b]0;x\x07": {"rows": [{"file": "<i>", "runtime": 3, "batch_size": "1", "threads": None,
+                                        "median_ms": "fast"}, "not a row", {"median_ms": 2.5}]},
+        "rows not a list": {"rows": "x"}, "no rows": 7}}))
+    kept = read_latency(tmp_path)
+    assert list(kept) == ["<b>\x1b]0;x\x07"] and len(kept["<b>\x1b]0;x\x07"]["rows"]) == 2
+    page = latency_table(kept)
+    assert "<b>" not in page and "<i>" not in page and "\x1b" not in page and "\x07" not in page
+    assert "2.50" in page

@@ -244,6 +244,10 @@ def _exports(model_dir: Path, config) -> str:
     return found + latency_table(read_latency(model_dir))
 
 
+def _whole(text: str) -> float | None:
+    return int(text) if text.isdigit() else None
+
+
 def _check_line(record, path: Path, limit: int) -> str:
     """What export checked of `path`, when its record's SHA-256 is the file's. The file is
     hashed only within `limit`, the most an export of this network takes."""
@@ -279,8 +283,11 @@ def latency_table(devices: dict[str, dict]) -> str:
         for r in entry["rows"]:
             key = tuple(printable(str(r.get(k) if r.get(k) is not None else "-")) for k in ROW)
             cells.setdefault(key, {})[name] = r.get("median_ms")
+    def order(item):  # file and runtime as text, batch size and threads as numbers
+        (file, runtime, batch, threads), _ = item
+        return file, runtime, as_float(_whole(batch)), as_float(_whole(threads))
     rows = [[*key, *(number(as_float(by.get(n))) if by.get(n) is not None else "-" for n in names)]
-            for key, by in sorted(cells.items())]
+            for key, by in sorted(cells.items(), key=order)]
     return ("<p>Latency (latency.json: `mobilenet bench --model`, and `--on DEST` for a device), median ms per "
             "batch:</p>" + table(["file", "runtime", "batch", "threads", *map(printable, names)], rows,
                                   numeric=set(range(2, 4 + len(names)))))

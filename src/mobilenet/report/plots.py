@@ -115,7 +115,8 @@ def plot_tradeoff(rows: list[dict], runtime: str, out: Path, on: str | None = No
     where = f" on {printable(on)}" if on else ""
     specs = (("tradeoff_macs", "alpha", lambda r: r["mult_adds"] / 1e6, "mult-adds (millions, log scale)", "α"),
              ("tradeoff_params", "rho", lambda r: r["params"] / 1e6, "parameters (millions, log scale)", "ρ"),
-             ("tradeoff_latency", "alpha", lambda r: r["latency_ms"][runtime], f"{runtime} latency at batch 1 (ms){where}", "α"))
+             ("tradeoff_latency", "alpha", lambda r: r["latency_ms"][runtime],
+              f"{runtime} latency at batch 1 (ms){where}", "α"))
     for name, group, x, xlabel, symbol in specs:
         fig, ax = plt.subplots(figsize=(6, 4))
         for value in sorted({r[group] for r in rows}, reverse=True):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import MobileNetError
+from ..errors import MobileNetError, printable
 from ..files import read_json_object
 from ..report.html import as_float, escape, html_page, number, percent, png_file_uri, table, write_page
 from ..run.names import REPORT
@@ -69,7 +69,7 @@ def _sweep_table(folder: Path, plan: dict, points: list[dict], best: str | None)
     runtimes = _listed(plan, "runtimes")
     devices = sorted({str(d) for p in points if isinstance(p.get(DEVICE_MS), dict) for d in p[DEVICE_MS]})
     head = ["point", "α", "ρ", "mult-adds (M)", "parameters", "validation", "test", *(f"{r} ms" for r in runtimes),
-            *(f"{r} ms on {d}" for d in devices for r in runtimes)]
+            *(f"{r} ms on {printable(d)}" for d in devices for r in runtimes)]
     rows = []
     for p in sorted(points, key=lambda p: (-as_float(p.get("alpha")), -as_float(p.get("rho")))):
         run = str(p.get("run"))
