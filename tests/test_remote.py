@@ -128,6 +128,8 @@ def test_names_with_quotes_and_commands_run_nothing(onnx_file, tmp_path, ssh_dev
     r = _bench(ssh_device, model, "--runtime", "onnxruntime", "--device-name", "b\x1b]0;x\x07 $(touch pwned)")
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout + r.stderr and "\x07" not in r.stdout + r.stderr
+    r = _bench(ssh_device, model, python=["--python", "~/no python $(touch pwned) `touch pwned`"])
+    assert r.returncode == 1 and "no ~/no python $(touch pwned) `touch pwned` there" in r.stderr, r.stderr
     for where in (tmp_path, model.parent, Path.home(), Path.cwd(), ssh_device.remote_tmp):
         assert not (where / "pwned").exists()
 

@@ -105,7 +105,9 @@ class Device:
 
     def ssh_command(self) -> list[str]:
         config = ["-F", self.ssh_config] if self.ssh_config else []
-        remote = "exec " + shlex.join([self.python, "-c", BOOT])
+        # a leading ~/ is the device's home: its shell expands $HOME, and the rest stays quoted
+        python = '"$HOME"/' + shlex.quote(self.python[2:]) if self.python.startswith("~/") else shlex.quote(self.python)
+        remote = f"exec {python} -c {shlex.quote(BOOT)}"
         return ["ssh", *config, "-o", "BatchMode=yes", "-T", "--", self.dest, remote]
 
     def describe(self) -> dict:
