@@ -4,11 +4,12 @@ The system's OpenSSH client runs everything, so the user's keys, agent, ProxyJum
 known_hosts apply; host-key checking is never turned off, and BatchMode keeps ssh from
 asking for anything. Each timing is one SSH session whose remote command is fixed text: a
 bootstrap that reads device_runner.py from stdin into a fresh temporary folder and runs it
-in a child that reads the rest of stdin (one JSON job and the model's bytes, written there as model.<suffix>). No
-name from a file, the user or the device reaches the remote shell: the only words in the
-command are the interpreter (quoted) and the bootstrap. The bootstrap removes the folder when
-the runner ends, fails or crashes; the runner ends when it sees stdin close (the SSH session
-died, or this process did).
+in a child that reads the rest of stdin (one JSON job and the model's bytes, written there
+as model.<suffix>). No name from a file, the user or the device reaches the remote shell:
+the only words in the command are the interpreter (quoted) and the bootstrap. The bootstrap
+removes the folder when the runner ends, fails or crashes; the runner ends when it sees
+stdin close (the SSH session died, or this process did). What the device says back is
+read to a bound and checked before it is used.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ finally:
 sys.exit(128 - code if code < 0 else code)
 """
 ABOUT_SECONDS = 120  # connect, log in, start Python and read the device: a slow board on a slow link
+ANSWER_LIMIT = 1 << 20  # bytes of the device's stdout and stderr kept: its answer is a few kilobytes
 NO_PYTHON = 127  # the remote shell's status for a command it cannot find
 # What OpenSSH says (stderr, exit 255), and the line we say instead. {dest} is filled in.
 SSH_FAILURES = (
@@ -171,7 +173,7 @@ class Device:
         except FileNotFoundError:
             raise DeviceError("ssh: not found; install the OpenSSH client (Debian: openssh-client)") from None
         out, err = [], []
-        readers = [threading.Thread(target=lambda s=s, into=into: into.append(s.read()), daemon=True)
+        readers = [threading.Thread(target=_drain, args=(s, into), daemon=True)
                    for s, into in ((proc.stdout, out), (proc.stderr, err))]
         readers.append(threading.Thread(target=_feed, args=(proc.stdin, stream), daemon=True))
         for t in readers:
@@ -191,7 +193,7 @@ class Device:
         lines = [line for line in stdout.splitlines() if line.strip()]
         try:
             found = json.loads(lines[-1]) if lines else None
-        except ValueError:
+        except (ValueError, RecursionError):
             found = None
         if isinstance(found, dict):
             return found
@@ -209,6 +211,15 @@ class Device:
                               "its path with --python")
         raise DeviceError(f"{self.dest}: {printable(self.python)} there ended before the runner started "
                           f"(exit {code}: {last}); it must be Python 3")
+
+
+def _drain(stream, into: list) -> None:
+    """Read `stream` to its end, keeping its first ANSWER_LIMIT bytes."""
+    kept = 0
+    while chunk := stream.read(1 << 16):
+        if kept < ANSWER_LIMIT:
+            into.append(chunk[:ANSWER_LIMIT - kept])
+            kept += len(into[-1])
 
 
 def _feed(stdin, data: bytes) -> None:
