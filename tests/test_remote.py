@@ -172,3 +172,14 @@ def test_an_edited_latency_json_is_shown_as_it_is_and_escaped(tmp_path):
     page = latency_table(kept)
     assert "<b>" not in page and "<i>" not in page and "\x1b" not in page and "\x07" not in page
     assert "2.50" in page
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--python", "python3"], "--python goes with --on DEST"),
+    (["--ssh-config", "config"], "--ssh-config goes with --on DEST"),
+    (["--threads", "1"], "--threads goes with --on"),
+    (["--on=-oProxyCommand=touch pwned"], "--on '-oProxyCommand=touch pwned': give user@host"),
+])
+def test_device_options_without_a_device_or_as_an_option_are_one_line(onnx_file, tmp_path, args, words):
+    r = cli("bench", "--model", _alone(onnx_file, tmp_path), *args)
+    assert r.returncode == 2 and words in r.stderr and r.stderr.count("\n") == 1, r.stderr

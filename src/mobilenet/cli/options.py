@@ -6,7 +6,7 @@ import argparse
 from dataclasses import Field
 
 from ..data.images import FASHION_MNIST
-from ..errors import printable
+from ..errors import BadArgument, printable
 from ..formats import PREDICT_RUNTIMES, RUNTIMES
 from ..limits import LIMITS, check_folder
 from ..net.config import list_models
@@ -132,6 +132,18 @@ def device_options(p, what: str) -> None:
                    "this machine)")
     p.add_argument("--ssh-config", metavar="FILE", help="with --on: the OpenSSH client config (ssh -F FILE; "
                    "default: yours)")
-    p.add_argument("--python", default="python3", help="with --on: the device's Python (default python3)")
+    p.add_argument("--python", help="with --on: the device's Python; ~/ is its home (default python3)")
     p.add_argument("--device-name", metavar="NAME", help="the name results are kept under (default: the device's "
                    "host and CPU)")
+
+
+def device_from(args):
+    """--on's device (deploy.remote.Device), or None; its options without --on: one line, exit 2."""
+    if not args.on:
+        stray = [flag for flag, value in (("--ssh-config", args.ssh_config), ("--python", args.python)) if value]
+        if stray:
+            raise BadArgument(f"{stray[0]} goes with --on DEST, the device it is for")
+        return None
+    from ..deploy.remote import Device
+
+    return Device(args.on, args.ssh_config, args.python or "python3", args.device_name)

@@ -10,7 +10,9 @@ from pathlib import Path
 from ..errors import BadArgument, printable
 from ..formats import EXPORT_FORMATS, RUNTIMES
 from ..net.config import MobileNetConfig
-from .options import RESOLUTION, WIDTH, device_options, force_option, int_list, json_option, number, runtime_list
+from .options import (
+    RESOLUTION, WIDTH, device_from, device_options, force_option, int_list, json_option, number, runtime_list,
+)
 
 
 def _cmd_export(args) -> int:
@@ -85,11 +87,13 @@ def _cmd_bench(args) -> int:
         raise BadArgument("--threads goes with --on; here bench uses torch's threads (set OMP_NUM_THREADS)")
     keep = kept_in(args.model) if args.model else None
     if keep:
+        from ..run.names import LATENCY
         from ..run.ownership import refuse_foreign
 
-        refuse_foreign([keep / "latency.json"], "--model", args.force)  # before any timing
-    if args.on:
-        result = _bench_on(args)
+        refuse_foreign([keep / LATENCY], "--model", args.force)  # before any timing
+    device = device_from(args)
+    if device:
+        result = _bench_on(args, device)
     elif args.model and not os.path.isdir(args.model):  # an exported file, timed as it is
         result = bench_file(args.model, args.batch_size, args.runtime, args.seconds, name=args.device_name)
     elif args.model:
@@ -103,25 +107,23 @@ def _cmd_bench(args) -> int:
         result = bench(config, batch_sizes=args.batch_size, runtimes=args.runtime or RUNTIMES,
                        min_seconds=args.seconds, name=args.device_name)
     if keep:
-        keep_latency(keep, result, force=args.force)
+        kept = keep_latency(keep, result, force=args.force)
     if args.json:
         print(json.dumps(result, indent=2))
     else:  # its notes quote runtimes' messages and the CPU's name: escaped line by line
         print("\n".join(printable(line) for line in format_table(result).splitlines()))
         if keep:
-            print(printable(f"kept in {keep / 'latency.json'} under {result['device']!r}"))
+            print(printable(f"kept in {kept} under {result['device']!r}"))
     return 0
 
 
-def _bench_on(args) -> dict:
+def _bench_on(args, device) -> dict:
     """Each exported file given (or every one in a run folder) timed on the device."""
     from ..deploy.benchmark import bench_on
-    from ..deploy.remote import Device
     from ..formats import title_of
 
     if not args.model:
         raise BadArgument("--on needs --model: an exported file (.onnx, .pte, .tflite) or a run folder with some")
-    device = Device(args.on, args.ssh_config, args.python, args.device_name)
     if not os.path.isdir(args.model):
         return bench_on(device, args.model, args.batch_size, args.runtime, args.threads, args.seconds)
     files = sorted(f for f in Path(args.model).iterdir() if title_of(f) and f.is_file() and not f.is_symlink())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..formats import EXPORT_FORMATS
 from ..training.config import TrainConfig, cli_fields
-from .options import device_options, list_of, number, option, runtime_list, shard
+from .options import device_from, device_options, list_of, number, option, runtime_list, shard
 
 SWEEP_TRAIN_OPTIONS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment", "dropout", "ema",
                        "random_erasing", "label_smoothing", "seed", "limit", "test_split", "val_split", "patience",
@@ -19,11 +19,7 @@ def _cmd_sweep(args) -> int:
     from ..sweep.run import SweepConfig, sweep
 
     train = TrainConfig(**{name: getattr(args, name) for name in SWEEP_TRAIN_OPTIONS})
-    device = None
-    if args.on:
-        from ..deploy.remote import Device
-
-        device = Device(args.on, args.ssh_config, args.python, args.device_name)
+    device = device_from(args)
     sweep(SweepConfig(out=args.out or args.collect, train=train, widths=args.widths, resolutions=args.resolutions,
                       runtimes=tuple(args.runtime), int8=args.int8, seconds=args.seconds, budget_ms=args.budget_ms,
                       budget_mb=args.budget_mb, export=args.export, jobs=args.jobs, shard=args.shard,
