@@ -94,6 +94,7 @@ STUB = ("import sys, types\nm = types.ModuleType('onnxruntime')\n"
         "m.disable_telemetry_events = lambda: None\nsys.modules['onnxruntime'] = m\n")
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("host, site, words", [
     ("stranger", None, "its host key is not known here"),
     ("refused", None, "authentication was refused"),
@@ -116,12 +117,14 @@ def test_each_failure_is_one_line_and_leaves_nothing_on_the_device(onnx_file, tm
     assert ssh_device.left() == []
 
 
+@pytest.mark.fault
 def test_a_host_key_is_never_accepted_for_the_user(onnx_file, tmp_path, ssh_device):
     """The unknown host stays unknown: nothing was added to its known_hosts."""
     r = _bench(ssh_device, _alone(onnx_file, tmp_path), host="stranger")
     assert r.returncode == 1 and (ssh_device.folder / "empty_known_hosts").read_text() == ""
 
 
+@pytest.mark.fault
 def test_names_with_quotes_and_commands_run_nothing(onnx_file, tmp_path, ssh_device):
     name = "m $(touch pwned) `touch pwned` 'q\" ;touch pwned.onnx"
     model = _alone(onnx_file, tmp_path / "a b $(touch pwned)", name)
@@ -134,6 +137,7 @@ def test_names_with_quotes_and_commands_run_nothing(onnx_file, tmp_path, ssh_dev
         assert not (where / "pwned").exists()
 
 
+@pytest.mark.fault
 def test_a_kill_9_of_bench_leaves_nothing_on_the_device(onnx_file, tmp_path, ssh_device):
     """The runner sees its SSH session's stdin close, removes its folder and ends."""
     model = _alone(onnx_file, tmp_path)
@@ -146,6 +150,7 @@ def test_a_kill_9_of_bench_leaves_nothing_on_the_device(onnx_file, tmp_path, ssh
     wait_for(lambda: not ssh_device.left(), ssh_device.proc)
 
 
+@pytest.mark.fault
 def test_a_users_latency_json_is_refused_and_left_as_it_is(small_run, onnx_file, tmp_path):
     """A model folder without our checkpoint (as `convert` writes one): its latency.json is
     ours only by its mark (run/ownership.py)."""
@@ -158,6 +163,7 @@ def test_a_users_latency_json_is_refused_and_left_as_it_is(small_run, onnx_file,
     assert (folder / "latency.json").read_text() == '{"mine": true}'
 
 
+@pytest.mark.fault
 def test_an_edited_latency_json_is_shown_as_it_is_and_escaped(tmp_path):
     from mobilenet.files import PRODUCER
     from mobilenet.report.page import latency_table
@@ -174,6 +180,7 @@ def test_an_edited_latency_json_is_shown_as_it_is_and_escaped(tmp_path):
     assert "2.50" in page
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("args, words", [
     (["--python", "python3"], "--python goes with --on DEST"),
     (["--ssh-config", "config"], "--ssh-config goes with --on DEST"),
