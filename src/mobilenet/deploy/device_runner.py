@@ -12,10 +12,10 @@ It ends when its parent goes: stdin closes when an SSH session dies, and a threa
 reads it then ends the process, so a runner is never left timing alone.
 
 `mobilenet bench --on` runs it through `session`: over SSH, a fixed bootstrap reads this
-file from stdin into a fresh temporary folder and runs `device_runner.py --session FOLDER`
-(session(folder)), which reads one
-JSON line (the job) and the model's bytes from stdin, times it, prints one JSON object, and
-removes the folder, also when stdin closes first (docs/deploy.md: the protocol).
+file from stdin into a fresh temporary folder and runs `device_runner.py --session FOLDER`.
+session(folder) reads one JSON line (the job) and the model's bytes from stdin, times it,
+prints one JSON object, and removes the folder, also when stdin closes first
+(docs/deploy.md: the protocol).
 """
 
 from __future__ import annotations
