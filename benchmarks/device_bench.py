@@ -39,7 +39,8 @@ def main() -> int:
     args = p.parse_args()
 
     import sshd
-    from mobilenet.deploy.benchmark import bench_file, bench_on, cpu_name
+    from mobilenet.deploy.benchmark import bench_file, cpu_name
+    from mobilenet.deploy.on_device import bench_on
     from mobilenet.deploy.remote import Device
 
     threads = torch.get_num_threads()

@@ -277,7 +277,8 @@ MUTANTS = [
            [RM + "test_each_failure_is_one_line_and_leaves_nothing_on_the_device[runner-crashes]",
             RM + "test_each_runtimes_file_is_timed_on_the_device[onnxruntime-onnx]"]),
     Mutant("the pick made on the host's latency when a device was given", "docs/guarantees.md On your device",
-           "src/mobilenet/sweep/run.py", "rows = [_on(r, on) for r in rows]", "rows = [_on(r, None) for r in rows]",
+           "src/mobilenet/sweep/run.py", "rows = [with_latency_of(r, on) for r in rows]",
+           "rows = [with_latency_of(r, None) for r in rows]",
            [S + "test_the_sweep_on_a_device_times_there_and_picks_on_its_latency"]),
 ]
 

@@ -119,7 +119,7 @@ def _cmd_bench(args) -> int:
 
 def _bench_on(args, device) -> dict:
     """Each exported file given (or every one in a run folder) timed on the device."""
-    from ..deploy.benchmark import bench_on
+    from ..deploy.on_device import bench_on
     from ..formats import title_of
 
     if not args.model:

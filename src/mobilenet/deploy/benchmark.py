@@ -27,8 +27,6 @@ from ..net.cost import cost_report
 from ..net.model import MobileNetConfig, MobileNetV1
 from ..progress import bar
 from ..run.info import ModelInfo
-from .native import LOAD_SECONDS, probe_seconds
-from .remote import ABOUT_SECONDS as ABOUT_BOUND
 from .runtime import open_file, open_openvino, open_session
 
 
@@ -179,7 +177,7 @@ def _available(runtimes, cfg: MobileNetConfig) -> list[str]:
     return (["timm"] if "timm" in here else []) + [r for r in here if r != "timm"]
 
 
-def _check_batches(batch_sizes) -> None:
+def check_batches(batch_sizes) -> None:
     if any(b < 1 for b in batch_sizes):
         raise MobileNetError(f"--batch-size must be whole numbers of at least 1, got {list(batch_sizes)}")
 
@@ -193,7 +191,7 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise MobileNetError(f"--runtime {','.join(unknown)}: unknown; use any of {','.join(RUNTIMES)}")
-    _check_batches(batch_sizes)
+    check_batches(batch_sizes)
     model = (model or MobileNetV1.from_config(config or MobileNetConfig())).eval()
     order = _available(runtimes, model.config)
     # export and quantization, once: the exported graphs take any batch size; not timed
@@ -212,7 +210,7 @@ def bench(config: MobileNetConfig | None = None, model: MobileNetV1 | None = Non
                   sizes, batch_sizes, min_seconds, min_iters, shown, name=name)
 
 
-def _exported_file(path, runtimes) -> tuple[list[str], list[str] | None]:
+def exported_file(path, runtimes) -> tuple[list[str], list[str] | None]:
     """The runtimes that run the file, and those asked for (None: all of them, leaving out
     the ones not installed); one line for a path that is no exported file, or a runtime
     that does not run it."""
@@ -227,7 +225,7 @@ def _exported_file(path, runtimes) -> tuple[list[str], list[str] | None]:
     return fits, asked
 
 
-def _named_network(path, cfg: MobileNetConfig | None) -> MobileNetConfig:
+def named_network(path, cfg: MobileNetConfig | None) -> MobileNetConfig:
     if cfg is None:
         raise MobileNetError(f"--model {path}: its metadata does not name the network, so its cost is unknown; "
                              "export it again with `mobilenet export`")
@@ -240,8 +238,8 @@ def bench_file(path, batch_sizes=(1, 16), runtimes=None, min_seconds: float = 1.
     format, or in those of `runtimes` (names with or without "-int8": the file says which it
     is). Each loads it as predict does, with its checks; a row is named "<runtime>-int8" for
     an int8 file. The table has bench's shape."""
-    _check_batches(batch_sizes)
-    fits, asked = _exported_file(path, runtimes)
+    check_batches(batch_sizes)
+    fits, asked = exported_file(path, runtimes)
     shown = bar(total=len(asked or fits) + len(batch_sizes), desc="bench")
     loaded, missing, load_seconds = {}, [], {}
     for runtime in asked or fits:
@@ -257,80 +255,10 @@ def bench_file(path, batch_sizes=(1, 16), runtimes=None, min_seconds: float = 1.
         shown.update()
     if not loaded:
         raise missing[0]
-    cfg = _named_network(path, next(iter(loaded.values())).info.model)
+    cfg = named_network(path, next(iter(loaded.values())).info.model)
     return _timed(cfg, {name: _file_runner(model) for name, model in loaded.items()},
                   dict.fromkeys(loaded, os.path.getsize(path)), batch_sizes, min_seconds, min_iters, shown,
                   file=str(path), name=name, load_seconds=load_seconds)
-
-
-def bench_on(device, path, batch_sizes=(1, 16), runtimes=None, threads=None, min_seconds: float = 1.0,
-             min_iters: int = 10) -> dict:
-    """bench_file on another machine: the file timed there by deploy/device_runner.py over
-    SSH (deploy/remote.Device), in each runtime the device has (or those asked for), at each
-    batch size and thread count. The table has bench's shape; roofline and timm are the
-    host's business, so None."""
-    from .device_runner import PACKAGES
-    from .remote import DeviceMissing
-
-    _check_batches(batch_sizes)
-    fits, asked = _exported_file(path, runtimes)
-    data, info, int8 = read_exported(path)
-    cfg = _named_network(path, info.model)
-    about = device.describe()
-    cost = cost_report(cfg)
-    timeout = _device_seconds(cost["mult_adds"], batch_sizes, len(threads or [1]), min_iters, min_seconds)
-    rows, missing, versions = [], [], {}
-    shown = bar(total=len(asked or fits), desc=f"bench on {device.name}")
-    for runtime in asked or fits:
-        try:
-            found = device.time(data, Path(path).suffix, runtime, batch_sizes, threads, min_iters, min_seconds,
-                                timeout)
-        except DeviceMissing as e:
-            if asked is not None:
-                raise
-            missing.append(e)
-            shown.update()
-            continue
-        versions[PACKAGES[runtime]] = found["device"].get("runtime_version")
-        for r in found["rows"]:
-            rows.append(_row(f"{runtime}-int8" if int8 else runtime, r["batch_size"], cost,
-                             r["median_ms"], threads=r["threads"],
-                             p10_ms=r["p10_ms"], p90_ms=r["p90_ms"], iterations=r["runs"],
-                             load_seconds=r["load_seconds"], first_run_ms=r["first_run_ms"],
-                             peak_memory_mb=found.get("peak_memory_mb"), file_mb=len(data) / 1e6,
-                             file=Path(path).name))
-        shown.update()
-    shown.close()
-    if not rows:
-        raise missing[0]
-    machine = _machine(name=device.name, host=about.get("host"), cpu=about.get("cpu"), isa=about.get("isa"),
-                       arch=about.get("arch"), system=about.get("system"), cores=about.get("cores"),
-                       threads=rows[0]["threads"], python=about.get("python"), governor=about.get("governor"),
-                       temperature_c=about.get("temperature_c"), versions={"numpy": about.get("numpy"), **versions},
-                       platform=None, ssh=device.dest)
-    return _result(cfg, rows, None, machine, file=str(path))
-
-
-def _device_seconds(mult_adds: int, batch_sizes, counts: int, min_iters: int, min_seconds: float) -> float:
-    """How long a device may take for one file in one runtime: connecting and loading, then
-    at each thread count each call of each batch size (the first, the warm-up and the runs)
-    at a pace no CPU is slower than. A bound on a hang, no estimate."""
-    calls = min_iters + 4
-    each = sum(calls * (probe_seconds(mult_adds * b) - LOAD_SECONDS) + 2 * min_seconds for b in batch_sizes)
-    return 2 * ABOUT_BOUND + counts * each
-
-
-def read_exported(path) -> tuple[bytes, ModelInfo, bool]:
-    """An exported file's bytes, metadata and int8 flag, read and checked here without
-    running it (the device runs it): no runtime needed on this machine but for ONNX."""
-    suffix = Path(path).suffix
-    if suffix == ".pte":
-        from .executorch import read_file
-    elif suffix == ".tflite":
-        from .litert import read_file
-    else:
-        from .runtime import read_onnx as read_file
-    return read_file(Path(path))
 
 
 def _file_runner(model):
@@ -348,7 +276,7 @@ MACHINE_KEYS = ("name", "host", "cpu", "isa", "arch", "system", "cores", "thread
                 "temperature_c", "versions", "platform", "ssh")
 
 
-def _row(runtime: str, batch: int, cost: dict, median_ms: float, **found) -> dict:
+def table_row(runtime: str, batch: int, cost: dict, median_ms: float, **found) -> dict:
     """One row of bench's table, the same keys wherever it was timed (None where unknown)."""
     gflops = 2 * cost["mult_adds"] * batch / (median_ms / 1000) / 1e9
     row = {"runtime": runtime, "batch_size": batch, "median_ms": median_ms, "images_per_s": 1000 * batch / median_ms,
@@ -357,11 +285,11 @@ def _row(runtime: str, batch: int, cost: dict, median_ms: float, **found) -> dic
     return {k: row.get(k) for k in ROW_KEYS}
 
 
-def _machine(**found) -> dict:
+def machine_record(**found) -> dict:
     return {k: found.get(k) for k in MACHINE_KEYS}
 
 
-def _result(cfg: MobileNetConfig, rows: list[dict], roofline: float | None, machine: dict, file: str | None) -> dict:
+def bench_result(cfg: MobileNetConfig, rows: list[dict], roofline: float | None, machine: dict, file: str | None) -> dict:
     return {"model": cfg.to_dict(), "file": file, "device": machine["name"], "rows": rows,
             "roofline_gflops": roofline, "machine": machine, "date": time.strftime("%Y-%m-%d")}
 
@@ -397,7 +325,7 @@ def _timed(cfg: MobileNetConfig, runners: dict, sizes: dict, batch_sizes, min_se
         for runtime in runners:
             ms = [1000 * t for t in times[runtime]]
             p10, median, p90 = np.percentile(ms, [10, 50, 90])
-            rows.append(_row(runtime, batch, cost, float(median), threads=threads, p10_ms=float(p10),
+            rows.append(table_row(runtime, batch, cost, float(median), threads=threads, p10_ms=float(p10),
                              p90_ms=float(p90), iterations=len(ms), load_seconds=(load_seconds or {}).get(runtime),
                              first_run_ms=first[runtime], peak_memory_mb=memory[runtime],
                              file_mb=sizes[runtime] / 1e6 if sizes[runtime] else None,
@@ -408,10 +336,10 @@ def _timed(cfg: MobileNetConfig, runners: dict, sizes: dict, batch_sizes, min_se
     shown.close()
     versions = {p: _version(p) for p in ("torch", "onnxruntime", "openvino", "executorch", "ai-edge-litert", "timm",
                                          "numpy")}
-    machine = _machine(name=name or local_name(), host=platform.node(), cpu=cpu_name(), isa=cpu_features(),
+    machine = machine_record(name=name or local_name(), host=platform.node(), cpu=cpu_name(), isa=cpu_features(),
                        arch=platform.machine(), system=platform.system(), cores=os.cpu_count(), threads=threads,
                        python=platform.python_version(), versions=versions, platform=platform.platform())
-    return _result(cfg, rows, roofline, machine, file)
+    return bench_result(cfg, rows, roofline, machine, file)
 
 
 def _version(package: str) -> str | None:

@@ -27,11 +27,12 @@ from ..errors import BadArgument, Interrupted, MobileNetError, printable
 from ..files import (
     JSON_LIMIT, TEMP_PREFIX, atomic_write_json, atomic_write_text, make_dir, read_json_object, read_regular,
 )
-from ..formats import EXPORT_FORMATS, runtime_row, size_key
+from ..formats import EXPORT_FORMATS, size_key
 from ..net.cost import cost_report
 from ..run.names import CHECKPOINT, EXPORTS, HISTORY, WEIGHTS
 from ..training.config import TrainConfig
 from .page import TABLE, sweep_report
+from .devices import devices_of, latency_source, time_on, with_latency_of
 from .records import (
     DEVICE_MS, PLAN, POINT, SWEEP_RUNTIMES, check_grid, link_best, point_dir, point_name, points, read_plan, read_point,
     unlink_best,
@@ -105,7 +106,7 @@ def sweep(cfg: SweepConfig, log=print) -> dict:
     _train_points(out, plan, todo, cfg.jobs, log)
     for p in mine:
         if cfg.device:
-            _time_on(out, plan, p, cfg.device, cfg.seconds, log)
+            time_on(out, plan, p, cfg.device, cfg.seconds, log)
         else:
             _time_point(out, plan, p, cfg.seconds, log)
     if cfg.shard[1] > 1:
@@ -226,40 +227,6 @@ def _time_point(out: Path, plan: dict, p: tuple[float, int], seconds: float, log
     log(f"[{record['run']}] batch 1: " + ", ".join(f"{r} {ms:.2f} ms" for r, ms in record["latency_ms"].items()))
 
 
-def _time_on(out: Path, plan: dict, p: tuple[float, int], device, seconds: float, log) -> None:
-    """Phase two on a device: each runtime's file (exported here when the point has none
-    yet) timed there at batch 1; the record is written after each, so a killed sweep times
-    nothing twice."""
-    from ..deploy.benchmark import bench_on
-
-    record, folder = read_point(out, p), point_dir(out, p)
-    if not device.name:
-        device.describe()  # its name, as it reports itself
-    done = dict(record.get(DEVICE_MS, {}).get(device.name, {}))
-    todo = [r for r in plan["runtimes"] if r not in done]
-    say = (lambda line: log(f"[{record['run']}] {line}"))
-    for runtime in todo:
-        result = bench_on(device, _point_file(folder, runtime, say), [1], [runtime], None, seconds)
-        done[runtime] = result["rows"][0]["median_ms"]
-        record["size_mb"].setdefault(size_key(runtime), result["rows"][0]["file_mb"])
-        record.setdefault(DEVICE_MS, {})[device.name] = done
-        atomic_write_json(folder / POINT, record)
-    if todo:
-        log(printable(f"[{record['run']}] batch 1 on {device.name}: ")
-            + ", ".join(f"{r} {ms:.2f} ms" for r, ms in done.items()))
-
-
-def _point_file(folder: Path, runtime: str, log) -> Path:
-    """The point's file that `runtime` runs, exported now if it is not there yet."""
-    from ..deploy.exporter import export, export_path
-
-    fmt, int8 = runtime_row(runtime).format, runtime.endswith("-int8")
-    path = export_path(folder, fmt, int8)
-    if not path.is_file():
-        export(folder, fmt, int8=int8, log=log)
-    return path
-
-
 def _exported_onnx(folder: Path) -> dict:
     """The point's model.onnx, for bench to time rather than export the model once more (the
     same graph; only its metadata differs): when it is the file export checked, by the digest
@@ -288,9 +255,9 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
     if device:
         for p, record in records.items():
             if record is not None:
-                _time_on(out, plan, p, device, seconds, log)
+                time_on(out, plan, p, device, seconds, log)
                 records[p] = read_point(out, p)
-    on = device.name if device else _latency_source(records.values())
+    on = device.name if device else latency_source(records.values())
     rows, missing = [], []
     for p, record in records.items():
         timed = record and (record.get(DEVICE_MS, {}).get(on) if on else record.get("latency_ms"))
@@ -306,7 +273,7 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
     atomic_write_text(out / "sweep.csv", table_csv(rows, plan))
     from ..report.plots import plot_tradeoff
 
-    rows = [_on(r, on) for r in rows]  # the pick, table and picture read the latency of `on`
+    rows = [with_latency_of(r, on) for r in rows]  # the pick, table and picture read the latency of `on`
     plot_tradeoff(rows, plan["runtimes"][0], out, on)
     if on:
         log(printable(f"latency at batch 1 on {on}"))
@@ -326,28 +293,6 @@ def collect(out, budget_ms: float | None = None, budget_mb: float | None = None,
     if export:
         result["export"] = _export_pick(point_dir(out, picked), export, plan["int8"], log)
     return result
-
-
-def _latency_source(records) -> str | None:
-    """Whose latency a collect without --on reads: this machine's when every point has it,
-    else the one device every point was timed on (a sweep run with --on)."""
-    records = [r for r in records if r]
-    if not records or all("latency_ms" in r for r in records):
-        return None
-    shared = set.intersection(*(set(r.get(DEVICE_MS, {})) for r in records))
-    if len(shared) != 1:
-        raise BadArgument("the points were timed on " + (f"several devices ({', '.join(sorted(shared))})" if shared
-                          else "no one machine") + "; say which with --on DEST (and --device-name NAME)")
-    return shared.pop()
-
-
-def _on(record: dict, on: str | None) -> dict:
-    """The record with `on`'s latency as its latency_ms (the host's when None)."""
-    return {**record, "latency_ms": record[DEVICE_MS][on]} if on else record
-
-
-def _devices(rows: list[dict]) -> list[str]:
-    return sorted({name for r in rows for name in r.get(DEVICE_MS, {})})
 
 
 def _columns(plan: dict, devices=()) -> list[str]:
@@ -370,7 +315,7 @@ def _flat(record: dict) -> dict:
 
 def table_csv(rows: list[dict], plan: dict) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_columns(plan, _devices(rows)), extrasaction="ignore",
+    writer = csv.DictWriter(buf, fieldnames=_columns(plan, devices_of(rows)), extrasaction="ignore",
                             lineterminator="\n")
     writer.writeheader()
     for r in rows:
