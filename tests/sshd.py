@@ -56,7 +56,7 @@ class Server:
         (folder / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_key[0]} {host_key[1]}\n")
         (folder / "empty_known_hosts").write_text("")
         common = (f"  HostName 127.0.0.1\n  User {getpass.getuser()}\n  IdentitiesOnly yes\n  IdentityAgent none\n"
-                  "  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 20\n")
+                  "  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n  ConnectTimeout 120\n")
         self.config = folder / "ssh_config"
         self.config.write_text(
             f"Host device\n  Port {self.port}\n  IdentityFile {folder}/id\n  UserKnownHostsFile {folder}/known_hosts\n"
@@ -70,7 +70,7 @@ class Server:
             f"Host 127.0.0.1\n  IdentityFile {folder}/id\n  UserKnownHostsFile {folder}/known_hosts\n"
             f"  IdentitiesOnly yes\n  IdentityAgent none\n  GlobalKnownHostsFile /dev/null\n  LogLevel ERROR\n"
             f"Host silent\n  Port {self.silent.getsockname()[1]}\n  IdentityFile {folder}/id\n"
-            f"  UserKnownHostsFile {folder}/known_hosts\n{common.replace('ConnectTimeout 20', 'ConnectTimeout 2')}")
+            f"  UserKnownHostsFile {folder}/known_hosts\n{common.replace('ConnectTimeout 120', 'ConnectTimeout 2')}")
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", exist_ok=True)  # the privilege separation folder root's sshd wants
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(folder / "sshd_config")],
