@@ -98,20 +98,24 @@ def _quantize(model, example, dynamic, calibration: np.ndarray):
     return convert_pt2e(observed, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
 
 
-def with_metadata(data: bytes, entry: dict) -> bytes:
-    """`data` with our metadata entry holding `entry` as JSON (one before it replaced)."""
+def with_metadata(data: bytes, entry: dict, others: dict[bytes, bytes] | None = None) -> bytes:
+    """`data` with our metadata entry holding `entry` as JSON (one before it replaced), and
+    `others`' entries (name: bytes), each replacing one of its name."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     if any(b.offset for b in model.buffers or []):  # over 2 GB: tensors after the flatbuffer
         raise MobileNetError("the converter wrote tensors outside the flatbuffer; this model is too large for it")
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(entry).encode(), np.uint8)
-    model.buffers.append(buffer)
-    named = schema.MetadataT()
-    named.name, named.buffer = METADATA, len(model.buffers) - 1
-    model.metadata = [m for m in model.metadata or [] if m.name != METADATA] + [named]
+    entries = {METADATA: json.dumps(entry).encode(), **(others or {})}
+    model.metadata = [m for m in model.metadata or [] if m.name not in entries]
+    for name, content in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(content, np.uint8)
+        model.buffers.append(buffer)
+        named = schema.MetadataT()
+        named.name, named.buffer = name, len(model.buffers) - 1
+        model.metadata.append(named)
     builder = flatbuffers.Builder(len(data) + 4096)
     builder.Finish(model.Pack(builder), file_identifier=IDENTIFIER)
     return bytes(builder.Output())
