@@ -20,6 +20,8 @@ class Format:
     extra: str | None  # the pip extra `export` needs (None: the base install)
     exported: bool  # `mobilenet export` writes it (safetensors is a run folder's own)
     module: str  # the module under mobilenet/ that writes or reads it
+    tag: str = ""  # what the name holds before the suffix (".mediapipe": model.mediapipe.int8.tflite)
+    runs_as: str | None = None  # the format whose runtimes run it (None: its own)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ FORMATS = (
     Format("onnx", ".onnx", "ONNX", None, True, "deploy.exporter"),
     Format("executorch", ".pte", "ExecuTorch", "executorch", True, "deploy.executorch"),
     Format("litert", ".tflite", "LiteRT", "litert-export", True, "deploy.litert"),
+    # a .tflite for MediaPipe Tasks' ImageClassifier: uint8 RGB in, labels in the standard metadata
+    Format("mediapipe", ".tflite", "MediaPipe Tasks", "mediapipe", True, "deploy.mediapipe", ".mediapipe", "litert"),
 )
 # In order of preference: the first runtime that predicts with a format is its file's default.
 RUNTIME_TABLE = (
@@ -69,16 +73,26 @@ def size_key(runtime: str) -> str:
     return f"{key}-int8" if runtime.endswith("-int8") else key
 
 
+def format_of(path) -> Format | None:
+    """The exported format a file's name names, by its suffix and tag (a tagged one first:
+    x.mediapipe.tflite is MediaPipe's, x.tflite LiteRT's), or None."""
+    name = Path(path)
+    fits = [f for f in FORMATS if f.exported and name.suffix == f.suffix and (not f.tag or f.tag in name.suffixes)]
+    return max(fits, key=lambda f: len(f.tag), default=None)
+
+
 def title_of(path) -> str | None:
-    """The format an exported file's suffix names ("ONNX"), or None."""
-    return next((f.title for f in FORMATS if f.exported and Path(path).suffix == f.suffix), None)
+    """The format an exported file's name names ("ONNX"), or None."""
+    found = format_of(path)
+    return found and found.title
 
 
 def file_runtimes(path) -> list[str]:
-    """The runtimes that run the exported file `path`, by its suffix, in order of preference;
+    """The runtimes that run the exported file `path`, by its name, in order of preference;
     none for a folder or another suffix."""
-    formats = [] if os.path.isdir(path) else [f.name for f in FORMATS if f.exported and Path(path).suffix == f.suffix]
-    return [r.name for r in RUNTIME_TABLE if r.predicts and r.format in formats]
+    found = None if os.path.isdir(path) else format_of(path)
+    runs = found and (found.runs_as or found.name)
+    return [r.name for r in RUNTIME_TABLE if r.predicts and r.format == runs]
 
 
 def runtime_for(model, runtime: str | None = None) -> str:

@@ -32,7 +32,8 @@ def _cmd_export(args) -> int:
         print(json.dumps(r, indent=2))
         return 0
     real = r["real"]["max_abs_diff"]
-    print(f"{args.format} float32 checked against PyTorch: largest difference {r['random']['max_abs_diff']:.2e} "
+    where = f" in {r['checked_in']}" if r.get("checked_in") else ""
+    print(f"{args.format} float32 checked against PyTorch{where}: largest difference {r['random']['max_abs_diff']:.2e} "
           "on random inputs" + (f", {real:.2e} on real test images (top-1 identical: {r['real']['same_top1']})"
                                 if real is not None else ""))
     print(f"wrote {printable(r['output'])} ({r['bytes'] / 1e6:.2f} MB)")
@@ -40,15 +41,16 @@ def _cmd_export(args) -> int:
 
 
 def add_export(sub) -> None:
-    p = sub.add_parser("export", help="one deployable file (ONNX, ExecuTorch or LiteRT, float32 or int8) that "
-                       "checks itself")
+    p = sub.add_parser("export", help="one deployable file (ONNX, ExecuTorch, LiteRT or MediaPipe, float32 or "
+                       "int8) that checks itself")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
                    help="onnx (default); executorch: a .pte for XNNPACK, with its metadata in FILE.json; litert: a "
-                   ".tflite (the litert-export extra)")
+                   ".tflite (the litert-export extra); mediapipe: a .tflite for MediaPipe Tasks' ImageClassifier, "
+                   "with its labels (the mediapipe extra)")
     p.add_argument("--int8", action="store_true",
                    help="static int8 quantization (ONNX: ONNX Runtime's QDQ; executorch: PT2E with the XNNPACK "
-                   "quantizer; litert: PT2E with litert-torch's); default float32")
+                   "quantizer; litert and mediapipe: PT2E with litert-torch's); default float32")
     p.add_argument("--int8-preset", choices=["portable", "vnni"],
                    help="portable (default): 7-bit weights, exact on every x86-64 and ARM CPU; vnni: 8-bit weights, "
                    "for CPUs with VNNI or ARM only (on AVX2-only x86 its sums can saturate)")

@@ -270,23 +270,30 @@ def prepare(image, spec: dict) -> np.ndarray:
     training) or resize (shorter side, then a centre crop, as torchvision does)."""
     from PIL import Image
 
-    r = spec["resolution"]
-    mean = np.asarray(spec["mean"], np.float32).reshape(-1, 1, 1)
-    std = np.asarray(spec["std"], np.float32).reshape(-1, 1, 1)
     if spec.get("image_size"):
         size = spec["image_size"]
         if image.size != (size, size):
             image = image.resize((size, size), Image.BICUBIC)
-        x = (_chw(image) / np.float32(255) - mean) / std
-        return bilinear_resize(x, r) if size != r else x
+        return from_pixels(_chw(image), spec)
+    r = spec["resolution"]
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = spec["resize"], int(spec["resize"] * long / short)
     image = image.resize((new_short, new_long) if w <= h else (new_long, new_short), Image.BILINEAR)
     w, h = image.size
     top, left = int(round((h - r) / 2.0)), int(round((w - r) / 2.0))
-    x = _chw(image.crop((left, top, left + r, top + r)))  # cropped in uint8: float for r×r pixels only
-    return ((x / np.float32(255) - mean) / std).astype(np.float32)
+    return from_pixels(_chw(image.crop((left, top, left + r, top + r))), spec)  # cropped in uint8: r×r floats only
+
+
+def from_pixels(x: np.ndarray, spec: dict) -> np.ndarray:
+    """Pixels (float32 (..., C, S, S), 0 to 255) at the data's image size, or cropped to the
+    resolution -> the model's input: /255, the mean and std, and the bilinear resize to the
+    resolution where the data's images are smaller or larger. prepare's second half."""
+    r = spec["resolution"]
+    mean = np.asarray(spec["mean"], np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec["std"], np.float32).reshape(-1, 1, 1)
+    x = ((x / np.float32(255) - mean) / std).astype(np.float32)
+    return bilinear_resize(x, r) if x.shape[-1] != r else x
 
 
 def crop_input_spec(channels: int, resolution: int, mean, std) -> dict:

@@ -2,8 +2,9 @@
 
 ONNX (opset 18 through torch.export, dynamic batch, class names and input preparation in
 metadata_props), optionally int8 by ONNX Runtime's static post-training quantization
-(QDQ); an ExecuTorch program lowered to XNNPACK, optionally int8 by PT2E (executorch.py); or a
-LiteRT .tflite through litert-torch, optionally int8 by PT2E (litert.py).
+(QDQ); an ExecuTorch program lowered to XNNPACK, optionally int8 by PT2E (executorch.py); a
+LiteRT .tflite through litert-torch, optionally int8 by PT2E (litert.py); or a .tflite
+for MediaPipe Tasks' ImageClassifier (mediapipe.py).
 Every export runs the written file in its own runtime on random and real inputs and
 compares it with eager PyTorch before it is put in place.
 """
@@ -120,12 +121,16 @@ def _real_inputs(info: ModelInfo, count: int, split: str = "test") -> tuple[torc
     return (x[:count], y[:count]) if count else (x, y)
 
 
-def _test_accuracy(runs: list, info: ModelInfo) -> tuple[list[float], int, float]:
+def _test_accuracy(runs: list, info: ModelInfo, batches=None) -> tuple[list[float], int, float]:
     """Top-1 of each model (a function: float32 batch -> logits, numpy) on the whole test
-    split, and the share of images on which the last model gives the first one's top-1."""
-    source = info.open_data(workers=0)
-    batches = ((x.numpy(), y, bad) for x, y, bad in source.test_batches(EVAL_BATCH_SIZE))
-    found = evaluate_batches(runs, batches, len(info.classes), total=source.num_test, desc="int8: test accuracy",
+    split (or `batches` of it, prepared for them), and the share of images on which the last
+    model gives the first one's top-1."""
+    total = None
+    if batches is None:
+        source = info.open_data(workers=0)
+        batches = ((x.numpy(), y, bad) for x, y, bad in source.test_batches(EVAL_BATCH_SIZE))
+        total = source.num_test
+    found = evaluate_batches(runs, batches, len(info.classes), total=total, desc="int8: test accuracy",
                              confusion=False)
     seen = found["metrics"][0].images
     if not seen:
@@ -170,7 +175,8 @@ def _checks(model: nn.Module, info: ModelInfo, count: int, int8: bool, log) -> d
 
 def export_path(model_dir, fmt: str, int8: bool) -> Path:
     """Where export writes when no --output is given."""
-    return Path(model_dir) / f"model{'.int8' if int8 else ''}{get_format(fmt).suffix}"
+    found = get_format(fmt)
+    return Path(model_dir) / f"model{found.tag}{'.int8' if int8 else ''}{found.suffix}"
 
 
 def _output(model_dir, output, fmt: str, int8: bool) -> Path:
@@ -184,9 +190,9 @@ def _output(model_dir, output, fmt: str, int8: bool) -> Path:
 
 def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibration_images: int = 300,
            check_images: int = 512, log=print, int8_preset: str = "portable", force: bool = False) -> dict:
-    """Export `model_dir` to `output` (default model_dir/model[.int8].onnx, .pte or .tflite), verify
-    it in its own runtime, and return a report. Raises MobileNetError when the check fails;
-    nothing is written then. A file there that this toolkit did not write is replaced only
+    """Export `model_dir` to `output` (default export_path's: model[.int8].onnx, .pte or .tflite,
+    model.mediapipe[.int8].tflite), verify it in its own runtime, and return a report. Raises
+    MobileNetError when the check fails; nothing is written then. A file there that this toolkit did not write is replaced only
     with `force`. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
     ExecuTorch program's metadata goes to executorch.sidecar(output)."""
     if fmt not in EXPORT_FORMATS:
@@ -198,20 +204,22 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
 
         require_executorch()
     marked = None
-    if fmt == "litert":
+    if fmt in ("litert", "mediapipe"):
         from .litert import is_ours as marked, require_runtime
 
         require_runtime()  # the self-check runs the file in LiteRT's interpreter
     model, info = load_model(model_dir)
     output = _output(model_dir, output, fmt, int8)
     refuse_foreign([output, *([sidecar(output)] if fmt == "executorch" else [])], "--output", force, marked)
-    checks = _checks(model, info, check_images, int8, log)
-    if fmt == "executorch":
-        data, report = _executorch(model, info, checks, int8, calibration_images, log)
-    elif fmt == "litert":
-        data, report = _litert(model, info, checks, int8, calibration_images, log)
+    if fmt == "mediapipe":  # checked on the task's pixels, not on the network's input
+        data, report = _mediapipe(model, info, check_images, int8, calibration_images, log)
     else:
-        data, report = _onnx(model, info, checks, int8, calibration_images, log, int8_preset)
+        checks = _checks(model, info, check_images, int8, log)
+        if fmt == "onnx":
+            data, report = _onnx(model, info, checks, int8, calibration_images, log, int8_preset)
+        else:
+            convert = _executorch if fmt == "executorch" else _litert
+            data, report = convert(model, info, checks, int8, calibration_images, log)
     atomic_write_bytes(output, data)
     digest = hashlib.sha256(data).hexdigest()
     if fmt == "executorch":  # after its program: a sidecar never describes a program that was not kept
@@ -260,6 +268,28 @@ def _litert(model, info, checks, int8, calibration_images, log) -> tuple[bytes, 
                  lambda data: LiteRtModel(data, info).logits, checks, int8, info, calibration_images, log)
 
 
+def _mediapipe(model, info, check_images, int8, calibration_images, log) -> tuple[bytes, dict]:
+    """A .tflite for MediaPipe Tasks, checked in the task itself (mediapipe.check_file); int8
+    by PT2E on the network, refused when it loses more than INT8_MAX_DROP of test accuracy
+    in the task."""
+    from .mediapipe import check_file, mediapipe_bytes, pixel_images, task_client, test_batches
+
+    fp32 = mediapipe_bytes(model, info)
+    report = check_file(fp32, model, info, check_images, log)
+    if not int8:
+        return fp32, report
+    if calibration_images < 1:
+        raise MobileNetError("--int8 needs calibration images; --calibration must be at least 1")
+    calibration = pixel_images(info, calibration_images, split="train")[0]
+    data = mediapipe_bytes(model, info, calibration)
+    silent = lambda _: None  # noqa: E731 - check_file said already where the file is checked
+    batches, fp32_run = test_batches(info, task_client(fp32, info, silent)[0])
+    int8_run = test_batches(info, task_client(data, info, silent)[0])[1]
+    report.update(_compare_int8(fp32_run, int8_run, len(fp32), len(data), info, log, batches=batches))
+    report.update(calibration_images=len(calibration), fp32_bytes=len(fp32))
+    return data, report
+
+
 def _pt2e(name, convert, runner, checks, int8, info, calibration_images, log) -> tuple[bytes, dict]:
     """The bytes `convert(None)` makes, checked in their runtime (`runner(bytes)` gives a
     logits function); with int8, `convert(calibration images)`'s, refused when they lose more
@@ -283,10 +313,10 @@ def _calibration(info: ModelInfo, count: int) -> np.ndarray:
 
 
 def _compare_int8(fp32_run, int8_run, fp32_bytes: int, int8_bytes: int, info: ModelInfo, log,
-                  advice: str | None = None) -> dict:
+                  advice: str | None = None, batches=None) -> dict:
     """Test accuracy of float32 and int8 side by side, logged and returned. Losing more than
     INT8_MAX_DROP is a MobileNetError (nothing is written), with `advice` or the usual one."""
-    (before, after), images, agreement = _test_accuracy([fp32_run, int8_run], info)
+    (before, after), images, agreement = _test_accuracy([fp32_run, int8_run], info, batches)
     shrink = fp32_bytes / int8_bytes
     log(f"int8: test accuracy {100 * before:.2f}% -> {100 * after:.2f}% ({100 * (after - before):+.2f} points) "
         f"on {images} images; {fp32_bytes / 1e6:.2f} MB -> {int8_bytes / 1e6:.2f} MB ({shrink:.1f}x smaller); "

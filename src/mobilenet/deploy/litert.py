@@ -34,6 +34,22 @@ IDENTIFIER = b"TFL3"  # a LiteRT flatbuffer's file identifier, bytes 4-8
 CHUNK = 256  # images per invoke of a file with a dynamic batch
 MAX_ENTRIES = 64  # metadata entries looked at; a converter writes three
 AGAIN = "export it again with `mobilenet export --format litert`"
+TASK = "mediapipe"  # the "task" of our entry in a file for MediaPipe Tasks (deploy/mediapipe.py)
+
+
+def task_spec(spec: dict) -> dict:
+    """A MediaPipe file's input, in images.prepare's terms: the model's preparation up to the
+    pixels (0 to 255, at the data's image size, or cropped to ρ), since the graph does the rest."""
+    c, size = spec["channels"], spec.get("image_size") or spec["resolution"]
+    found = {**spec, "resolution": size, "mean": [0.0] * c, "std": [1 / 255] * c}
+    return found if spec.get("image_size") else {**found, "image_size": None}
+
+
+def task_pixels(x: np.ndarray) -> np.ndarray:
+    """Pixels as task_spec prepares them, (n, C, S, S) float, -> what a MediaPipe file takes:
+    (n, S, S, 3) uint8 RGB (a grey image's one channel three times: the graph's grey of it is itself)."""
+    q = np.clip(np.round(x), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(np.repeat(q, 3, axis=3) if q.shape[3] == 1 else q)
 
 
 def require_runtime():
@@ -82,9 +98,10 @@ def litert_bytes(model, info: ModelInfo, calibration: np.ndarray | None = None) 
     return with_metadata(data, info.exported(calibration is not None))
 
 
-def _quantize(model, example, dynamic, calibration: np.ndarray):
+def _quantize(model, example, dynamic, calibration: np.ndarray, leave_float: tuple = ()):
     """PT2E: the observed, calibrated and converted module, and the QuantConfig that tells
-    litert-torch to lower its quantize/dequantize pairs to int8 ops."""
+    litert-torch to lower its quantize/dequantize pairs to int8 ops. Submodules of the types
+    in `leave_float` stay float."""
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
@@ -93,6 +110,8 @@ def _quantize(model, example, dynamic, calibration: np.ndarray):
     from .pt2e import calibrated
 
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    for kind in leave_float:
+        quantizer.set_module_type(kind, None)
     observed = calibrated(torch.export.export(model, example, dynamic_shapes=dynamic).module(), quantizer,
                           torch.from_numpy(calibration))
     return convert_pt2e(observed, fold_quantize=False), QuantConfig(pt2e_quantizer=quantizer)
@@ -151,10 +170,12 @@ def is_ours(path: Path) -> bool:
 
 def _open_file(path: Path) -> tuple[bytes, ModelInfo]:
     """A .tflite's bytes and metadata, checked: read_file's checks, and the interpreter,
-    probed in a child, takes the input the metadata prepares."""
+    probed in a child, takes the input the metadata prepares (a MediaPipe file: its pixels, RGB)."""
     data, info, _ = read_file(path)
+    task = read_metadata(data, path).get("task") == TASK
+    size = task_spec(info.input)["resolution"]
     probe_file(data, path, "mobilenet.deploy.litert:_probe_child", "LiteRT's interpreter", "LiteRT model", AGAIN,
-               info, 1)
+               info, 1, (size, size, 3) if task else None)
     return data, info
 
 
@@ -192,7 +213,8 @@ def _probe_child() -> None:
             return
         interpreter.resize_tensor_input(found["index"], [1, *sizes[1:]])
         interpreter.allocate_tensors()
-        interpreter.set_tensor(found["index"], quantize(probe_image(sizes[1:]), found))
+        image = probe_image(sizes[1:])
+        interpreter.set_tensor(found["index"], quantize(image * 64 + 128 if _raw(found) else image, found))
         interpreter.invoke()
         z = dequantize(interpreter.get_tensor(out["index"]), out)
     except Exception as e:  # noqa: BLE001 - reported to the parent as one line
@@ -208,9 +230,14 @@ def _io(interpreter) -> tuple[dict, dict]:
     for d in (inputs[0], outputs[0]):
         if d["dtype"] not in (np.float32, np.int8, np.uint8) or len(d["shape"]) != (4 if d is inputs[0] else 2):
             raise ValueError(f"tensor {d['name']!r} is {d['dtype'].__name__} of shape {list(d['shape'])}")
-        if d["dtype"] != np.float32 and not d["quantization"][0] > 0:
+        if d["dtype"] != np.float32 and not d["quantization"][0] > 0 and not (d is inputs[0] and _raw(d)):
             raise ValueError(f"tensor {d['name']!r} is {d['dtype'].__name__} without a scale")
     return inputs[0], outputs[0]
+
+
+def _raw(details: dict) -> bool:
+    """Whether an input takes pixels as they are: uint8 RGB, NHWC, without a scale (MediaPipe's)."""
+    return details["dtype"] == np.uint8 and not details["quantization"][0] > 0 and details["shape"][-1] == 3
 
 
 def _cores() -> int:
@@ -219,10 +246,11 @@ def _cores() -> int:
 
 
 def quantize(x: np.ndarray, details: dict) -> np.ndarray:
-    """Float images as the file's input type: int8 files take q = round(x / scale) + zero point."""
+    """Float images as the file's input type: int8 files take q = round(x / scale) + zero point,
+    a MediaPipe file pixels as they are."""
     if details["dtype"] == np.float32:
         return x
-    scale, zero = details["quantization"]
+    scale, zero = details["quantization"] if not _raw(details) else (1.0, 0)
     bounds = np.iinfo(details["dtype"])
     return np.clip(np.round(x / scale) + zero, bounds.min, bounds.max).astype(details["dtype"])
 
@@ -236,7 +264,9 @@ def dequantize(q: np.ndarray, details: dict) -> np.ndarray:
 
 class LiteRtModel:
     """An exported .tflite: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation),
-    `.int8` (int8 in and out), `.logits(batch)` in float32 whatever the file's input and output types.
+    `.int8` (its weights), `.logits(batch)` in float32 whatever the file's input and output types.
+    A MediaPipe file (`.task`) takes pixels (its `.spec` is task_spec's) and gives probabilities,
+    whose logarithms are its logits: their softmax is the file's own output.
 
     `source` is a .tflite path (its metadata checked, the file probed in a child process
     first) or the bytes of a model this process has just converted, with `info` given."""
@@ -246,24 +276,36 @@ class LiteRtModel:
         self.name = "the converted model" if isinstance(source, bytes) else str(source)
         self._data, self.info = (source, info) if isinstance(source, bytes) else _open_file(Path(source))
         self.classes, self.spec = self.info.classes, self.info.input
+        entry = read_metadata(self._data, self.name)
         try:
             with quiet_stderr():
                 self.interpreter = interpreter.Interpreter(model_content=self._data, num_threads=threads or _cores())
             self._in, self._out = _io(self.interpreter)
-            self.int8 = self._in["dtype"] != np.float32
         except Exception as e:  # noqa: BLE001 - the interpreter raises its own types for a bad file
             raise MobileNetError(f"{self.name} is not a loadable LiteRT model ({detail(e)}); {AGAIN}") from None
+        self.int8 = entry.get("int8") is True
+        self.task = entry.get("task") == TASK and _raw(self._in)
+        if self.task:
+            self.spec = task_spec(self.spec)
         fixed = self._in["shape_signature"][0] != -1
         self.batch = int(self._in["shape"][0]) if fixed else None  # 1 (a file's is probed), or None: CHUNK at a time
         self._size = None  # the batch the interpreter's tensors are allocated for
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.task:
+            return np.log(np.maximum(self.probabilities(task_pixels(batch)), np.finfo(np.float32).tiny))
+        return self._run(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def probabilities(self, rgb: np.ndarray) -> np.ndarray:
+        """A MediaPipe file's output for RGB pixels as the task gives them, (n, S, S, 3) uint8."""
+        return self._run(rgb)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
         step = self.batch or CHUNK
         try:
             z = np.concatenate([self._invoke(x[i:i + step]) for i in range(0, len(x), step)])
         except Exception as e:  # noqa: BLE001 - the interpreter's own types
-            raise MobileNetError(f"{self.name}: LiteRT failed on {len(batch)} images ({detail(e)})") from None
+            raise MobileNetError(f"{self.name}: LiteRT failed on {len(x)} images ({detail(e)})") from None
         check_scores(z, len(self.classes), self.name)
         return z
 

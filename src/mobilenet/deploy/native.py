@@ -92,11 +92,12 @@ def probe(data: bytes, name, child: str, engine: str, kind: str, again: str, sec
 
 
 def probe_file(data: bytes, name, child: str, engine: str, kind: str, again: str, info: ModelInfo,
-               batches: int) -> dict:
+               batches: int, wanted: tuple | None = None) -> dict:
     """probe()'s findings, held against the file's metadata `info`: the file takes the input it
-    prepares in batches of at most `batches` images, or any batch; one non-zero image gives a
-    finite score for each class; and all of it within probe_seconds of its network."""
-    wanted, classes = info.input_shape, len(info.classes)
+    prepares (or `wanted`, an image's sizes) in batches of at most `batches` images, or any
+    batch; one non-zero image gives a finite score for each class; and all of it within
+    probe_seconds of its network."""
+    wanted, classes = wanted or info.input_shape, len(info.classes)
     found = probe(data, name, child, engine, kind, again,
                   probe_seconds(info.model and cost_report(info.model)["mult_adds"]))
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import (
-    FASHION_CLASSES, FASHION_MNIST, bilinear_resize, fashion_files, fashion_mnist_dir, folder_splits, load_image,
+    FASHION_CLASSES, FASHION_MNIST, fashion_files, fashion_mnist_dir, folder_splits, from_pixels, load_image,
     prepare, read_idx,
 )
 from ..errors import MobileNetError, NotInstalled, first_line, install_hint
@@ -142,31 +142,28 @@ class OpenVinoModel(OnnxModel):
         return self.compiled(batch)[0]
 
 
-def _test_batches(model: OnnxModel, data: str, seen: dict, batch_size: int = EVAL_BATCH_SIZE):
-    """(images float32, labels, bad files) of the test split, prepared without torch; a
-    folder's count of skipped entries goes into seen["skipped"]."""
+def split_batches(model: OnnxModel, data: str | None, seen: dict, batch_size: int = EVAL_BATCH_SIZE,
+                  split: str = "test"):
+    """(images float32, labels, bad files) of the test (or train) split, prepared as
+    `model.spec` says without torch; a folder's count of skipped entries goes into seen["skipped"]."""
     spec = model.spec
     data = model.info.data_to_open(data)
     if data == FASHION_MNIST:
         if model.classes != FASHION_CLASSES:
             raise MobileNetError("the model's classes are not Fashion-MNIST's; evaluate it on its own data (--data)")
         folder = fashion_mnist_dir()
-        images, labels = (read_idx(p) for p in fashion_files(folder, "test"))
-        mean = np.asarray(spec["mean"], np.float32).reshape(1, -1, 1, 1)
-        std = np.asarray(spec["std"], np.float32).reshape(1, -1, 1, 1)
+        images, labels = (read_idx(p) for p in fashion_files(folder, split))
         for i in range(0, len(labels), batch_size):
-            x = (images[i:i + batch_size, None].astype(np.float32) / np.float32(255) - mean) / std
-            if x.shape[-1] != spec["resolution"]:
-                x = bilinear_resize(x, spec["resolution"])
-            yield x, labels[i:i + batch_size].astype(np.int64), []
+            yield from_pixels(images[i:i + batch_size, None].astype(np.float32), spec), \
+                labels[i:i + batch_size].astype(np.int64), []
         return
     found = folder_splits(data, model.info.test_split, model.info.seed)
     if found["classes"] != model.classes:
         raise MobileNetError(f"{data} has other class folders than the model; evaluate on the model's data")
-    seen["skipped"], test = found["skipped"], found["test"]
-    for i in range(0, len(test), batch_size):
+    seen["skipped"], samples = found["skipped"], found[split]
+    for i in range(0, len(samples), batch_size):
         arrays, labels, bad = [], [], []
-        for path, label in test[i:i + batch_size]:
+        for path, label in samples[i:i + batch_size]:
             try:
                 arrays.append(prepare(load_image(path, spec["channels"]), spec))
                 labels.append(label)
@@ -210,7 +207,7 @@ def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = N
     data = data or model.info.data_name
     seen = {}
     size = eval_batch_size(model.info.model, EVAL_BATCH_SIZE) if model.info.model else EVAL_BATCH_SIZE
-    found = evaluate_batches([model.logits], _test_batches(model, data, seen, size), len(model.classes))
+    found = evaluate_batches([model.logits], split_batches(model, data, seen, size), len(model.classes))
     metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"], seen.get("skipped", 0))
     out = make_dir(out)
     atomic_write_json(out / METRICS, {**metrics, "producer": PRODUCER})
