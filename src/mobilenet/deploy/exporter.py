@@ -192,9 +192,9 @@ def export(model_dir, fmt: str = "onnx", int8: bool = False, output=None, calibr
            check_images: int = 512, log=print, int8_preset: str = "portable", force: bool = False) -> dict:
     """Export `model_dir` to `output` (default export_path's: model[.int8].onnx, .pte or .tflite,
     model.mediapipe[.int8].tflite), verify it in its own runtime, and return a report. Raises
-    MobileNetError when the check fails; nothing is written then. A file there that this toolkit did not write is replaced only
-    with `force`. `int8_preset` (ONNX only) is a key of INT8_PRESETS. An
-    ExecuTorch program's metadata goes to executorch.sidecar(output)."""
+    MobileNetError when the check fails; nothing is written then. A file there that this
+    toolkit did not write is replaced only with `force`. `int8_preset` (ONNX only) is a key of
+    INT8_PRESETS. An ExecuTorch program's metadata goes to executorch.sidecar(output)."""
     if fmt not in EXPORT_FORMATS:
         raise MobileNetError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if int8_preset not in INT8_PRESETS:
