@@ -17,8 +17,8 @@ def _choices(command: str, option: str):
 
 
 def test_the_commands_offer_what_the_table_holds():
-    assert formats.EXPORT_FORMATS == tuple(f.name for f in formats.FORMATS if f.exported) == ("onnx", "executorch",
-                                                                                             "litert")
+    assert formats.EXPORT_FORMATS == tuple(f.name for f in formats.FORMATS if f.exported) == (
+        "onnx", "executorch", "litert", "mediapipe")
     assert _choices("export", "--format") == formats.EXPORT_FORMATS
     assert _choices("predict", "--runtime") == _choices("evaluate", "--runtime") == formats.PREDICT_RUNTIMES
     assert formats.RUNTIMES == ("torch", "torch-fast", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-int8",
@@ -45,6 +45,10 @@ def test_a_file_opens_in_the_runtime_its_suffix_names(tmp_path):
     assert [formats.runtime_for(tmp_path / f"m{s}") for s in (".onnx", ".pte", ".tflite")] == [
         "onnxruntime", "executorch", "litert"]
     assert formats.runtime_for(tmp_path / "m.int8.onnx", "openvino") == "openvino"
+    # a file for MediaPipe is a .tflite with a tag: LiteRT runs it, and the report names it apart
+    for name in ("model.mediapipe.tflite", "model.mediapipe.int8.tflite"):
+        assert formats.runtime_for(tmp_path / name) == "litert" and formats.title_of(name) == "MediaPipe Tasks"
+    assert formats.title_of("model.int8.tflite") == "LiteRT" and formats.title_of("model.mediapipe") is None
     assert formats.runtime_for(tmp_path / "nowhere") == "torch"  # load_model then says what is missing
     with pytest.raises(BadArgument, match="runs with --runtime litert, not onnxruntime"):
         formats.runtime_for(tmp_path / "m.tflite", "onnxruntime")

@@ -213,3 +213,22 @@ def test_a_class_name_that_is_no_label_line_is_refused(name):
 
     with pytest.raises(MobileNetError, match="cannot be a MediaPipe label"):
         check_labels(["ok", name])
+
+
+def test_the_docs_python_lines_classify_with_the_models_labels(grey, tmp_path, capsys):
+    """docs/deploy.md's "In an app" block, run as it is written, on this run's file and image."""
+    import re
+    from pathlib import Path
+
+    run, path, _, _, _ = grey
+    image = tmp_path / "shoe.png"
+    _test_images(run)[0][0].save(image)  # a grey PNG, as the demo's samples are
+    docs = (Path(__file__).parents[1] / "docs" / "deploy.md").read_text()
+    block = re.search(r"## In an app\n.*?```python\n(.*?)```", docs, re.S).group(1)
+    assert "runs/demo/model.mediapipe.tflite" in block and "runs/demo/samples/00000_Ankle-boot.png" in block
+    block = block.replace("runs/demo/model.mediapipe.tflite", str(path))
+    exec(block.replace("runs/demo/samples/00000_Ankle-boot.png", str(image)), {})
+    lines = capsys.readouterr().out.splitlines()
+    expected, info = _eager(run, [_test_images(run)[0][0]])
+    assert len(lines) == 3 and lines[0].split(" ", 1)[1] == info.classes[expected[0].argmax()]
+    assert float(lines[0].split()[0]) == pytest.approx(expected[0].max(), abs=1e-3)

@@ -150,8 +150,8 @@ def _litert(data: bytes, threads: int):
             interpreter.resize_tensor_input(into["index"], list(x.shape))
             interpreter.allocate_tensors()
             state["size"] = len(x)
-        if into["dtype"] != np.float32:
-            scale, zero = into["quantization"]
+        if into["dtype"] != np.float32:  # a file for MediaPipe takes pixels without a scale: about 128 ± 64
+            scale, zero = into["quantization"] if into["quantization"][0] > 0 else (1 / 64, 128)
             bounds = np.iinfo(into["dtype"])
             x = np.clip(np.round(x / scale) + zero, bounds.min, bounds.max).astype(into["dtype"])
         interpreter.set_tensor(into["index"], x)
