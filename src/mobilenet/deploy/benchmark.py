@@ -262,9 +262,15 @@ def bench_file(path, batch_sizes=(1, 16), runtimes=None, min_seconds: float = 1.
 
 
 def _file_runner(model):
-    """bench's runner for a loaded file: its logits on the batch, as predict gets them."""
+    """bench's runner for a loaded file: its logits on the batch, as predict gets them; a
+    file that takes other images than the network (MediaPipe's: pixels at the data's size)
+    gets random ones of its own size."""
+    spec = model.spec
+    shape = (spec["channels"], spec["resolution"], spec["resolution"])
+
     def runner(x: torch.Tensor):
-        xn = x.numpy()
+        xn = x.numpy() if tuple(x.shape[1:]) == shape else np.random.default_rng(0).uniform(
+            0, 255, (len(x), *shape)).astype(np.float32)
         return lambda: model.logits(xn)
     return runner
 
