@@ -54,6 +54,7 @@ OV = "tests/test_openvino.py::"
 LT = "tests/test_litert.py::"
 RP = "tests/test_report.py::"
 RM = "tests/test_remote.py::"
+MP = "tests/test_mediapipe.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training/loop.py",
@@ -280,6 +281,17 @@ MUTANTS = [
            "src/mobilenet/sweep/run.py", "rows = [with_latency_of(r, on) for r in rows]",
            "rows = [with_latency_of(r, None) for r in rows]",
            [S + "test_the_sweep_on_a_device_times_there_and_picks_on_its_latency"]),
+    # --- in an app ---------------------------------------------------------------------
+    Mutant("MediaPipe's labels written out of order", "docs/guarantees.md In an app",
+           "src/mobilenet/deploy/mediapipe.py", '"\\n".join(info.classes)', '"\\n".join(reversed(info.classes))',
+           [MP + "test_the_task_answers_as_pytorch_does_with_the_models_labels[colour]"]),
+    Mutant("normalization left out of the MediaPipe file", "docs/guarantees.md In an app",
+           "src/mobilenet/deploy/mediapipe.py", "x = (x / 255.0 - self.mean) / self.std", "x = x / 255.0",
+           [MP + "test_the_task_answers_as_pytorch_does_with_the_models_labels[grey]"]),
+    Mutant("RGB to grey other than images.prepare's", "docs/guarantees.md In an app",
+           "src/mobilenet/deploy/mediapipe.py", "GREY = (19595.0, 38470.0, 7471.0)",
+           "GREY = (21845.0, 21845.0, 21846.0)",
+           [MP + "test_the_task_answers_as_pytorch_does_with_the_models_labels[grey]"]),
 ]
 
 
