@@ -28,11 +28,11 @@ def _run(tmp_path, *argv, blocked=("mobilenet",)):
 
 
 @pytest.mark.parametrize("runtime, fmt", [("onnxruntime", "onnx"), ("openvino", "onnx"), ("litert", "litert"),
-                                          ("executorch", "executorch")])
+                                          ("litert", "mediapipe"), ("executorch", "executorch")])
 def test_the_runner_times_each_runtimes_file_with_nothing_of_the_package(small_run, onnx_file, tmp_path_factory,
                                                                          tmp_path, runtime, fmt):
     path = onnx_file if fmt == "onnx" else _exported(small_run, tmp_path_factory, {
-        "litert": "m.int8.tflite", "executorch": "m.pte"}[fmt], fmt, **({"int8": True} if fmt == "litert" else {}))[0]
+        "litert": "m.int8.tflite", "mediapipe": "m.mediapipe.tflite", "executorch": "m.pte"}[fmt], fmt, **({"int8": True} if fmt == "litert" else {}))[0]
     blocked = ("mobilenet",) if runtime == "executorch" else ("mobilenet", "torch")
     code, found = _run(tmp_path, path, runtime, "--batch-size", "1,3", "--threads", "1", "--runs", "5", "--warmup", "1",
                        blocked=blocked)
