@@ -22,6 +22,11 @@ class Interrupted(MobileNetError):
 class NotInstalled(MobileNetError):
     """An optional runtime or converter that is not installed here (or does not load)."""
 
+    @classmethod
+    def of(cls, what: str, e: ImportError, extra: str, package: str) -> "NotInstalled":
+        """One line: `what` does not import (and why), and how to add its extra."""
+        return cls(f"{what} is not installed or does not load ({first_line(e)}); " + install_hint(extra, package))
+
 
 class BadArgument(MobileNetError):
     """Arguments that cannot go together, found after argparse: exit 2, as argparse does."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MobileNetError, NotInstalled, first_line, install_hint
+from ..errors import MobileNetError, NotInstalled
 from ..files import FILE_LIMIT, PRODUCER, read_regular
 from ..net.cost import state_bytes
 from ..report.metrics import check_scores
@@ -57,8 +57,7 @@ def require_runtime():
     try:
         from ai_edge_litert import interpreter
     except ImportError as e:
-        raise NotInstalled(f"LiteRT is not installed or does not load ({first_line(e)}); "
-                             + install_hint("litert", "ai-edge-litert")) from None
+        raise NotInstalled.of("LiteRT", e, "litert", "ai-edge-litert") from None
     return interpreter
 
 
@@ -68,8 +67,7 @@ def _converter():
         with quiet_stderr():  # JAX, absl and torch log lines as it is imported (6 to 16 s)
             import litert_torch
     except ImportError as e:
-        raise NotInstalled(f"LiteRT's converter is not installed or does not load ({first_line(e)}); "
-                             + install_hint("litert-export", "litert-torch")) from None
+        raise NotInstalled.of("LiteRT's converter", e, "litert-export", "litert-torch") from None
     return litert_torch
 
 

@@ -33,7 +33,7 @@ from torch import nn
 from types import SimpleNamespace
 
 from ..data.images import from_pixels
-from ..errors import MobileNetError, NotInstalled, first_line, install_hint
+from ..errors import MobileNetError, NotInstalled
 from ..limits import EVAL_BATCH_SIZE
 from ..run.info import ModelInfo
 from .litert import TASK, LiteRtModel, _converter, _quantize, task_pixels, task_spec, with_metadata
@@ -58,8 +58,7 @@ def require_mediapipe():
     try:
         import mediapipe
     except ImportError as e:
-        raise NotInstalled(f"MediaPipe is not installed or does not load ({first_line(e)}); "
-                           + install_hint("mediapipe", "mediapipe")) from None
+        raise NotInstalled.of("MediaPipe", e, "mediapipe", "mediapipe") from None
     return mediapipe
 
 

@@ -17,7 +17,7 @@ from ..data.images import (
     FASHION_CLASSES, FASHION_MNIST, fashion_files, fashion_mnist_dir, folder_splits, from_pixels, load_image,
     prepare, read_idx,
 )
-from ..errors import MobileNetError, NotInstalled, first_line, install_hint
+from ..errors import MobileNetError, NotInstalled, first_line
 from ..files import FILE_LIMIT, read_regular
 from ..limits import EVAL_BATCH_SIZE
 from ..net.cost import eval_batch_size
@@ -56,8 +56,7 @@ def import_openvino():
         try:
             import openvino  # noqa: F401
         except ImportError as e:
-            raise NotInstalled(f"OpenVINO is not installed or does not load ({first_line(e)}); "
-                                 + install_hint("openvino", "openvino")) from None
+            raise NotInstalled.of("OpenVINO", e, "openvino", "openvino") from None
         finally:
             del sys.modules[OVC]  # the caller's own `import openvino.tools.ovc` still works
     return sys.modules["openvino"]
