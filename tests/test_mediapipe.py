@@ -191,8 +191,9 @@ def test_the_file_keeps_our_metadata_and_takes_the_tasks_input(grey):
 @pytest.mark.fault
 def test_the_exports_check_refuses_what_the_task_reads_otherwise(grey, monkeypatch):
     """The check holds the task's answers against PyTorch's: labels in another order, or a
-    preparation other than the file's, is one line and nothing written; without MediaPipe
-    it says so and checks the file in LiteRT's interpreter."""
+    preparation other than the file's, is one line and nothing written; where MediaPipe's
+    task does not load, the metadata is still written, and the check says so and runs the
+    file in LiteRT's interpreter."""
     import dataclasses
     import io
     import zipfile
@@ -216,6 +217,7 @@ def test_the_exports_check_refuses_what_the_task_reads_otherwise(grey, monkeypat
     def missing():
         raise NotInstalled("MediaPipe is not installed")
     monkeypatch.setattr(mediapipe, "require_mediapipe", missing)
+    assert mediapipe.task_metadata(info)[4:8] == mediapipe.TASK_IDENTIFIER  # the schema is read from its file
     said = []
     assert mediapipe.check_file(data, model, info, 64, said.append)["checked_in"] == "LiteRT's interpreter"
     assert len(said) == 1 and said[0].startswith("note: MediaPipe is not installed")

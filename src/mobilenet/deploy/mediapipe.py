@@ -15,22 +15,23 @@ to the flatbuffer, as the metadata populator writes them. Our own metadata entry
 the file, so LiteRT's interpreter (litert.LiteRtModel) runs it too.
 
 The export's check is the task itself: the file through MediaPipe's ImageClassifier
-against eager PyTorch on the same pixels, or through LiteRT's interpreter where MediaPipe
-is not installed.
+against eager PyTorch on the same pixels, or through LiteRT's interpreter where the task
+does not load.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.metadata
+import importlib.util
 import io
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from types import SimpleNamespace
 
 from ..data.images import from_pixels
 from ..errors import MobileNetError, NotInstalled
@@ -153,11 +154,22 @@ def task_metadata(info: ModelInfo) -> bytes:
     return bytes(builder.Output())
 
 
-def _metadata_schema():
-    require_mediapipe()
-    from mediapipe.tasks.metadata import metadata_schema_py_generated
+SCHEMA = "mediapipe/tasks/metadata/metadata_schema_py_generated.py"  # pure Python, flatbuffers only
 
-    return metadata_schema_py_generated
+
+def _metadata_schema():
+    """The metadata schema's generated module from the installed mediapipe wheel, read from
+    its file: `import mediapipe` loads the native task library too, which a machine may lack
+    while the schema, plain Python, serves."""
+    try:
+        path = importlib.metadata.distribution("mediapipe").locate_file(SCHEMA)
+        spec = importlib.util.spec_from_file_location("metadata_schema_py_generated", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (importlib.metadata.PackageNotFoundError, OSError, ImportError) as e:
+        raise NotInstalled.of("MediaPipe (its metadata schema)", ImportError(str(e)), "mediapipe",
+                              "mediapipe") from None
+    return module
 
 
 def with_task_metadata(data: bytes, info: ModelInfo, int8: bool) -> bytes:
@@ -189,8 +201,8 @@ def classify(data: bytes, images: np.ndarray, classes: int) -> tuple[np.ndarray,
 
 def task_client(data: bytes, info: ModelInfo, log) -> tuple:
     """(run, its name): run(RGB pixels) -> (probabilities, the labels as read, or None)
-    through MediaPipe's ImageClassifier, or LiteRT's interpreter where MediaPipe is not
-    installed (said in one line)."""
+    through MediaPipe's ImageClassifier, or LiteRT's interpreter where it does not load
+    (said in one line)."""
     try:
         require_mediapipe()
     except NotInstalled as e:
