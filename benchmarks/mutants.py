@@ -55,6 +55,7 @@ LT = "tests/test_litert.py::"
 RP = "tests/test_report.py::"
 RM = "tests/test_remote.py::"
 MP = "tests/test_mediapipe.py::"
+BL = "tests/test_balance.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training/loop.py",
@@ -292,6 +293,17 @@ MUTANTS = [
            "src/mobilenet/deploy/mediapipe.py", "GREY = (19595.0, 38470.0, 7471.0)",
            "GREY = (21845.0, 21845.0, 21846.0)",
            [MP + "test_the_task_answers_as_pytorch_does_with_the_models_labels[grey]"]),
+    # --- imbalanced classes --------------------------------------------------------------
+    Mutant("class weights inverted", "docs/training.md Imbalanced classes", "src/mobilenet/training/balance.py",
+           "raw = [1.0 / n if n else 0.0 for n in counts]", "raw = [float(n) for n in counts]",
+           [BL + "test_each_scheme_gives_the_weights_written_by_hand",
+            BL + "test_the_weighted_loss_is_the_one_computed_by_hand"]),
+    Mutant("the class weights left out of the loss", "docs/training.md Imbalanced classes",
+           "src/mobilenet/training/step.py", "weight=learner.class_weights, ", "",
+           [BL + "test_the_weighted_loss_is_the_one_computed_by_hand"]),
+    Mutant("auto never weights", "docs/training.md Imbalanced classes", "src/mobilenet/training/balance.py",
+           "return AUTO_SCHEME if imbalance(counts) > IMBALANCE else \"none\"", "return \"none\"",
+           [BL + "test_auto_weights_an_imbalanced_run_says_so_first_and_a_resume_keeps_it"]),
 ]
 
 

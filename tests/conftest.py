@@ -83,13 +83,15 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
         f.write(header + array.astype(np.uint8).tobytes())
 
 
-def make_fashion_like(folder: Path, n_train: int = 400, n_test: int = 200, seed: int = 0) -> Path:
+def make_fashion_like(folder: Path, n_train: int = 400, n_test: int = 200, seed: int = 0,
+                      train_counts: list[int] | None = None) -> Path:
     """IDX files in Fashion-MNIST's layout: 28×28 images whose class is the row of a bright
-    bar, so a model can learn them in an epoch or two."""
+    bar, so a model can learn them in an epoch or two; `train_counts`: the training split's
+    images per class (default n_train, spread evenly)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
+    for prefix, n in (("train", sum(train_counts) if train_counts else n_train), ("t10k", n_test)):
+        labels = np.repeat(np.arange(10), train_counts) if train_counts and prefix == "train" else np.arange(n) % 10
         rng.shuffle(labels)
         images = rng.integers(0, 60, size=(n, 28, 28))
         for i, label in enumerate(labels):

@@ -9,6 +9,7 @@ import os
 MIN_WIDTH, MAX_WIDTH = 1 / 32, 4.0  # α below 1/32 leaves the first layer with no channel
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 4096  # 32 = the body's total stride
 EVAL_BATCH_SIZE = 256  # images per batch wherever a model is evaluated or checked
+IMBALANCE = 5.0  # the largest training class over the smallest: the report warns, --class-weights auto weights
 
 # name: (low, high, kind)
 LIMITS = {

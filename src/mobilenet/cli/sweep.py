@@ -7,7 +7,7 @@ from ..training.config import TrainConfig, cli_fields
 from .options import device_from, device_options, list_of, number, option, runtime_list, shard
 
 SWEEP_TRAIN_OPTIONS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment", "dropout", "ema",
-                       "random_erasing", "label_smoothing", "seed", "limit", "test_split", "val_split", "patience",
+                       "random_erasing", "label_smoothing", "class_weights", "seed", "limit", "test_split", "val_split", "patience",
                        "workers", "device", "compile")
 
 

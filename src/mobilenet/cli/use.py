@@ -26,6 +26,8 @@ def _cmd_evaluate(args) -> int:
         return 0
     print(f"{printable(m['data'])}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
           f"loss {m['loss']:.4f}")
+    print(f"balanced accuracy {100 * m['balanced_accuracy']:.2f}%  macro F1 {100 * m['macro_f1']:.2f}%  "
+          "(each class weighs alike; recall by class:)")
     names = {printable(c): acc for c, acc in m["per_class"].items()}  # class names come from the model's files
     width = max(len(c) for c in names)
     for name, acc in names.items():

@@ -89,9 +89,22 @@ class Metrics:
             raise MobileNetError(f"the test split of {data} has no readable images")
         scores = class_scores(self.confusion)
         return {"data": data, "images": self.images, "top1": self.top1, "top5": self.top5_hits / self.images,
-                "loss": self.loss, "per_class": {c: s["recall"] for c, s in zip(classes, scores)},
+                "loss": self.loss, **class_means(self.confusion),
+                "per_class": {c: s["recall"] for c, s in zip(classes, scores)},
                 "per_class_scores": dict(zip(classes, scores)),
                 "confusion_matrix": self.confusion.tolist(), "bad_files": list(bad_files), "skipped": skipped}
+
+
+def class_means(confusion: np.ndarray) -> dict:
+    """Accuracy that every class weighs alike, as scikit-learn computes it: balanced accuracy,
+    the mean recall over the classes with test images; macro F1, the mean F1 over the classes
+    that have test images or were predicted."""
+    scores = class_scores(confusion)
+    support, predicted = confusion.sum(1), confusion.sum(0)
+    seen = [s for s, n in zip(scores, support) if n]
+    named = [s for s, n, p in zip(scores, support, predicted) if n or p]
+    return {"balanced_accuracy": float(np.mean([s["recall"] for s in seen])) if seen else 0.0,
+            "macro_f1": float(np.mean([s["f1"] for s in named])) if named else 0.0}
 
 
 def class_scores(confusion: np.ndarray) -> list[dict]:

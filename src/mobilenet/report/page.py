@@ -22,7 +22,7 @@ from ..data.augment import choice_line
 from ..errors import MobileNetError, printable
 from ..files import read_regular
 from ..formats import title_of
-from ..limits import finite_number
+from ..limits import IMBALANCE, finite_number
 from ..net.activation_maps import cam
 from ..net.cost import cost_report, state_bytes
 from ..run.folder import load_model, read_exports
@@ -33,7 +33,6 @@ from ..run.ownership import refuse_foreign
 from .html import as_float, escape, html_page, number, png_uri, table, write_page
 from .scan import checkpoint_state, open_data, scan
 
-IMBALANCE = 5.0  # the largest training class over the smallest that earns a warning
 TILE = 112  # pixels of each shown image and of its map
 EXPORT_ROOM = 16 << 20  # beyond twice the weights: a program's code and metadata
 
@@ -82,7 +81,8 @@ def _card(info: ModelInfo, state: dict, source, metrics: dict) -> str:
                      f"{cost['peak_activation_bytes'] / 1e6:,.2f} MB peak activation memory (batch 1, float32)"],
             ["data", _data_line(source)],
             ["test split", f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%, loss "
-                           f"{metrics['loss']:.4f} on {metrics['images']:,} images"],
+                           f"{metrics['loss']:.4f} on {metrics['images']:,} images; balanced accuracy "
+                           f"{100 * metrics['balanced_accuracy']:.2f}%, macro F1 {100 * metrics['macro_f1']:.2f}%"],
             ["recipe", _recipe(cfg, info.augment, history) if cfg else "not recorded (no checkpoint.pt)"],
             ["kept model", _kept(state, cfg) if cfg else "not recorded"],
             ["time", f"{len(history)} epochs, {_duration(sum(h['seconds'] for h in history))} of training"
@@ -104,6 +104,7 @@ def _recipe(cfg: dict, augment: dict | None, history: list[dict]) -> str:
     return (f"{cfg['epochs']} epochs, batch {cfg['batch_size']}, {cfg['optimizer']} with peak learning rate "
             f"{peak if isinstance(peak, str) else format(peak, 'g')}, weight decay {cfg['weight_decay']:g}, "
             f"label smoothing {cfg.get('label_smoothing', 0):g}, "
+            f"class weights {printable(str(cfg.get('class_weights', 'none')))}, "
             f"random erasing {cfg.get('random_erasing', 0):g}, dropout {cfg.get('dropout', 0):g}, "
             f"EMA {'of decay ' + format(ema, 'g') if ema else 'off'}; augmentation "
             f"{(augment or {}).get('preset', cfg.get('augment'))}{chosen}")

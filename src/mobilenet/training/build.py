@@ -16,6 +16,7 @@ from ..data.sources import open_source
 from ..errors import MobileNetError, first_line
 from ..net.model import MobileNetConfig, MobileNetV1
 from ..run.info import ModelInfo
+from .balance import class_weights, weights_line
 from .config import COMPILE_MODES, LR, TrainConfig
 from .distributed import Dist
 from .ema import EMA
@@ -47,7 +48,7 @@ class Run:
     lr: float
     steps: int
     info: ModelInfo  # what config.json says
-    choice: str | None = None  # --augment auto's line, for the log once it is open
+    notes: tuple[str, ...] = ()  # --augment auto's and the class weights' lines, for the log once it is open
     state: RunState = field(default_factory=RunState)
 
     @property
@@ -79,13 +80,20 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
     record = None
     if cfg.augment == "auto" and cfg.data != FASHION_MNIST:  # a new run's: a resumed one's preset is settled
         record = _trial(cfg, source, model, dist, device, lr, steps, learner.amp)
-    cfg = settle(cfg, Facts(activation, record and record["preset"]))
+    counts = source.class_counts()["train"]
+    chosen = cfg.class_weights
+    cfg = settle(cfg, Facts(activation, record and record["preset"], tuple(counts)))
     if record:
         source.set_augment(cfg.augment)
+    weights = class_weights(cfg.class_weights, counts)
+    if weights is not None:
+        learner.class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(),
                      record or {"preset": cfg.augment})
-    choice = choice_line(record) if record and dist.main else None  # the others hold no trial's figures to tell
-    return Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info, choice)
+    notes = [choice_line(record)] if record and dist.main else []  # the others hold no trial's figures to tell
+    notes.append(weights_line(chosen, cfg.class_weights, counts, source.classes))
+    return Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info,
+               tuple(n for n in notes if n))
 
 
 def _trial(cfg: TrainConfig, source, model, dist: Dist, device, lr: float, steps: int, amp) -> dict:

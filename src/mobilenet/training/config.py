@@ -12,6 +12,7 @@ from ..data.augment import AUGMENTATIONS, check_fashion_preset
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, MobileNetError
 from ..limits import check_folder, check_number
+from .balance import CLASS_WEIGHTS
 
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 DEVICES = ("auto", "cpu", "cuda")
@@ -62,6 +63,10 @@ class TrainConfig:
         "(default 0.5 on Fashion-MNIST, 0 on folders)", number=True, metavar="P")
     label_smoothing: float = option(  # the test loss stays plain cross-entropy
         0.0, "--label-smoothing", "label smoothing of the training loss (default 0)", number=True)
+    class_weights: str = option(  # settled: auto becomes what it chose, so a resume keeps it
+        "auto", "--class-weights", "weight the training loss by class: inverse (N / classes / n), effective "
+        "(Cui et al.'s (1-β)/(1-β^n)), none, or auto (default): inverse when the largest training class has over "
+        "5× the images of the smallest", choices=CLASS_WEIGHTS)
     activation: str = field(default="relu", metadata={"flag": None})  # no flag: --init's weights may set it
     seed: int = option(0, "--seed", "seeds the weights, the shuffle and the augmentation (default 0)", number=True)
     out: str | None = option(None, "--out", "run folder (default runs/<dataset>-<timestamp>)")

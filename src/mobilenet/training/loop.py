@@ -128,8 +128,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
     if dist.main:
         _open_outputs(run.out, run.state.history, run.info, run.log)
     try:
-        if run.choice:
-            run.log.note(run.choice)
+        for line in run.notes:
+            run.log.note(line)
         with Signals() as signals:  # from here a first signal means "save and stop"
             log(_start_line(run))
             for epoch in range(run.state.start_epoch, cfg.epochs):

@@ -7,7 +7,8 @@ default filled. A default is taken from the first of these that gives it:
 2. --init's weights: the activation they were trained with;
 3. --augment auto's trial: a folder's preset;
 4. the data's facts: Fashion-MNIST's preset and random erasing (a folder's: none), the
-   input size ρ, and a folder's absolute path, so that a resume finds it from anywhere.
+   input size ρ, a folder's absolute path, so that a resume finds it from anywhere, and
+   --class-weights auto's choice by the training split's class counts.
 
 --lr and --device stay rules (by optimizer and global batch; a GPU when there is one):
 a resume may run on another machine or with another number of processes.
@@ -24,6 +25,7 @@ from ..data.images import FASHION_MNIST
 from ..errors import MobileNetError
 from ..run.folder import load_checkpoint
 from ..run.names import CHECKPOINT
+from .balance import settled
 from .config import TrainConfig
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
@@ -40,7 +42,7 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
             raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
         return replace(cfg, out=str(out)), None
     checkpoint = load_checkpoint(out / CHECKPOINT)
-    args = checkpoint["train_config"]
+    args = {"class_weights": "none", **checkpoint["train_config"]}  # runs from before --class-weights had none
     saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
     if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (settle)
         raise MobileNetError(f"--resume: the checkpoint's data folder {saved.data!r} is not an absolute path, "
@@ -58,6 +60,7 @@ class Facts:
     """What a run learns before its first step that may fill an option left open."""
     activation: str | None = None  # --init's weights'
     preset: str | None = None  # --augment auto's trial's, on a folder
+    class_counts: tuple[int, ...] = ()  # the training split's images per class
 
 
 def settle(cfg: TrainConfig, facts: Facts = Facts()) -> TrainConfig:
@@ -67,7 +70,8 @@ def settle(cfg: TrainConfig, facts: Facts = Facts()) -> TrainConfig:
     return replace(cfg, activation=facts.activation or cfg.activation, augment=augment,
                    data=cfg.data if fashion else str(Path(cfg.data).resolve()), resolution=data_resolution(cfg),
                    random_erasing=(FASHION_ERASING if fashion else 0.0) if cfg.random_erasing is None
-                   else cfg.random_erasing, ema=cfg.ema or None)
+                   else cfg.random_erasing, ema=cfg.ema or None,
+                   class_weights=settled(cfg.class_weights, list(facts.class_counts)))
 
 
 def data_resolution(cfg: TrainConfig) -> int:

@@ -28,6 +28,7 @@ class Learner:
     scaler: torch.amp.GradScaler
     ema: EMA | None = None
     amp: torch.dtype | None = None  # None: float32
+    class_weights: torch.Tensor | None = None  # --class-weights, on the device; None: every image counts alike
 
     def state_dict(self) -> dict:
         """The checkpoint's part that resumes the step exactly."""
@@ -51,7 +52,7 @@ def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, label_smoothi
     left on the device. The schedule is stepped by the caller."""
     with torch.autocast(x.device.type, dtype=learner.amp, enabled=learner.amp is not None):
         logits = learner.net(x)
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+    loss = F.cross_entropy(logits.float(), y, weight=learner.class_weights, label_smoothing=label_smoothing)
     learner.optimizer.zero_grad(set_to_none=True)
     learner.scaler.scale(loss).backward()
     learner.scaler.step(learner.optimizer)

@@ -1,0 +1,59 @@
+"""Class weights for an imbalanced training split: --class-weights.
+
+A class's weight multiplies its images' share of the cross-entropy, so the loss no longer
+belongs to the largest classes. "inverse" gives each class N / (C · n_c), as scikit-learn's
+"balanced" and Keras' usual recipe do; "effective" is Cui et al.'s class-balanced weight
+(CVPR 2019), (1 − β) / (1 − β^n_c), which grows more slowly than 1 / n_c for tiny classes;
+both are scaled so that an image's mean weight over the split is 1, which makes them
+readable (the loss divides by its batch's summed weights, so the scale changes nothing in
+training). "auto" turns AUTO_SCHEME on when the largest class has more than
+IMBALANCE times the images of the smallest, the report's warning threshold. No torch.
+"""
+
+from __future__ import annotations
+
+from ..limits import IMBALANCE
+SCHEMES = ("inverse", "effective")
+CLASS_WEIGHTS = ("auto", "none", *SCHEMES)  # --class-weights
+AUTO_SCHEME = "inverse"  # what auto turns on: chosen on validation figures (docs/results.md)
+EFFECTIVE_BETA = 0.999  # Cui et al.'s β for data sets of thousands of images per class
+
+
+def imbalance(counts: list[int]) -> float:
+    """The largest class's count over the smallest's, among the classes with images."""
+    present = [n for n in counts if n > 0]
+    return max(present) / min(present) if present else 1.0
+
+
+def settled(choice: str, counts: list[int]) -> str:
+    """--class-weights with auto decided by the counts: AUTO_SCHEME above IMBALANCE, else none."""
+    if choice != "auto":
+        return choice
+    return AUTO_SCHEME if imbalance(counts) > IMBALANCE else "none"
+
+
+def class_weights(scheme: str, counts: list[int]) -> list[float] | None:
+    """Each class's weight under a settled scheme (None for "none"): a class without training
+    images gets 0, and the images' mean weight is 1."""
+    if scheme == "none":
+        return None
+    if scheme == "inverse":
+        raw = [1.0 / n if n else 0.0 for n in counts]
+    elif scheme == "effective":
+        raw = [(1 - EFFECTIVE_BETA) / (1 - EFFECTIVE_BETA ** n) if n else 0.0 for n in counts]
+    else:
+        raise ValueError(f"unknown class weighting {scheme!r}")
+    scale = sum(counts) / sum(w * n for w, n in zip(raw, counts))
+    return [w * scale for w in raw]
+
+
+def weights_line(choice: str, scheme: str, counts: list[int], classes: list[str]) -> str | None:
+    """The run's first line about weighting, or None when there is none to tell."""
+    if scheme == "none":
+        return None
+    weights = class_weights(scheme, counts)
+    low, high = min(w for w in weights if w), max(weights)
+    why = (f"auto: the largest training class has {imbalance(counts):.1f}× the images of the smallest; "
+           "--class-weights none turns it off" if choice == "auto" else f"--class-weights {scheme}")
+    return (f"class weights: {scheme} ({why}), from {low:.3g} ({classes[weights.index(low)]}) to {high:.3g} "
+            f"({classes[weights.index(high)]})")
