@@ -7,8 +7,8 @@ from ..training.config import TrainConfig, cli_fields
 from .options import device_from, device_options, list_of, number, option, runtime_list, shard
 
 SWEEP_TRAIN_OPTIONS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment", "dropout", "ema",
-                       "random_erasing", "label_smoothing", "class_weights", "seed", "limit", "test_split", "val_split", "patience",
-                       "workers", "device", "compile")
+                       "random_erasing", "label_smoothing", "class_weights", "seed", "limit", "test_split", "val_split",
+                       "patience", "workers", "device", "compile")
 
 
 VAL_SPLIT = {"default": 0.1, "help": "hold out F of each point's training images (seeded, stratified): each point "

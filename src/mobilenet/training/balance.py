@@ -13,6 +13,7 @@ IMBALANCE times the images of the smallest, the report's warning threshold. No t
 from __future__ import annotations
 
 from ..limits import IMBALANCE
+
 SCHEMES = ("inverse", "effective")
 CLASS_WEIGHTS = ("auto", "none", *SCHEMES)  # --class-weights
 AUTO_SCHEME = "inverse"  # what auto turns on: chosen on validation figures (docs/results.md)
