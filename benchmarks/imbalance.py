@@ -4,7 +4,7 @@ weighting trains the same run (same seed, epochs and validation hold-out); the t
 validation and test top-1, balanced accuracy and macro F1, and the smallest classes'
 recall. `auto`'s scheme is chosen on the validation columns only (docs/results.md).
 
-    .venv/bin/python benchmarks/imbalance.py --out runs/imbalance [--epochs 5] [--weights none,inverse,effective]
+    .venv/bin/python benchmarks/imbalance.py --out runs/imbalance [--epochs 5] [--weights none,inverse,effective] [--seed 0]
 
 The runs are the demo's recipe (α 0.5, ρ 32, batch 256, 5 epochs) on the cut split.
 
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--weights", default="none,inverse,effective")
     parser.add_argument("--val-split", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = Path(args.out)
     env = {**os.environ, "MOBILENET_FASHION_MNIST": str(imbalanced_fashion(out / "data"))}
@@ -82,7 +83,7 @@ def main() -> None:
             resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
             subprocess.run([sys.executable, "-m", "mobilenet", "train", "--out", str(run), "--epochs", str(args.epochs),
                             "--width", "0.5", "--resolution", "32", "--batch-size", "256", "--val-split", str(args.val_split),
-                            "--class-weights", scheme, *resume], env=env, check=True)
+                            "--class-weights", scheme, "--seed", str(args.seed), *resume], env=env, check=True)
             subprocess.run([sys.executable, "-m", "mobilenet", "evaluate", "--model", str(run)], env=env, check=True,
                            stdout=subprocess.DEVNULL)
         os.environ["MOBILENET_FASHION_MNIST"] = env["MOBILENET_FASHION_MNIST"]

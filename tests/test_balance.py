@@ -21,7 +21,7 @@ def test_each_scheme_gives_the_weights_written_by_hand():
     scale = 111 / sum(w * n for w, n in zip(raw, counts))
     assert class_weights("effective", counts) == pytest.approx([w * scale for w in raw] + [0.0])
     assert class_weights("none", counts) is None
-    assert settled("auto", [51, 10]) == "inverse" and settled("auto", [50, 10]) == "none"  # over 5×, not at it
+    assert settled("auto", [51, 10]) == "effective" and settled("auto", [50, 10]) == "none"  # over 5×, not at it
     assert settled("auto", [50, 0, 10]) == "none"  # a class without images is no ratio
     assert settled("effective", [10, 10]) == "effective"
 
@@ -52,7 +52,7 @@ def _imbalanced(tmp_path):
 
 
 def test_auto_weights_an_imbalanced_run_says_so_first_and_a_resume_keeps_it(tmp_path):
-    """6× between the largest class and the smallest: auto turns inverse weighting on, the
+    """6× between the largest class and the smallest: auto turns effective weighting on, the
     first line says so, the checkpoint holds the settled choice, and a run stopped after one
     epoch and resumed ends with the weights of one that never stopped."""
     import os
@@ -61,16 +61,16 @@ def test_auto_weights_an_imbalanced_run_says_so_first_and_a_resume_keeps_it(tmp_
     common = ["--width", "0.25", "--resolution", "32", "--batch-size", "16", "--augment", "none", "--ema", "0"]
     whole = cli("train", "--out", str(tmp_path / "whole"), "--epochs", "2", *common, env=env)
     assert whole.returncode == 0, whole.stderr
-    assert whole.stdout.splitlines()[0].startswith("class weights: inverse (auto: the largest training class has "
+    assert whole.stdout.splitlines()[0].startswith("class weights: effective (auto: the largest training class has "
                                                    "6.0× the images of the smallest")
     first = cli("train", "--out", str(tmp_path / "parts"), "--epochs", "1", *common, env=env)
     again = cli("train", "--out", str(tmp_path / "parts"), "--epochs", "2", "--resume", env=env)
     assert first.returncode == 0 and again.returncode == 0, again.stderr
-    assert "class weights: inverse" in again.stdout
+    assert "class weights: effective" in again.stdout
     weights = [(tmp_path / run / "model.safetensors").read_bytes() for run in ("whole", "parts")]
     assert weights[0] == weights[1]
     state = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
-    assert state["train_config"]["class_weights"] == "inverse"
+    assert state["train_config"]["class_weights"] == "effective"
 
 
 def test_a_balanced_run_is_not_weighted_and_none_turns_auto_off(fake_fashion, tmp_path):

@@ -16,7 +16,7 @@ from ..limits import IMBALANCE
 
 SCHEMES = ("inverse", "effective")
 CLASS_WEIGHTS = ("auto", "none", *SCHEMES)  # --class-weights
-AUTO_SCHEME = "inverse"  # what auto turns on: chosen on validation figures (docs/results.md)
+AUTO_SCHEME = "effective"  # what auto turns on: chosen on validation figures (docs/results.md)
 EFFECTIVE_BETA = 0.999  # Cui et al.'s β for data sets of thousands of images per class
 
 

@@ -65,7 +65,7 @@ class TrainConfig:
         0.0, "--label-smoothing", "label smoothing of the training loss (default 0)", number=True)
     class_weights: str = option(  # settled: auto becomes what it chose, so a resume keeps it
         "auto", "--class-weights", "weight the training loss by class: inverse (N / classes / n), effective "
-        "(Cui et al.'s (1-β)/(1-β^n)), none, or auto (default): inverse when the largest training class has over "
+        "(Cui et al.'s (1-β)/(1-β^n)), none, or auto (default): effective when the largest training class has over "
         "5× the images of the smallest", choices=CLASS_WEIGHTS)
     activation: str = field(default="relu", metadata={"flag": None})  # no flag: --init's weights may set it
     seed: int = option(0, "--seed", "seeds the weights, the shuffle and the augmentation (default 0)", number=True)
