@@ -90,9 +90,12 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
         learner.class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(),
                      record or {"preset": cfg.augment})
-    notes = [choice_line(record) if record else None, weights_line(chosen, cfg.class_weights, counts, source.classes)]
+    notes = []  # the main process's: the others hold no trial's figures to tell
+    if dist.main:
+        notes = [choice_line(record) if record else None, weights_line(chosen, cfg.class_weights, counts,
+                                                                      source.classes)]
     return Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info,
-               tuple(n for n in notes if n and dist.main))  # the others hold no trial's figures to tell
+               tuple(n for n in notes if n))
 
 
 def _trial(cfg: TrainConfig, source, model, dist: Dist, device, lr: float, steps: int, amp) -> dict:
