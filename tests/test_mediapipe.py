@@ -65,8 +65,10 @@ def colour(tmp_path_factory):
 
     def build(folder):
         images = _colour_folder(folder / "images")
-        train(TrainConfig(data=str(images), epochs=6, width_mult=0.25, resolution=32, batch_size=8, augment="none",
-                          workers=0, out=str(folder / "run")), log=lambda _: None)
+        # 20 epochs without EMA (about 80 steps): every test image right by a wide margin, so
+        # neither float32 sums nor int8 steps on any CPU can turn a top-1 over
+        train(TrainConfig(data=str(images), epochs=20, width_mult=0.25, resolution=32, batch_size=8, augment="none",
+                          ema=0, workers=0, out=str(folder / "run")), log=lambda _: None)
         reports = {"fp32": export(folder / "run", "mediapipe", log=lambda _: None)}
         with float32_once((folder / "run" / "model.mediapipe.tflite").read_bytes()):
             reports["int8"] = export(folder / "run", "mediapipe", int8=True, calibration_images=24, log=lambda _: None)
@@ -110,20 +112,22 @@ def _test_images(run):
 def test_the_task_answers_as_pytorch_does_with_the_models_labels(which, request):
     """Float32 through MediaPipe's ImageClassifier: the same top-1 as PyTorch on every test
     image, probabilities within 1e-3, each class under its own name; for the grey model also
-    on colour images, which its graph turns grey as PIL does."""
+    on random colour images, which its graph turns grey as PIL does (their probabilities
+    only: a random image's top two may tie closer than float32 sums agree)."""
     from PIL import Image
 
     from mobilenet.deploy.mediapipe import classify
 
     run, path, report, _, _ = request.getfixturevalue(which)
     images, rgb, _ = _test_images(run)
+    real = len(rgb)
     if which == "grey":
         colour = np.random.default_rng(0).integers(0, 256, (16, *rgb.shape[1:]), dtype=np.uint8)
         images += [Image.fromarray(im, "RGB") for im in colour]
         rgb = np.concatenate([rgb, colour])
     expected, info = _eager(run, images)
     scores, names = classify(path.read_bytes(), rgb, len(info.classes))
-    assert (scores.argmax(1) == expected.argmax(1)).all()
+    assert (scores[:real].argmax(1) == expected[:real].argmax(1)).all()
     assert np.abs(scores - expected).max() <= 1e-3
     assert names == info.classes
     assert report["checked_in"] == "MediaPipe's ImageClassifier" and report["real"]["same_top1"]
@@ -157,13 +161,13 @@ def test_the_file_predicts_and_evaluates_in_our_litert_runtime(which, request, t
         image.save(images[i])
     found = {}
     for model in (run, path):
-        r = cli("predict", "--model", str(model), "--json", "--top-k", "3", *map(str, images))
+        r = cli("predict", "--model", str(model), "--json", "--top-k", "10", *map(str, images))
         assert r.returncode == 0, r.stderr
         found[model] = json.loads(r.stdout)["predictions"]
-    for ours, theirs in zip(*found.values()):
-        assert [p["class"] for p in ours["predictions"]] == [p["class"] for p in theirs["predictions"]]
-        assert ours["predictions"][0]["probability"] == pytest.approx(theirs["predictions"][0]["probability"],
-                                                                      abs=1e-3)
+    for ours, theirs in zip(*found.values()):  # the top class, and every class's probability
+        assert ours["predictions"][0]["class"] == theirs["predictions"][0]["class"]
+        mine = {p["class"]: p["probability"] for p in ours["predictions"]}
+        assert mine == pytest.approx({p["class"]: p["probability"] for p in theirs["predictions"]}, abs=1e-3)
     top1 = []
     for model, out in ((run, tmp_path / "torch"), (path, tmp_path / "litert")):
         out.mkdir()
