@@ -212,13 +212,18 @@ def task_client(data: bytes, info: ModelInfo, log) -> tuple:
     return (lambda rgb: classify(data, rgb, len(info.classes))), "MediaPipe's ImageClassifier"
 
 
+def _pixel_batches(info: ModelInfo, split: str = "test"):
+    """runtime.split_batches of the model's data, prepared as task_spec says: pixels."""
+    holder = SimpleNamespace(spec=task_spec(info.input), info=info, classes=info.classes)
+    return split_batches(holder, None, {}, EVAL_BATCH_SIZE, split)
+
+
 def pixel_images(info: ModelInfo, count: int, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """The first `count` images of the model's data's `split` (0: all) as the task gets
     them, RGB pixels (n, S, S, 3) uint8, and their labels: test images for Fashion-MNIST,
     held-out ones for a folder."""
-    holder = SimpleNamespace(spec=task_spec(info.input), info=info, classes=info.classes)
     xs, ys, seen = [], [], 0
-    for x, y, _ in split_batches(holder, None, {}, EVAL_BATCH_SIZE, split):
+    for x, y, _ in _pixel_batches(info, split):
         if x is not None:
             xs.append(task_pixels(x))
             ys.append(y)
@@ -272,6 +277,4 @@ def check_file(data: bytes, model, info: ModelInfo, count: int, log) -> dict:
 def test_batches(info: ModelInfo, client):
     """The test split as exporter._compare_int8 takes it, and `client`'s run as a logits
     function over its batches: pixels in, the logarithms of the probabilities out."""
-    holder = SimpleNamespace(spec=task_spec(info.input), info=info, classes=info.classes)
-    batches = split_batches(holder, None, {}, EVAL_BATCH_SIZE)
-    return batches, lambda x: np.log(np.maximum(client(task_pixels(x))[0], np.finfo(np.float32).tiny))
+    return _pixel_batches(info), lambda x: np.log(np.maximum(client(task_pixels(x))[0], np.finfo(np.float32).tiny))
