@@ -56,6 +56,7 @@ RP = "tests/test_report.py::"
 RM = "tests/test_remote.py::"
 MP = "tests/test_mediapipe.py::"
 BL = "tests/test_balance.py::"
+LB = "tests/test_labels.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training/loop.py",
@@ -304,6 +305,13 @@ MUTANTS = [
     Mutant("auto never weights", "docs/training.md Imbalanced classes", "src/mobilenet/training/balance.py",
            "return AUTO_SCHEME if imbalance(counts) > IMBALANCE else \"none\"", "return \"none\"",
            [BL + "test_auto_weights_an_imbalanced_run_says_so_first_and_a_resume_keeps_it"]),
+    # --- label files ---------------------------------------------------------------------
+    Mutant("a label file's path may leave its folder", "docs/training.md Labels from a file",
+           "src/mobilenet/data/labels.py", "if not within(os.path.realpath(image), folder):", "if False:",
+           [LB + "test_paths_and_links_that_leave_the_files_folder_are_refused"]),
+    Mutant("a label file's BOM read as part of its header", "docs/training.md Labels from a file",
+           "src/mobilenet/data/labels.py", 'raw.decode("utf-8-sig")', 'raw.decode("utf-8")',
+           [LB + "test_a_spreadsheets_csv_reads_with_its_bom_quoting_and_columns"]),
 ]
 
 

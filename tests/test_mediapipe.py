@@ -102,9 +102,10 @@ def _test_images(run):
     rgb, labels = pixel_images(info, 0)
     if info.input["channels"] == 1:  # Fashion-MNIST's test images are the pixels themselves
         return [Image.fromarray(p[:, :, 0], "L") for p in rgb], rgb, labels
-    from mobilenet.data.images import folder_splits, load_image
+    from mobilenet.data.images import load_image
+    from mobilenet.data.splits import data_splits
 
-    paths = [p for p, _ in folder_splits(info.data_name, info.test_split, info.seed)["test"]]
+    paths = [p for p, _ in data_splits(info.data_name, info.test_split, info.seed)["test"]]
     return [load_image(p) for p in paths], rgb, labels
 
 

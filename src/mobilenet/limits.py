@@ -50,9 +50,13 @@ def _check_number(name: str, value, low: float, high: float, kind=float) -> None
         raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
 
 
-def check_folder(path, error: type[Exception]):
-    """`path` when it is a folder; else `error` (the parser, the training options and the
-    folder reader each raise their own kind) saying what --data takes."""
-    if not os.path.isdir(path):
-        raise error(f"{str(path)!r}: no such folder; give 'fashion-mnist' or a folder with one sub-folder per class")
-    return path
+LABEL_FILES = (".csv", ".jsonl")  # what --data takes besides a folder: a label file (data/labels.py)
+
+
+def check_data(path, error: type[Exception]):
+    """`path` when it is a folder or a label file; else `error` (the parser, the training
+    options and the data reader each raise their own kind) saying what --data takes."""
+    if os.path.isdir(path) or (str(path).lower().endswith(LABEL_FILES) and os.path.isfile(path)):
+        return path
+    raise error(f"{str(path)!r}: no such folder or label file; give 'fashion-mnist', a folder with one sub-folder "
+                "per class, or a label file (.csv or .jsonl)")

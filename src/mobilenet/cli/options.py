@@ -8,7 +8,7 @@ from dataclasses import Field
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, printable
 from ..formats import PREDICT_RUNTIMES, RUNTIMES
-from ..limits import LIMITS, check_folder
+from ..limits import LIMITS, check_data
 from ..net.config import list_models
 from ..training.config import cli_fields
 
@@ -39,7 +39,7 @@ WIDTH, RESOLUTION, NUM_CLASSES = number("width"), number("resolution"), number("
 
 
 def data_folder(text):
-    return text if text == FASHION_MNIST else check_folder(text, argparse.ArgumentTypeError)
+    return text if text == FASHION_MNIST else check_data(text, argparse.ArgumentTypeError)
 
 
 data_folder.__name__ = "data"

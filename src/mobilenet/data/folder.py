@@ -14,7 +14,8 @@ from ..errors import MobileNetError
 from ..seeds import TRIAL_ORDER, mix
 from .augment import folder_transforms
 from .batches import Batch, Source, class_counts, epoch_order, subset, test_share, validation_split
-from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, folder_splits, load_image
+from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, load_image
+from .splits import data_splits
 
 PREFETCH = 4  # batches each DataLoader worker prepares ahead (benchmarks/train_throughput.py --folder)
 
@@ -102,14 +103,15 @@ def _stop_workers(loaders: dict) -> None:
 
 
 class FolderSource(Source):
-    """Images on disk, one sub-folder per class, read by a DataLoader with workers."""
+    """Images on disk, one sub-folder per class or named by a label file, read by a
+    DataLoader with workers."""
 
     same_batches_on_every_rank = False  # a file that does not decode shrinks its batch
 
     def __init__(self, root, resolution: int, seed: int, test_split: float = 0.2, limit: int | None = None,
                  workers: int | None = None, channels: int = 3, augment: str = "flip-shift",
                  val_split: float | None = None):
-        found = folder_splits(root, test_split, seed)
+        found = data_splits(root, test_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
         self.skipped = found["skipped"]  # links out of the folder and names that are no regular file
         # absolute, so that evaluate finds the data from any working directory

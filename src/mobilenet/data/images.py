@@ -18,9 +18,7 @@ import numpy as np
 
 from ..errors import MobileNetError, first_line, has_control, look_alike, printable
 from ..files import open_regular
-from ..limits import check_folder
 from ..progress import bar
-from ..seeds import stratified_split
 
 FASHION_MNIST = "fashion-mnist"  # the --data name of the built-in data set
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -157,6 +155,23 @@ def _utf8(name: str) -> bool:
     return True
 
 
+def check_class_names(where, classes, what: str) -> None:
+    """MobileNetError unless every class name can be printed, drawn and written into
+    config.json and an exported file's metadata, and no two print the same."""
+    named = next((c for c in classes if has_control(c)), None)
+    if named is not None:
+        raise MobileNetError(f"{printable(where)}: the {what} {printable(named)} has control "
+                             "characters in its name; rename it")
+    named = next((c for c in classes if not _utf8(c)), None)
+    if named is not None:
+        raise MobileNetError(f"{printable(where)}: the {what} {ascii(named)} has a name that is not UTF-8; "
+                             "rename it")
+    pair = look_alike(classes)
+    if pair:
+        raise MobileNetError(f"{printable(where)}: the {what}s {ascii(pair[0])} and {ascii(pair[1])} differ only in "
+                             "how their accents are encoded (Unicode normalisation), so they print the same; rename one")
+
+
 def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int]], int]:
     """ImageFolder's convention without torch: class = sub-folder (sorted), images found
     recursively by extension. Links are followed while they stay inside `inside` (default
@@ -165,20 +180,9 @@ def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int
     root = Path(root)
     inside = os.path.realpath(inside or root)
     names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    classes = [n for n in names if _within(os.path.realpath(root / n), inside)]
+    classes = [n for n in names if within(os.path.realpath(root / n), inside)]
     skipped = len(names) - len(classes)
-    named = next((c for c in classes if has_control(c)), None)
-    if named is not None:
-        raise MobileNetError(f"{root}: the class folder {printable(named)} has control "
-                             "characters in its name; rename it")
-    named = next((c for c in classes if not _utf8(c)), None)
-    if named is not None:  # its name could not go into config.json or an exported file's metadata
-        raise MobileNetError(f"{printable(root)}: the class folder {ascii(named)} has a name that is not UTF-8; "
-                             "rename it")
-    pair = look_alike(classes)
-    if pair:
-        raise MobileNetError(f"{root}: the class folders {ascii(pair[0])} and {ascii(pair[1])} differ only in how "
-                             "their accents are encoded (Unicode normalisation), so they print the same; rename one")
+    check_class_names(root, classes, "class folder")
     samples = []
     with bar(desc=f"scanning {root}", unit=" images") as shown:
         for index, name in enumerate(classes):
@@ -186,7 +190,7 @@ def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int
             for folder, subfolders, files in os.walk(root / name, followlinks=True):
                 # links are followed, but each real folder once (a link loop ends here) and never out of `inside`
                 real = {d: os.path.realpath(os.path.join(folder, d)) for d in subfolders}
-                outside = {d for d in subfolders if not _within(real[d], inside)}
+                outside = {d for d in subfolders if not within(real[d], inside)}
                 skipped += len(outside)
                 subfolders[:] = [d for d in subfolders if d not in outside and real[d] not in seen]
                 seen.update(real.values())
@@ -199,7 +203,8 @@ def scan_folder(root: Path, inside=None) -> tuple[list[str], list[tuple[str, int
     return classes, samples, skipped
 
 
-def _within(real: str, inside: str) -> bool:
+def within(real: str, inside: str) -> bool:
+    """Whether the real path `real` is `inside` or below it."""
     return real == inside or real.startswith(inside.rstrip(os.sep) + os.sep)
 
 
@@ -208,40 +213,12 @@ def regular_inside(path: str, inside: str) -> bool:
     try:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
-            if not _within(os.path.realpath(path), inside):
+            if not within(os.path.realpath(path), inside):
                 return False
             st = os.stat(path)
     except OSError:  # a dangling link, or gone since the listing
         return False
     return stat.S_ISREG(st.st_mode)
-
-
-def folder_splits(root, test_split: float = 0.2, seed: int = 0) -> dict:
-    """A folder's classes and train/test samples: its train/ and val/ (or test/)
-    sub-folders when it has them, otherwise a stratified hold-out."""
-    root = check_folder(Path(root), MobileNetError)
-    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    if (root / "train").is_dir() and test_dir is not None:
-        classes, train, skipped = scan_folder(root / "train", root)
-        test_classes, test, skipped_test = scan_folder(test_dir, root)
-        skipped += skipped_test
-        if test_classes != classes:
-            raise MobileNetError(f"{root / 'train'} and {test_dir} have different class folders")
-        split = {"train": str(root / "train"), "test": str(test_dir)}
-    else:
-        classes, samples, skipped = scan_folder(root)
-        if not classes:
-            raise MobileNetError(f"{root} has no class folders; put each class's images in a sub-folder")
-        train, test = stratified_split(samples, test_split, seed, "test")
-        split = {"test_split": test_split, "seed": seed}
-    used = {label for _, label in train}
-    if not train:
-        raise MobileNetError(f"{root} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
-    if len(used) < 2:
-        raise MobileNetError(f"{root} has images of {len(used)} class; a classifier needs at least two")
-    if not test:
-        raise MobileNetError(f"{root} leaves no test images: give each class at least two images, or a val/ folder")
-    return {"classes": classes, "train": train, "test": test, "split": split, "skipped": skipped}
 
 
 def _bilinear_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import (
-    FASHION_CLASSES, FASHION_MNIST, fashion_files, fashion_mnist_dir, folder_splits, from_pixels, load_image,
-    prepare, read_idx,
+    FASHION_CLASSES, FASHION_MNIST, fashion_files, fashion_mnist_dir, from_pixels, load_image, prepare, read_idx,
 )
+from ..data.splits import data_splits
 from ..errors import MobileNetError, NotInstalled, first_line
 from ..files import FILE_LIMIT, read_regular
 from ..limits import EVAL_BATCH_SIZE
@@ -156,9 +156,9 @@ def split_batches(model: OnnxModel, data: str | None, seen: dict, batch_size: in
             yield from_pixels(images[i:i + batch_size, None].astype(np.float32), spec), \
                 labels[i:i + batch_size].astype(np.int64), []
         return
-    found = folder_splits(data, model.info.test_split, model.info.seed)
+    found = data_splits(data, model.info.test_split, model.info.seed)
     if found["classes"] != model.classes:
-        raise MobileNetError(f"{data} has other class folders than the model; evaluate on the model's data")
+        raise MobileNetError(f"{data} has other classes than the model; evaluate on the model's data")
     seen["skipped"], samples = found["skipped"], found[split]
     for i in range(0, len(samples), batch_size):
         arrays, labels, bad = [], [], []

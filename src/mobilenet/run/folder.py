@@ -79,6 +79,7 @@ def weights_limit(config: MobileNetConfig) -> int:
 def default_out(data: str) -> Path:
     """runs/<data set>-<timestamp>, for a run given no --out."""
     name = FASHION_MNIST if data == FASHION_MNIST else Path(data).resolve().name
+    name = Path(name).stem if os.path.isfile(data) else name  # labels.csv: runs/labels-<timestamp>
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 

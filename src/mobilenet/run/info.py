@@ -17,7 +17,7 @@ import numpy as np
 from ..data.images import FASHION_MNIST, MAX_RESIZE
 from ..errors import MobileNetError, has_control, look_alike, printable
 from ..files import PRODUCER  # the producer key of an exported file's metadata
-from ..limits import MAX_RESOLUTION, MIN_RESOLUTION
+from ..limits import LABEL_FILES, MAX_RESOLUTION, MIN_RESOLUTION
 from ..net.config import MobileNetConfig
 
 SAFETENSORS_FORMAT = "mobilenet-v1"  # the format key of a model.safetensors header's metadata
@@ -112,8 +112,8 @@ class ModelInfo:
 
     def data_to_open(self, data: str | None = None) -> str:
         """`data` (the user's --data) or the provenance's name, checked before any image is
-        read: Fashion-MNIST for a grey model, or a folder (not the file system's root) for a
-        colour one, whose top-level class folders are the model's classes."""
+        read: Fashion-MNIST for a grey model, or for a colour one a label file or a folder (not
+        the file system's root) whose top-level class folders are the model's classes."""
         name = data or self.data_name
         grey = self.input["channels"] == 1
         if (name == FASHION_MNIST) != grey:
@@ -123,9 +123,11 @@ class ModelInfo:
         if grey:
             return name
         root = Path(name)
+        if root.suffix.lower() in LABEL_FILES and root.is_file():
+            return name  # its classes are read and compared when it is opened
         if not root.is_dir() or root.resolve() == Path(root.resolve().anchor):
-            raise MobileNetError(f"{printable(name)}: not a data folder (no such folder, or the file system's root); "
-                                 "give --data, the folder the model was trained on")
+            raise MobileNetError(f"{printable(name)}: not a data folder (no such folder or label file, or the file "
+                                 "system's root); give --data, the folder or label file the model was trained on")
         top = root / "train" if (root / "train").is_dir() else root
         missing = sorted(set(self.classes) - {e.name for e in os.scandir(top) if e.is_dir()})
         if missing:  # extra folders (a link that leaves it, lost+found) are for the scan to judge

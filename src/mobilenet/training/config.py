@@ -11,7 +11,7 @@ from pathlib import Path
 from ..data.augment import AUGMENTATIONS, check_fashion_preset
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, MobileNetError
-from ..limits import check_folder, check_number
+from ..limits import check_data, check_number
 from .balance import CLASS_WEIGHTS
 
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
@@ -33,8 +33,8 @@ class TrainConfig:
     """A training run's settings; `train(cfg)` checks them (validate) before it makes a folder.
     Frozen: settings.settle makes the run's own, defaults filled, with dataclasses.replace."""
 
-    data: str = option(FASHION_MNIST, "--data", "'fashion-mnist' (default) or a folder, one sub-folder per class",
-                       folder=True)
+    data: str = option(FASHION_MNIST, "--data", "'fashion-mnist' (default), a folder with one sub-folder per "
+                       "class, or a label file (.csv with path,label, or .jsonl)", folder=True)
     epochs: int = option(50, "--epochs", "default 50, the full run's budget (docs/training.md)", number=True)
     width_mult: float = option(1.0, "--width", "width multiplier α (default 1.0)", number=True)
     resolution: int | None = option(  # None: FASHION_RESOLUTION or FOLDER_RESOLUTION
@@ -109,7 +109,7 @@ class TrainConfig:
             if not torch.cuda.is_available():
                 raise MobileNetError("--device cuda: no CUDA device is available here; use --device cpu")
         if self.data != FASHION_MNIST:
-            check_folder(Path(self.data), BadArgument)
+            check_data(Path(self.data), BadArgument)
 
 
 def cli_fields() -> list[Field]:

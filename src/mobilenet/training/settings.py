@@ -45,10 +45,10 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
     args = {"class_weights": "none", **checkpoint["train_config"]}  # runs from before --class-weights had none
     saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
     if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (settle)
-        raise MobileNetError(f"--resume: the checkpoint's data folder {saved.data!r} is not an absolute path, "
+        raise MobileNetError(f"--resume: the checkpoint's data {saved.data!r} is not an absolute path, "
                              "so this run was not written by `mobilenet train`; start a new run in another --out")
-    if saved.data != FASHION_MNIST and not Path(saved.data).is_dir():
-        raise MobileNetError(f"--resume: the run's data folder {saved.data} is gone; put it back to continue")
+    if saved.data != FASHION_MNIST and not Path(saved.data).exists():
+        raise MobileNetError(f"--resume: the run's data {saved.data} is gone; put it back to continue")
     saved = replace(saved, epochs=cfg.epochs or saved.epochs,  # a resumed run may be extended
                     lr=cfg.lr or saved.lr, out=str(out), device=cfg.device, workers=cfg.workers, compile=cfg.compile)
     saved.validate()
