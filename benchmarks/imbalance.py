@@ -1,10 +1,13 @@
-"""--class-weights on an imbalanced Fashion-MNIST: the training split cut to 1:10:100 per
-class (6,000, 600 and 60 images, by class index mod 3), the test split whole. Each
-weighting trains the same run (same seed, epochs and validation hold-out); the table gives
+"""--class-weights and --sampler balanced on an imbalanced Fashion-MNIST: the training
+split cut to 1:10:100 per class (6,000, 600 and 60 images, by class index mod 3), the test
+split whole. Each weighting trains the same run (same seed, epochs and validation hold-out);
+the table gives
 validation and test top-1, balanced accuracy and macro F1, and the smallest classes'
 recall. `auto`'s scheme is chosen on the validation columns only (docs/results.md).
 
-    .venv/bin/python benchmarks/imbalance.py --out runs/imbalance [--epochs 5] [--weights none,inverse,effective] [--seed 0]
+    .venv/bin/python benchmarks/imbalance.py --out runs/imbalance [--epochs 5] [--weights none,inverse,effective,sampler] [--seed 0]
+
+"sampler" is `--sampler balanced` with no class weights.
 
 The runs are the demo's recipe (α 0.5, ρ 32, batch 256, 5 epochs) on the cut split.
 
@@ -28,6 +31,7 @@ from mobilenet.data.images import DEBIAN_DIR, fashion_files, read_idx
 from mobilenet.report.metrics import Metrics, class_means
 
 COUNTS = (6000, 600, 60)  # images of class c: COUNTS[c % 3]
+TRAIN_OPTIONS = {"sampler": ["--sampler", "balanced", "--class-weights", "none"]}  # else --class-weights NAME
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -70,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--weights", default="none,inverse,effective")
+    parser.add_argument("--weights", default="none,inverse,effective,sampler")
     parser.add_argument("--val-split", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -83,7 +87,8 @@ def main() -> None:
             resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
             subprocess.run([sys.executable, "-m", "mobilenet", "train", "--out", str(run), "--epochs", str(args.epochs),
                             "--width", "0.5", "--resolution", "32", "--batch-size", "256", "--val-split", str(args.val_split),
-                            "--class-weights", scheme, "--seed", str(args.seed), *resume], env=env, check=True)
+                            *TRAIN_OPTIONS.get(scheme, ["--class-weights", scheme]), "--seed", str(args.seed), *resume],
+                           env=env, check=True)
             subprocess.run([sys.executable, "-m", "mobilenet", "evaluate", "--model", str(run)], env=env, check=True,
                            stdout=subprocess.DEVNULL)
         os.environ["MOBILENET_FASHION_MNIST"] = env["MOBILENET_FASHION_MNIST"]

@@ -305,6 +305,9 @@ MUTANTS = [
     Mutant("auto never weights", "docs/training.md Imbalanced classes", "src/mobilenet/training/balance.py",
            "return AUTO_SCHEME if imbalance(counts) > IMBALANCE else \"none\"", "return \"none\"",
            [BL + "test_auto_weights_an_imbalanced_run_says_so_first_and_a_resume_keeps_it"]),
+    Mutant("the kept epoch chosen by top-1 whatever --select-by says", "docs/training.md Imbalanced classes",
+           "src/mobilenet/training/loop.py", "SELECT_BY[run.cfg.select_by][1])", '"val_acc")',
+           [BL + "test_select_by_keeps_the_best_epoch_by_its_score_and_says_which"]),
     # --- label files ---------------------------------------------------------------------
     Mutant("a label file's path may leave its folder", "docs/training.md Labels from a file",
            "src/mobilenet/data/labels.py", "if not within(os.path.realpath(image), folder):", "if False:",

@@ -109,3 +109,88 @@ def test_metrics_json_and_evaluate_give_both(small_run, tmp_path):
     found = json.loads(r.stdout)
     assert 0 <= found["balanced_accuracy"] <= 1 and 0 <= found["macro_f1"] <= 1
     assert json.loads((tmp_path / "metrics.json").read_text())["macro_f1"] == found["macro_f1"]
+
+
+def test_per_class_counts_give_the_confusions_means_and_add_up_over_shards():
+    """Validation under torchrun sums each process's per-class counts (to_list): the sum of
+    two shards' must give what one pass over all the images gives."""
+    from mobilenet.report.metrics import Metrics
+
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(300, 6)), rng.integers(0, 5, 300)  # class 5: predicted, never true
+    whole, parts = Metrics(6), [Metrics(6, False), Metrics(6, False)]
+    whole.add(logits, labels)
+    parts[0].add(logits[:120], labels[:120])
+    parts[1].add(logits[120:], labels[120:])
+    summed = Metrics(6, False).from_list([a + b for a, b in zip(parts[0].to_list(), parts[1].to_list())])
+    assert summed.class_means() == pytest.approx(class_means(whole.confusion))
+    assert (summed.images, summed.correct) == (whole.images, whole.correct)
+
+
+def test_the_kept_epoch_is_the_best_by_the_chosen_score():
+    from mobilenet.training.state import RunState
+
+    rows = [{"epoch": e, "test_acc": 0.5, "bad_files": 0, "val_acc": acc, "val_balanced_acc": bal,
+             "val_macro_f1": f1} for e, (acc, bal, f1) in enumerate([(0.9, 0.5, 0.4), (0.8, 0.7, 0.3),
+                                                                    (0.85, 0.6, 0.6)], 1)]
+    for column, kept in (("val_acc", 1), ("val_balanced_acc", 2), ("val_macro_f1", 3)):
+        state = RunState()
+        for row in rows:
+            state.add(dict(row), column)
+        assert state.kept_epoch == kept and state.best_val == rows[kept - 1][column]
+
+
+def test_select_by_keeps_the_best_epoch_by_its_score_and_says_which(fake_fashion, tmp_path):
+    import csv
+
+    out = tmp_path / "run"
+    r = cli("train", "--out", str(out), "--epochs", "3", "--width", "0.25", "--resolution", "32", "--batch-size", "32",
+            "--limit", "160", "--val-split", "0.25", "--select-by", "macro-f1", "--augment", "none", "--ema", "0")
+    assert r.returncode == 0, r.stderr
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    scores = [float(row["val_macro_f1"]) for row in rows]
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    kept = state["kept_epoch"]
+    assert kept == scores.index(max(scores)) + 1 and all(0 <= float(row["val_balanced_acc"]) <= 1 for row in rows)
+    assert state["best_val"] == pytest.approx(max(scores), abs=1e-6)  # the score chosen by, not top-1
+    assert f"(epoch {kept}, chosen by its validation macro F1)" in r.stdout
+    assert "the best validation macro F1" in (out / "report.html").read_text()
+    bad = cli("train", "--out", str(tmp_path / "b"), "--select-by", "balanced-accuracy")
+    assert bad.returncode == 2 and "--select-by balanced-accuracy needs --val-split" in bad.stderr
+
+
+def test_a_balanced_epoch_draws_every_class_alike_the_same_on_every_rank():
+    from mobilenet.data.batches import balanced_weights, epoch_order
+
+    labels = [0] * 10_000 + [1] * 900 + [2] * 100
+    weights = balanced_weights(labels, "balanced")
+    order = epoch_order(len(labels), 3, 1, 0, 1, weights)
+    drawn = np.bincount(np.asarray(labels)[order.numpy()], minlength=3)
+    # 11,000 draws of a fair three-way choice: 3,667 each, give or take 6 standard deviations (49)
+    assert drawn.sum() == 11_000 and all(abs(n - 11_000 / 3) < 300 for n in drawn)
+    assert torch.equal(order, epoch_order(len(labels), 3, 1, 0, 1, weights))  # seeded: a resume draws it again
+    assert not torch.equal(order, epoch_order(len(labels), 3, 2, 0, 1, weights))  # each epoch its own
+    shares = [epoch_order(len(labels), 3, 1, rank, 2, weights) for rank in (0, 1)]
+    assert torch.equal(torch.stack(shares, 1).flatten(), order)  # the ranks take turns through one draw
+    assert balanced_weights(labels, "shuffle") is None
+
+
+def test_a_balanced_sampler_resumes_exactly_and_turns_auto_weights_off(tmp_path):
+    import os
+
+    env = {**os.environ, **_imbalanced(tmp_path)}
+    common = ["--width", "0.25", "--resolution", "32", "--batch-size", "16", "--augment", "none", "--ema", "0",
+              "--sampler", "balanced"]
+    whole = cli("train", "--out", str(tmp_path / "whole"), "--epochs", "2", *common, env=env)
+    assert whole.returncode == 0 and "class weights" not in whole.stdout, whole.stderr
+    first = cli("train", "--out", str(tmp_path / "parts"), "--epochs", "1", *common, env=env)
+    again = cli("train", "--out", str(tmp_path / "parts"), "--epochs", "2", "--resume", env=env)
+    assert first.returncode == 0 and again.returncode == 0, again.stderr
+    weights = [(tmp_path / run / "model.safetensors").read_bytes() for run in ("whole", "parts")]
+    assert weights[0] == weights[1]
+    args = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["train_config"]
+    assert (args["sampler"], args["class_weights"]) == ("balanced", "none")
+    shuffled = cli("train", "--out", str(tmp_path / "shuffled"), "--epochs", "2", *common[:-2], "--class-weights",
+                   "none", env=env)
+    assert shuffled.returncode == 0 and (tmp_path / "shuffled" / "model.safetensors").read_bytes() != weights[0]

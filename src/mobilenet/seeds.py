@@ -9,6 +9,7 @@ Seeded without a salt:
     the model's initial weights     torch.manual_seed(seed)
     the test split                  stratified_split(..., "test"): the seed as given
     an epoch's shuffle              mix(seed, epoch); under torchrun DistributedSampler's, mix(seed) % 2**31
+                                    (--sampler balanced: mix(seed, epoch, BALANCED), on every rank)
     a batch's flips and shifts      mix(seed, epoch, step), then the rank under torchrun (Fashion-MNIST)
     an image's augmentation         mix(seed, epoch, index) (an image folder)
 
@@ -29,6 +30,7 @@ TRIAL_MODEL = 13  # --augment auto: the trial model's initial weights
 TRIAL_SPLIT = 17  # --augment auto: the training images held out for the trial (no --val-split)
 TRIAL_ORDER = 19  # --augment auto: the trial's shuffle, mixed again with the epoch
 TRIAL_SUBSET = 23  # --augment auto: the held-out images it scores on, when there are too many
+BALANCED = 29  # --sampler balanced: an epoch's draw, mixed with the epoch
 
 # Each split's salt (None: the seed as given) and the option its fraction comes from.
 SPLITS = {"test": (None, "--test-split"), "val": (VAL_SPLIT, "--val-split"),

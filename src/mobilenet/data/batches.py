@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..seeds import LIMIT, generator, mix, stratified_split
+from ..seeds import BALANCED, LIMIT, generator, mix, stratified_split
 
 
 @dataclass
@@ -93,10 +93,25 @@ def subset(n: int, limit: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator("cpu", seed, LIMIT))[:limit]
 
 
-def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+def balanced_weights(labels, sampler: str = "shuffle") -> torch.Tensor | None:
+    """--sampler balanced: each training image's chance of being drawn, 1 / its class's
+    images, so that every class is drawn equally often; None for a shuffle."""
+    if sampler != "balanced":
+        return None
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    return 1.0 / torch.bincount(labels)[labels].double()
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
     """This process's indices for one epoch. One process: a permutation seeded by
     (seed, epoch). Several (torchrun): torch's DistributedSampler with set_epoch, each rank
-    an equal, disjoint share (the remainder is dropped, so no image is seen twice)."""
+    an equal, disjoint share (the remainder is dropped, so no image is seen twice).
+    With `weights` (balanced_weights), n images drawn with replacement by weight, the same
+    draw on every rank, of which each takes every world-th."""
+    if weights is not None:
+        drawn = torch.multinomial(weights, n, replacement=True, generator=generator("cpu", seed, epoch, BALANCED))
+        return drawn[rank:(n // world) * world:world]
     if world == 1:
         return torch.randperm(n, generator=generator("cpu", seed, epoch))
     sampler = torch.utils.data.DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,

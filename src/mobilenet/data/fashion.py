@@ -12,7 +12,9 @@ import torch
 from ..errors import MobileNetError
 from ..seeds import generator
 from .augment import check_fashion_preset, flip_and_shift, preset_named, shift_pixels
-from .batches import Batch, Source, class_counts, epoch_order, normalize_resize, subset, test_share, validation_split
+from .batches import (
+    Batch, Source, balanced_weights, class_counts, epoch_order, normalize_resize, subset, test_share, validation_split,
+)
 from .images import FASHION_CLASSES, FASHION_MNIST, fashion_files, fashion_mnist_dir, read_idx
 
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # of the 60,000 training images
@@ -37,9 +39,11 @@ class TensorSource(Source):
 
     same_batches_on_every_rank = True  # every rank's share has the same size; no file can fail
 
-    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None, flip=True):
+    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None, flip=True,
+                 sampler="shuffle"):
         # shift: pixels of random translation (0: none; -1: no augmentation at all); flip: random mirroring
         (self.train_x, self.train_y), (self.test_x, self.test_y) = train, test
+        self.weights = balanced_weights(self.train_y, sampler)  # on the host, where the order is drawn
         self.flip = flip
         self.val_x, self.val_y = val or (None, None)
         self.name, self.classes, self.mean, self.std = name, classes, mean, std
@@ -74,7 +78,7 @@ class TensorSource(Source):
 
     def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):
         # the epoch's order is drawn on the host (as on the CPU) and copied once
-        order = epoch_order(self.num_train, self.seed, epoch, rank, world).to(self.device)
+        order = epoch_order(self.num_train, self.seed, epoch, rank, world, self.weights).to(self.device)
         for step in range(start_step, self.steps_per_epoch(batch_size, world)):
             idx = order[step * batch_size:(step + 1) * batch_size]
             g = generator(self.device, self.seed, epoch, step, *([rank] if world > 1 else []))
@@ -107,7 +111,7 @@ class TensorSource(Source):
 
 
 def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment: str = "flip-shift",
-                  val_split: float | None = None) -> TensorSource:
+                  val_split: float | None = None, sampler: str = "shuffle") -> TensorSource:
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     if limit:
         keep = subset(len(train[1]), limit, seed)
@@ -121,7 +125,7 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment:
     does = preset_named(augment)
     shift = -1 if augment == "none" else shift_pixels(train[0].shape[-1]) if does.shift else 0
     return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed,
-                        shift, val, does.flip)
+                        shift, val, does.flip, sampler)
 
 
 def write_samples(out, count: int = 5, refuse=None) -> list[Path]:

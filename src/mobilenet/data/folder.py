@@ -13,7 +13,7 @@ import torch
 from ..errors import MobileNetError
 from ..seeds import TRIAL_ORDER, mix
 from .augment import folder_transforms
-from .batches import Batch, Source, class_counts, epoch_order, subset, test_share, validation_split
+from .batches import Batch, Source, balanced_weights, class_counts, epoch_order, subset, test_share, validation_split
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, load_image
 from .splits import data_splits
 
@@ -110,7 +110,7 @@ class FolderSource(Source):
 
     def __init__(self, root, resolution: int, seed: int, test_split: float = 0.2, limit: int | None = None,
                  workers: int | None = None, channels: int = 3, augment: str = "flip-shift",
-                 val_split: float | None = None):
+                 val_split: float | None = None, sampler: str = "shuffle"):
         found = data_splits(root, test_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
         self.skipped = found["skipped"]  # links out of the folder and names that are no regular file
@@ -126,6 +126,7 @@ class FolderSource(Source):
         # terminates and then joins them, would wait forever for any still alive at exit.
         weakref.finalize(self, _stop_workers, self._loaders)
         self.train_set = _ImageFiles(train, None, channels, seed)
+        self.weights = balanced_weights([label for _, label in train], sampler)
         self.set_augment(augment)
         plain = folder_transforms(resolution, self.mean, self.std)
         self.test_set = _ImageFiles(test, plain, channels, seed)
@@ -176,7 +177,7 @@ class FolderSource(Source):
         yield from _start_workers(_set_pass(loader, epoch, order))
 
     def train_batches(self, epoch: int, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1):
-        order = epoch_order(self.num_train, self.seed, epoch, rank, world)
+        order = epoch_order(self.num_train, self.seed, epoch, rank, world, self.weights)
         order = order[start_step * batch_size: self.steps_per_epoch(batch_size, world) * batch_size]
         yield from self._batches("train", order, batch_size, epoch)
 

@@ -35,8 +35,8 @@ class EvaluationStopped(Exception):
 
 
 class Metrics:
-    """Sums over the batches seen: images, correct, top-5 hits, the summed loss and (when
-    asked: it grows with classes²) the confusion matrix."""
+    """Sums over the batches seen: images, correct, top-5 hits, the summed loss, each class's
+    hits, images and predictions, and (when asked: it grows with classes²) the confusion matrix."""
 
     def __init__(self, num_classes: int, confusion: bool = True):
         if confusion and num_classes > MAX_CONFUSION_CLASSES:
@@ -47,6 +47,7 @@ class Metrics:
         self.confusion = np.zeros((num_classes, num_classes), np.int64) if confusion else None
         self.images = self.correct = self.top5_hits = 0
         self.loss_sum = 0.0
+        self.per_class = np.zeros((3, num_classes), np.int64)  # hits, support (true labels), predicted
 
     def add(self, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Count one batch; returns its top-1 predictions."""
@@ -58,6 +59,8 @@ class Metrics:
         if self.confusion is not None:
             np.add.at(self.confusion, (labels, top1), 1)
         self.images, self.correct = self.images + len(labels), self.correct + int((top1 == labels).sum())
+        for row, found in enumerate((labels[top1 == labels], labels, top1)):
+            self.per_class[row] += np.bincount(found, minlength=n)
         self.top5_hits += int((np.argsort(-z, axis=1, kind="stable")[:, :min(5, n)] == labels[:, None]).any(1).sum())
         log_probs = z - z.max(1, keepdims=True)
         log_probs -= np.log(np.exp(log_probs).sum(1, keepdims=True))
@@ -72,14 +75,19 @@ class Metrics:
     def loss(self) -> float:
         return self.loss_sum / max(self.images, 1)
 
+    def class_means(self) -> dict:
+        """Balanced accuracy and macro F1 (class_means), from the per-class counts."""
+        return _means(*self.per_class)
+
     def to_list(self) -> list[float]:
         """The sums but the confusion matrix, as one list (to add up over processes), and
         back with from_list."""
-        return [self.images, self.correct, self.top5_hits, self.loss_sum]
+        return [self.images, self.correct, self.top5_hits, self.loss_sum, *self.per_class.ravel().tolist()]
 
     def from_list(self, values: list[float]) -> "Metrics":
         self.images, self.correct, self.top5_hits = (int(round(v)) for v in values[:3])
         self.loss_sum = float(values[3])
+        self.per_class = np.rint(np.asarray(values[4:], np.float64)).astype(np.int64).reshape(3, self.num_classes)
         return self
 
     def report(self, classes: list[str], data: str, bad_files=(), skipped: int = 0) -> dict:
@@ -99,8 +107,11 @@ def class_means(confusion: np.ndarray) -> dict:
     """Accuracy that every class weighs alike, as scikit-learn computes it: balanced accuracy,
     the mean recall over the classes with test images; macro F1, the mean F1 over the classes
     that have test images or were predicted."""
-    scores = class_scores(confusion)
-    support, predicted = confusion.sum(1), confusion.sum(0)
+    return _means(confusion.diagonal(), confusion.sum(1), confusion.sum(0))
+
+
+def _means(hits, support, predicted) -> dict:
+    scores = _scores(hits, support, predicted)
     seen = [s for s, n in zip(scores, support) if n]
     named = [s for s, n, p in zip(scores, support, predicted) if n or p]
     return {"balanced_accuracy": float(np.mean([s["recall"] for s in seen])) if seen else 0.0,
@@ -110,8 +121,11 @@ def class_means(confusion: np.ndarray) -> dict:
 def class_scores(confusion: np.ndarray) -> list[dict]:
     """Each class's precision, recall, F1 and support from a [true, predicted] confusion
     matrix; a score whose count is 0 is 0, as scikit-learn's zero_division=0 gives it."""
-    hits = confusion.diagonal().astype(np.float64)
-    support, predicted = confusion.sum(1), confusion.sum(0)
+    return _scores(confusion.diagonal(), confusion.sum(1), confusion.sum(0))
+
+
+def _scores(hits, support, predicted) -> list[dict]:
+    hits = np.asarray(hits, np.float64)
     precision, recall = hits / np.maximum(predicted, 1), hits / np.maximum(support, 1)
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)

@@ -28,7 +28,7 @@ from ..net.cost import cost_report, state_bytes
 from ..run.folder import load_model, read_exports
 from ..run.latency import ROW, read_latency
 from ..run.info import ModelInfo
-from ..run.names import REPORT
+from ..run.names import REPORT, SELECT_BY
 from ..run.ownership import refuse_foreign
 from .html import as_float, escape, html_page, number, png_uri, table, write_page
 from .scan import checkpoint_state, open_data, scan
@@ -123,11 +123,12 @@ def _kept(state: dict, cfg: dict) -> str:
     if not cfg.get("val_split"):
         return f"the last epoch ({epoch} of {len(history)}): no validation split, so nothing was chosen"
     row = history[epoch - 1] if epoch else {}
-    if row.get("val_acc") is None:
-        return f"epoch {epoch} of {len(history)}, chosen on the validation images (their accuracy not recorded)"
+    name, column = SELECT_BY.get(cfg.get("select_by"), SELECT_BY["top1"])
+    if row.get(column) is None:
+        return f"epoch {epoch} of {len(history)}, chosen on the validation images (their {name} not recorded)"
     stopped = f"; stopped early, {cfg['patience']} epochs without a better one" if (
         cfg.get("patience") and state.get("since_best", 0) >= cfg["patience"]) else ""
-    return (f"epoch {epoch} of {len(history)}, the best validation accuracy ({100 * float(row['val_acc']):.2f}%) on "
+    return (f"epoch {epoch} of {len(history)}, the best validation {name} ({100 * float(row[column]):.2f}%) on "
             f"{100 * cfg['val_split']:g}% of the training images held out{stopped}; the test split chose nothing")
 
 

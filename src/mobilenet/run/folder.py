@@ -51,6 +51,8 @@ class EpochRow(TypedDict):
     ema_test_acc: float | None
     val_loss: float | None  # the kept model's on the validation images
     val_acc: float | None
+    val_balanced_acc: float | None  # --select-by's other scores (empty in runs from before them)
+    val_macro_f1: float | None
 
 
 HISTORY_FIELDS = list(EpochRow.__annotations__)

@@ -16,6 +16,7 @@ from ..limits import IMBALANCE
 
 SCHEMES = ("inverse", "effective")
 CLASS_WEIGHTS = ("auto", "none", *SCHEMES)  # --class-weights
+SAMPLERS = ("shuffle", "balanced")  # --sampler: data/batches.py draws a balanced epoch
 AUTO_SCHEME = "effective"  # what auto turns on: chosen on validation figures (docs/results.md)
 EFFECTIVE_BETA = 0.999  # Cui et al.'s β for data sets of thousands of images per class
 
@@ -26,11 +27,12 @@ def imbalance(counts: list[int]) -> float:
     return max(present) / min(present) if present else 1.0
 
 
-def settled(choice: str, counts: list[int]) -> str:
-    """--class-weights with auto decided by the counts: AUTO_SCHEME above IMBALANCE, else none."""
+def settled(choice: str, counts: list[int], sampler: str = "shuffle") -> str:
+    """--class-weights with auto decided by the counts: AUTO_SCHEME above IMBALANCE, else
+    none; none when a balanced sampler already gives every class its share."""
     if choice != "auto":
         return choice
-    return AUTO_SCHEME if imbalance(counts) > IMBALANCE else "none"
+    return AUTO_SCHEME if imbalance(counts) > IMBALANCE and sampler != "balanced" else "none"
 
 
 def class_weights(scheme: str, counts: list[int]) -> list[float] | None:

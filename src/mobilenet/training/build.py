@@ -61,7 +61,7 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
     its settled config. `cfg` is the user's (or the checkpoint's), as run_settings gave it."""
     device = dist.device if dist.world > 1 else device_named(cfg.device)
     source = open_source(cfg.data, data_resolution(cfg), cfg.seed, cfg.limit, cfg.test_split, cfg.workers,
-                         data_preset(cfg), cfg.val_split)
+                         data_preset(cfg), cfg.val_split, cfg.sampler)
     init_state, activation = load_init(cfg.init) if cfg.init and fresh else (None, None)
     source.to(device)  # in memory: held on the device, batches made there
     if getattr(source, "skipped", 0):

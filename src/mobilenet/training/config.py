@@ -12,7 +12,8 @@ from ..data.augment import AUGMENTATIONS, check_fashion_preset
 from ..data.images import FASHION_MNIST
 from ..errors import BadArgument, MobileNetError
 from ..limits import check_data, check_number
-from .balance import CLASS_WEIGHTS
+from ..run.names import SELECT_BY
+from .balance import CLASS_WEIGHTS, SAMPLERS
 
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 DEVICES = ("auto", "cpu", "cuda")
@@ -67,6 +68,9 @@ class TrainConfig:
         "auto", "--class-weights", "weight the training loss by class: inverse (N / classes / n), effective "
         "(Cui et al.'s (1-β)/(1-β^n)), none, or auto (default): effective when the largest training class has over "
         "5× the images of the smallest", choices=CLASS_WEIGHTS)
+    sampler: str = option("shuffle", "--sampler", "shuffle (default: every training image once an epoch), or "
+                          "balanced: as many images drawn, with replacement, so that every class comes equally "
+                          "often; then --class-weights auto weights nothing", choices=SAMPLERS)
     activation: str = field(default="relu", metadata={"flag": None})  # no flag: --init's weights may set it
     seed: int = option(0, "--seed", "seeds the weights, the shuffle and the augmentation (default 0)", number=True)
     out: str | None = option(None, "--out", "run folder (default runs/<dataset>-<timestamp>)")
@@ -79,7 +83,10 @@ class TrainConfig:
         None, "--val-split", "hold out F of the training images (seeded, stratified) and keep the epoch that does "
         "best on them (default off: keep the last epoch; the test split never chooses)", number=True, metavar="F")
     patience: int | None = option(None, "--patience", "with --val-split: stop after N epochs without a better "
-                                  "validation accuracy (default off)", number=True, metavar="N")
+                                  "validation score (default off)", number=True, metavar="N")
+    select_by: str = option("top1", "--select-by", "with --val-split: the validation score that chooses the kept "
+                            "epoch: top1 (default), or balanced-accuracy or macro-f1, which weigh every class "
+                            "alike", choices=SELECT_BY)
     strict: bool = option(False, "--strict", "stop at a file that does not decode (default off: skip it and "
                           "count it)")
     workers: int | None = option(None, "--workers", "DataLoader workers for image folders (default: up to 4, one "
@@ -101,6 +108,9 @@ class TrainConfig:
                 raise BadArgument(f"{m['flag']} must be one of {', '.join(m['choices'])}, got {value!r}")
         if self.patience and not self.val_split:
             raise BadArgument("--patience needs --val-split: early stopping looks at the validation images only")
+        if self.select_by != "top1" and not self.val_split:
+            raise BadArgument(f"--select-by {self.select_by} needs --val-split: the kept epoch is chosen on the "
+                              "validation images only")
         if self.data == FASHION_MNIST:
             check_fashion_preset(self.augment)
         if self.device == "cuda":

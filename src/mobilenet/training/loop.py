@@ -34,7 +34,7 @@ from ..run.folder import (
     write_history,
 )
 from ..run.info import ModelInfo
-from ..run.names import CHECKPOINT, CONFIG, LOG, RUN_FILES, WEIGHTS
+from ..run.names import CHECKPOINT, CONFIG, LOG, RUN_FILES, SELECT_BY, WEIGHTS
 from ..run.ownership import refuse_foreign
 from ..seeds import DROPOUT, ERASING, generator, mix
 from .build import Run, build_run, restore
@@ -284,7 +284,7 @@ def _end_epoch(run: Run, epoch: int, sums: dict, ev: dict) -> None:
         run.log.note(f"skipped {line}", err=True)
     bad = sums["bad"] + ev["bad_count"]  # every process's, where the lines above are this one's
     row = history_row(epoch, sums, ev, run.learner.optimizer.param_groups[0]["lr"], bad)
-    keep = run.state.add(row)  # on every rank: patience must agree
+    keep = run.state.add(row, SELECT_BY[run.cfg.select_by][1])  # on every rank: patience must agree
     ema = run.learner.ema
     if run.dist.main and keep:  # the EMA's weights with --ema
         save_model(ema.module if ema is not None else run.model, run.out, run.info)
@@ -315,7 +315,8 @@ def _summary(run: Run) -> dict:
     kept = history[run.state.kept_epoch - 1]  # the saved model's epoch: the last, or the best on validation
     best = max(history, key=lambda h: h["test_acc"])
     key = "ema_test" if ema is not None else "test"  # the saved model's figures
-    chosen = f" (epoch {kept['epoch']}, chosen on the validation images)" if kept["val_acc"] is not None else ""
+    name = SELECT_BY[run.cfg.select_by][0]
+    chosen = f" (epoch {kept['epoch']}, chosen by its validation {name})" if kept["val_acc"] is not None else ""
     run.log.say(f"done: test accuracy {100 * kept[key + '_acc']:.2f}%, test loss {kept[key + '_loss']:.4f} of the kept "
                 f"model{chosen}" + (", EMA weights" if ema is not None else "")
                 + f"; model in {run.out / WEIGHTS}")

@@ -30,11 +30,13 @@ def score_epoch(learner, eval_models: list, source, batch_size: int, dist, devic
 
 
 def _validate(source, logits, batch_size: int, dist) -> dict:
-    """The kept model's (the EMA's with --ema) loss and accuracy on the validation images,
-    which alone choose the epoch to keep; None without --val-split."""
+    """The kept model's (the EMA's with --ema) loss, accuracy, balanced accuracy and macro F1
+    on the validation images, which alone choose the epoch to keep; None without --val-split."""
     if not source.num_val:
-        return {"val_loss": None, "val_acc": None}
+        return {"val_loss": None, "val_acc": None, "val_balanced_acc": None, "val_macro_f1": None}
     batches = source.val_batches(batch_size, dist.rank, dist.world)
     found = evaluate_batches([logits], batches, len(source.classes), desc="val", confusion=False)
     metrics = Metrics(len(source.classes), False).from_list(dist.sum(*found["metrics"][0].to_list()))
-    return {"val_loss": metrics.loss, "val_acc": metrics.top1}
+    means = metrics.class_means()
+    return {"val_loss": metrics.loss, "val_acc": metrics.top1, "val_balanced_acc": means["balanced_accuracy"],
+            "val_macro_f1": means["macro_f1"]}

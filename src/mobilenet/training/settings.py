@@ -71,7 +71,7 @@ def settle(cfg: TrainConfig, facts: Facts = Facts()) -> TrainConfig:
                    data=cfg.data if fashion else str(Path(cfg.data).resolve()), resolution=data_resolution(cfg),
                    random_erasing=(FASHION_ERASING if fashion else 0.0) if cfg.random_erasing is None
                    else cfg.random_erasing, ema=cfg.ema or None,
-                   class_weights=settled(cfg.class_weights, list(facts.class_counts)))
+                   class_weights=settled(cfg.class_weights, list(facts.class_counts), cfg.sampler))
 
 
 def data_resolution(cfg: TrainConfig) -> int:

@@ -25,7 +25,7 @@ class EpochSums(NamedTuple):
 class RunState:
     history: list = field(default_factory=list)
     best_acc: float = -1.0  # reported only: nothing is chosen on the test split
-    best_val: float = -1.0  # with --val-split: the kept epoch's validation accuracy
+    best_val: float = -1.0  # with --val-split: the kept epoch's validation score (--select-by)
     since_best: int = 0  # epochs since it
     kept_epoch: int = 0  # the epoch whose weights model.safetensors holds
     start_epoch: int = 0
@@ -44,17 +44,18 @@ class RunState:
         return {"epoch": epoch, "step": step, "partial": partial, "history": self.history, "best_acc": self.best_acc,
                 "best_val": self.best_val, "since_best": self.since_best, "kept_epoch": self.kept_epoch}
 
-    def add(self, row: dict) -> bool:
+    def add(self, row: dict, score: str = "val_acc") -> bool:
         """Appends an epoch's row; whether its weights replace the saved ones: always without a
-        validation split (the latest); with one, when its validation accuracy is the best so far."""
+        validation split (the latest); with one, when its validation `score` (--select-by's
+        column) is the best so far."""
         self.history.append(row)
         self.best_acc = max(self.best_acc, row["test_acc"])
         self.total_bad += row["bad_files"]
-        if row["val_acc"] is not None and row["val_acc"] <= self.best_val:
+        if row[score] is not None and row[score] <= self.best_val:
             self.since_best += 1
             return False
-        if row["val_acc"] is not None:
-            self.best_val, self.since_best = row["val_acc"], 0
+        if row[score] is not None:
+            self.best_val, self.since_best = row[score], 0
         self.kept_epoch = row["epoch"]
         return True
 
@@ -65,4 +66,5 @@ def history_row(epoch: int, sums: dict, ev: dict, lr: float, bad: int) -> EpochR
     return {"epoch": epoch + 1, "train_loss": sums["loss_sum"] / max(seen, 1), "train_acc": sums["correct"] / max(seen, 1),
             "test_loss": ev["test_loss"], "test_acc": ev["test_acc"], "lr": lr,
             "seconds": time.perf_counter() - sums["began"], "images_per_s": seen / max(sums["train_seconds"], 1e-9),
-            "bad_files": bad, **{k: ev[k] for k in ("ema_test_loss", "ema_test_acc", "val_loss", "val_acc")}}
+            "bad_files": bad, **{k: ev[k] for k in ("ema_test_loss", "ema_test_acc", "val_loss", "val_acc",
+                                                   "val_balanced_acc", "val_macro_f1")}}
