@@ -308,6 +308,11 @@ MUTANTS = [
     Mutant("the kept epoch chosen by top-1 whatever --select-by says", "docs/training.md Imbalanced classes",
            "src/mobilenet/training/loop.py", "SELECT_BY[run.cfg.select_by][1])", '"val_acc")',
            [BL + "test_select_by_keeps_the_best_epoch_by_its_score_and_says_which"]),
+    Mutant("validation's per-class counts not added up over the ranks", "docs/training.md Imbalanced classes",
+           "src/mobilenet/training/scoring.py",
+           'metrics = Metrics(len(source.classes), False).from_list(dist.sum(*found["metrics"][0].to_list()))\n    means',
+           'metrics = found["metrics"][0]\n    means',
+           ["tests/test_distributed.py::test_augment_auto_a_label_file_and_balanced_choices_under_two_processes"]),
     # --- label files ---------------------------------------------------------------------
     Mutant("a label file's path may leave its folder", "docs/training.md Labels from a file",
            "src/mobilenet/data/labels.py", "if not within(os.path.realpath(image), folder):", "if False:",

@@ -133,16 +133,34 @@ def test_a_killed_worker_is_restarted_and_the_run_finishes(data, tmp_path):
     assert [int(r["epoch"]) for r in rows(out)] == [1, 2, 3]
 
 
-def test_augment_auto_on_a_folder_under_two_processes(tmp_path):
+def test_augment_auto_a_label_file_and_balanced_choices_under_two_processes(tmp_path):
     """Rank 0's trial chooses for both; only rank 0 tells the choice (the other has no
-    figures to tell)."""
+    figures to tell). The data is a label file, drawn by the balanced sampler, weighted, and
+    the kept epoch chosen by balanced accuracy: the validation score the two processes add
+    up is the one a single process finds for the saved weights on all the validation images."""
     from conftest import make_image_folder
 
-    images = make_image_folder(tmp_path / "images", per_class=8, corrupt=False)
+    from mobilenet.report.metrics import Metrics
+    from mobilenet.run.folder import load_model
+
+    images = make_image_folder(tmp_path / "images", per_class=12, corrupt=False)
+    labels = tmp_path / "labels.csv"  # 12 cats, 6 dogs, 6 foxes: the ranks' validation shares hold other classes
+    labels.write_text("path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n"
+                                                 for p in sorted(images.glob("*/*")) if p.parent.name == "cat"
+                                                 or int(p.stem) < 6))
     out = tmp_path / "ddp"
-    cmd, env = torchrun("train", "--data", str(images), "--width", "0.25", "--resolution", "32", "--epochs", "1",
-                        "--batch-size", "4", "--workers", "0", "--augment", "auto", "--out", str(out), env={})
+    cmd, env = torchrun("train", "--data", str(labels), "--width", "0.25", "--resolution", "32", "--epochs", "1",
+                        "--batch-size", "4", "--workers", "0", "--augment", "auto", "--val-split", "0.25",
+                        "--select-by", "balanced-accuracy", "--sampler", "balanced", "--class-weights", "effective",
+                        "--out", str(out), env={})
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG)
     assert r.returncode == 0, r.stderr[-3000:]
     record = json.loads((out / "config.json").read_text())["augment"]
     assert record["chosen_by"] in ("trial", "fallback") and record["preset"] in PRESETS
+    model, info = load_model(out)
+    metrics = Metrics(len(info.classes), False)
+    with torch.inference_mode():
+        for batch in info.open_data(workers=0, val_split=0.25).val_batches(4):
+            metrics.add(model(batch.images).numpy(), batch.labels.numpy())
+    assert metrics.per_class[1].tolist() == [3, 1, 1]  # images of each class held out for validation
+    assert abs(metrics.class_means()["balanced_accuracy"] - float(rows(out)[0]["val_balanced_acc"])) < 1e-6
