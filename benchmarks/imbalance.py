@@ -31,7 +31,7 @@ from mobilenet.data.images import DEBIAN_DIR, fashion_files, read_idx
 from mobilenet.report.metrics import Metrics, class_means
 
 COUNTS = (6000, 600, 60)  # images of class c: COUNTS[c % 3]
-TRAIN_OPTIONS = {"sampler": ["--sampler", "balanced", "--class-weights", "none"]}  # else --class-weights NAME
+TRAIN_OPTIONS = {"sampler": ["--sampler", "balanced", "--class-weights", "none"]}  # else shuffled, weighted by NAME
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -87,7 +87,7 @@ def main() -> None:
             resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
             subprocess.run([sys.executable, "-m", "mobilenet", "train", "--out", str(run), "--epochs", str(args.epochs),
                             "--width", "0.5", "--resolution", "32", "--batch-size", "256", "--val-split", str(args.val_split),
-                            *TRAIN_OPTIONS.get(scheme, ["--class-weights", scheme]), "--seed", str(args.seed), *resume],
+                            *TRAIN_OPTIONS.get(scheme, ["--sampler", "shuffle", "--class-weights", scheme]), "--seed", str(args.seed), *resume],
                            env=env, check=True)
             subprocess.run([sys.executable, "-m", "mobilenet", "evaluate", "--model", str(run)], env=env, check=True,
                            stdout=subprocess.DEVNULL)

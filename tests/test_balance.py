@@ -10,7 +10,7 @@ import torch
 from conftest import cli, make_fashion_like
 
 from mobilenet.report.metrics import class_means
-from mobilenet.training.balance import EFFECTIVE_BETA, class_weights, settled
+from mobilenet.training.balance import EFFECTIVE_BETA, class_weights, settled, settled_sampler
 
 
 def test_each_scheme_gives_the_weights_written_by_hand():
@@ -24,6 +24,9 @@ def test_each_scheme_gives_the_weights_written_by_hand():
     assert settled("auto", [51, 10]) == "effective" and settled("auto", [50, 10]) == "none"  # over 5×, not at it
     assert settled("auto", [50, 0, 10]) == "none"  # a class without images is no ratio
     assert settled("effective", [10, 10]) == "effective"
+    assert settled_sampler("auto", [51, 10]) == "balanced" and settled_sampler("auto", [50, 10]) == "shuffle"
+    assert settled("auto", [51, 10], "balanced") == "none"  # the batches are balanced already
+    assert settled("inverse", [51, 10], "balanced") == "inverse" and settled_sampler("shuffle", [51, 10]) == "shuffle"
 
 
 def test_the_weighted_loss_is_the_one_computed_by_hand():
@@ -52,13 +55,15 @@ def _imbalanced(tmp_path):
 
 
 def test_auto_weights_an_imbalanced_run_says_so_first_and_a_resume_keeps_it(tmp_path):
-    """6× between the largest class and the smallest: auto turns effective weighting on, the
-    first line says so, the checkpoint holds the settled choice, and a run stopped after one
-    epoch and resumed ends with the weights of one that never stopped."""
+    """6× between the largest class and the smallest, with the sampler left to shuffle: auto
+    turns effective weighting on, the first line says so, the checkpoint holds the settled
+    choice, and a run stopped after one epoch and resumed ends with the weights of one that
+    never stopped."""
     import os
 
     env = {**os.environ, **_imbalanced(tmp_path)}
-    common = ["--width", "0.25", "--resolution", "32", "--batch-size", "16", "--augment", "none", "--ema", "0"]
+    common = ["--width", "0.25", "--resolution", "32", "--batch-size", "16", "--augment", "none", "--ema", "0",
+              "--sampler", "shuffle"]
     whole = cli("train", "--out", str(tmp_path / "whole"), "--epochs", "2", *common, env=env)
     assert whole.returncode == 0, whole.stderr
     assert whole.stdout.splitlines()[0].startswith("class weights: effective (auto: the largest training class has "
@@ -78,9 +83,11 @@ def test_a_balanced_run_is_not_weighted_and_none_turns_auto_off(fake_fashion, tm
 
     common = ["--epochs", "1", "--width", "0.25", "--resolution", "32", "--batch-size", "32", "--limit", "64"]
     r = cli("train", "--out", str(tmp_path / "a"), *common)
-    assert r.returncode == 0 and "class weights" not in r.stdout, r.stderr
+    assert r.returncode == 0 and "class weights" not in r.stdout and "sampler" not in r.stdout, r.stderr
+    args = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["train_config"]
+    assert (args["sampler"], args["class_weights"]) == ("shuffle", "none")
     env = {**os.environ, **_imbalanced(tmp_path)}
-    r = cli("train", "--out", str(tmp_path / "b"), "--class-weights", "none", *common, env=env)
+    r = cli("train", "--out", str(tmp_path / "b"), "--class-weights", "none", "--sampler", "shuffle", *common, env=env)
     assert r.returncode == 0 and "class weights" not in r.stdout, r.stderr
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert state["train_config"]["class_weights"] == "none"
@@ -176,14 +183,17 @@ def test_a_balanced_epoch_draws_every_class_alike_the_same_on_every_rank():
     assert balanced_weights(labels, "shuffle") is None
 
 
-def test_a_balanced_sampler_resumes_exactly_and_turns_auto_weights_off(tmp_path):
+def test_auto_samples_an_imbalanced_run_balanced_says_so_first_and_resumes_exactly(tmp_path):
+    """6× between the largest class and the smallest: --sampler auto draws balanced epochs,
+    the first line says so, class weights stay off, and a resume draws the same."""
     import os
 
     env = {**os.environ, **_imbalanced(tmp_path)}
-    common = ["--width", "0.25", "--resolution", "32", "--batch-size", "16", "--augment", "none", "--ema", "0",
-              "--sampler", "balanced"]
+    common = ["--width", "0.25", "--resolution", "32", "--batch-size", "16", "--augment", "none", "--ema", "0"]
     whole = cli("train", "--out", str(tmp_path / "whole"), "--epochs", "2", *common, env=env)
     assert whole.returncode == 0 and "class weights" not in whole.stdout, whole.stderr
+    assert whole.stdout.splitlines()[0].startswith("sampler: balanced (auto: the largest training class has 6.0× the "
+                                                   "images of the smallest")
     first = cli("train", "--out", str(tmp_path / "parts"), "--epochs", "1", *common, env=env)
     again = cli("train", "--out", str(tmp_path / "parts"), "--epochs", "2", "--resume", env=env)
     assert first.returncode == 0 and again.returncode == 0, again.stderr
@@ -191,6 +201,6 @@ def test_a_balanced_sampler_resumes_exactly_and_turns_auto_weights_off(tmp_path)
     assert weights[0] == weights[1]
     args = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["train_config"]
     assert (args["sampler"], args["class_weights"]) == ("balanced", "none")
-    shuffled = cli("train", "--out", str(tmp_path / "shuffled"), "--epochs", "2", *common[:-2], "--class-weights",
-                   "none", env=env)
+    shuffled = cli("train", "--out", str(tmp_path / "shuffled"), "--epochs", "2", *common, "--sampler", "shuffle",
+                   "--class-weights", "none", env=env)
     assert shuffled.returncode == 0 and (tmp_path / "shuffled" / "model.safetensors").read_bytes() != weights[0]

@@ -396,12 +396,12 @@ def test_run_files_are_what_a_run_writes(setup):
 
 
 def test_resume_is_exact_with_every_regularizer_on(setup, tmp_path):
-    """EMA, random erasing, label smoothing and a validation split with patience: killed in a
-    step twice (epochs 1 and 2), resumed, and equal to an uninterrupted run, the EMA's weights
-    included."""
+    """EMA, random erasing, label smoothing, a validation split with patience on macro F1, class
+    weights and the balanced sampler's drawn epochs: killed in a step twice (epochs 1 and 2),
+    resumed, and equal to an uninterrupted run, the EMA's weights included."""
     _, env, _ = setup
     options = ["--ema", "0.9", "--random-erasing", "0.5", "--label-smoothing", "0.1", "--val-split", "0.2",
-               "--patience", "5"]
+               "--patience", "5", "--select-by", "macro-f1", "--class-weights", "effective", "--sampler", "balanced"]
 
     def command(out: Path) -> list[str]:
         again = ["--resume"] if (out / "checkpoint.pt").exists() else []

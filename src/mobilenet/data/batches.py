@@ -50,6 +50,11 @@ class Source(Protocol):
         """Images per class in each split: train, validation (zeros without one) and test."""
         ...
 
+    def set_sampler(self, sampler: str) -> None:
+        """How train_batches draws: "shuffle" (each image once an epoch, the default) or
+        "balanced" (epoch_order's weighted draw)."""
+        ...
+
     def steps_per_epoch(self, batch_size: int, world: int = 1) -> int:
         return steps(self.num_train // world, batch_size)
 

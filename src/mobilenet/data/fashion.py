@@ -39,11 +39,10 @@ class TensorSource(Source):
 
     same_batches_on_every_rank = True  # every rank's share has the same size; no file can fail
 
-    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None, flip=True,
-                 sampler="shuffle"):
+    def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None, flip=True):
         # shift: pixels of random translation (0: none; -1: no augmentation at all); flip: random mirroring
         (self.train_x, self.train_y), (self.test_x, self.test_y) = train, test
-        self.weights = balanced_weights(self.train_y, sampler)  # on the host, where the order is drawn
+        self.weights = None  # set_sampler's
         self.flip = flip
         self.val_x, self.val_y = val or (None, None)
         self.name, self.classes, self.mean, self.std = name, classes, mean, std
@@ -54,6 +53,10 @@ class TensorSource(Source):
     @property
     def num_train(self) -> int:
         return len(self.train_y)
+
+    def set_sampler(self, sampler: str) -> None:
+        """How training images are drawn: "shuffle", or "balanced" (batches.balanced_weights)."""
+        self.weights = balanced_weights(self.train_y.cpu(), sampler)  # on the host, where the order is drawn
 
     def class_counts(self) -> dict[str, list[int]]:
         """Images per class in each split: train, validation (zeros without one) and test."""
@@ -111,7 +114,7 @@ class TensorSource(Source):
 
 
 def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment: str = "flip-shift",
-                  val_split: float | None = None, sampler: str = "shuffle") -> TensorSource:
+                  val_split: float | None = None) -> TensorSource:
     train, test = load_fashion_mnist("train"), load_fashion_mnist("test")
     if limit:
         keep = subset(len(train[1]), limit, seed)
@@ -125,7 +128,7 @@ def fashion_mnist(resolution: int, seed: int, limit: int | None = None, augment:
     does = preset_named(augment)
     shift = -1 if augment == "none" else shift_pixels(train[0].shape[-1]) if does.shift else 0
     return TensorSource(FASHION_MNIST, train, test, FASHION_CLASSES, FASHION_MEAN, FASHION_STD, resolution, seed,
-                        shift, val, does.flip, sampler)
+                        shift, val, does.flip)
 
 
 def write_samples(out, count: int = 5, refuse=None) -> list[Path]:

@@ -110,7 +110,7 @@ class FolderSource(Source):
 
     def __init__(self, root, resolution: int, seed: int, test_split: float = 0.2, limit: int | None = None,
                  workers: int | None = None, channels: int = 3, augment: str = "flip-shift",
-                 val_split: float | None = None, sampler: str = "shuffle"):
+                 val_split: float | None = None):
         found = data_splits(root, test_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
         self.skipped = found["skipped"]  # links out of the folder and names that are no regular file
@@ -126,7 +126,7 @@ class FolderSource(Source):
         # terminates and then joins them, would wait forever for any still alive at exit.
         weakref.finalize(self, _stop_workers, self._loaders)
         self.train_set = _ImageFiles(train, None, channels, seed)
-        self.weights = balanced_weights([label for _, label in train], sampler)
+        self.weights = None  # set_sampler's
         self.set_augment(augment)
         plain = folder_transforms(resolution, self.mean, self.std)
         self.test_set = _ImageFiles(test, plain, channels, seed)
@@ -143,6 +143,10 @@ class FolderSource(Source):
     @property
     def num_train(self) -> int:
         return len(self.train_set)
+
+    def set_sampler(self, sampler: str) -> None:
+        """How training images are drawn: "shuffle", or "balanced" (batches.balanced_weights)."""
+        self.weights = balanced_weights([label for _, label in self.train_set.samples], sampler)
 
     def class_counts(self) -> dict[str, list[int]]:
         """Images per class in each split: train, validation (zeros without one) and test."""

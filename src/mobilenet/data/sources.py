@@ -10,12 +10,9 @@ from .images import FASHION_MNIST
 
 
 def open_source(data: str, resolution: int, seed: int, limit: int | None = None, test_split: float = 0.2,
-                workers: int | None = None, augment: str = "flip-shift", val_split: float | None = None,
-                sampler: str = "shuffle") -> Source:
+                workers: int | None = None, augment: str = "flip-shift", val_split: float | None = None) -> Source:
     """The data named by --data: 'fashion-mnist', a folder or a label file; with val_split, a
-    validation part held out of its training images; with sampler "balanced", training
-    images drawn so that every class comes equally often."""
+    validation part held out of its training images."""
     if data == FASHION_MNIST:
-        return fashion_mnist(resolution, seed, limit, augment, val_split, sampler)
-    return FolderSource(data, resolution, seed, test_split, limit, workers, augment=augment, val_split=val_split,
-                        sampler=sampler)
+        return fashion_mnist(resolution, seed, limit, augment, val_split)
+    return FolderSource(data, resolution, seed, test_split, limit, workers, augment=augment, val_split=val_split)

@@ -1,4 +1,4 @@
-"""Class weights for an imbalanced training split: --class-weights.
+"""An imbalanced training split: --sampler and --class-weights.
 
 A class's weight multiplies its images' share of the cross-entropy, so the loss no longer
 belongs to the largest classes. "inverse" gives each class N / (C · n_c), as scikit-learn's
@@ -7,7 +7,10 @@ belongs to the largest classes. "inverse" gives each class N / (C · n_c), as sc
 both are scaled so that an image's mean weight over the split is 1, which makes them
 readable (the loss divides by its batch's summed weights, so the scale changes nothing in
 training). "auto" turns AUTO_SCHEME on when the largest class has more than
-IMBALANCE times the images of the smallest, the report's warning threshold. No torch.
+IMBALANCE times the images of the smallest, the report's warning threshold, unless the
+sampler balances the batches already: `--sampler auto` draws them balanced above the same
+threshold (data/batches.py), which did better on validation than either weighting
+(docs/results.md). No torch.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from ..limits import IMBALANCE
 
 SCHEMES = ("inverse", "effective")
 CLASS_WEIGHTS = ("auto", "none", *SCHEMES)  # --class-weights
-SAMPLERS = ("shuffle", "balanced")  # --sampler: data/batches.py draws a balanced epoch
+SAMPLERS = ("auto", "shuffle", "balanced")  # --sampler: data/batches.py draws a balanced epoch
 AUTO_SCHEME = "effective"  # what auto turns on: chosen on validation figures (docs/results.md)
 EFFECTIVE_BETA = 0.999  # Cui et al.'s β for data sets of thousands of images per class
 
@@ -25,6 +28,13 @@ def imbalance(counts: list[int]) -> float:
     """The largest class's count over the smallest's, among the classes with images."""
     present = [n for n in counts if n > 0]
     return max(present) / min(present) if present else 1.0
+
+
+def settled_sampler(choice: str, counts: list[int]) -> str:
+    """--sampler with auto decided by the counts: balanced above IMBALANCE, else shuffle."""
+    if choice != "auto":
+        return choice
+    return "balanced" if imbalance(counts) > IMBALANCE else "shuffle"
 
 
 def settled(choice: str, counts: list[int], sampler: str = "shuffle") -> str:
@@ -48,6 +58,15 @@ def class_weights(scheme: str, counts: list[int]) -> list[float] | None:
         raise ValueError(f"unknown class weighting {scheme!r}")
     scale = sum(counts) / sum(w * n for w, n in zip(raw, counts))
     return [w * scale for w in raw]
+
+
+def sampler_line(choice: str, sampler: str, counts: list[int]) -> str | None:
+    """The run's first line about a balanced sampler, or None when there is none to tell."""
+    if sampler != "balanced":
+        return None
+    why = (f"auto: the largest training class has {imbalance(counts):.1f}× the images of the smallest; "
+           "--sampler shuffle turns it off" if choice == "auto" else "--sampler balanced")
+    return f"sampler: balanced ({why}): each epoch draws every class equally often, with replacement"
 
 
 def weights_line(choice: str, scheme: str, counts: list[int], classes: list[str]) -> str | None:

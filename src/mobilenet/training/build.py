@@ -16,7 +16,7 @@ from ..data.sources import open_source
 from ..errors import MobileNetError, first_line
 from ..net.model import MobileNetConfig, MobileNetV1
 from ..run.info import ModelInfo
-from .balance import class_weights, weights_line
+from .balance import class_weights, sampler_line, weights_line
 from .config import COMPILE_MODES, LR, TrainConfig
 from .distributed import Dist
 from .ema import EMA
@@ -61,7 +61,7 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
     its settled config. `cfg` is the user's (or the checkpoint's), as run_settings gave it."""
     device = dist.device if dist.world > 1 else device_named(cfg.device)
     source = open_source(cfg.data, data_resolution(cfg), cfg.seed, cfg.limit, cfg.test_split, cfg.workers,
-                         data_preset(cfg), cfg.val_split, cfg.sampler)
+                         data_preset(cfg), cfg.val_split)
     init_state, activation = load_init(cfg.init) if cfg.init and fresh else (None, None)
     source.to(device)  # in memory: held on the device, batches made there
     if getattr(source, "skipped", 0):
@@ -81,10 +81,11 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
     if cfg.augment == "auto" and cfg.data != FASHION_MNIST:  # a new run's: a resumed one's preset is settled
         record = _trial(cfg, source, model, dist, device, lr, steps, learner.amp)
     counts = source.class_counts()["train"]
-    chosen = cfg.class_weights
+    chosen = cfg.class_weights, cfg.sampler
     cfg = settle(cfg, Facts(activation, record and record["preset"], tuple(counts)))
     if record:
         source.set_augment(cfg.augment)
+    source.set_sampler(cfg.sampler)
     weights = class_weights(cfg.class_weights, counts)
     if weights is not None:
         learner.class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
@@ -92,8 +93,8 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
                      record or {"preset": cfg.augment})
     notes = []  # the main process's: the others hold no trial's figures to tell
     if dist.main:
-        notes = [choice_line(record) if record else None, weights_line(chosen, cfg.class_weights, counts,
-                                                                      source.classes)]
+        notes = [choice_line(record) if record else None, sampler_line(chosen[1], cfg.sampler, counts),
+                 weights_line(chosen[0], cfg.class_weights, counts, source.classes)]
     return Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info,
                tuple(n for n in notes if n))
 

@@ -68,9 +68,10 @@ class TrainConfig:
         "auto", "--class-weights", "weight the training loss by class: inverse (N / classes / n), effective "
         "(Cui et al.'s (1-β)/(1-β^n)), none, or auto (default): effective when the largest training class has over "
         "5× the images of the smallest", choices=CLASS_WEIGHTS)
-    sampler: str = option("shuffle", "--sampler", "shuffle (default: every training image once an epoch), or "
-                          "balanced: as many images drawn, with replacement, so that every class comes equally "
-                          "often; then --class-weights auto weights nothing", choices=SAMPLERS)
+    sampler: str = option(  # settled: auto becomes what it chose, so a resume keeps it
+        "auto", "--sampler", "shuffle: every training image once an epoch; balanced: as many images drawn, with "
+        "replacement, every class equally often (then --class-weights auto weights nothing); or auto (default): "
+        "balanced when the largest training class has over 5× the images of the smallest", choices=SAMPLERS)
     activation: str = field(default="relu", metadata={"flag": None})  # no flag: --init's weights may set it
     seed: int = option(0, "--seed", "seeds the weights, the shuffle and the augmentation (default 0)", number=True)
     out: str | None = option(None, "--out", "run folder (default runs/<dataset>-<timestamp>)")

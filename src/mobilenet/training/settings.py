@@ -25,7 +25,7 @@ from ..data.images import FASHION_MNIST
 from ..errors import MobileNetError
 from ..run.folder import load_checkpoint
 from ..run.names import CHECKPOINT
-from .balance import settled
+from .balance import settled, settled_sampler
 from .config import TrainConfig
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
@@ -42,7 +42,8 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
             raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
         return replace(cfg, out=str(out)), None
     checkpoint = load_checkpoint(out / CHECKPOINT)
-    args = {"class_weights": "none", **checkpoint["train_config"]}  # runs from before --class-weights had none
+    # runs from before --class-weights and --sampler had neither
+    args = {"class_weights": "none", "sampler": "shuffle", **checkpoint["train_config"]}
     saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
     if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (settle)
         raise MobileNetError(f"--resume: the checkpoint's data {saved.data!r} is not an absolute path, "
@@ -67,11 +68,12 @@ def settle(cfg: TrainConfig, facts: Facts = Facts()) -> TrainConfig:
     """`cfg` with every default filled, in the module docstring's order."""
     fashion = cfg.data == FASHION_MNIST
     augment = cfg.augment if cfg.augment != "auto" else facts.preset or data_preset(cfg)
+    sampler = settled_sampler(cfg.sampler, list(facts.class_counts))
     return replace(cfg, activation=facts.activation or cfg.activation, augment=augment,
                    data=cfg.data if fashion else str(Path(cfg.data).resolve()), resolution=data_resolution(cfg),
                    random_erasing=(FASHION_ERASING if fashion else 0.0) if cfg.random_erasing is None
                    else cfg.random_erasing, ema=cfg.ema or None,
-                   class_weights=settled(cfg.class_weights, list(facts.class_counts), cfg.sampler))
+                   sampler=sampler, class_weights=settled(cfg.class_weights, list(facts.class_counts), sampler))
 
 
 def data_resolution(cfg: TrainConfig) -> int:
