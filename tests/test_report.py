@@ -90,9 +90,12 @@ def test_evaluate_rewrites_the_report(small_report):
 def test_a_large_class_imbalance_is_a_warning():
     from mobilenet.report.page import _balance
 
-    page = _balance({"train": [60, 11, 10], "test": [5, 5, 5]}, ["a", "b", "c"])
-    assert "Warning" in page and "6.0×" in page
-    assert "Warning" not in _balance({"train": [50, 11, 10], "test": [5, 5, 5]}, ["a", "b", "c"])
+    page = _balance({"train": [60, 11, 10], "test": [5, 5, 5]}, ["a", "b", "c"], {"sampler": "balanced"})
+    assert "Warning" in page and "6.0×" in page and "drew every class equally often" in page
+    plain = _balance({"train": [50, 11, 10], "test": [5, 5, 5]}, ["a", "b", "c"], {})  # a run from before both
+    assert "Warning" not in plain and "equally often" not in plain and "weighed" not in plain
+    assert "--class-weights effective" in _balance({"train": [60, 10], "test": [5, 5]}, ["a", "b"],
+                                                   {"sampler": "shuffle", "class_weights": "effective"})
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ def _page(model_dir, info, state, source, metrics, tiles) -> str:
         ("wrong", "Most confidently wrong test images", _cam_note(info) + _gallery(tiles["wrong"],
                                                                                  "none: every test image is right")),
         ("right", "Confidently right, for contrast", _gallery(tiles["right"], "none: no test image is right")),
-        ("balance", "Class balance", _balance(source.class_counts(), info.classes)),
+        ("balance", "Class balance", _balance(source.class_counts(), info.classes, state.get("train_config", {}))),
         ("exports", "Exported files", _exports(model_dir, info.model)),
     ])
 
@@ -217,7 +217,7 @@ def _gallery(tiles: list[dict], empty: str) -> str:
     return f'<div class=grid>{"".join(figures)}</div>'
 
 
-def _balance(counts: dict, classes: list[str]) -> str:
+def _balance(counts: dict, classes: list[str], cfg: dict) -> str:
     train = np.asarray(counts["train"])
     ratio = train.max() / train.min() if train.min() else float("inf")
     big, small = classes[int(train.argmax())], classes[int(train.argmin())]
@@ -229,6 +229,11 @@ def _balance(counts: dict, classes: list[str]) -> str:
                 "add images to them if you can.</p>")
     else:
         said = f"<p>The largest training class has {ratio:.2f}× the images of the smallest.</p>"
+    if cfg.get("sampler") == "balanced":
+        said += "<p>Training drew every class equally often (<code>--sampler balanced</code>).</p>"
+    if cfg.get("class_weights") not in (None, "none"):
+        said += (f"<p>The training loss weighed each class (<code>--class-weights "
+                 f"{escape(cfg['class_weights'])}</code>).</p>")
     splits = [name for name, c in counts.items() if sum(c)]
     rows = [[c, *(counts[s][i] for s in splits)] for i, c in enumerate(classes)]
     return said + table(["class", *splits], rows, numeric=set(range(1, len(splits) + 1)))
