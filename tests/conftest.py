@@ -20,9 +20,11 @@ from PIL import Image
 
 # `make test` runs two pytest-xdist workers on the two cores. One thread each keeps them and
 # their child processes from oversubscribing the cores with spinning OpenMP threads (that
-# cost about a quarter more CPU time). Multi-threaded determinism has a test of its own.
+# cost about a quarter more CPU time). Multi-threaded determinism has a test of its own, whose
+# two threads sleep rather than spin while they wait, since the other worker holds a core.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import forked  # noqa: E402  (imports torch: after the thread count is set)
 
