@@ -1,4 +1,5 @@
-"""A run folder's file names and history.csv's score columns, spelled here only. No torch: the deployed path reads them."""
+"""A run folder's file names and history.csv's score columns, spelled here only. No torch:
+the deployed path reads them."""
 
 CHECKPOINT, WEIGHTS, CONFIG, HISTORY = "checkpoint.pt", "model.safetensors", "config.json", "history.csv"
 CURVES = ("total_acc.png", "total_test_loss.png")  # the seed's two figures

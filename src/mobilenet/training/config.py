@@ -67,7 +67,7 @@ class TrainConfig:
     class_weights: str = option(  # settled: auto becomes what it chose, so a resume keeps it
         "auto", "--class-weights", "weight the training loss by class: inverse (N / classes / n), effective "
         "(Cui et al.'s (1-β)/(1-β^n)), none, or auto (default): effective when the largest training class has over "
-        "5× the images of the smallest", choices=CLASS_WEIGHTS)
+        "5× the images of the smallest and the sampler shuffles", choices=CLASS_WEIGHTS)
     sampler: str = option(  # settled: auto becomes what it chose, so a resume keeps it
         "auto", "--sampler", "shuffle: every training image once an epoch; balanced: as many images drawn, with "
         "replacement, every class equally often (then --class-weights auto weights nothing); or auto (default): "
