@@ -7,12 +7,14 @@ import csv
 import io
 import json
 import os
+import stat
 from pathlib import Path
 
 from ..errors import MobileNetError, printable
 from ..files import read_regular
 from ..limits import LABEL_FILES
-from .images import check_class_names, regular_inside, within
+from ..progress import bar
+from .images import check_class_names, within
 
 LABEL_FILE_LIMIT = 2**28  # 256 MB: millions of rows
 SEPARATOR = ";"  # between a CSV row's labels
@@ -37,10 +39,10 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int]]]:
         line = raw[:e.start].count(b"\n") + 1
         raise MobileNetError(f"{printable(path)} line {line}: not UTF-8; save the file as UTF-8") from None
     rows = _jsonl_rows(path, text) if path.suffix.lower() == ".jsonl" else _csv_rows(path, text)
-    folder = os.path.realpath(path.parent)
+    folder, shown = os.path.realpath(path.parent), printable(path)
     found, seen = [], {}
-    for line, name, labels in rows:
-        where = f"{printable(path)} line {line}"
+    for line, name, labels in bar(rows, desc=f"reading {shown}", unit=" rows"):
+        where = f"{shown} line {line}"
         if not name.strip():
             raise MobileNetError(f"{where}: no image path; give each row a path relative to the file's folder")
         if not labels:
@@ -49,13 +51,13 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int]]]:
             raise MobileNetError(f"{where}: several labels for {printable(name)} ({printable(', '.join(labels))}); "
                                  "training takes one class per image here, so give each row one label")
         image = os.path.join(folder, name)  # an absolute path stays absolute, and must lie inside too
-        if not within(os.path.realpath(image), folder):
+        key = os.path.realpath(image)  # links followed: where the image really is
+        if not within(key, folder):
             raise MobileNetError(f"{where}: {printable(name)} leaves the folder of {printable(path.name)}; "
                                  "keep the images in that folder or below it")
-        if not regular_inside(image, folder):
+        if not _regular(key):
             raise MobileNetError(f"{where}: {printable(name)} is not a file (missing, or a folder, a FIFO "
                                  "or a device); give the path of an image")
-        key = os.path.realpath(image)
         if key in seen:
             raise MobileNetError(f"{where}: {printable(name)} is listed again (first at line {seen[key]}); "
                                  "give each image one row")
@@ -67,6 +69,13 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int]]]:
     check_class_names(path, classes, "label")
     index = {c: i for i, c in enumerate(classes)}
     return classes, [(image, index[label]) for image, label in found]
+
+
+def _regular(real: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(real).st_mode)
+    except OSError:  # missing, or a link that leads nowhere
+        return False
 
 
 def _labels(text: str) -> list[str]:
