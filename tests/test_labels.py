@@ -28,8 +28,8 @@ def write_csv(path, lines, bom=True):
 
 def test_a_spreadsheets_csv_reads_with_its_bom_quoting_and_columns(labelled):
     root, rows = labelled
-    # as a spreadsheet saves it: a BOM, CRLF, columns in its own order, a quoted comma, a blank row
-    # the BOM sits on the first column's name
+    # as a spreadsheet saves it: a BOM (on the first column's name), CRLF, columns in its own
+    # order, quoted commas and quotes, a blank row
     lines = ["Path,notes,Label,id"] + [f'{path},"a note, with ""quotes""","{label}, big",{i}'
                                        for i, (path, label) in enumerate(rows)]
     lines.insert(3, ",,,")
