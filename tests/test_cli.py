@@ -113,6 +113,10 @@ def test_train_options_are_the_train_config_fields():
                 parser.parse_args(["train", flags[f.name], str(kind(2 * high))])
     assert _train_config(plain) == TrainConfig()
     assert _train_config(parser.parse_args(["train", "--resume", "--out", "run"])).epochs is None
+    # the sweep takes every train option but the grid's, the point's folder and three it cannot share
+    sweep = {o["option"] for o in subcommand_options()["sweep"]}
+    unshared = {"--width", "--resolution", "--out", "--force", "--init", "--strict", "--resume"}
+    assert set(options) - unshared <= sweep and not (unshared - {"--out"}) & sweep
 
 
 def test_json_models_evaluate_export(small_run, tmp_path, capsys):

@@ -6,9 +6,9 @@ from ..formats import EXPORT_FORMATS
 from ..training.config import TrainConfig, cli_fields
 from .options import device_from, device_options, list_of, number, option, runtime_list, shard
 
-SWEEP_TRAIN_OPTIONS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "augment", "dropout", "ema",
-                       "random_erasing", "label_smoothing", "class_weights", "seed", "limit", "test_split", "val_split",
-                       "patience", "workers", "device", "compile")
+# every train option but the grid's own (α, ρ), the point's folder and what a sweep cannot share
+NOT_SWEPT = {"width_mult", "resolution", "out", "force", "init", "strict"}
+SWEEP_TRAIN_OPTIONS = tuple(f.name for f in cli_fields() if f.name not in NOT_SWEPT)
 
 
 VAL_SPLIT = {"default": 0.1, "help": "hold out F of each point's training images (seeded, stratified): each point "
