@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ..data.images import FASHION_MNIST, MAX_RESIZE
+from ..data.labels import is_label_file
 from ..errors import MobileNetError, has_control, look_alike, printable
 from ..files import PRODUCER  # the producer key of an exported file's metadata
-from ..limits import LABEL_FILES, MAX_RESOLUTION, MIN_RESOLUTION
+from ..limits import MAX_RESOLUTION, MIN_RESOLUTION
 from ..net.config import MobileNetConfig
 
 SAFETENSORS_FORMAT = "mobilenet-v1"  # the format key of a model.safetensors header's metadata
@@ -123,7 +124,7 @@ class ModelInfo:
         if grey:
             return name
         root = Path(name)
-        if root.suffix.lower() in LABEL_FILES and root.is_file():
+        if is_label_file(root) and root.is_file():
             return name  # its classes are read and compared when it is opened
         if not root.is_dir() or root.resolve() == Path(root.resolve().anchor):
             raise MobileNetError(f"{printable(name)}: not a data folder (no such folder or label file, or the file "
