@@ -103,7 +103,8 @@ def test_train_options_are_the_train_config_fields():
             assert options[flags[f.name]]["choices"] == list(f.metadata["choices"] or ()), f.name
     allowed = {"--optimizer": list(LR), "--augment": list(AUGMENTATIONS), "--device": ["auto", "cpu", "cuda"],
                "--compile": list(COMPILE_MODES), "--class-weights": ["auto", "none", "inverse", "effective"],
-               "--select-by": ["top1", "balanced-accuracy", "macro-f1"], "--sampler": ["auto", "shuffle", "balanced"]}
+               "--select-by": ["auto", "top1", "balanced-accuracy", "macro-f1", "map"], "--sampler": ["auto", "shuffle", "balanced"],
+               "--task": ["auto", "single-label", "multi-label"]}
     assert {flag: o["choices"] for flag, o in options.items() if o["choices"]} == allowed
     for f in fields(TrainConfig):
         if f.metadata.get("limit"):

@@ -57,7 +57,6 @@ def test_json_lines_take_label_or_a_one_item_labels_list(labelled):
     (["path,label", "images/cat/0.png,cat", "images/cat,cat"], "line 3: images/cat is not a file"),
     (["path,label", "images/cat/0.png,cat", "images/./cat/0.png,dog"], "line 3: images/./cat/0.png is listed again "
                                                                        "(first at line 2)"),
-    (["path,label", "images/cat/0.png,cat;dog"], "line 2: several labels for images/cat/0.png"),
     (["path,label"], ": no rows"),
 ])
 def test_a_csv_row_that_cannot_be_read_names_its_line(labelled, lines, said):

@@ -56,14 +56,17 @@ def generator(device, *numbers: int):
 def stratified_split(samples, fraction: float, seed: int, part: str) -> tuple[list, list]:
     """(kept, held out) of the (item, label) samples for SPLITS[part]: round(n × fraction)
     of each class held out (at least one, never all), chosen by a numpy RNG seeded with
-    (the run's seed, salted, and the class), so every path finds the same split."""
+    (the run's seed, salted, and the class), so every path finds the same split. An image
+    with several labels (a tuple) counts as its rarest label's, as iterative stratification
+    starts from the rarest (Sechidis et al. 2011)."""
     salt, option = SPLITS[part]
     if not 0 < fraction < 1:
         raise MobileNetError(f"{option} must be between 0 and 1, got {fraction}")
     key = seed if salt is None else mix(seed, salt)
     by_class: dict[int, list] = {}
+    stratum = _rarest(samples)
     for s in samples:
-        by_class.setdefault(s[1], []).append(s)
+        by_class.setdefault(stratum(s[1]), []).append(s)
     kept, held = [], []
     for label, items in sorted(by_class.items()):
         items = [items[i] for i in np.random.default_rng([key, label]).permutation(len(items))]
@@ -71,3 +74,14 @@ def stratified_split(samples, fraction: float, seed: int, part: str) -> tuple[li
         held += items[:n_held]
         kept += items[n_held:]
     return kept, held
+
+
+def _rarest(samples):
+    """label -> its stratum: itself, or for a tuple of labels the one fewest images hold."""
+    if not any(isinstance(s[1], tuple) for s in samples):
+        return lambda label: label
+    count: dict[int, int] = {}
+    for _, labels in samples:
+        for label in labels:
+            count[label] = count.get(label, 0) + 1
+    return lambda labels: min(labels, key=lambda label: (count[label], label))

@@ -24,6 +24,8 @@ def _cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(m, indent=2))
         return 0
+    if m.get("task") == "multi-label":
+        return _print_labels_evaluation(m, args)
     print(f"{printable(m['data'])}: {m['images']} test images  top-1 {100 * m['top1']:.2f}%  top-5 {100 * m['top5']:.2f}%  "
           f"loss {m['loss']:.4f}")
     print(f"balanced accuracy {100 * m['balanced_accuracy']:.2f}%  macro F1 {100 * m['macro_f1']:.2f}%  "
@@ -32,13 +34,32 @@ def _cmd_evaluate(args) -> int:
     width = max(len(c) for c in names)
     for name, acc in names.items():
         print(f"  {name:<{width}}  {100 * acc:6.2f}%")
+    _print_written(m, args, "metrics.json, confusion_matrix.png")
+    return 0
+
+
+def _print_labels_evaluation(m: dict, args) -> int:
+    """A multi-label model's figures: mAP, and each class's AP and scores at its threshold."""
+    print(f"{printable(m['data'])}: {m['images']} test images  mAP {100 * m['mAP']:.2f}%  loss {m['loss']:.4f}")
+    print(f"at the thresholds: label accuracy {100 * m['label_accuracy']:.2f}%  micro F1 {100 * m['micro_f1']:.2f}%  "
+          f"macro F1 {100 * m['macro_f1']:.2f}%  (by class: AP, threshold, precision, recall:)")
+    names = {printable(c): c for c in m["per_class_ap"]}  # class names come from the model's files
+    width = max(len(c) for c in names)
+    for shown, c in names.items():
+        ap, s = m["per_class_ap"][c], m["per_class_scores"][c]
+        print(f"  {shown:<{width}}  " + ("    -  " if ap is None else f"{100 * ap:6.2f}%")
+              + f"  {s['threshold']:.3f}  {100 * s['precision']:6.2f}%  {100 * s['recall']:6.2f}%")
+    _print_written(m, args, "metrics.json")
+    return 0
+
+
+def _print_written(m: dict, args, files: str) -> None:
     if m["bad_files"] or m["skipped"]:
         print(f"left out: {len(m['bad_files'])} files that did not decode, {m['skipped']} entries skipped "
               "(links that leave the folder, or no regular file)")
     where = args.out or (args.model if args.runtime == "torch" else os.path.dirname(args.model) or ".")
     page = " and report.html" if args.runtime == "torch" else ""
-    print(f"wrote metrics.json, confusion_matrix.png{page} to {printable(where)}")
-    return 0
+    print(f"wrote {files}{page} to {printable(where)}")
 
 
 def add_evaluate(sub) -> None:
@@ -89,18 +110,22 @@ def _cmd_predict(args) -> int:
     else:
         for r in results:
             print(printable(r["image"]))
+            if "labels" in r:  # a multi-label model: the classes at or above their thresholds
+                print("  labels: " + (printable(", ".join(r["labels"])) or "none at its threshold"))
             for p in r["predictions"]:
                 print(f"  {100 * p['probability']:6.2f}%  {printable(p['class'])}")
     return 1 if failed else 0
 
 
 def add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="class names with softmax probabilities for images")
+    p = sub.add_parser("predict", help="class names with probabilities for images (softmax; for a multi-label "
+                       "model each class's sigmoid, and the labels at their thresholds)")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=number("top-k"), default=5,
                    help="classes shown per image (default 5)")
-    json_option(p, "{predictions, failed}: each image's classes, and each image that failed with its reason")
+    json_option(p, "{predictions, failed}: each image's classes (and a multi-label model's labels), and each image "
+                "that failed with its reason")
     runtime_option(p)
     p.set_defaults(func=_cmd_predict)
 

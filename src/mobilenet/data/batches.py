@@ -19,7 +19,7 @@ from ..seeds import BALANCED, LIMIT, generator, mix, stratified_split
 @dataclass
 class Batch:
     images: torch.Tensor  # (N, C, R, R) float, normalised
-    labels: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64, or (N, classes) float 0/1 for several labels per image
     bad_files: list[str] = field(default_factory=list)  # "path: reason" of files left out
 
     def __iter__(self):  # images, labels, bad_files: what metrics.evaluate_batches reads
@@ -36,6 +36,7 @@ class Source(Protocol):
     resolution: int
     in_channels: int
     same_batches_on_every_rank: bool  # False where a file that does not decode shrinks its batch
+    multi_label: bool  # labels are 0/1 per class (several per image), not one class index
 
     @property
     def num_train(self) -> int: ...
@@ -89,8 +90,10 @@ def normalize_resize(x: torch.Tensor, mean, std, resolution: int) -> torch.Tenso
     return x
 
 
-def class_counts(labels: list[int], num_classes: int) -> list[int]:
-    return np.bincount(np.asarray(labels, np.int64), minlength=num_classes).tolist()
+def class_counts(labels: list, num_classes: int) -> list[int]:
+    """Images per class; an image with several labels (a tuple) counts for each."""
+    flat = [c for label in labels for c in (label if isinstance(label, tuple) else (label,))]
+    return np.bincount(np.asarray(flat, np.int64), minlength=num_classes).tolist()
 
 
 def subset(n: int, limit: int, seed: int) -> torch.Tensor:

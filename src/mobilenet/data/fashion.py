@@ -38,6 +38,7 @@ class TensorSource(Source):
     augmented and normalised there: a step waits on no copy from the host."""
 
     same_batches_on_every_rank = True  # every rank's share has the same size; no file can fail
+    multi_label = False  # one class per image
 
     def __init__(self, name, train, test, classes, mean, std, resolution, seed, shift=2, val=None, flip=True):
         # shift: pixels of random translation (0: none; -1: no augmentation at all); flip: random mirroring

@@ -23,10 +23,12 @@ PREFETCH = 4  # batches each DataLoader worker prepares ahead (benchmarks/train_
 class _ImageFiles(torch.utils.data.Dataset):
     """(epoch, index) -> (tensor | None, label, error | None) of the (path, label) samples.
     Augmentation is seeded by (seed, epoch, index), so it does not depend on workers or on
-    resuming; the epoch comes with the index because persistent workers keep their own copy."""
+    resuming; the epoch comes with the index because persistent workers keep their own copy.
+    With `classes` (a multi-label set), a label is a tuple of classes, given as 0/1 per class."""
 
-    def __init__(self, samples, transform, channels, seed):
+    def __init__(self, samples, transform, channels, seed, classes: int | None = None):
         self.samples, self.transform, self.channels, self.seed = samples, transform, channels, seed
+        self.classes = classes
 
     def __len__(self):
         return len(self.samples)
@@ -34,6 +36,8 @@ class _ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, key):
         epoch, i = key
         path, label = self.samples[i]
+        if self.classes:
+            label = torch.zeros(self.classes).index_fill_(0, torch.tensor(label, dtype=torch.long), 1.0)
         try:
             image = load_image(path, self.channels)
         except MobileNetError as e:
@@ -47,7 +51,9 @@ def _collate(items):
     bad = [err for _, _, err in items if err is not None]
     if not good:
         return Batch(torch.empty(0), torch.empty(0, dtype=torch.long), bad)
-    return Batch(torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), bad)
+    labels = [y for _, y in good]
+    labels = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels)
+    return Batch(torch.stack([x for x, _ in good]), labels, bad)
 
 
 class _InOrder(torch.utils.data.Sampler):
@@ -110,9 +116,11 @@ class FolderSource(Source):
 
     def __init__(self, root, resolution: int, seed: int, test_split: float = 0.2, limit: int | None = None,
                  workers: int | None = None, channels: int = 3, augment: str = "flip-shift",
-                 val_split: float | None = None):
+                 val_split: float | None = None, multi_label: bool | None = None):
         found = data_splits(root, test_split, seed)
         self.classes, train, test, self.split = found["classes"], found["train"], found["test"], found["split"]
+        train, test, self.multi_label = _tasked(root, train, test, multi_label)
+        many = len(self.classes) if self.multi_label else None
         self.skipped = found["skipped"]  # links out of the folder and names that are no regular file
         # absolute, so that evaluate finds the data from any working directory
         self.name, self.resolution, self.seed, self.in_channels = str(Path(root).resolve()), resolution, seed, channels
@@ -125,12 +133,12 @@ class FolderSource(Source):
         # Its workers ignore SIGTERM (_start_workers), so multiprocessing's exit handler, which
         # terminates and then joins them, would wait forever for any still alive at exit.
         weakref.finalize(self, _stop_workers, self._loaders)
-        self.train_set = _ImageFiles(train, None, channels, seed)
+        self.train_set = _ImageFiles(train, None, channels, seed, many)
         self.weights = None  # set_sampler's
         self.set_augment(augment)
         plain = folder_transforms(resolution, self.mean, self.std)
-        self.test_set = _ImageFiles(test, plain, channels, seed)
-        self.val_set = _ImageFiles(val, plain, channels, seed) if val else None
+        self.test_set = _ImageFiles(test, plain, channels, seed, many)
+        self.val_set = _ImageFiles(val, plain, channels, seed, many) if val else None
         self.samples = train, val or None  # (path, label) of the training and validation images: the trial's
 
     def set_augment(self, preset: str) -> None:
@@ -146,6 +154,9 @@ class FolderSource(Source):
 
     def set_sampler(self, sampler: str) -> None:
         """How training images are drawn: "shuffle", or "balanced" (batches.balanced_weights)."""
+        if sampler == "balanced" and self.multi_label:
+            raise MobileNetError("--sampler balanced draws by an image's one class; with several labels per image "
+                                 "use --sampler shuffle and --class-weights")
         self.weights = balanced_weights([label for _, label in self.train_set.samples], sampler)
 
     def class_counts(self) -> dict[str, list[int]]:
@@ -174,7 +185,7 @@ class FolderSource(Source):
         """Batches of these (path, label) samples with `preset`'s augmentation, seeded by
         (seed, epoch, index): --augment auto's trial. A loader of its own, not kept."""
         dataset = _ImageFiles(samples, folder_transforms(self.resolution, self.mean, self.std, preset),
-                              self.in_channels, self.seed)
+                              self.in_channels, self.seed, self.train_set.classes)
         order = (epoch_order(len(samples), mix(self.seed, TRIAL_ORDER), epoch, 0, 1) if shuffle
                  else torch.arange(len(samples)))
         loader = _loader(dataset, batch_size, self.workers if workers is None else workers, kept=False)
@@ -196,3 +207,17 @@ class FolderSource(Source):
 
     def provenance(self) -> dict:
         return {"name": self.name, **self.split}
+
+
+def _tasked(root, train: list, test: list, multi_label: bool | None) -> tuple[list, list, bool]:
+    """The samples as the task needs them: with several labels per image (multi_label, or
+    None and the label file gives some image several), every label a tuple of classes."""
+    several = any(isinstance(label, tuple) for _, label in train + test)
+    if multi_label is False and several:
+        raise MobileNetError(f"{root} gives some images several labels; train them with --task multi-label "
+                             "(or auto)")
+    if not (several or multi_label):
+        return train, test, False
+    as_tuples = [[(path, label if isinstance(label, tuple) else (label,)) for path, label in part]
+                 for part in (train, test)]
+    return *as_tuples, True

@@ -1,5 +1,6 @@
-"""Label files: a CSV (`path,label`) or JSON Lines (`{"path": …, "label": …}`) naming each
-image and its class, as labelling tools export them. No torch: evaluate reads them too."""
+"""Label files: a CSV (`path,label`, several labels joined by `;`) or JSON Lines
+(`{"path": …, "labels": […]}`) naming each image and its classes, as labelling tools export
+them. No torch: evaluate reads them too."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ def is_label_file(path) -> bool:
     return str(path).lower().endswith(LABEL_FILES)
 
 
-def read_label_file(path) -> tuple[list[str], list[tuple[str, int]]]:
-    """(classes, [(image path, class index)]) of a label file. Paths are relative to the
-    file's folder and must stay in it (links too) and name a regular file; the classes are
-    the labels, sorted. A row that cannot be read names its line."""
+def read_label_file(path) -> tuple[list[str], list[tuple[str, int | tuple[int, ...]]]]:
+    """(classes, [(image path, class index)]) of a label file, or when a row has several
+    labels (path, (class indices)) for every row: a multi-label set. Paths are relative to
+    the file's folder and must stay in it (links too) and name a regular file; the classes
+    are the labels, sorted. A row that cannot be read names its line."""
     path = Path(path)
     try:
         raw = read_regular(path, LABEL_FILE_LIMIT, "--data")
@@ -47,9 +49,6 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int]]]:
             raise MobileNetError(f"{where}: no image path; give each row a path relative to the file's folder")
         if not labels:
             raise MobileNetError(f"{where}: no label for {printable(name)}; give each image its class")
-        if len(labels) > 1:
-            raise MobileNetError(f"{where}: several labels for {printable(name)} ({printable(', '.join(labels))}); "
-                                 "training takes one class per image here, so give each row one label")
         image = os.path.join(folder, name)  # an absolute path stays absolute, and must lie inside too
         key = os.path.realpath(image)  # links followed: where the image really is
         if not within(key, folder):
@@ -62,13 +61,15 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int]]]:
             raise MobileNetError(f"{where}: {printable(name)} is listed again (first at line {seen[key]}); "
                                  "give each image one row")
         seen[key] = line
-        found.append((os.path.normpath(image), labels[0]))
+        found.append((os.path.normpath(image), labels))
     if not found:
         raise MobileNetError(f"{printable(path)}: no rows; give one row per image after the header")
-    classes = sorted({label for _, label in found})
+    classes = sorted({label for _, labels in found for label in labels})
     check_class_names(path, classes, "label")
     index = {c: i for i, c in enumerate(classes)}
-    return classes, [(image, index[label]) for image, label in found]
+    if all(len(labels) == 1 for _, labels in found):
+        return classes, [(image, index[labels[0]]) for image, labels in found]
+    return classes, [(image, tuple(sorted({index[label] for label in labels}))) for image, labels in found]
 
 
 def _regular(real: str) -> bool:

@@ -124,18 +124,24 @@ def _real_inputs(info: ModelInfo, count: int, split: str = "test") -> tuple[torc
 def _test_accuracy(runs: list, info: ModelInfo, batches=None) -> tuple[list[float], int, float]:
     """Top-1 of each model (a function: float32 batch -> logits, numpy) on the whole test
     split (or `batches` of it, prepared for them), and the share of images on which the last
-    model gives the first one's top-1."""
+    model gives the first one's top-1; for a multi-label model, mAP, and the share of
+    images given the same labels."""
     total = None
     if batches is None:
         source = info.open_data(workers=0)
         batches = ((x.numpy(), y, bad) for x, y, bad in source.test_batches(EVAL_BATCH_SIZE))
         total = source.num_test
-    found = evaluate_batches(runs, batches, len(info.classes), total=total, desc="int8: test accuracy",
-                             confusion=False)
+    found = evaluate_batches(runs, batches, len(info.classes), total=total, desc=f"int8: test {_score(info)}",
+                             confusion=False, thresholds=info.thresholds)
     seen = found["metrics"][0].images
     if not seen:
         raise MobileNetError("no readable test images to measure the int8 accuracy on")
-    return [m.top1 for m in found["metrics"]], seen, found["agreement"]
+    return [m.map if info.multi_label else m.top1 for m in found["metrics"]], seen, found["agreement"]
+
+
+def _score(info: ModelInfo) -> str:
+    """What the int8 check compares: test accuracy, or a multi-label model's mAP."""
+    return "mAP" if info.multi_label else "accuracy"
 
 
 def _onnx_runner(data: bytes):
@@ -318,15 +324,15 @@ def _compare_int8(fp32_run, int8_run, fp32_bytes: int, int8_bytes: int, info: Mo
     INT8_MAX_DROP is a MobileNetError (nothing is written), with `advice` or the usual one."""
     (before, after), images, agreement = _test_accuracy([fp32_run, int8_run], info, batches)
     shrink = fp32_bytes / int8_bytes
-    log(f"int8: test accuracy {100 * before:.2f}% -> {100 * after:.2f}% ({100 * (after - before):+.2f} points) "
+    log(f"int8: test {_score(info)} {100 * before:.2f}% -> {100 * after:.2f}% ({100 * (after - before):+.2f} points) "
         f"on {images} images; {fp32_bytes / 1e6:.2f} MB -> {int8_bytes / 1e6:.2f} MB ({shrink:.1f}x smaller); "
-        f"same top-1 as float32 on {100 * agreement:.2f}%")
+        f"same {'labels' if info.multi_label else 'top-1'} as float32 on {100 * agreement:.2f}%")
     if round(before - after, 9) > INT8_MAX_DROP:
         lost = f"int8 loses {100 * (before - after):.2f} points, more than {100 * INT8_MAX_DROP:.0f}"
         advice = advice or "Calibrate on more images (--calibration), or ship the float32 file for this model"
         raise MobileNetError(f"{lost}; nothing was written. {advice}")
     return {"accuracy_fp32": before, "accuracy_int8": after, "top1_agreement": agreement, "shrink": shrink,
-            "test_images": images}
+            "test_images": images, "score": _score(info)}
 
 
 def quantize_onnx(fp32: bytes, calibration: np.ndarray, metadata: dict[str, str] | None = None,

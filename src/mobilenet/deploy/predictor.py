@@ -25,6 +25,7 @@ from ..data.images import IMAGE_EXTENSIONS, MAX_ASPECT, convert_image, prepare, 
 from ..errors import MobileNetError, first_line, printable
 from ..formats import PREDICT_RUNTIMES, runtime_for
 from ..report.metrics import check_finite
+from ..report.multilabel import sigmoid
 
 CHUNK_SIZE = 64  # images decoded, prepared and run at a time
 
@@ -62,7 +63,7 @@ class Predictor:
         except (RuntimeError, AssertionError) as e:  # no such GPU, or torch built without it
             detail = first_line(e)
             raise MobileNetError(f"--device {device}: not usable here ({detail}); use --device cpu") from None
-        self.classes, self.spec = info.classes, info.input
+        self.classes, self.spec, self.info = info.classes, info.input, info
 
     def _load_file(self, path, device) -> None:
         from .runtime import open_file
@@ -71,7 +72,7 @@ class Predictor:
             raise MobileNetError(f"--runtime {self.runtime} runs on the CPU only, got --device {device}")
         self.device = "cpu"
         self.model = open_file(path, self.runtime)
-        self.classes, self.spec = self.model.classes, self.model.spec
+        self.classes, self.spec, self.info = self.model.classes, self.model.spec, self.model.info
 
     def predict(self, images, top_k: int = 5) -> tuple[list[dict], list[dict]]:
         """Top-k classes of each image, and the files that did not decode.
@@ -80,7 +81,9 @@ class Predictor:
         sorted; hidden ones skipped), PIL images and numpy arrays (HxW or HxWxC uint8).
         Returns (records, failed): records are {"image": path, or the item's index in
         `images` for PIL and numpy items, "predictions": [{"class", "probability"}, …]}
-        with probabilities descending; failed are {"image", "reason"}, as prepare_files."""
+        with probabilities descending; failed are {"image", "reason"}, as prepare_files.
+        A multi-label model's probabilities are each class's sigmoid, and its records also
+        hold "labels": every class at or above its threshold, most probable first."""
         if not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1:
             raise MobileNetError(f"--top-k must be at least 1, got {top_k!r}")
         k = min(int(top_k), len(self.classes))
@@ -93,22 +96,29 @@ class Predictor:
         return records, failed
 
     def _probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """(N, C, R, R) float32 -> (N, classes) softmax probabilities, numpy."""
+        """(N, C, R, R) float32 -> (N, classes) probabilities, numpy: softmax, or for a
+        multi-label model each class's sigmoid."""
         if self.runtime != "torch":
-            return _softmax(self.model.logits(batch))
-        import torch
+            logits = self.model.logits(batch)
+        else:
+            import torch
 
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last)
-            logits = self.model(x).float()
-        check_finite(logits.cpu().numpy(), self.name)
-        return logits.softmax(1).cpu().numpy()
+            with torch.inference_mode():
+                x = torch.from_numpy(batch).to(self.device, memory_format=torch.channels_last)
+                logits = self.model(x).float().cpu().numpy()
+            check_finite(logits, self.name)
+        return sigmoid(logits) if self.info.multi_label else _softmax(logits)
 
     def _records(self, keys: list, probs: np.ndarray, k: int) -> list[dict]:
-        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [{"image": key, "predictions": [
-            {"class": self.classes[i], "probability": float(row[i])} for i in order]}
-            for key, row, order in zip(keys, probs, top)]
+        ranked = np.argsort(-probs, axis=1, kind="stable")
+        records = [{"image": key, "predictions": [
+            {"class": self.classes[i], "probability": float(row[i])} for i in order[:k]]}
+            for key, row, order in zip(keys, probs, ranked)]
+        if self.info.multi_label:
+            given = probs >= np.asarray(self.info.thresholds)
+            for record, order, row in zip(records, ranked, given):
+                record["labels"] = [self.classes[i] for i in order if row[i]]
+        return records
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

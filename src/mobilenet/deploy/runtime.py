@@ -160,15 +160,23 @@ def split_batches(model: OnnxModel, data: str | None, seen: dict, batch_size: in
     if found["classes"] != model.classes:
         raise MobileNetError(f"{data} has other classes than the model; evaluate on the model's data")
     seen["skipped"], samples = found["skipped"], found[split]
+    several = model.info.multi_label
     for i in range(0, len(samples), batch_size):
         arrays, labels, bad = [], [], []
         for path, label in samples[i:i + batch_size]:
             try:
                 arrays.append(prepare(load_image(path, spec["channels"]), spec))
-                labels.append(label)
+                labels.append(_one_hot(label, len(model.classes)) if several else label)
             except MobileNetError as e:
                 bad.append(str(e))
-        yield (np.stack(arrays) if arrays else None), np.asarray(labels, np.int64), bad
+        yield (np.stack(arrays) if arrays else None), np.asarray(labels, np.float32 if several else np.int64), bad
+
+
+def _one_hot(label, num_classes: int) -> np.ndarray:
+    """A multi-label model's target: 1 for each of the image's classes (a tuple, or one index)."""
+    found = np.zeros(num_classes, np.float32)
+    found[list(label) if isinstance(label, tuple) else label] = 1
+    return found
 
 
 def read_onnx(path: Path) -> tuple[bytes, ModelInfo, bool]:
@@ -206,9 +214,11 @@ def evaluate_file(model_path, runtime: str = "onnxruntime", data: str | None = N
     data = data or model.info.data_name
     seen = {}
     size = eval_batch_size(model.info.model, EVAL_BATCH_SIZE) if model.info.model else EVAL_BATCH_SIZE
-    found = evaluate_batches([model.logits], split_batches(model, data, seen, size), len(model.classes))
+    found = evaluate_batches([model.logits], split_batches(model, data, seen, size), len(model.classes),
+                             thresholds=model.info.thresholds)
     metrics = found["metrics"][0].report(model.classes, str(data), found["bad_files"], seen.get("skipped", 0))
     out = make_dir(out)
     atomic_write_json(out / METRICS, {**metrics, "producer": PRODUCER})
-    plot_confusion(metrics["confusion_matrix"], model.classes, out / CONFUSION)
+    if "confusion_matrix" in metrics:  # one class per image
+        plot_confusion(metrics["confusion_matrix"], model.classes, out / CONFUSION)
     return metrics

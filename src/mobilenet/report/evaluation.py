@@ -34,5 +34,6 @@ def evaluate(model_dir, data: str | None = None, out=None, workers: int | None =
     refuse_foreign([out / METRICS, out / CONFUSION, out / REPORT], "--out", force)
     metrics = report(model_dir, out / REPORT, data=data, workers=workers, log=lambda _: None, force=True)["metrics"]
     atomic_write_json(out / METRICS, {**metrics, "producer": PRODUCER})
-    plot_confusion(metrics["confusion_matrix"], list(metrics["per_class"]), out / CONFUSION)
+    if "confusion_matrix" in metrics:  # one class per image
+        plot_confusion(metrics["confusion_matrix"], list(metrics["per_class"]), out / CONFUSION)
     return metrics

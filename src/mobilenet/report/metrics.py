@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import MobileNetError
 from ..progress import bar
+from .multilabel import LabelScores
 
 MAX_CONFUSION_CLASSES = 10_000  # an int64 classes × classes matrix: 800 MB
 
@@ -134,21 +135,26 @@ def _scores(hits, support, predicted) -> list[dict]:
 
 
 def evaluate_batches(models: list[Callable], batches: Iterable, num_classes: int, total: int | None = None,
-                     stop: Callable[[], bool] | None = None, desc: str = "evaluate", confusion: bool = True) -> dict:
+                     stop: Callable[[], bool] | None = None, desc: str = "evaluate", confusion: bool = True,
+                     thresholds: list[float] | None = None) -> dict:
     """Run each batch (images, labels, bad files) through each model (a function from a
-    batch of images to numpy logits). Returns {"metrics": one Metrics per model, "bad_files",
-    "agreement": the share of images where the last model's top-1 equals the first's}.
-    `stop()` is asked before each batch; when it says so, EvaluationStopped is raised."""
-    metrics, bad, agree = [Metrics(num_classes, confusion) for _ in models], [], 0
+    batch of images to numpy logits). Returns {"metrics": one Metrics per model (with
+    `thresholds`, a multi-label model's: one multilabel.LabelScores), "bad_files",
+    "agreement": the share of images where the last model's answer (top-1, or labels given)
+    equals the first's}. `stop()` is asked before each batch; when it says so,
+    EvaluationStopped is raised."""
+    metrics = [Metrics(num_classes, confusion) if thresholds is None else LabelScores(num_classes, thresholds)
+               for _ in models]
+    bad, agree = [], 0
     with bar(total=total, desc=desc, unit="img") as shown:
         for images, labels, bad_files in batches:
             if stop and stop():
                 raise EvaluationStopped
             bad += bad_files
-            labels = np.asarray(labels, np.int64)
+            labels = np.asarray(labels, np.int64 if thresholds is None else np.float64)
             shown.update(len(labels) + len(bad_files))
             if not len(labels):
                 continue
             top1 = [m.add(model(images), labels) for m, model in zip(metrics, models)]
-            agree += int((top1[0] == top1[-1]).sum())
+            agree += int((top1[0] == top1[-1]).reshape(len(labels), -1).all(1).sum())
     return {"metrics": metrics, "bad_files": bad, "agreement": agree / max(metrics[0].images, 1)}

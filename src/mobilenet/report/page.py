@@ -59,6 +59,21 @@ def report(model_dir, out=None, data: str | None = None, workers: int | None = N
 
 def _page(model_dir, info, state, source, metrics, tiles) -> str:
     title = f"MobileNet V1 α={info.model.width_mult} ρ={info.model.resolution}: {model_dir.name}"
+    if info.multi_label:
+        note = _cam_note(info, "the label in question")
+        return html_page(title, [
+            ("card", "Model card", _card(info, state, source, metrics)),
+            ("curves", "Training curves", _curves(state.get("history", []))),
+            ("classes", "Per class (test split), at the thresholds chosen on validation",
+             _label_classes(metrics, info)),
+            ("false-positives", "Most confident false positives: labels given that the image does not hold",
+             note + _gallery(tiles["false positives"], "none")),
+            ("false-negatives", "Most confident false negatives: labels the image holds that were not given",
+             note + _gallery(tiles["false negatives"], "none")),
+            ("balance", "Class balance (images holding each label)",
+             _balance(source.class_counts(), info.classes, state.get("train_config", {}))),
+            ("exports", "Exported files", _exports(model_dir, info.model)),
+        ])
     return html_page(title, [
         ("card", "Model card", _card(info, state, source, metrics)),
         ("curves", "Training curves", _curves(state.get("history", []))),
@@ -80,15 +95,23 @@ def _card(info: ModelInfo, state: dict, source, metrics: dict) -> str:
             ["cost", f"{cost['params']:,} parameters, {cost['mult_adds'] / 1e6:,.1f} M mult-adds, "
                      f"{cost['peak_activation_bytes'] / 1e6:,.2f} MB peak activation memory (batch 1, float32)"],
             ["data", _data_line(source)],
-            ["test split", f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%, loss "
-                           f"{metrics['loss']:.4f} on {metrics['images']:,} images; balanced accuracy "
-                           f"{100 * metrics['balanced_accuracy']:.2f}%, macro F1 {100 * metrics['macro_f1']:.2f}%"],
+            ["test split", _test_line(metrics)],
             ["recipe", _recipe(cfg, info.augment, history) if cfg else "not recorded (no checkpoint.pt)"],
             ["kept model", _kept(state, cfg) if cfg else "not recorded"],
             ["time", f"{len(history)} epochs, {_duration(sum(h['seconds'] for h in history))} of training"
                      if history else "not recorded"],
             ["machine", _machine(state.get("machine"))]]
     return table(None, rows)
+
+
+def _test_line(metrics: dict) -> str:
+    if metrics.get("task") == "multi-label":
+        return (f"mAP {100 * metrics['mAP']:.2f}%, loss {metrics['loss']:.4f} on {metrics['images']:,} images; at the "
+                f"thresholds: label accuracy {100 * metrics['label_accuracy']:.2f}%, micro F1 "
+                f"{100 * metrics['micro_f1']:.2f}%, macro F1 {100 * metrics['macro_f1']:.2f}%")
+    return (f"top-1 {100 * metrics['top1']:.2f}%, top-5 {100 * metrics['top5']:.2f}%, loss {metrics['loss']:.4f} on "
+            f"{metrics['images']:,} images; balanced accuracy {100 * metrics['balanced_accuracy']:.2f}%, macro F1 "
+            f"{100 * metrics['macro_f1']:.2f}%")
 
 
 def _data_line(source) -> str:
@@ -171,6 +194,16 @@ def _classes(metrics: dict, classes: list[str]) -> str:
     return table(["class", "precision", "recall", "F1", "support"], rows, numeric={1, 2, 3, 4})
 
 
+def _label_classes(metrics: dict, info: ModelInfo) -> str:
+    """A multi-label model's classes: AP, the threshold, and precision, recall and F1 at it."""
+    ap, scores = metrics["per_class_ap"], metrics["per_class_scores"]
+    rows = [[c, "-" if ap[c] is None else f"{ap[c]:.3f}", f"{scores[c]['threshold']:.3f}",
+             *(f"{scores[c][k]:.3f}" for k in ("precision", "recall", "f1")), scores[c]["support"]]
+            for c in info.classes]
+    return table(["class", "AP", "threshold", "precision", "recall", "F1", "support"], rows,
+                 numeric=set(range(1, 7)))
+
+
 def _tiles(model, found: list[dict], info: ModelInfo) -> list[dict]:
     """Each image beside its class activation map for the predicted class, as a data: URI."""
     if not found:
@@ -190,17 +223,17 @@ def _tiles(model, found: list[dict], info: ModelInfo) -> list[dict]:
         m = (m - m.min()) / spread if spread > 1e-6 * max(float(abs(m).max()), 1e-12) else np.zeros_like(m)
         both = np.concatenate([picture, 0.5 * picture + 0.5 * heat(m)[..., :3]], axis=1)
         scale = max(1, TILE // x.shape[1])
-        tiles.append({**{k: e[k] for k in ("label", "predicted", "p", "p_true")},
+        tiles.append({**{k: v for k, v in e.items() if k != "image"},
                       "uri": png_uri(both.repeat(scale, 0).repeat(scale, 1)), "classes": info.classes})
     return tiles
 
 
-def _cam_note(info: ModelInfo) -> str:
+def _cam_note(info: ModelInfo, what: str = "the predicted class") -> str:
     """What the maps beside the images are, and how coarse: the input over the body's stride of 32."""
     side = -(-info.model.resolution // 32)
     detail = (f"from its {side}×{side} last feature map" if side > 1 else "though at this resolution the last "
               "feature map is 1×1, so each map is one value: train at 64 pixels or more to see where it looked")
-    return (f"<p>Each image beside its class activation map for the predicted class (bright: where the network "
+    return (f"<p>Each image beside its class activation map for {what} (bright: where the network "
             f"looked), {detail}.</p>")
 
 
@@ -210,11 +243,18 @@ def _gallery(tiles: list[dict], empty: str) -> str:
     figures = []
     for t in tiles:
         true, said = t["classes"][t["label"]], t["classes"][t["predicted"]]
-        caption = f"true {true}, predicted {said} ({100 * t['p']:.1f}%)" + (
+        caption = _label_caption(t) if "threshold" in t else f"true {true}, predicted {said} ({100 * t['p']:.1f}%)" + (
             f"; {100 * t['p_true']:.1f}% for {true}" if t["label"] != t["predicted"] else "")
         figures.append(f'<figure><img src="{t["uri"]}" alt="{escape(caption)}"><figcaption>{escape(caption)}'
                        "</figcaption></figure>")
     return f'<div class=grid>{"".join(figures)}</div>'
+
+
+def _label_caption(t: dict) -> str:
+    """A multi-label mistake: the label, its score and threshold, and what the image holds."""
+    held = ", ".join(t["classes"][i] for i in t["labels"])
+    return (f"{t['classes'][t['label']]} {100 * t['p']:.1f}% (threshold {100 * t['threshold']:.1f}%); "
+            f"the image holds {held or 'none of the labels'}")
 
 
 def _balance(counts: dict, classes: list[str], cfg: dict) -> str:
@@ -275,7 +315,8 @@ def _check_line(record, path: Path, limit: int) -> str:
             if finite_number(diff) else "checked against PyTorch on random inputs")
     fp32, int8, shrink = (record.get(k) for k in ("accuracy_fp32", "accuracy_int8", "shrink"))
     if all(map(finite_number, (fp32, int8, shrink))):
-        line += f"; int8 test accuracy {100 * fp32:.2f}% → {100 * int8:.2f}%, {shrink:.1f}× smaller"
+        score = "mAP" if record.get("score") == "mAP" else "accuracy"
+        line += f"; int8 test {score} {100 * fp32:.2f}% → {100 * int8:.2f}%, {shrink:.1f}× smaller"
     return line
 
 

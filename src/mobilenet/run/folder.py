@@ -53,6 +53,9 @@ class EpochRow(TypedDict):
     val_acc: float | None
     val_balanced_acc: float | None  # --select-by's other scores (empty in runs from before them)
     val_macro_f1: float | None
+    test_map: float | None  # several labels per image: mAP (empty in single-label runs)
+    ema_test_map: float | None
+    val_map: float | None
 
 
 HISTORY_FIELDS = list(EpochRow.__annotations__)

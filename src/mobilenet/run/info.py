@@ -34,6 +34,12 @@ class ModelInfo:
     model: MobileNetConfig | None = None  # None: an exported file whose metadata lacks it
     data: dict = field(default_factory=dict)
     augment: dict | None = None  # a run's preset, with the trial's figures under --augment auto
+    thresholds: list[float] | None = None  # several labels per image: each class's, chosen on validation
+
+    @property
+    def multi_label(self) -> bool:
+        """A sigmoid per class, a label given at its threshold; else one class, the softmax's top."""
+        return self.thresholds is not None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -56,7 +62,8 @@ class ModelInfo:
     def to_json(self) -> dict:
         """config.json's object, in its order."""
         found = {"model": self.model.to_dict(), "classes": self.classes, "input": self.input, "data": self.data}
-        return found if self.augment is None else {**found, "augment": self.augment}
+        found = found if self.augment is None else {**found, "augment": self.augment}
+        return found if self.thresholds is None else {**found, "thresholds": self.thresholds}
 
     @classmethod
     def from_json(cls, found, fixed: tuple | None = None) -> "ModelInfo":
@@ -73,26 +80,29 @@ class ModelInfo:
         if augment is not None and not (isinstance(augment, dict) and isinstance(augment.get("preset"), str)):
             raise ValueError("'augment' must be an object naming its preset")
         info = cls(found["classes"], found["input"], None if model is None else MobileNetConfig.from_dict(model),
-                   data or {}, found.get("augment"))
+                   data or {}, found.get("augment"), found.get("thresholds"))
         info.validate(fixed)
         return info
 
     def onnx_metadata(self) -> dict[str, str]:
         """An ONNX file's metadata_props: one JSON text per key."""
         found = {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data}
+        if self.thresholds is not None:
+            found["thresholds"] = self.thresholds
         return {**{k: json.dumps(v) for k, v in found.items()}, "producer": PRODUCER}
 
     @classmethod
     def from_onnx_metadata(cls, meta: dict[str, str], fixed: tuple = (None, None)) -> "ModelInfo":
         """KeyError for a missing classes or input entry; ValueError for a bad one."""
         found = {k: json.loads(meta[k]) for k in ("classes", "input")}
-        found.update({k: json.loads(meta[k]) for k in ("model", "data") if k in meta})
+        found.update({k: json.loads(meta[k]) for k in ("model", "data", "thresholds") if k in meta})
         return cls.from_json(found, fixed)
 
     def exported(self, int8: bool) -> dict:
         """What an exported file carries as one JSON object (a .tflite's metadata entry)."""
-        return {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data,
-                "producer": PRODUCER, "int8": int8}
+        found = {"classes": self.classes, "input": self.input, "model": self.model.to_dict(), "data": self.data,
+                 "producer": PRODUCER, "int8": int8}
+        return found if self.thresholds is None else {**found, "thresholds": self.thresholds}
 
     def sidecar(self, int8: bool, sha256: str) -> dict:
         """A .pte's sidecar (pte.sidecar names the file), with the SHA-256 of its program."""
@@ -110,6 +120,7 @@ class ModelInfo:
             _check_classes(self.classes, None)
         _check_input(self.input, *fixed)
         _check_data(self.data)
+        _check_thresholds(self.thresholds, len(self.classes))
 
     def data_to_open(self, data: str | None = None) -> str:
         """`data` (the user's --data) or the provenance's name, checked before any image is
@@ -145,7 +156,7 @@ class ModelInfo:
 
         name = self.data_to_open(data)
         source = open_source(name, self.input["resolution"], self.seed, limit, test_split=self.test_split,
-                             workers=workers, val_split=val_split)
+                             workers=workers, val_split=val_split, multi_label=self.multi_label)
         if source.classes != self.classes:
             raise MobileNetError(f"{name} has classes {source.classes[:5]}..., the model {self.classes[:5]}...; "
                                  "evaluate on data with the same class folders")
@@ -167,6 +178,14 @@ def _check_classes(classes, num_classes) -> None:
         raise ValueError(f"class names {ascii(pair[0])} and {ascii(pair[1])} differ only by Unicode normalisation")
     if num_classes is not None and len(classes) != num_classes:
         raise ValueError(f"'classes' names {len(classes)} classes, the model has {num_classes}")
+
+
+def _check_thresholds(thresholds, num_classes: int) -> None:
+    if thresholds is None:
+        return
+    if not (isinstance(thresholds, list) and len(thresholds) == num_classes
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in thresholds)):
+        raise ValueError(f"'thresholds' must be a list of {num_classes} numbers from 0 to 1, one per class")
 
 
 def _check_data(data) -> None:

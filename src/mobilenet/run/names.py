@@ -11,4 +11,5 @@ EXPORTS = "exports.json"  # what `export` checked of each file beside the model,
 LATENCY = "latency.json"  # each device's bench timings of the model, by device name
 # --select-by's choices: the validation score that chooses the kept epoch, its history.csv column
 SELECT_BY = {"top1": ("accuracy", "val_acc"), "balanced-accuracy": ("balanced accuracy", "val_balanced_acc"),
-             "macro-f1": ("macro F1", "val_macro_f1")}
+             "macro-f1": ("macro F1", "val_macro_f1"), "map": ("mAP", "val_map")}
+SINGLE_LABEL_ONLY, MULTI_LABEL_ONLY = ("balanced-accuracy",), ("map",)  # what each task can score

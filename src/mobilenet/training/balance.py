@@ -10,7 +10,8 @@ training). "auto" turns AUTO_SCHEME on when the largest class has more than
 IMBALANCE times the images of the smallest, the report's warning threshold, unless the
 sampler balances the batches already: `--sampler auto` draws them balanced above the same
 threshold (data/batches.py), which did better on validation than either weighting
-(docs/results.md). No torch.
+(docs/results.md). With several labels per image the weights are binary cross-entropy's
+pos_weight (pos_weights). No torch.
 """
 
 from __future__ import annotations
@@ -60,6 +61,20 @@ def class_weights(scheme: str, counts: list[int]) -> list[float] | None:
     return [w * scale for w in raw]
 
 
+def pos_weights(scheme: str, counts: list[int], images: int) -> list[float] | None:
+    """Several labels per image: binary cross-entropy's pos_weight for each class under a
+    settled scheme (None for "none"), its negatives over its positives (inverse), or the
+    ratio of their effective numbers, (1 − β^negatives) / (1 − β^positives) (effective); 1
+    for a class without positives, whose weight nothing multiplies."""
+    if scheme == "none":
+        return None
+    if scheme == "inverse":
+        return [(images - n) / n if n else 1.0 for n in counts]
+    if scheme == "effective":
+        return [(1 - EFFECTIVE_BETA ** (images - n)) / (1 - EFFECTIVE_BETA ** n) if n else 1.0 for n in counts]
+    raise ValueError(f"unknown class weighting {scheme!r}")
+
+
 def sampler_line(choice: str, sampler: str, counts: list[int]) -> str | None:
     """The run's first line about a balanced sampler, or None when there is none to tell."""
     if sampler != "balanced":
@@ -69,13 +84,15 @@ def sampler_line(choice: str, sampler: str, counts: list[int]) -> str | None:
     return f"sampler: balanced ({why}): each epoch draws every class equally often, with replacement"
 
 
-def weights_line(choice: str, scheme: str, counts: list[int], classes: list[str]) -> str | None:
-    """The run's first line about weighting, or None when there is none to tell."""
+def weights_line(choice: str, scheme: str, counts: list[int], classes: list[str],
+                 images: int | None = None) -> str | None:
+    """The run's first line about weighting, or None when there is none to tell; with
+    `images` (several labels per image), about the positives' weights."""
     if scheme == "none":
         return None
-    weights = class_weights(scheme, counts)
+    weights = class_weights(scheme, counts) if images is None else pos_weights(scheme, counts, images)
     low, high = min(w for w in weights if w), max(weights)
     why = (f"auto: the largest training class has {imbalance(counts):.1f}× the images of the smallest; "
            "--class-weights none turns it off" if choice == "auto" else f"--class-weights {scheme}")
-    return (f"class weights: {scheme} ({why}), from {low:.3g} ({classes[weights.index(low)]}) to {high:.3g} "
-            f"({classes[weights.index(high)]})")
+    return (f"{'class' if images is None else 'positive-label'} weights: {scheme} ({why}), from {low:.3g} "
+            f"({classes[weights.index(low)]}) to {high:.3g} ({classes[weights.index(high)]})")

@@ -15,9 +15,10 @@ from ..data.images import FASHION_MNIST
 from ..data.sources import open_source
 from ..errors import MobileNetError, first_line
 from ..net.model import MobileNetConfig, MobileNetV1
+from ..report.multilabel import DEFAULT_THRESHOLD
 from ..run.info import ModelInfo
-from .balance import class_weights, sampler_line, weights_line
-from .config import COMPILE_MODES, LR, TrainConfig
+from .balance import class_weights, pos_weights, sampler_line, weights_line
+from .config import COMPILE_MODES, LR, TASKS, TrainConfig
 from .distributed import Dist
 from .ema import EMA
 from .log import RunLog
@@ -61,7 +62,7 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
     its settled config. `cfg` is the user's (or the checkpoint's), as run_settings gave it."""
     device = dist.device if dist.world > 1 else device_named(cfg.device)
     source = open_source(cfg.data, data_resolution(cfg), cfg.seed, cfg.limit, cfg.test_split, cfg.workers,
-                         data_preset(cfg), cfg.val_split)
+                         data_preset(cfg), cfg.val_split, TASKS[cfg.task])
     init_state, activation = load_init(cfg.init) if cfg.init and fresh else (None, None)
     source.to(device)  # in memory: held on the device, batches made there
     if getattr(source, "skipped", 0):
@@ -82,19 +83,22 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
         record = _trial(cfg, source, model, dist, device, lr, steps, learner.amp)
     counts = source.class_counts()["train"]
     chosen = cfg.class_weights, cfg.sampler
-    cfg = settle(cfg, Facts(activation, record and record["preset"], tuple(counts)))
+    cfg = settle(cfg, Facts(activation, record and record["preset"], tuple(counts), source.multi_label))
     if record:
         source.set_augment(cfg.augment)
     source.set_sampler(cfg.sampler)
-    weights = class_weights(cfg.class_weights, counts)
+    images = source.num_train if source.multi_label else None  # several labels: weights of the positives
+    weights = class_weights(cfg.class_weights, counts) if images is None else pos_weights(cfg.class_weights, counts,
+                                                                                         images)
     if weights is not None:
         learner.class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(),
-                     record or {"preset": cfg.augment})
+                     record or {"preset": cfg.augment},
+                     [DEFAULT_THRESHOLD] * len(source.classes) if source.multi_label else None)
     notes = []  # the main process's: the others hold no trial's figures to tell
     if dist.main:
         notes = [choice_line(record) if record else None, sampler_line(chosen[1], cfg.sampler, counts),
-                 weights_line(chosen[0], cfg.class_weights, counts, source.classes)]
+                 weights_line(chosen[0], cfg.class_weights, counts, source.classes, images)]
     return Run(cfg, out, dist, RunLog(log), source, learner, eval_models, device, lr, steps, info,
                tuple(n for n in notes if n))
 
@@ -154,6 +158,7 @@ def restore(run: Run, checkpoint: dict) -> None:
     set_peak(run.learner.scheduler, run.learner.optimizer, run.lr)
     state = run.state = RunState.from_checkpoint(checkpoint)
     run.info.augment = checkpoint.get("augment") or run.info.augment  # with the trial's figures
+    run.info.thresholds = checkpoint.get("thresholds", run.info.thresholds)  # the kept epoch's
     torch.set_rng_state(checkpoint["rng"])
     run.log.say(f"resuming {run.out} at epoch {state.start_epoch + 1}"
                 + (f", step {state.start_step}" if state.start_step else ""))

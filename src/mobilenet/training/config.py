@@ -18,6 +18,8 @@ from .balance import CLASS_WEIGHTS, SAMPLERS
 LR = {"sgd": 0.1, "rmsprop": 0.01, "adamw": 2e-3}  # at batch 128; scaled linearly with batch
 DEVICES = ("auto", "cpu", "cuda")
 COMPILE_MODES = {"off": None, "on": "default", "graphs": "reduce-overhead"}  # --compile: torch.compile's mode
+# --task: one class per image (softmax), or several (a sigmoid per class); auto: as the label file says
+TASKS = {"auto": None, "single-label": False, "multi-label": True}
 
 
 def option(default, flag: str, help: str, *, number: bool = False, choices=None, metavar: str | None = None,
@@ -85,9 +87,14 @@ class TrainConfig:
         "best on them (default off: keep the last epoch; the test split never chooses)", number=True, metavar="F")
     patience: int | None = option(None, "--patience", "with --val-split: stop after N epochs without a better "
                                   "validation score (default off)", number=True, metavar="N")
-    select_by: str = option("top1", "--select-by", "with --val-split: the validation score that chooses the kept "
-                            "epoch: top1 (default), or balanced-accuracy or macro-f1, which weigh every class "
-                            "alike", choices=SELECT_BY)
+    task: str = option(  # settled: auto becomes what the data gave
+        "auto", "--task", "single-label: one class per image (softmax); multi-label: any number per image (a "
+        "sigmoid per class and a threshold per class chosen on --val-split); auto (default): multi-label when the "
+        "label file gives an image several labels", choices=TASKS)
+    select_by: str = option(  # settled: auto becomes top1 or map
+        "auto", "--select-by", "with --val-split: the validation score that chooses the kept epoch: top1, or "
+        "balanced-accuracy or macro-f1, which weigh every class alike, or map (multi-label); auto (default): top1, "
+        "or map for a multi-label run", choices=("auto", *SELECT_BY))
     strict: bool = option(False, "--strict", "stop at a file that does not decode (default off: skip it and "
                           "count it)")
     workers: int | None = option(None, "--workers", "DataLoader workers for image folders (default: up to 4, one "
@@ -109,11 +116,14 @@ class TrainConfig:
                 raise BadArgument(f"{m['flag']} must be one of {', '.join(m['choices'])}, got {value!r}")
         if self.patience and not self.val_split:
             raise BadArgument("--patience needs --val-split: early stopping looks at the validation images only")
-        if self.select_by != "top1" and not self.val_split:
+        if self.select_by not in ("auto", "top1") and not self.val_split:
             raise BadArgument(f"--select-by {self.select_by} needs --val-split: the kept epoch is chosen on the "
                               "validation images only")
         if self.data == FASHION_MNIST:
             check_fashion_preset(self.augment)
+            if self.task == "multi-label":
+                raise BadArgument("--task multi-label needs a label file (--data labels.csv): Fashion-MNIST gives "
+                                  "each image one class")
         if self.device == "cuda":
             import torch  # not at the top: the CLI's parser reads this module, and some commands run without torch
 

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 
+import numpy as np
 import torch
 
 
@@ -50,6 +51,18 @@ class Dist:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return t.tolist()
+
+    def gather(self, rows) -> "np.ndarray":
+        """Every process's rows (a 2-D array), stacked in rank order: each puts its own in a
+        zero block of its own, and the blocks are summed."""
+        rows = np.asarray(rows, np.float64)
+        if self.world == 1:
+            return rows
+        counts = [int(n) for n in self.sum(*(float(len(rows)) if r == self.rank else 0.0 for r in range(self.world)))]
+        blocks = torch.zeros(self.world, max(counts), rows.shape[1], dtype=torch.float64, device=self.device)
+        blocks[self.rank, :len(rows)] = torch.from_numpy(rows).to(self.device)
+        torch.distributed.all_reduce(blocks)
+        return np.concatenate([blocks[r, :n].cpu().numpy() for r, n in enumerate(counts)])
 
     def from_main(self, *values: float) -> list[float]:
         """Rank 0's values, on every rank: decisions all ranks must share."""

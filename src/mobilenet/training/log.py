@@ -58,14 +58,19 @@ class RunLog:
             self.tb.flush()
 
 
-def epoch_line(row: dict, epochs: int, ema: bool) -> str:
-    """The log's line for an epoch's history row."""
+def epoch_line(row: dict, epochs: int, ema: bool, multi_label: bool = False) -> str:
+    """The log's line for an epoch's history row; with several labels per image, accuracy
+    is per label (at ½ in training and test, at the thresholds on validation), beside mAP."""
     bad = row["bad_files"]
-    return (f"epoch {row['epoch']}/{epochs}  train loss {row['train_loss']:.4f} acc "
-            f"{100 * row['train_acc']:.2f}%  test loss {row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}%  "
+
+    def scores(part: str) -> str:
+        found = f"{part.replace('_', ' ')} loss {row[part + '_loss']:.4f} acc {100 * row[part + '_acc']:.2f}%"
+        return found + (f" mAP {100 * row[part + '_map']:.2f}%" if multi_label and part != "train" else "")
+
+    return (f"epoch {row['epoch']}/{epochs}  {scores('train')}  {scores('test')}  "
             f"lr {row['lr']:.2e}  {row['images_per_s']:.0f} img/s  {row['seconds']:.1f}s"
-            + (f"  ema test loss {row['ema_test_loss']:.4f} acc {100 * row['ema_test_acc']:.2f}%" if ema else "")
-            + (f"  val loss {row['val_loss']:.4f} acc {100 * row['val_acc']:.2f}%" if row["val_acc"] is not None else "")
+            + (f"  {scores('ema_test')}" if ema else "")
+            + (f"  {scores('val')}" if row["val_acc"] is not None else "")
             + (f"  {bad} files skipped" if bad else ""))
 
 

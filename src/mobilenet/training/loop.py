@@ -44,7 +44,7 @@ from .log import RunLog, epoch_line
 from .scoring import score_epoch
 from .settings import run_settings
 from .state import EpochSums, history_row
-from .step import out_of_memory, train_step
+from .step import hits, out_of_memory, train_step
 from .weights import check_init
 
 # Defaults chosen by measurement; docs/training.md's "How the defaults were chosen" has the numbers.
@@ -134,7 +134,8 @@ def _train(cfg: TrainConfig, out: Path, resume: bool, log, progress: bool, dist:
             log(_start_line(run))
             for epoch in range(run.state.start_epoch, cfg.epochs):
                 if cfg.patience and run.state.since_best >= cfg.patience:
-                    log(f"early stop before epoch {epoch + 1}: no better validation accuracy for {cfg.patience} epochs")
+                    log(f"early stop before epoch {epoch + 1}: no better validation "
+                        f"{SELECT_BY[cfg.select_by][0]} for {cfg.patience} epochs")
                     break
                 sums = _train_one_epoch(run, epoch, signals, progress)
                 _end_epoch(run, epoch, sums, _evaluate_epoch(run, epoch, sums, signals))
@@ -167,7 +168,8 @@ def _checkpoint(run: Run, epoch: int, step: int, partial) -> None:
     if run.dist.main:  # only rank 0 writes files
         save_checkpoint(run.out, {**run.learner.state_dict(), **run.state.checkpoint(epoch, step, partial),
                                   "rng": torch.get_rng_state(), "train_config": asdict(run.cfg), "launch": launch(),
-                                  "augment": run.info.augment, "machine": describe(run.device)})
+                                  "augment": run.info.augment, "thresholds": run.info.thresholds,
+                                  "machine": describe(run.device)})
 
 
 def _start_line(run: Run) -> str:
@@ -248,7 +250,7 @@ def _step(run: Run, epoch: int, step: int, batch, sums: _Sums) -> int:
     with out_of_memory(cfg.batch_size, run.device):
         loss, logits = train_step(run.learner, x, y, cfg.label_smoothing)
     sums.first_nonfinite = torch.where((sums.first_nonfinite < 0) & ~torch.isfinite(loss), step, sums.first_nonfinite)
-    sums.totals += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double()])
+    sums.totals += torch.stack([loss.detach().double() * len(y), hits(logits, y).double()])
     return len(y)
 
 
@@ -286,6 +288,8 @@ def _end_epoch(run: Run, epoch: int, sums: dict, ev: dict) -> None:
     row = history_row(epoch, sums, ev, run.learner.optimizer.param_groups[0]["lr"], bad)
     keep = run.state.add(row, SELECT_BY[run.cfg.select_by][1])  # on every rank: patience must agree
     ema = run.learner.ema
+    if keep and ev["thresholds"] is not None:  # several labels per image: the kept epoch's, chosen on validation
+        run.info.thresholds = ev["thresholds"]
     if run.dist.main and keep:  # the EMA's weights with --ema
         save_model(ema.module if ema is not None else run.model, run.out, run.info)
     if run.dist.main:
@@ -295,7 +299,7 @@ def _end_epoch(run: Run, epoch: int, sums: dict, ev: dict) -> None:
     if row["epoch"] == math.ceil(run.cfg.epochs / 2) and run.dist.main:
         _warn_if_augmentation_hurts(run.log, run.cfg.augment, row)
     run.log.scalars(row)  # after the commit: a resumed run never logs an epoch twice
-    run.log.note(epoch_line(row, run.cfg.epochs, ema is not None))
+    run.log.note(epoch_line(row, run.cfg.epochs, ema is not None, run.source.multi_label))
 
 
 def _warn_if_augmentation_hurts(log: RunLog, preset: str, row: dict) -> None:
@@ -317,7 +321,9 @@ def _summary(run: Run) -> dict:
     key = "ema_test" if ema is not None else "test"  # the saved model's figures
     name = SELECT_BY[run.cfg.select_by][0]
     chosen = f" (epoch {kept['epoch']}, chosen by its validation {name})" if kept["val_acc"] is not None else ""
-    run.log.say(f"done: test accuracy {100 * kept[key + '_acc']:.2f}%, test loss {kept[key + '_loss']:.4f} of the kept "
+    score = (f"test mAP {100 * kept[key + '_map']:.2f}%" if run.source.multi_label
+             else f"test accuracy {100 * kept[key + '_acc']:.2f}%")
+    run.log.say(f"done: {score}, test loss {kept[key + '_loss']:.4f} of the kept "
                 f"model{chosen}" + (", EMA weights" if ema is not None else "")
                 + f"; model in {run.out / WEIGHTS}")
     return {"out": str(run.out), "epochs": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],

@@ -7,8 +7,9 @@ default filled. A default is taken from the first of these that gives it:
 2. --init's weights: the activation they were trained with;
 3. --augment auto's trial: a folder's preset;
 4. the data's facts: Fashion-MNIST's preset and random erasing (a folder's: none), the
-   input size ρ, a folder's absolute path, so that a resume finds it from anywhere, and
-   --class-weights auto's choice by the training split's class counts.
+   input size ρ, a folder's absolute path, so that a resume finds it from anywhere,
+   --class-weights auto's choice by the training split's class counts, and --task auto's
+   and --select-by auto's by whether the label file gives an image several labels.
 
 --lr and --device stay rules (by optimizer and global batch; a GPU when there is one):
 a resume may run on another machine or with another number of processes.
@@ -22,9 +23,9 @@ from pathlib import Path
 
 from ..data.augment import FASHION_PRESET
 from ..data.images import FASHION_MNIST
-from ..errors import MobileNetError
+from ..errors import BadArgument, MobileNetError
 from ..run.folder import load_checkpoint
-from ..run.names import CHECKPOINT
+from ..run.names import CHECKPOINT, MULTI_LABEL_ONLY, SELECT_BY, SINGLE_LABEL_ONLY
 from .balance import settled, settled_sampler
 from .config import TrainConfig
 
@@ -42,8 +43,8 @@ def run_settings(cfg: TrainConfig, out: Path, resume: bool, dist) -> tuple[Train
             raise MobileNetError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
         return replace(cfg, out=str(out)), None
     checkpoint = load_checkpoint(out / CHECKPOINT)
-    # runs from before --class-weights and --sampler had neither
-    args = {"class_weights": "none", "sampler": "shuffle", **checkpoint["train_config"]}
+    # runs from before --class-weights, --sampler and --task had none
+    args = {"class_weights": "none", "sampler": "shuffle", "task": "single-label", **checkpoint["train_config"]}
     saved = TrainConfig(**{k: v for k, v in args.items() if k in {f.name for f in fields(TrainConfig)}})
     if saved.data != FASHION_MNIST and not os.path.isabs(saved.data):  # ours are absolute (settle)
         raise MobileNetError(f"--resume: the checkpoint's data {saved.data!r} is not an absolute path, "
@@ -62,14 +63,23 @@ class Facts:
     activation: str | None = None  # --init's weights'
     preset: str | None = None  # --augment auto's trial's, on a folder
     class_counts: tuple[int, ...] = ()  # the training split's images per class
+    multi_label: bool = False  # the source's labels: several per image
 
 
 def settle(cfg: TrainConfig, facts: Facts = Facts()) -> TrainConfig:
     """`cfg` with every default filled, in the module docstring's order."""
     fashion = cfg.data == FASHION_MNIST
     augment = cfg.augment if cfg.augment != "auto" else facts.preset or data_preset(cfg)
-    sampler = settled_sampler(cfg.sampler, list(facts.class_counts))
-    return replace(cfg, activation=facts.activation or cfg.activation, augment=augment,
+    multi = facts.multi_label
+    select_by = cfg.select_by if cfg.select_by != "auto" else "map" if multi else "top1"
+    other = SINGLE_LABEL_ONLY if multi else MULTI_LABEL_ONLY  # choices the other task alone can score
+    if select_by in other:
+        raise BadArgument(f"--select-by {select_by} cannot score a {'multi' if multi else 'single'}-label run; use "
+                          f"{', '.join(c for c in SELECT_BY if c not in other)}")
+    # a balanced draw is by an image's one class
+    sampler = "shuffle" if multi and cfg.sampler == "auto" else settled_sampler(cfg.sampler, list(facts.class_counts))
+    return replace(cfg, activation=facts.activation or cfg.activation, augment=augment, select_by=select_by,
+                   task="multi-label" if multi else "single-label",
                    data=cfg.data if fashion else str(Path(cfg.data).resolve()), resolution=data_resolution(cfg),
                    random_erasing=(FASHION_ERASING if fashion else 0.0) if cfg.random_erasing is None
                    else cfg.random_erasing, ema=cfg.ema or None,

@@ -67,4 +67,5 @@ def history_row(epoch: int, sums: dict, ev: dict, lr: float, bad: int) -> EpochR
             "test_loss": ev["test_loss"], "test_acc": ev["test_acc"], "lr": lr,
             "seconds": time.perf_counter() - sums["began"], "images_per_s": seen / max(sums["train_seconds"], 1e-9),
             "bad_files": bad, **{k: ev[k] for k in ("ema_test_loss", "ema_test_acc", "val_loss", "val_acc",
-                                                   "val_balanced_acc", "val_macro_f1")}}
+                                                   "val_balanced_acc", "val_macro_f1", "test_map", "ema_test_map",
+                                                   "val_map")}}

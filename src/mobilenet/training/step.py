@@ -1,5 +1,5 @@
 """One training step, for the run (loop.py) and for --augment auto's trial (trial.py):
-forward under autocast, cross-entropy, backward through the GradScaler, the optimizer, the EMA."""
+forward under autocast, the loss (loss_of), backward through the GradScaler, the optimizer, the EMA."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, label_smoothi
     left on the device. The schedule is stepped by the caller."""
     with torch.autocast(x.device.type, dtype=learner.amp, enabled=learner.amp is not None):
         logits = learner.net(x)
-    loss = F.cross_entropy(logits.float(), y, weight=learner.class_weights, label_smoothing=label_smoothing)
+    loss = loss_of(logits.float(), y, learner.class_weights, label_smoothing)
     learner.optimizer.zero_grad(set_to_none=True)
     learner.scaler.scale(loss).backward()
     learner.scaler.step(learner.optimizer)
@@ -60,6 +60,23 @@ def train_step(learner: Learner, x: torch.Tensor, y: torch.Tensor, label_smoothi
     if learner.ema is not None:
         learner.ema.update()
     return loss, logits
+
+
+def loss_of(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, smoothing: float) -> torch.Tensor:
+    """Cross-entropy over one class per image (y: class indices; weights per class), or with
+    several labels per image (y: 0/1 per class) binary cross-entropy per class, averaged
+    (weights: each class's pos_weight; smoothing moves the targets towards ½)."""
+    if y.dim() == 1:
+        return F.cross_entropy(logits, y, weight=weights, label_smoothing=smoothing)
+    return F.binary_cross_entropy_with_logits(logits, y * (1 - smoothing) + smoothing / 2, pos_weight=weights)
+
+
+def hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A batch's right answers, on its device: images whose top class is theirs, or with
+    several labels per image, each image's share of classes decided right at ½."""
+    if y.dim() == 1:
+        return (logits.argmax(1) == y).sum()
+    return ((logits > 0) == (y > 0.5)).float().mean(1).sum()
 
 
 @contextmanager
