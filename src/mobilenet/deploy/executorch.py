@@ -8,6 +8,7 @@ The .pte holds the network; its class names and input preparation travel beside 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -48,6 +49,9 @@ def _export(model: nn.Module, example: torch.Tensor):
     # Traced at the bound: ExecuTorch plans the input's memory from the example's size, and a
     # smaller example would cap the batch there (2 gave a bound of 15, in executorch 1.5.1).
     example = example.new_zeros(MAX_BATCH, *example.shape[1:])
+    # Contiguous weights: XNNPACK's channels-last pass refuses a conv weight already in
+    # channels_last (as load_model gives it) once it has more than one input channel.
+    model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 

@@ -260,11 +260,21 @@ def dequantize(q: np.ndarray, details: dict) -> np.ndarray:
     return (q.astype(np.float32) - zero) * np.float32(scale)
 
 
+def probability_logits(p: np.ndarray, multi_label: bool) -> np.ndarray:
+    """Logits whose softmax (or a multi-label model's sigmoid) gives the probabilities `p`
+    back: log p, or log p − log(1 − p); clipped, so that 0 and 1 stay finite."""
+    tiny = np.finfo(np.float32).tiny
+    p = np.asarray(p, np.float64)
+    if not multi_label:
+        return np.log(np.maximum(p, tiny))
+    return np.log(np.maximum(p, tiny)) - np.log(np.maximum(1 - p, tiny))
+
+
 class LiteRtModel:
     """An exported .tflite: `.info` (its ModelInfo), `.classes`, `.spec` (input preparation),
     `.int8` (its weights), `.logits(batch)` in float32 whatever the file's input and output types.
     A MediaPipe file (`.task`) takes pixels (its `.spec` is task_spec's) and gives probabilities,
-    whose logarithms are its logits: their softmax is the file's own output.
+    turned back into logits (probability_logits).
 
     `source` is a .tflite path (its metadata checked, the file probed in a child process
     first) or the bytes of a model this process has just converted, with `info` given."""
@@ -291,7 +301,7 @@ class LiteRtModel:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         if self.task:
-            return np.log(np.maximum(self.probabilities(task_pixels(batch)), np.finfo(np.float32).tiny))
+            return probability_logits(self.probabilities(task_pixels(batch)), self.info.multi_label)
         return self._run(np.ascontiguousarray(batch, dtype=np.float32))
 
     def probabilities(self, rgb: np.ndarray) -> np.ndarray:

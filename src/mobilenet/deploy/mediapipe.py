@@ -5,8 +5,10 @@ to the model's input size, and reads the labels and the image's properties from 
 standard TFLite Model Metadata. So the file's graph takes [1, S, S, 3] uint8 and does the
 rest of `images.prepare` itself: RGB to grey as PIL converts it (for a grey model), /255,
 the model's mean and std, and the bilinear resize to ρ where the data's images are smaller
-(S is the data's image size then, else ρ); it ends in a softmax, [1, classes] float32.
-Its int8 file quantizes the network only: the preparation and the softmax stay float.
+(S is the data's image size then, else ρ); it ends in a softmax, [1, classes] float32 (a
+multi-label model's in a sigmoid per class: MediaPipe gives every class's score, and the
+thresholds travel in our metadata entry). Its int8 file quantizes the network only: the
+preparation and the last function stay float.
 
 The metadata is built with the schema MediaPipe ships (metadata_schema_py_generated): its
 metadata_writers do not import from the PyPI wheel (a compiled module is missing), and
@@ -37,7 +39,9 @@ from ..data.images import from_pixels
 from ..errors import MobileNetError, NotInstalled
 from ..limits import EVAL_BATCH_SIZE
 from ..run.info import ModelInfo
-from .litert import TASK, LiteRtModel, _converter, _quantize, task_pixels, task_spec, with_metadata
+from .litert import (
+    TASK, LiteRtModel, _converter, _quantize, probability_logits, task_pixels, task_spec, with_metadata,
+)
 from .native import quiet_stderr
 from .runtime import split_batches
 
@@ -92,11 +96,12 @@ class Prepare(nn.Module):
         return x
 
 
-def task_module(model, spec: dict) -> nn.Module:
-    """`model` behind the task's input: uint8 [n, S, S, 3] RGB in, probabilities out. The
-    preparation and the softmax are modules of their own, so int8 leaves them float."""
+def task_module(model, spec: dict, multi_label: bool = False) -> nn.Module:
+    """`model` behind the task's input: uint8 [n, S, S, 3] RGB in, probabilities out (a
+    softmax, or a multi-label model's sigmoid per class). The preparation and the last
+    function are modules of their own, so int8 leaves them float."""
     net = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-    return nn.Sequential(Prepare(spec), net, nn.Softmax(dim=1)).eval()
+    return nn.Sequential(Prepare(spec), net, nn.Sigmoid() if multi_label else nn.Softmax(dim=1)).eval()
 
 
 def mediapipe_bytes(model, info: ModelInfo, calibration: np.ndarray | None = None) -> bytes:
@@ -104,11 +109,11 @@ def mediapipe_bytes(model, info: ModelInfo, calibration: np.ndarray | None = Non
     `calibration` (RGB pixels, (n, S, S, 3) uint8) its network int8 by PT2E."""
     check_labels(info.classes)
     litert_torch = _converter()
-    module, size, options = task_module(model, info.input), task_size(info.input), {}
+    module, size, options = task_module(model, info.input, info.multi_label), task_size(info.input), {}
     if calibration is not None:
         example = (torch.zeros(2, size, size, 3, dtype=torch.uint8),)
         module, config = _quantize(module, example, ({0: torch.export.Dim("batch", min=1)},), calibration,
-                                   leave_float=(Prepare, nn.Softmax))
+                                   leave_float=(Prepare, nn.Softmax, nn.Sigmoid))
         options = {"quant_config": config}
     with quiet_stderr():
         data = litert_torch.convert(module, (torch.zeros(1, size, size, 3, dtype=torch.uint8),),
@@ -131,7 +136,9 @@ def task_metadata(info: ModelInfo) -> bytes:
     image.stats = schema.StatsT()
     image.stats.min, image.stats.max = [0.0], [255.0]
     scores = schema.TensorMetadataT()
-    scores.name, scores.description = "probability", "softmax over the classes"
+    scores.name, scores.description = "probability", ("each class's sigmoid; a label is given at its threshold "
+                                                      "(our metadata entry's thresholds)" if info.multi_label
+                                                      else "softmax over the classes")
     scores.content = schema.ContentT()
     scores.content.contentPropertiesType = schema.ContentProperties.FeatureProperties
     scores.content.contentProperties = schema.FeaturePropertiesT()
@@ -235,9 +242,10 @@ def pixel_images(info: ModelInfo, count: int, split: str = "test") -> tuple[np.n
     return np.concatenate(xs)[:count or None], np.concatenate(ys)[:count or None]
 
 
-def eager_probabilities(model, rgb: np.ndarray, spec: dict) -> np.ndarray:
-    """PyTorch's probabilities for RGB pixels, prepared as images.prepare prepares a decoded
-    image of that size: PIL's grey for a grey model, then from_pixels."""
+def eager_probabilities(model, rgb: np.ndarray, spec: dict, multi_label: bool = False) -> np.ndarray:
+    """PyTorch's probabilities (softmax, or sigmoid for a multi-label model) for RGB pixels,
+    prepared as images.prepare prepares a decoded image of that size: PIL's grey for a grey
+    model, then from_pixels."""
     from PIL import Image
 
     if spec["channels"] == 1:
@@ -245,7 +253,8 @@ def eager_probabilities(model, rgb: np.ndarray, spec: dict) -> np.ndarray:
     else:
         pixels = rgb.astype(np.float32).transpose(0, 3, 1, 2)
     with torch.inference_mode():
-        return torch.softmax(model(torch.from_numpy(from_pixels(pixels, spec))), dim=1).numpy()
+        logits = model(torch.from_numpy(from_pixels(pixels, spec)))
+        return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)).numpy()
 
 
 def check_file(data: bytes, model, info: ModelInfo, count: int, log) -> dict:
@@ -260,7 +269,7 @@ def check_file(data: bytes, model, info: ModelInfo, count: int, log) -> dict:
     report = {"checked_in": client}
     for kind, rgb in inputs.items():
         found, labels = run(rgb)
-        eager = eager_probabilities(model, rgb, info.input)
+        eager = eager_probabilities(model, rgb, info.input, info.multi_label)
         diff = float(np.abs(found - eager).max())
         same_top1 = bool((found.argmax(1) == eager.argmax(1)).all()) if kind == "real" else None
         if diff > TOLERANCE or same_top1 is False:
@@ -276,5 +285,5 @@ def check_file(data: bytes, model, info: ModelInfo, count: int, log) -> dict:
 
 def test_batches(info: ModelInfo, client):
     """The test split as exporter._compare_int8 takes it, and `client`'s run as a logits
-    function over its batches: pixels in, the logarithms of the probabilities out."""
-    return _pixel_batches(info), lambda x: np.log(np.maximum(client(task_pixels(x))[0], np.finfo(np.float32).tiny))
+    function over its batches: pixels in, logits out (probability_logits)."""
+    return _pixel_batches(info), lambda x: probability_logits(client(task_pixels(x))[0], info.multi_label)
