@@ -2,6 +2,7 @@
 pos_weight by hand, and one multi-label run from a label file trained, resumed, evaluated,
 reported, exported in each format and predicted in each runtime."""
 
+import csv
 import json
 import math
 
@@ -221,3 +222,20 @@ def test_what_a_multi_label_run_cannot_take_is_one_line(tmp_path, args, said):
     r = cli("train", *data, "--out", str(tmp_path / "run"), "--epochs", "1", "--resolution", "32", "--width", "0.25",
             "--batch-size", "4", "--workers", "0", *args)
     assert r.returncode != 0 and said in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_multi_label_sweep_picks_on_validation_map(tmp_path):
+    labels = painted(tmp_path / "data", 48)
+    out = tmp_path / "sweep"
+    r = cli("sweep", "--data", str(labels), "--out", str(out), "--widths", "0.25,0.125", "--resolutions", "32",
+            "--epochs", "2", "--seconds", "0.02", *TRAIN[4:])  # the run's options but α and ρ
+    assert r.returncode == 0, r.stderr
+    points = {p: json.loads((out / p / "sweep_point.json").read_text()) for p in ("a0.25-r32", "a0.125-r32")}
+    for name, point in points.items():
+        kept = next(row for row in csv.DictReader(open(out / name / "history.csv"))
+                    if int(row["epoch"]) == point["kept_epoch"])
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        assert point["score"] == "mAP" and point["val_acc"] == pytest.approx(float(kept["val_map"]))
+        assert point["test_acc"] == pytest.approx(metrics["mAP"])
+    best = max(points.values(), key=lambda p: (p["val_acc"], -p["mult_adds"]))
+    assert f"picked {best['run']} (validation mAP" in r.stdout and "the best validation mAP" in r.stdout

@@ -96,6 +96,8 @@ def read_point(out: Path, p: tuple[float, int]) -> dict | None:
         raise MobileNetError(f"{where}: {DEVICE_MS} must map device names to times; {AGAIN}")
     for name, times in devices.items():
         _field(where, f"{DEVICE_MS}: {printable(name)[:40]}", times, dict)
+    if record.get("score", "accuracy") not in ("accuracy", "mAP"):  # what val_acc and test_acc hold
+        raise MobileNetError(f"{where}: score must be accuracy or mAP; {AGAIN}")
     if "test_acc_int8" in record:
         _field(where, "test_acc_int8", record["test_acc_int8"], float)
     if (record["alpha"], record["rho"]) != p:

@@ -10,7 +10,7 @@ device's times kept in the record under its name, so the host's and several devi
 columns stand side by side). DIR/sweep_plan.json holds what every point shares;
 shards (--shard I/N) write into one DIR and `collect` merges their points.
 
-The pick looks at validation accuracy only: the test split never chooses.
+The pick looks at validation accuracy only (a multi-label sweep's mAP): the test split never chooses.
 """
 
 from __future__ import annotations
@@ -170,8 +170,11 @@ def train_point(out: str, plan: dict, p: tuple[float, int], log=_say) -> dict:
         raise Interrupted(f"{point_name(alpha, rho)}: {str(e).split('. Continue with')[0]}. Continue with the same "
                           "mobilenet sweep command") from None
     metrics = evaluate(folder)
+    several = metrics.get("task") == "multi-label"  # its score is mAP, in the same fields
     record = {"run": point_name(alpha, rho), "alpha": alpha, "rho": rho, **_cost(folder),
-              "val_acc": _kept_val_acc(folder, summary["kept_epoch"]), "test_acc": metrics["top1"],
+              **({"score": "mAP"} if several else {}),
+              "val_acc": _kept_val_score(folder, summary["kept_epoch"], "val_map" if several else "val_acc"),
+              "test_acc": metrics["mAP"] if several else metrics["top1"],
               "test_loss": metrics["loss"], "kept_epoch": summary["kept_epoch"], "epochs": summary["epochs"],
               "train_seconds": summary["seconds"], **_exports(folder, plan["int8"], say)}
     atomic_write_json(folder / POINT, record)
@@ -186,10 +189,15 @@ def _cost(folder: Path) -> dict:
     return {k: report[k] for k in ("params", "mult_adds", "peak_activation_bytes")}
 
 
-def _kept_val_acc(folder: Path, kept_epoch: int) -> float:
+def _kept_val_score(folder: Path, kept_epoch: int, column: str) -> float:
     text = read_regular(folder / HISTORY, JSON_LIMIT, "--out").decode()
     row = next(r for r in csv.DictReader(io.StringIO(text)) if int(r["epoch"]) == kept_epoch)
-    return float(row["val_acc"])
+    return float(row[column])
+
+
+def score_name(rows: list[dict]) -> str:
+    """What the points' val_acc and test_acc hold: accuracy, or a multi-label sweep's mAP."""
+    return "mAP" if any(r.get("score") == "mAP" for r in rows) else "accuracy"
 
 
 def _exports(folder: Path, int8: bool, log) -> dict:
@@ -326,8 +334,9 @@ def table_csv(rows: list[dict], plan: dict) -> str:
 def format_table(rows: list[dict], plan: dict) -> str:
     runtime = plan["runtimes"][0]
     size = size_key(runtime)
-    lines = [f"{'run':<12} {'params':>8} {'mult-adds':>10} {'peak act.':>11} {'val acc':>8} {'test acc':>8} "
-             f"{'test loss':>9}" + (f" {'int8 acc':>8}" if plan["int8"] else "") + f" {runtime + ' ms':>16} "
+    score = "mAP" if score_name(rows) == "mAP" else "acc"
+    lines = [f"{'run':<12} {'params':>8} {'mult-adds':>10} {'peak act.':>11} {'val ' + score:>8} "
+             f"{'test ' + score:>8} {'test loss':>9}" + (f" {'int8 ' + score:>8}" if plan["int8"] else "") + f" {runtime + ' ms':>16} "
              f"{size + ' MB':>14}"]
     for r in rows:
         int8 = f" {100 * r['test_acc_int8']:7.2f}%" if plan["int8"] else ""
@@ -356,7 +365,8 @@ def pick(rows: list[dict], runtime: str, budget_ms: float | None = None, budget_
 
 
 def _describe(r: dict, runtime: str) -> str:
-    return (f"{r['run']} (validation {100 * r['val_acc']:.2f}%, {r['latency_ms'][runtime]:.3f} ms, "
+    return (f"{r['run']} (validation {'mAP ' if r.get('score') == 'mAP' else ''}{100 * r['val_acc']:.2f}%, "
+            f"{r['latency_ms'][runtime]:.3f} ms, "
             f"{r['size_mb'][size_key(runtime)]:.3f} MB)")
 
 
@@ -367,8 +377,9 @@ def pick_line(choice: dict, runtime: str, budget_ms: float | None, budget_mb: fl
         limits.append(f"{budget_ms:g} ms on {runtime}" + (f" on {printable(on)}" if on else ""))
     if budget_mb is not None:
         limits.append(f"{budget_mb:g} MB as {size_key(runtime)}")
-    why = (f"the best validation accuracy of the {choice['within']} points within " + " and ".join(limits)
-           if limits else f"the best validation accuracy of all {choice['within']} points (no budget given)")
+    score = score_name([choice["point"]])
+    why = (f"the best validation {score} of the {choice['within']} points within " + " and ".join(limits)
+           if limits else f"the best validation {score} of all {choice['within']} points (no budget given)")
     runner = choice["runner_up"]
     return (f"picked {_describe(choice['point'], runtime)}: {why}; runner-up "
             + (_describe(runner, runtime) if runner else "none"))
