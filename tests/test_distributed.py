@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,3 +165,27 @@ def test_augment_auto_a_label_file_and_balanced_choices_under_two_processes(tmp_
             metrics.add(model(batch.images).numpy(), batch.labels.numpy())
     assert metrics.per_class[1].tolist() == [3, 1, 1]  # images of each class held out for validation
     assert abs(metrics.class_means()["balanced_accuracy"] - float(rows(out)[0]["val_balanced_acc"])) < 1e-6
+
+
+def test_a_multi_label_run_chooses_its_thresholds_on_every_process_validation_images(tmp_path):
+    """Each process scores its share of the validation images; the thresholds and the mAP
+    come from all of them gathered, so they are what one process finds for the saved weights."""
+    from test_multilabel import TRAIN, painted
+
+    from mobilenet.report.multilabel import average_precision, choose_thresholds, mean_ap
+    from mobilenet.run.folder import load_model
+
+    labels = painted(tmp_path / "data", 40)
+    out = tmp_path / "ddp"
+    cmd, env = torchrun("train", "--data", str(labels), "--epochs", "1", *TRAIN, "--out", str(out), env={})
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model, info = load_model(out)
+    scores, targets = [], []
+    with torch.inference_mode():
+        for batch in info.open_data(workers=0, val_split=0.25).val_batches(64):
+            scores.append(torch.sigmoid(model(batch.images)).numpy())
+            targets.append(batch.labels.numpy())
+    scores, targets = np.concatenate(scores), np.concatenate(targets)
+    assert info.thresholds == pytest.approx(choose_thresholds(scores, targets), abs=1e-6)
+    assert float(rows(out)[0]["val_map"]) == pytest.approx(mean_ap(average_precision(scores, targets)), abs=1e-6)
