@@ -57,6 +57,7 @@ RM = "tests/test_remote.py::"
 MP = "tests/test_mediapipe.py::"
 BL = "tests/test_balance.py::"
 LB = "tests/test_labels.py::"
+ML = "tests/test_multilabel.py::"
 MUTANTS = [
     # --- issue 17's six ----------------------------------------------------------------
     Mutant("resume starts over", "issue 17.1; docs/guarantees.md Resume", "src/mobilenet/training/loop.py",
@@ -328,6 +329,21 @@ MUTANTS = [
     Mutant("a label file's BOM read as part of its header", "docs/training.md Labels from a file",
            "src/mobilenet/data/labels.py", 'raw.decode("utf-8-sig")', 'raw.decode("utf-8")',
            [LB + "test_a_spreadsheets_csv_reads_with_its_bom_quoting_and_columns"]),
+    Mutant("multi-label thresholds chosen on the test split", "docs/training.md Several labels per image",
+           "src/mobilenet/training/scoring.py", "batches = source.val_batches(batch_size, dist.rank, dist.world)",
+           "batches = source.test_batches(batch_size, dist.rank, dist.world)",
+           [ML + "test_a_multi_label_run_keeps_thresholds_chosen_on_validation_only"]),
+    Mutant("positive-label weights inverted", "docs/training.md Several labels per image",
+           "src/mobilenet/training/balance.py", "[(images - n) / n if n else 1.0 for n in counts]",
+           "[n / (images - n) if n else 1.0 for n in counts]",
+           [ML + "test_positive_weights_and_the_loss_by_hand"]),
+    Mutant("multi-label validation not gathered under torchrun", "docs/training.md Several labels per image",
+           "src/mobilenet/training/scoring.py", "rows = dist.gather(np.concatenate([metrics.scores, metrics.targets], 1))",
+           "rows = np.concatenate([metrics.scores, metrics.targets], 1)",
+           ["tests/test_distributed.py::test_a_multi_label_run_chooses_its_thresholds_on_every_process_validation_images"]),
+    Mutant("a multi-label sweep picks by label accuracy", "docs/sweep.md", "src/mobilenet/sweep/run.py",
+           '"val_map" if several else "val_acc"', '"val_acc"',
+           [ML + "test_a_multi_label_sweep_picks_on_validation_map"]),
 ]
 
 
