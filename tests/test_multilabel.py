@@ -208,6 +208,15 @@ def test_the_int8_check_compares_map(multilabel_run):
     assert "test mAP" in said[0] and "same labels" in said[0]
 
 
+def test_a_multi_label_run_without_a_validation_split_resumes_with_thresholds_of_one_half(tmp_path):
+    labels = painted(tmp_path / "data", 12)
+    args = ("train", "--data", str(labels), "--out", str(tmp_path / "run"), *TRAIN[:6], *TRAIN[8:])
+    for epochs, more in (("1", ()), ("2", ("--resume",))):
+        r = cli(*args, "--epochs", epochs, *more)
+        assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["thresholds"] == [0.5] * 3
+
+
 @pytest.mark.fault
 @pytest.mark.parametrize("args, said", [
     (("--task", "multi-label"), "--task multi-label needs a label file"),

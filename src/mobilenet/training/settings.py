@@ -71,7 +71,8 @@ def settle(cfg: TrainConfig, facts: Facts = Facts()) -> TrainConfig:
     fashion = cfg.data == FASHION_MNIST
     augment = cfg.augment if cfg.augment != "auto" else facts.preset or data_preset(cfg)
     multi = facts.multi_label
-    select_by = cfg.select_by if cfg.select_by != "auto" else "map" if multi else "top1"
+    # without --val-split nothing is chosen, and a resume's checks must not ask for one
+    select_by = cfg.select_by if cfg.select_by != "auto" else "map" if multi and cfg.val_split else "top1"
     other = SINGLE_LABEL_ONLY if multi else MULTI_LABEL_ONLY  # choices the other task alone can score
     if select_by in other:
         raise BadArgument(f"--select-by {select_by} cannot score a {'multi' if multi else 'single'}-label run; use "
