@@ -147,6 +147,7 @@ def test_evaluate_and_the_report_give_map_and_the_mistakes(multilabel_run):
     assert [metrics["per_class_scores"][c]["threshold"] for c in info.classes] == pytest.approx(info.thresholds)
     page = (run / "report.html").read_text()
     assert "Most confident false positives" in page and "Most confident false negatives" in page and "mAP" in page
+    assert f"test {metrics['images']} images in 3 classes" in page  # images, not their labels
     shown = cli("evaluate", "--model", str(run))
     assert "mAP" in shown.stdout and "threshold" in shown.stdout and "confusion" not in shown.stdout
 
@@ -206,6 +207,34 @@ def test_the_int8_check_compares_map(multilabel_run):
     scores, targets, _ = _scores(run, "test")
     assert found["score"] == "mAP" and found["accuracy_int8"] == pytest.approx(mean_ap(average_precision(scores, targets)))
     assert "test mAP" in said[0] and "same labels" in said[0]
+
+
+@pytest.mark.fault
+def test_a_multi_label_run_killed_in_its_steps_resumes_exactly(tmp_path):
+    """kill -9 in a step of epoch 1 and of epoch 2, resumed: the history, the weights and the
+    thresholds are the uninterrupted run's."""
+    import forked
+    from test_interrupts import FAULT, assert_same_run
+
+    labels = painted(tmp_path / "data", 60)  # 34 training images: 5 steps of 8 an epoch
+
+    def command(out):
+        again = ("--resume",) if (out / "checkpoint.pt").exists() else ()
+        return ["train", "--data", str(labels), "--out", str(out), "--epochs", "3", "--label-smoothing", "0.1",
+                "--class-weights", "inverse", *TRAIN[:-6], "--ema", "0.9", *again]
+
+    reference = tmp_path / "reference"
+    r = forked.run(command(reference))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "killed"
+    for k in (3, 8):  # step 3 of epoch 1 (nothing saved: the next run starts anew); then step 3 of epoch 2
+        r = forked.run(["step", "-", str(k), *command(out)], code=FAULT)
+        assert r.returncode == -9, r.stderr
+    r = forked.run(command(out))
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr
+    assert_same_run(out, reference)
+    thresholds = [json.loads((p / "config.json").read_text())["thresholds"] for p in (out, reference)]
+    assert thresholds[0] == thresholds[1] and thresholds[0] != [0.5] * 3
 
 
 def test_a_multi_label_run_without_a_validation_split_resumes_with_thresholds_of_one_half(tmp_path):

@@ -115,8 +115,10 @@ def _test_line(metrics: dict) -> str:
 
 
 def _data_line(source) -> str:
-    counts = source.class_counts()
-    splits = [f"{name} {sum(c):,} images in {sum(1 for v in c if v)} classes" for name, c in counts.items() if sum(c)]
+    counts = source.class_counts()  # of labels: an image with several counts for each
+    images = {"train": source.num_train, "validation": source.num_val, "test": source.num_test}
+    splits = [f"{name} {images[name]:,} images in {sum(1 for v in c if v)} classes" for name, c in counts.items()
+              if sum(c)]
     return f"{source.name}: " + ", ".join(splits)
 
 
