@@ -32,7 +32,7 @@ def run_trial(source, seed: int, model_config, lr: float, batch_size: int, run_s
     train, val = source.samples
     side = _median_short_side(train)
     if source.multi_label:
-        return _fallback(side, "several labels per image: the trial scores one class per image")
+        return _fallback(side, "no trial, which scores one class per image, for images with several labels")
     train, val = _trial_split(train, val, seed)
     per_class = min((sum(1 for _, label in val if label == c) for c in range(len(source.classes))), default=0)
     if per_class < MIN_VAL_PER_CLASS:
