@@ -62,14 +62,15 @@ def test_positive_weights_and_the_loss_by_hand():
 
 
 def painted(root, n=100, seed=0):
-    """n images of 32×32 grey noise, each painted with a random non-empty set of REGIONS,
-    and their labels.csv (path,labels with ';')."""
+    """n images of 32×32 grey noise, each painted with a random set of REGIONS (every tenth
+    with none), and their labels.csv (path,labels with ';')."""
     rng = np.random.default_rng(seed)
     (root / "img").mkdir(parents=True, exist_ok=True)
     rows = ["path,labels"]
     for i in range(n):
         pixels = rng.integers(100, 156, (32, 32, 3)).astype(np.uint8)
-        names = [c for c in REGIONS if rng.random() < 0.5] or [list(REGIONS)[i % 3]]
+        drawn = [c for c in REGIONS if rng.random() < 0.5] or [list(REGIONS)[i % 3]]
+        names = [] if i % 10 == 9 else drawn  # every tenth image holds none of the classes
         for c in names:
             (y0, y1, x0, x1), colour = REGIONS[c]
             pixels[y0:y1, x0:x1] = colour
@@ -87,6 +88,17 @@ def test_rows_with_several_labels_read_as_tuples_and_split_by_their_rarest(tmp_p
     found = data_splits(labels, 0.25, 0)
     assert len(found["train"]) + len(found["test"]) == 40
     assert {c for _, label in found["test"] for c in label} == {0, 1, 2}  # every label tested
+
+
+def test_a_multi_label_file_takes_images_with_no_label_and_a_repeated_label_once(tmp_path):
+    labels = painted(tmp_path, 40)
+    lines = labels.read_text().splitlines()
+    lines[1:4] = "img/0.png,", "img/1.png,red;red", "img/2.png,"
+    labels.write_text("\n".join(lines) + "\n")
+    classes, samples = read_label_file(labels)
+    assert samples[0][1] == () and samples[1][1] == (classes.index("red"),)
+    found = data_splits(labels, 0.25, 0)
+    assert sum(1 for _, label in found["test"] if not label) >= 1  # the images with none are a stratum of their own
 
 
 TRAIN = ("--width", "0.25", "--resolution", "32", "--batch-size", "8", "--val-split", "0.25", "--workers", "0",
@@ -108,15 +120,18 @@ def multilabel_run(tmp_path_factory):
 
 
 def _scores(run, split: str):
-    """The saved model's sigmoid scores and labels on one of its splits, computed here."""
+    """The saved model's sigmoid scores and labels on one of its splits, computed here in
+    batches as evaluate's: AP ranks the scores, and near ties follow a float's last bits."""
+    from mobilenet.limits import EVAL_BATCH_SIZE
+    from mobilenet.net.cost import eval_batch_size
     from mobilenet.run.folder import load_model
 
     model, info = load_model(run)
     source = info.open_data(workers=0, val_split=0.25)
     scores, targets = [], []
     with torch.inference_mode():
-        for batch in getattr(source, f"{split}_batches")(64):
-            scores.append(torch.sigmoid(model(batch.images)).numpy())
+        for batch in getattr(source, f"{split}_batches")(eval_batch_size(info.model, EVAL_BATCH_SIZE)):
+            scores.append(torch.sigmoid(model(batch.images.contiguous(memory_format=torch.channels_last))).numpy())
             targets.append(batch.labels.numpy())
     return np.concatenate(scores), np.concatenate(targets), info
 
@@ -141,7 +156,7 @@ def test_evaluate_and_the_report_give_map_and_the_mistakes(multilabel_run):
     metrics = json.loads(ev.stdout)
     scores, targets, info = _scores(run, "test")
     assert metrics["task"] == "multi-label" and metrics["mAP"] == pytest.approx(mean_ap(average_precision(scores, targets)))
-    assert metrics["mAP"] > 0.8  # the painted regions are easy: a model that learned nothing scores about 0.5
+    assert metrics["mAP"] > 0.7  # the painted regions are easy; a model that learned nothing scores about 0.45
     at = scores_at(scores, targets, info.thresholds)
     assert metrics["macro_f1"] == pytest.approx(at["macro_f1"])
     assert [metrics["per_class_scores"][c]["threshold"] for c in info.classes] == pytest.approx(info.thresholds)

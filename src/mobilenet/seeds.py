@@ -77,11 +77,13 @@ def stratified_split(samples, fraction: float, seed: int, part: str) -> tuple[li
 
 
 def _rarest(samples):
-    """label -> its stratum: itself, or for a tuple of labels the one fewest images hold."""
+    """label -> its stratum: itself, or for a tuple of labels the one fewest images hold
+    (images with none are a stratum of their own)."""
     if not any(isinstance(s[1], tuple) for s in samples):
         return lambda label: label
     count: dict[int, int] = {}
     for _, labels in samples:
         for label in labels:
             count[label] = count.get(label, 0) + 1
-    return lambda labels: min(labels, key=lambda label: (count[label], label))
+    none = max(count, default=-1) + 1  # a stratum of its own, after the classes' (an RNG key: not negative)
+    return lambda labels: min(labels, key=lambda label: (count[label], label), default=none)

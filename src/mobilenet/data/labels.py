@@ -27,7 +27,8 @@ def is_label_file(path) -> bool:
 
 def read_label_file(path) -> tuple[list[str], list[tuple[str, int | tuple[int, ...]]]]:
     """(classes, [(image path, class index)]) of a label file, or when a row has several
-    labels (path, (class indices)) for every row: a multi-label set. Paths are relative to
+    labels (path, (class indices)) for every row: a multi-label set, where a row may also
+    have none (an image that holds none of the classes). Paths are relative to
     the file's folder and must stay in it (links too) and name a regular file; the classes
     are the labels, sorted. A row that cannot be read names its line."""
     path = Path(path)
@@ -42,13 +43,14 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int | tuple[int, .
         raise MobileNetError(f"{printable(path)} line {line}: not UTF-8; save the file as UTF-8") from None
     rows = _jsonl_rows(path, text) if path.suffix.lower() == ".jsonl" else _csv_rows(path, text)
     folder, shown = os.path.realpath(path.parent), printable(path)
-    found, seen = [], {}
+    found, seen, unlabelled = [], {}, None
     for line, name, labels in bar(rows, desc=f"reading {shown}", unit=" rows"):
         where = f"{shown} line {line}"
         if not name.strip():
             raise MobileNetError(f"{where}: no image path; give each row a path relative to the file's folder")
-        if not labels:
-            raise MobileNetError(f"{where}: no label for {printable(name)}; give each image its class")
+        labels = list(dict.fromkeys(labels))  # "cat;cat" is one label
+        if not labels and unlabelled is None:  # judged at the end: a multi-label file may hold none
+            unlabelled = f"{where}: no label for {printable(name)}; give each image its class"
         image = os.path.join(folder, name)  # an absolute path stays absolute, and must lie inside too
         key = os.path.realpath(image)  # links followed: where the image really is
         if not within(key, folder):
@@ -64,12 +66,15 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int | tuple[int, .
         found.append((os.path.normpath(image), labels))
     if not found:
         raise MobileNetError(f"{printable(path)}: no rows; give one row per image after the header")
+    several = any(len(labels) > 1 for _, labels in found)
+    if unlabelled and not several:
+        raise MobileNetError(unlabelled + " (an image with none is taken only where some image has several)")
     classes = sorted({label for _, labels in found for label in labels})
     check_class_names(path, classes, "label")
     index = {c: i for i, c in enumerate(classes)}
-    if all(len(labels) == 1 for _, labels in found):
+    if not several:
         return classes, [(image, index[labels[0]]) for image, labels in found]
-    return classes, [(image, tuple(sorted({index[label] for label in labels}))) for image, labels in found]
+    return classes, [(image, tuple(sorted(index[label] for label in labels))) for image, labels in found]
 
 
 def _regular(real: str) -> bool:
