@@ -28,7 +28,7 @@ def _train_config(args) -> TrainConfig:
 
 
 def add_train(sub) -> None:
-    p = sub.add_parser("train", help="train on Fashion-MNIST (default) or a folder of images")
+    p = sub.add_parser("train", help="train on Fashion-MNIST (default), a folder of images or a label file")
     for f in cli_fields():
         option(p, f)
         if f.name == "out":  # beside the folder it continues; --resume is train()'s argument, not a field

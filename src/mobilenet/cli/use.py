@@ -63,10 +63,11 @@ def _print_written(m: dict, args, files: str) -> None:
 
 
 def add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix")
+    p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix (a multi-label model: mAP, and "
+                       "each class's AP and scores at its threshold)")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
-    p.add_argument("--data", type=data_folder, help="'fashion-mnist' or a folder (default: the data set the model "
-                   "was trained on)")
+    p.add_argument("--data", type=data_folder, help="'fashion-mnist', a folder or a label file (default: the data set "
+                   "the model was trained on)")
     p.add_argument("--out", help="where metrics.json and confusion_matrix.png go (default: --model)")
     workers_option(p)
     runtime_option(p)
