@@ -63,8 +63,8 @@ def _print_written(m: dict, args, files: str) -> None:
 
 
 def add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix (a multi-label model: mAP, and "
-                       "each class's AP and scores at its threshold)")
+    p = sub.add_parser("evaluate", help="top-1, top-5, per-class accuracy and a confusion matrix (a multi-label "
+                       "model: mAP, and each class's AP and scores at its threshold)")
     p.add_argument("--model", required=True, help="a run folder (config.json + model.safetensors)")
     p.add_argument("--data", type=data_folder, help="'fashion-mnist', a folder or a label file (default: the data set "
                    "the model was trained on)")
@@ -112,7 +112,7 @@ def _cmd_predict(args) -> int:
         for r in results:
             print(printable(r["image"]))
             if "labels" in r:  # a multi-label model: the classes at or above their thresholds
-                print("  labels: " + (printable(", ".join(r["labels"])) or "none at its threshold"))
+                print("  labels: " + (printable(", ".join(r["labels"])) or "none at their thresholds"))
             for p in r["predictions"]:
                 print(f"  {100 * p['probability']:6.2f}%  {printable(p['class'])}")
     return 1 if failed else 0
