@@ -106,6 +106,11 @@ def _log_axis(axis) -> None:
     axis.set_minor_formatter(plain)
 
 
+def score_name(rows: list[dict]) -> str:
+    """What a sweep's points' val_acc and test_acc hold: accuracy, or a multi-label sweep's mAP."""
+    return "mAP" if any(r.get("score") == "mAP" for r in rows) else "accuracy"
+
+
 def plot_tradeoff(rows: list[dict], runtime: str, out: Path, on: str | None = None) -> None:
     """A sweep's pictures, validation accuracy against: mult-adds on a log axis, one line
     per α (the paper's Figure 4); parameters on a log axis, one line per ρ (Figure 5); and
@@ -131,7 +136,7 @@ def plot_tradeoff(rows: list[dict], runtime: str, out: Path, on: str | None = No
             _log_axis(ax.xaxis)
         for r in rows:
             ax.annotate(printable(r["run"]), (x(r), acc(r)), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        ax.set(xlabel=xlabel, ylabel="validation accuracy (%)", title=name.replace("_", " "))
+        ax.set(xlabel=xlabel, ylabel=f"validation {score_name(rows)} (%)", title=name.replace("_", " "))
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
         atomic_savefig(out / f"{name}.png", fig)

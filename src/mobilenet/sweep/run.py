@@ -29,6 +29,7 @@ from ..files import (
 )
 from ..formats import EXPORT_FORMATS, size_key
 from ..net.cost import cost_report
+from ..report.plots import score_name
 from ..run.names import CHECKPOINT, EXPORTS, HISTORY, WEIGHTS
 from ..training.config import TrainConfig
 from .page import TABLE, sweep_report
@@ -195,11 +196,6 @@ def _kept_val_score(folder: Path, kept_epoch: int, column: str) -> float:
     return float(row[column])
 
 
-def score_name(rows: list[dict]) -> str:
-    """What the points' val_acc and test_acc hold: accuracy, or a multi-label sweep's mAP."""
-    return "mAP" if any(r.get("score") == "mAP" for r in rows) else "accuracy"
-
-
 def _exports(folder: Path, int8: bool, log) -> dict:
     """Each format's file size in MB, and int8's test accuracy with --int8 (export's own check)."""
     from ..deploy.exporter import export
@@ -336,7 +332,8 @@ def format_table(rows: list[dict], plan: dict) -> str:
     size = size_key(runtime)
     score = "mAP" if score_name(rows) == "mAP" else "acc"
     lines = [f"{'run':<12} {'params':>8} {'mult-adds':>10} {'peak act.':>11} {'val ' + score:>8} "
-             f"{'test ' + score:>8} {'test loss':>9}" + (f" {'int8 ' + score:>8}" if plan["int8"] else "") + f" {runtime + ' ms':>16} "
+             f"{'test ' + score:>8} {'test loss':>9}" + (f" {'int8 ' + score:>8}" if plan["int8"] else "")
+             + f" {runtime + ' ms':>16} "
              f"{size + ' MB':>14}"]
     for r in rows:
         int8 = f" {100 * r['test_acc_int8']:7.2f}%" if plan["int8"] else ""
