@@ -15,6 +15,7 @@ from ..seeds import TRIAL_ORDER, mix
 from .augment import folder_transforms
 from .batches import Batch, Source, balanced_weights, class_counts, epoch_order, subset, test_share, validation_split
 from .images import IMAGENET_MEAN, IMAGENET_STD, crop_input_spec, load_image
+from .labels import one_hot
 from .splits import data_splits
 
 PREFETCH = 4  # batches each DataLoader worker prepares ahead (benchmarks/train_throughput.py --folder)
@@ -37,7 +38,7 @@ class _ImageFiles(torch.utils.data.Dataset):
         epoch, i = key
         path, label = self.samples[i]
         if self.classes:
-            label = torch.zeros(self.classes).index_fill_(0, torch.tensor(label, dtype=torch.long), 1.0)
+            label = torch.from_numpy(one_hot(label, self.classes))
         try:
             image = load_image(path, self.channels)
         except MobileNetError as e:

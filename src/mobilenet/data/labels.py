@@ -11,6 +11,8 @@ import os
 import stat
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import MobileNetError, printable
 from ..files import read_regular
 from ..limits import LABEL_FILES
@@ -75,6 +77,13 @@ def read_label_file(path) -> tuple[list[str], list[tuple[str, int | tuple[int, .
     if not several:
         return classes, [(image, index[labels[0]]) for image, labels in found]
     return classes, [(image, tuple(sorted(index[label] for label in labels))) for image, labels in found]
+
+
+def one_hot(label, num_classes: int) -> np.ndarray:
+    """A multi-label target: 1.0 for each of the image's classes (a tuple, or one index), else 0."""
+    found = np.zeros(num_classes, np.float32)
+    found[list(label) if isinstance(label, tuple) else label] = 1
+    return found
 
 
 def _regular(real: str) -> bool:

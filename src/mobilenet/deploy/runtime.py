@@ -16,6 +16,7 @@ import numpy as np
 from ..data.images import (
     FASHION_CLASSES, FASHION_MNIST, fashion_files, fashion_mnist_dir, from_pixels, load_image, prepare, read_idx,
 )
+from ..data.labels import one_hot
 from ..data.splits import data_splits
 from ..errors import MobileNetError, NotInstalled, first_line
 from ..files import FILE_LIMIT, read_regular
@@ -166,17 +167,10 @@ def split_batches(model: OnnxModel, data: str | None, seen: dict, batch_size: in
         for path, label in samples[i:i + batch_size]:
             try:
                 arrays.append(prepare(load_image(path, spec["channels"]), spec))
-                labels.append(_one_hot(label, len(model.classes)) if several else label)
+                labels.append(one_hot(label, len(model.classes)) if several else label)
             except MobileNetError as e:
                 bad.append(str(e))
         yield (np.stack(arrays) if arrays else None), np.asarray(labels, np.float32 if several else np.int64), bad
-
-
-def _one_hot(label, num_classes: int) -> np.ndarray:
-    """A multi-label model's target: 1 for each of the image's classes (a tuple, or one index)."""
-    found = np.zeros(num_classes, np.float32)
-    found[list(label) if isinstance(label, tuple) else label] = 1
-    return found
 
 
 def read_onnx(path: Path) -> tuple[bytes, ModelInfo, bool]:

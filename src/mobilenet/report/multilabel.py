@@ -85,6 +85,10 @@ def mean_ap(ap) -> float:
     return float(np.nanmean(ap)) if np.isfinite(ap).any() else 0.0
 
 
+def _joined(parts: list, dtype, num_classes: int) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0, num_classes), dtype)
+
+
 class LabelScores:
     """Every image's class scores and true labels, kept (average precision ranks them all):
     what a multi-label pass gives evaluate, training's epochs and the export checks. With
@@ -109,11 +113,13 @@ class LabelScores:
 
     @property
     def scores(self) -> np.ndarray:
-        return np.concatenate(self._scores) if self._scores else np.zeros((0, self.num_classes))
+        self._scores = [_joined(self._scores, np.float64, self.num_classes)]  # joined once, however often read
+        return self._scores[0]
 
     @property
     def targets(self) -> np.ndarray:
-        return np.concatenate(self._targets) if self._targets else np.zeros((0, self.num_classes), bool)
+        self._targets = [_joined(self._targets, bool, self.num_classes)]
+        return self._targets[0]
 
     @property
     def images(self) -> int:

@@ -93,14 +93,11 @@ def _marked(path: Path) -> bool:
     return path.name == CHECKPOINT and _our_checkpoint(path)
 
 
-ESSENTIAL_COLUMNS = 5  # epoch, train and test loss and accuracy: every history.csv's first
-
-
 def _history_header(head: str) -> bool:
-    from .folder import HISTORY_FIELDS
+    from .folder import ESSENTIAL, HISTORY_FIELDS
 
     found = head.split("\n", 1)[0].split(",")  # an older run's has the first columns only
-    return len(found) >= ESSENTIAL_COLUMNS and found == HISTORY_FIELDS[:len(found)]
+    return len(found) >= len(ESSENTIAL) and found == HISTORY_FIELDS[:len(found)]
 
 
 def _our_checkpoint(path: Path) -> bool:

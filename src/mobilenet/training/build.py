@@ -15,7 +15,6 @@ from ..data.images import FASHION_MNIST
 from ..data.sources import open_source
 from ..errors import MobileNetError, first_line
 from ..net.model import MobileNetConfig, MobileNetV1
-from ..report.multilabel import DEFAULT_THRESHOLD
 from ..run.info import ModelInfo
 from .balance import class_weights, pos_weights, sampler_line, weights_line
 from .config import COMPILE_MODES, LR, TASKS, TrainConfig
@@ -23,6 +22,7 @@ from .distributed import Dist
 from .ema import EMA
 from .log import RunLog
 from .optim import make_optimizer, make_schedule, set_peak
+from .scoring import default_thresholds
 from .settings import Facts, data_preset, data_resolution, settle
 from .state import RunState
 from .step import Learner, check_batch_memory
@@ -93,8 +93,7 @@ def build_run(cfg: TrainConfig, out: Path, dist: Dist, log, fresh: bool) -> Run:
     if weights is not None:
         learner.class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
     info = ModelInfo(source.classes, source.input_spec(), model.config, source.provenance(),
-                     record or {"preset": cfg.augment},
-                     [DEFAULT_THRESHOLD] * len(source.classes) if source.multi_label else None)
+                     record or {"preset": cfg.augment}, default_thresholds(source))
     notes = []  # the main process's: the others hold no trial's figures to tell
     if dist.main:
         notes = [choice_line(record) if record else None, sampler_line(chosen[1], cfg.sampler, counts),

@@ -22,9 +22,9 @@ def score_epoch(learner, eval_models: list, source, batch_size: int, dist, devic
         model.eval()
     batches = source.test_batches(batch_size, dist.rank, dist.world)
     logits = [torch_logits(m, device, learner.amp) for m in eval_models]
-    n, several = len(source.classes), source.multi_label
-    found = evaluate_batches(logits, batches, n, stop=stop, desc="test", confusion=False,
-                             thresholds=[DEFAULT_THRESHOLD] * n if several else None)
+    several = source.multi_label
+    found = evaluate_batches(logits, batches, len(source.classes), stop=stop, desc="test", confusion=False,
+                             thresholds=default_thresholds(source))
     metrics = [_all(m, dist) for m in found["metrics"]]
     if not metrics[0].images:
         raise MobileNetError(f"the test split of {source.name} has no readable images")
@@ -33,6 +33,11 @@ def score_epoch(learner, eval_models: list, source, batch_size: int, dist, devic
             "ema_test_loss": ema.loss if ema else None, "ema_test_acc": ema.top1 if ema else None,
             "test_map": metrics[0].map if several else None, "ema_test_map": ema.map if ema and several else None,
             "bad_count": int(dist.sum(len(found["bad_files"]))[0]), **_validate(source, logits[-1], batch_size, dist)}
+
+
+def default_thresholds(source) -> list[float] | None:
+    """A multi-label source's thresholds before validation has chosen any; None for one class per image."""
+    return [DEFAULT_THRESHOLD] * len(source.classes) if source.multi_label else None
 
 
 def _all(metrics, dist):
@@ -49,15 +54,14 @@ def _validate(source, logits, batch_size: int, dist) -> dict:
     on the validation images, which alone choose the epoch to keep; None without --val-split.
     With several labels per image: mAP, and the thresholds chosen on them (multilabel.py),
     at which the accuracy and macro F1 are taken; the default ones without --val-split."""
-    n, several = len(source.classes), source.multi_label
     if not source.num_val:
         return {"val_loss": None, "val_acc": None, "val_balanced_acc": None, "val_macro_f1": None, "val_map": None,
-                "thresholds": [DEFAULT_THRESHOLD] * n if several else None}
+                "thresholds": default_thresholds(source)}
     batches = source.val_batches(batch_size, dist.rank, dist.world)
-    found = evaluate_batches([logits], batches, n, desc="val", confusion=False,
-                             thresholds=[DEFAULT_THRESHOLD] * n if several else None)
+    found = evaluate_batches([logits], batches, len(source.classes), desc="val", confusion=False,
+                             thresholds=default_thresholds(source))
     metrics = _all(found["metrics"][0], dist)
-    if several:
+    if source.multi_label:
         metrics.thresholds = choose_thresholds(metrics.scores, metrics.targets)
         at = scores_at(metrics.scores, metrics.targets, metrics.thresholds)
         return {"val_loss": metrics.loss, "val_acc": at["label_accuracy"], "val_balanced_acc": None,
